@@ -1,0 +1,83 @@
+"""The base experiment config. Every file in ``configs/`` starts from :func:`base_config` and overrides it.
+
+Fields (all of them exist in every config, so ``--config.<key>=<value>`` works for any of them):
+  seed                         root of every random number (per run: fold_in(seed, run id); per step: fold_in(., step))
+  model.name                   a key of ``dcvae_jax.models.MODELS``
+  model.arch                   "mlp" | "conv";  model.hidden: widths (conv: channels..., dense)
+  model.latent_dim             d
+  model.likelihood             "bernoulli" | "gaussian" (unit variance, sum of squared errors / 2 + const)
+  model.beta, alpha, gamma     objective weights (see DESIGN.md §3); model.estimator "mss" | "mws"
+  model.tc_scope               "global": TC estimators see the whole global batch (codes all-gathered);
+                               "local": each device's shard is its own minibatch (as a per-device estimator would)
+  data.name / data_dir         dataset name; a local folder of .npz or IDX files (overrides TFDS)
+  data.binarize                threshold pixels at 0.5 (the paper does)
+  protocol.name                "one_vs_rest" | "leave_one_out" | "split"
+  protocol.classes             which normal (one_vs_rest) / held-out (leave_one_out) classes to run; () = all
+  protocol.normal, anomalous   class lists for "split"
+  protocol.score               "recon" | "nelbo" (the headline score; both are always computed)
+  protocol.score_condition     "min" | "marginal" | "given" (conditional models only; "given" leaks the label)
+  train.*                      optimisation, logging, checkpoints (see below)
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.num_seeds = 1  # seeds seed, seed+1, ... are run for every protocol class
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "vae"
+  c.model.arch = "mlp"
+  c.model.hidden = (512, 256)
+  c.model.latent_dim = 10
+  c.model.likelihood = "bernoulli"
+  c.model.beta = 4.0            # beta_vae: KL weight; beta_tcvae/dcvae: TC weight (set to 6 by those models)
+  c.model.alpha = 1.0           # beta_tcvae / dcvae: index-code MI weight
+  c.model.gamma = 1.0           # beta_tcvae / dcvae: dimension-wise KL weight
+  c.model.tc_beta = 6.0         # beta_tcvae / dcvae: TC weight
+  c.model.factor_gamma = 6.4    # factor_vae / rf_vae: weight of the discriminator's TC estimate
+  c.model.estimator = "mss"
+  c.model.tc_scope = "global"
+  c.model.disc_layers = 6
+  c.model.disc_width = 1000
+  c.model.lambda_min = 0.1      # rf_vae
+  c.model.lambda_max = 10.0
+  c.model.eta_s = 6.4
+  c.model.eta_h = 6.4
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "mnist5k"
+  c.data.data_dir = ""
+  c.data.tfds_data_dir = ""
+  c.data.download = True
+  c.data.binarize = True
+
+  c.protocol = ml_collections.ConfigDict()
+  c.protocol.name = "leave_one_out"
+  c.protocol.classes = ()
+  c.protocol.normal = ()
+  c.protocol.anomalous = ()
+  c.protocol.score = "recon"
+  c.protocol.score_condition = "min"
+
+  c.train = ml_collections.ConfigDict()
+  c.train.num_epochs = 20
+  c.train.batch_size = 64
+  c.train.learning_rate = 1e-3        # "primary" rate: the VAE
+  c.train.disc_learning_rate = 1e-4   # "secondary" rate: the FactorVAE/RF-VAE discriminator
+  c.train.steps_per_call = 50         # training steps fused into one compiled call (lax.scan)
+  c.train.runs_per_program = 0        # runs trained together with vmap; 0 = all runs of the protocol
+  c.train.log_every_steps = 10
+  c.train.checkpoint_every_steps = 1000
+  c.train.keep_checkpoints = 2
+  c.train.on_nonfinite = "stop"       # "stop" | "skip" (skip the update and count it)
+  c.train.progress = True
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.batch_size = 1000
+  c.eval.elbo_samples = 4
+  return c

@@ -1,0 +1,126 @@
+"""``train_and_evaluate(config, workdir)``: the whole job, importable from Colab and tests.
+
+Workdir layout:
+  config.json        the config in force (a rerun must be compatible with it)
+  metrics.jsonl      per-step loss terms of every run (JSON lines)
+  checkpoints/<chunk>/  Orbax checkpoints of each group of runs trained together
+  runs/<run>.json    per-run results, written when a run's evaluation finishes (finished runs are not redone)
+  results.json       the summary (see evaluate.summarize)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import jax
+import numpy as np
+
+from dcvae_jax import data as data_lib
+from dcvae_jax import evaluate, objectives, protocols, train
+
+
+class WorkdirError(RuntimeError):
+  """The workdir holds a run that does not match the requested config."""
+
+
+# Config fields that define what is trained: a workdir trained with other values cannot be resumed.
+IDENTITY_KEYS = ("model.name", "model.arch", "model.hidden", "model.latent_dim", "model.likelihood",
+                 "data.name", "data.binarize", "protocol.name", "train.batch_size", "seed")
+
+
+def _get(cfg: dict, dotted: str):
+  for part in dotted.split("."):
+    cfg = cfg.get(part, {}) if isinstance(cfg, dict) else {}
+  return cfg
+
+
+def check_workdir(config, workdir: str):
+  """Refuse a workdir whose saved config trained something else; then (re)write config.json."""
+  path = os.path.join(workdir, "config.json")
+  new = json.loads(config.to_json())
+  if os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)
+    diffs = [f"{k}: {_get(old, k)!r} -> {_get(new, k)!r}" for k in IDENTITY_KEYS
+             if json.dumps(_get(old, k)) != json.dumps(_get(new, k))]
+    if diffs:
+      raise WorkdirError(f"workdir {workdir} holds a different run ({'; '.join(diffs)}); "
+                         "use another --workdir")
+  os.makedirs(workdir, exist_ok=True)
+  train._atomic_json(path, new)
+
+
+def validate(config):
+  objectives.get_model(config.model.name)
+  if config.protocol.score not in evaluate.SCORES:
+    raise train.ConfigError(f"unknown score {config.protocol.score!r}; known: {', '.join(evaluate.SCORES)}")
+  if config.protocol.score_condition not in evaluate.SCORE_CONDITIONS:
+    raise train.ConfigError(f"unknown score_condition {config.protocol.score_condition!r}; "
+                            f"known: {', '.join(evaluate.SCORE_CONDITIONS)}")
+  if int(config.train.num_epochs) < 1 or int(config.train.batch_size) < 1:
+    raise train.ConfigError("train.num_epochs and train.batch_size must be positive")
+
+
+def load_data(config) -> data_lib.Dataset:
+  return data_lib.load_dataset(config.data.name, config.data.data_dir,
+                               tfds_data_dir=config.data.tfds_data_dir or None, download=config.data.download)
+
+
+def chunks(runs, size: int):
+  size = len(runs) if size <= 0 else size
+  return [runs[i:i + size] for i in range(0, len(runs), size)]
+
+
+def chunk_name(chunk) -> str:
+  return chunk[0].name if len(chunk) == 1 else f"{chunk[0].name}--{chunk[-1].name}"
+
+
+def train_and_evaluate(config, workdir: str, *, log=print, dataset: data_lib.Dataset | None = None) -> dict:
+  """Train every run of the protocol (groups of ``train.runs_per_program`` at once), score, summarise."""
+  validate(config)
+  ds = dataset if dataset is not None else load_data(config)
+  runs = protocols.make_runs(config.protocol, ds.num_classes, config.seed, config.num_seeds)
+  check_workdir(config, workdir)
+  spec = objectives.get_model(config.model.name)
+  image_shape = (*ds.x_train.shape[1:], 1)
+  num_conditions = len(runs[0].normal)
+  mesh = train.make_mesh()
+  os.makedirs(os.path.join(workdir, "runs"), exist_ok=True)
+  log(f"{config.model.name} on {ds.name} ({ds.source}): {ds.x_train.shape[0]} train / {ds.x_test.shape[0]} "
+      f"test images, protocol {config.protocol.name}, {len(runs)} run(s), {mesh.devices.size} device(s)")
+
+  per_run, total_seconds = [], 0.0
+  with open(os.path.join(workdir, "metrics.jsonl"), "a") as log_file:
+    for chunk in chunks(runs, int(config.train.runs_per_program)):
+      done = [os.path.join(workdir, "runs", f"{r.name}.json") for r in chunk]
+      if all(os.path.exists(p) for p in done):
+        for p in done:
+          with open(p) as f:
+            per_run.append(json.load(f))
+        total_seconds += per_run[-1].get("chunk_train_seconds", 0.0)
+        continue
+      state, seconds, _ = train.train_runs(
+          config, ds.x_train, ds.y_train, chunk, os.path.join(workdir, "checkpoints", chunk_name(chunk)),
+          image_shape=image_shape, num_conditions=num_conditions, log_file=log_file, mesh=mesh, log=log)
+      total_seconds += seconds
+      setup = train.make_setup(config, image_shape, num_conditions, mesh.devices.size)
+      scores = evaluate.score_test_set(setup, state.params, ds.x_test, mesh, batch_size=config.eval.batch_size,
+                                       num_samples=config.eval.elbo_samples, seed=config.seed)
+      for m, run in enumerate(chunk):
+        data = train.RunData.build(run, ds.y_train, int(config.train.batch_size), config.train.num_epochs)
+        result = evaluate.evaluate_run(run, {k: v[m] for k, v in scores.items()}, ds.y_test,
+                                       conditional=spec.conditional, condition_counts=data.condition_counts,
+                                       protocol=config.protocol)
+        result["chunk_train_seconds"] = seconds
+        result["skipped_updates"] = int(np.asarray(state.skipped)[m])
+        train._atomic_json(done[m], result)
+        per_run.append(result)
+
+  results = evaluate.summarize(per_run, model=config.model.name, dataset=ds.name, protocol=config.protocol,
+                               train_seconds=total_seconds)
+  results["num_devices"] = mesh.devices.size
+  results["backend"] = jax.default_backend()
+  train._atomic_json(os.path.join(workdir, "results.json"), results)
+  return results

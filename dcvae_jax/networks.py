@@ -1,0 +1,148 @@
+"""Flax modules: encoders, decoders (MLP and conv), the conditional prior, relevance, the discriminator.
+
+Conditioning (Pol et al. 2019): the one-hot condition c is concatenated to the encoder's input features and to
+the decoder's input code. Unconditional models get ``c = None``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+def _with_condition(h: jnp.ndarray, c: jnp.ndarray | None) -> jnp.ndarray:
+  return h if c is None else jnp.concatenate([h, c.astype(h.dtype)], axis=-1)
+
+
+class MLPEncoder(nn.Module):
+  """x (B,H,W,C) [, c (B,K)] -> (mu, logvar), each (B, latent_dim)."""
+  hidden: Sequence[int]
+  latent_dim: int
+
+  @nn.compact
+  def __call__(self, x, c=None):
+    h = _with_condition(x.reshape((x.shape[0], -1)), c)
+    for width in self.hidden:
+      h = nn.relu(nn.Dense(width)(h))
+    return nn.Dense(self.latent_dim, name="mu")(h), nn.Dense(self.latent_dim, name="logvar")(h)
+
+
+class MLPDecoder(nn.Module):
+  """z (B,d) [, c] -> Bernoulli/Gaussian-mean logits (B,H,W,C)."""
+  hidden: Sequence[int]
+  image_shape: Sequence[int]
+
+  @nn.compact
+  def __call__(self, z, c=None):
+    h = _with_condition(z, c)
+    for width in reversed(self.hidden):
+      h = nn.relu(nn.Dense(width)(h))
+    size = 1
+    for s in self.image_shape:
+      size *= s
+    return nn.Dense(size)(h).reshape((z.shape[0], *self.image_shape))
+
+
+class ConvEncoder(nn.Module):
+  """Two stride-2 4x4 convolutions (channels ``hidden[:2]``), then Dense(hidden[-1]); c joins after flattening."""
+  hidden: Sequence[int]
+  latent_dim: int
+
+  @nn.compact
+  def __call__(self, x, c=None):
+    channels = tuple(self.hidden[:-1]) or (32, 64)
+    h = x
+    for ch in channels:
+      h = nn.relu(nn.Conv(ch, (4, 4), strides=(2, 2), padding="SAME")(h))
+    h = _with_condition(h.reshape((h.shape[0], -1)), c)
+    h = nn.relu(nn.Dense(self.hidden[-1])(h))
+    return nn.Dense(self.latent_dim, name="mu")(h), nn.Dense(self.latent_dim, name="logvar")(h)
+
+
+class ConvDecoder(nn.Module):
+  """Mirror of ConvEncoder: Dense -> (H/4, W/4, ch) -> two stride-2 transposed convolutions -> logits."""
+  hidden: Sequence[int]
+  image_shape: Sequence[int]
+
+  @nn.compact
+  def __call__(self, z, c=None):
+    channels = tuple(self.hidden[:-1]) or (32, 64)
+    height, width, out_ch = self.image_shape
+    down = 2 ** len(channels)
+    if height % down or width % down:
+      raise ValueError(f"conv decoder needs image sides divisible by {down}, got {height}x{width}")
+    h = nn.relu(nn.Dense(self.hidden[-1])(_with_condition(z, c)))
+    h = nn.relu(nn.Dense((height // down) * (width // down) * channels[-1])(h))
+    h = h.reshape((z.shape[0], height // down, width // down, channels[-1]))
+    for ch in reversed(channels[:-1]):
+      h = nn.relu(nn.ConvTranspose(ch, (4, 4), strides=(2, 2), padding="SAME")(h))
+    return nn.ConvTranspose(out_ch, (4, 4), strides=(2, 2), padding="SAME")(h)
+
+
+ENCODERS = {"mlp": MLPEncoder, "conv": ConvEncoder}
+DECODERS = {"mlp": MLPDecoder, "conv": ConvDecoder}
+
+
+class VAE(nn.Module):
+  """Encoder, decoder and, where the model asks for them, a learned conditional prior and a relevance vector.
+
+  learned_prior: r(z|c) = prod_j N(z_j; m_j(c), exp(s_j(c))), one row of (m, s) per condition, initialised
+  to N(0, I). relevance: r = sigmoid(rho) in [0,1]^d (RF-VAE), initialised at r = 0.5.
+  """
+  arch: str
+  hidden: Sequence[int]
+  latent_dim: int
+  image_shape: Sequence[int]
+  num_conditions: int = 0
+  learned_prior: bool = False
+  relevance: bool = False
+
+  def setup(self):
+    self.encoder = ENCODERS[self.arch](self.hidden, self.latent_dim)
+    self.decoder = DECODERS[self.arch](self.hidden, self.image_shape)
+    if self.learned_prior:
+      self.prior_mu = self.param("prior_mu", nn.initializers.zeros, (self.num_conditions, self.latent_dim))
+      self.prior_logvar = self.param("prior_logvar", nn.initializers.zeros,
+                                     (self.num_conditions, self.latent_dim))
+    if self.relevance:
+      self.rho = self.param("relevance_logit", nn.initializers.zeros, (self.latent_dim,))
+
+  def encode(self, x, c=None):
+    return self.encoder(x, c)
+
+  def decode(self, z, c=None):
+    return self.decoder(z, c)
+
+  def prior(self, cond_ids):
+    """(mu, logvar) of the prior for integer conditions (B,); N(0, I) unless learned."""
+    if not self.learned_prior:
+      zeros = jnp.zeros((cond_ids.shape[0], self.latent_dim))
+      return zeros, zeros
+    return self.prior_mu[cond_ids], self.prior_logvar[cond_ids]
+
+  def relevance_vector(self):
+    return nn.sigmoid(self.rho) if self.relevance else jnp.ones((self.latent_dim,))
+
+  def __call__(self, x, c=None, cond_ids=None):
+    """Touches every parameter (used by init): returns (mu, logvar, logits, prior, relevance)."""
+    mu, logvar = self.encode(x, c)
+    ids = jnp.zeros((x.shape[0],), jnp.int32) if cond_ids is None else cond_ids
+    return mu, logvar, self.decode(mu, c), self.prior(ids), self.relevance_vector()
+
+
+class Discriminator(nn.Module):
+  """FactorVAE density-ratio discriminator: ``layers`` x Dense(width) leaky-ReLU(0.2), then 2 logits.
+
+  logit 0: "z drawn from q(z)"; logit 1: "z drawn from prod_j q(z_j)" (dimension-wise permuted codes).
+  """
+  layers: int = 6
+  width: int = 1000
+
+  @nn.compact
+  def __call__(self, z):
+    h = z
+    for _ in range(self.layers):
+      h = nn.leaky_relu(nn.Dense(self.width)(h), 0.2)
+    return nn.Dense(2)(h)

@@ -1,0 +1,209 @@
+"""Pure loss functions, one regulariser per model, and the model registry.
+
+Every model minimises   recon + regulariser,   where recon = -log p(x|z[,c]) summed over pixels, and every
+term is summed over pixels / latent dimensions and averaged over the batch. Each model logs the same terms:
+recon, kl (analytic KL(q(z|x[,c]) || prior)), elbo (= recon + kl, the negative ELBO), and the decomposition
+kl ≈ mi + tc + dwkl (Chen et al. 2018; for conditional models the conditional one, see ``decompose``).
+
+A model is a ``ModelSpec`` in ``MODELS``, chosen by ``config.model.name``; it contributes only its regulariser.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from dcvae_jax import estimators
+from dcvae_jax import networks
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  name: str
+  regularizer: Callable          # (out, hp, tc_d) -> (scalar, terms)
+  conditional: bool = False      # encoder and decoder see the one-hot condition
+  learned_prior: bool = False    # factorised conditional prior r(z|c)
+  relevance: bool = False        # RF-VAE relevance vector r
+  discriminator: bool = False    # FactorVAE density-ratio discriminator
+
+
+MODELS: dict[str, ModelSpec] = {}
+
+
+def register(name: str, **flags):
+  def wrap(fn):
+    MODELS[name] = ModelSpec(name=name, regularizer=fn, **flags)
+    return fn
+  return wrap
+
+
+def get_model(name: str) -> ModelSpec:
+  if name not in MODELS:
+    raise KeyError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
+  return MODELS[name]
+
+
+def make_module(spec: ModelSpec, model_cfg, image_shape, num_conditions: int) -> networks.VAE:
+  return networks.VAE(arch=model_cfg.arch, hidden=tuple(model_cfg.hidden), latent_dim=model_cfg.latent_dim,
+                      image_shape=tuple(image_shape), num_conditions=max(num_conditions, 1),
+                      learned_prior=spec.learned_prior, relevance=spec.relevance)
+
+
+def make_discriminator(model_cfg) -> networks.Discriminator:
+  return networks.Discriminator(layers=model_cfg.disc_layers, width=model_cfg.disc_width)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Likelihoods and the forward pass.
+
+def recon_nll(logits, x, likelihood: str = "bernoulli"):
+  """-log p(x|z) per example, summed over pixels. Bernoulli(sigmoid(logits)) or N(logits, 1)."""
+  axes = tuple(range(1, x.ndim))
+  if likelihood == "bernoulli":
+    return optax.sigmoid_binary_cross_entropy(logits, x).sum(axes)
+  if likelihood == "gaussian":
+    return (0.5 * jnp.square(x - logits) + 0.5 * jnp.log(2 * jnp.pi)).sum(axes)
+  raise ValueError(f"unknown likelihood {likelihood!r}")
+
+
+def mean_image(logits, likelihood: str = "bernoulli"):
+  return jax.nn.sigmoid(logits) if likelihood == "bernoulli" else logits
+
+
+def one_hot_condition(spec: ModelSpec, cond_ids, num_conditions: int):
+  return jax.nn.one_hot(cond_ids, max(num_conditions, 1)) if spec.conditional else None
+
+
+def forward(spec: ModelSpec, module: networks.VAE, params, x, cond_ids, rng, num_conditions: int):
+  """Encode, reparameterise z = mu + sigma * eps, decode. Returns a dict of arrays."""
+  c = one_hot_condition(spec, cond_ids, num_conditions)
+  mu, logvar = module.apply(params, x, c, method=networks.VAE.encode)
+  z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(rng, mu.shape, mu.dtype)
+  logits = module.apply(params, z, c, method=networks.VAE.decode)
+  prior_mu, prior_logvar = module.apply(params, cond_ids, method=networks.VAE.prior)
+  relevance = module.apply(params, method=networks.VAE.relevance_vector)
+  return dict(mu=mu, logvar=logvar, z=z, logits=logits, prior_mu=prior_mu, prior_logvar=prior_logvar,
+              relevance=relevance, cond_ids=cond_ids)
+
+
+def decompose(spec: ModelSpec, out, *, dataset_size, condition_counts, method: str, groups: int = 1):
+  """MI / TC / dimension-wise KL of the batch (batch means).
+
+  Unconditional models: the decomposition of E_x KL(q(z|x) || p(z)) with q(z) the minibatch mixture over N.
+  Conditional models: E KL(q(z|x,c) || r(z|c)) = I(x;z|c) + TC(z|c) + sum_j KL(q(z_j|c) || r(z_j|c)), the mixture
+  restricted to the batch's examples of the same condition, with the per-condition counts N_c.
+  groups > 1 splits the batch into that many equal consecutive shards (one per device: ``tc_scope="local"``)
+  and averages the per-shard estimates.
+  """
+  conditional = spec.conditional
+  size = condition_counts if conditional else dataset_size
+  arrays = [out["z"], out["mu"], out["logvar"], out["prior_mu"], out["prior_logvar"], out["cond_ids"]]
+  if groups > 1:
+    arrays = [a.reshape((groups, a.shape[0] // groups) + a.shape[1:]) for a in arrays]
+
+  def one(z, mu, logvar, pmu, plogvar, cond):
+    return estimators.elbo_decomposition(z, mu, logvar, dataset_size=size, method=method,
+                                         conditions=cond if conditional else None,
+                                         prior_mu=pmu, prior_logvar=plogvar)
+  if groups > 1:
+    return jax.tree.map(jnp.mean, jax.vmap(one)(*arrays))
+  return one(*arrays)
+
+
+def discriminator_tc(disc: networks.Discriminator, disc_params, z):
+  """TC_D = E_q(z)[logit_real(z) - logit_perm(z)] (Kim & Mnih's density-ratio trick)."""
+  logits = disc.apply(disc_params, z)
+  return jnp.mean(logits[:, 0] - logits[:, 1])
+
+
+def discriminator_loss(disc: networks.Discriminator, disc_params, z, rng):
+  """Cross-entropy of D telling z ~ q(z) (label 0) from permute_dims(z) ~ prod_j q(z_j) (label 1).
+
+  z should already carry stop_gradient. Returns (loss, accuracy)."""
+  z_perm = estimators.permute_dims(z, rng)
+  logits = disc.apply(disc_params, jnp.concatenate([z, z_perm], axis=0))
+  labels = jnp.concatenate([jnp.zeros(z.shape[0], jnp.int32), jnp.ones(z.shape[0], jnp.int32)])
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+  acc = jnp.mean(jnp.argmax(logits, -1) == labels)
+  return loss, acc
+
+
+def discriminator_input(spec: ModelSpec, out):
+  """What the discriminator judges: z (FactorVAE) or r * z (RF-VAE)."""
+  return out["z"] * out["relevance"] if spec.relevance else out["z"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The models: each returns (regulariser, extra terms). ``out`` carries kl_dims (B,d) and mi/tc/dwkl.
+
+@register("vae")
+def _vae(out, hp, tc_d):
+  return out["kl"], {}
+
+
+@register("cvae", conditional=True)
+def _cvae(out, hp, tc_d):
+  return out["kl"], {}
+
+
+@register("beta_vae")
+def _beta_vae(out, hp, tc_d):
+  return hp.beta * out["kl"], {}
+
+
+@register("beta_tcvae")
+def _beta_tcvae(out, hp, tc_d):
+  return hp.alpha * out["mi"] + hp.tc_beta * out["tc"] + hp.gamma * out["dwkl"], {}
+
+
+@register("dcvae", conditional=True, learned_prior=True)
+def _dcvae(out, hp, tc_d):
+  return hp.alpha * out["mi"] + hp.tc_beta * out["tc"] + hp.gamma * out["dwkl"], {}
+
+
+@register("factor_vae", discriminator=True)
+def _factor_vae(out, hp, tc_d):
+  tc = tc_d(out["z"])
+  return out["kl"] + hp.factor_gamma * tc, {"tc_d": tc}
+
+
+def binary_entropy(r, eps: float = 1e-7):
+  r = jnp.clip(r, eps, 1 - eps)
+  return -(r * jnp.log(r) + (1 - r) * jnp.log(1 - r))
+
+
+@register("rf_vae", relevance=True, discriminator=True)
+def _rf_vae(out, hp, tc_d):
+  r = out["relevance"]
+  lam = hp.lambda_max + (hp.lambda_min - hp.lambda_max) * r
+  weighted_kl = jnp.mean(jnp.sum(lam * out["kl_dims"], axis=-1))
+  tc = tc_d(out["z"] * r)
+  l1 = jnp.sum(jnp.abs(r))
+  ent = jnp.sum(binary_entropy(r))
+  reg = weighted_kl + hp.factor_gamma * tc + hp.eta_s * l1 + hp.eta_h * ent
+  return reg, {"tc_d": tc, "weighted_kl": weighted_kl, "relevance_l1": l1, "relevance_entropy": ent}
+
+
+# ----------------------------------------------------------------------------------------------------------
+
+def model_loss(spec: ModelSpec, module, params, x, cond_ids, rng, *, hp, num_conditions: int,
+               dataset_size, condition_counts, groups: int = 1, disc=None, disc_params=None):
+  """The model's loss and every logged term: (loss, (terms, out))."""
+  out = forward(spec, module, params, x, cond_ids, rng, num_conditions)
+  rec = recon_nll(out["logits"], x, hp.likelihood).mean()
+  out["kl_dims"] = estimators.kl_diag_gaussians(out["mu"], out["logvar"], out["prior_mu"], out["prior_logvar"])
+  out["kl"] = out["kl_dims"].sum(-1).mean()
+  out.update(decompose(spec, out, dataset_size=dataset_size, condition_counts=condition_counts,
+                       method=hp.estimator, groups=groups))
+  tc_d = None
+  if spec.discriminator:
+    tc_d = lambda z: discriminator_tc(disc, disc_params, z)  # noqa: E731
+  reg, extra = spec.regularizer(out, hp, tc_d)
+  loss = rec + reg
+  terms = dict(loss=loss, recon=rec, kl=out["kl"], elbo=rec + out["kl"], mi=out["mi"], tc=out["tc"],
+               dwkl=out["dwkl"], **extra)
+  return loss, (terms, out)

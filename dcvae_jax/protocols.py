@@ -1,0 +1,63 @@
+"""Anomaly-detection protocols (DESIGN.md §4): which classes are normal, which anomalous, for each run.
+
+one_vs_rest:   normal = {k}, anomalous = all others; one run per k (reported under class k).
+leave_one_out: normal = all classes but k, anomalous = {k}; one run per k (reported under class k).
+split:         explicit ``protocol.normal`` / ``protocol.anomalous`` lists; one run (reported as "split").
+Every run is repeated for seeds ``seed .. seed + num_seeds - 1``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+PROTOCOLS = ("one_vs_rest", "leave_one_out", "split")
+
+
+class ProtocolError(ValueError):
+  """A protocol that cannot be run (unknown name, class out of range, no normal or no anomalous data)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  name: str                    # e.g. "class3_seed0"
+  label: str                   # the key under which results are reported ("3" or "split")
+  seed: int
+  normal: tuple[int, ...]      # training classes; condition id = position in this tuple
+  anomalous: tuple[int, ...]
+  uid: int                     # stable integer naming this run's random stream (fold_in(seed key, uid))
+
+
+def make_runs(protocol, num_classes: int, seed: int, num_seeds: int = 1) -> list[Run]:
+  name = protocol.name
+  if name not in PROTOCOLS:
+    raise ProtocolError(f"unknown protocol {name!r}; known protocols: {', '.join(PROTOCOLS)}")
+  all_classes = tuple(range(num_classes))
+
+  def check(classes, what):
+    bad = [k for k in classes if not 0 <= int(k) < num_classes]
+    if bad:
+      raise ProtocolError(f"{what} {bad} out of range: this dataset has classes 0..{num_classes - 1}")
+    return tuple(int(k) for k in classes)
+
+  cells = []  # (label, normal, anomalous, uid)
+  if name == "split":
+    normal, anomalous = check(protocol.normal, "protocol.normal"), check(protocol.anomalous, "protocol.anomalous")
+    if not normal or not anomalous:
+      raise ProtocolError("protocol 'split' needs non-empty protocol.normal and protocol.anomalous class lists")
+    if set(normal) & set(anomalous):
+      raise ProtocolError(f"classes {sorted(set(normal) & set(anomalous))} are both normal and anomalous")
+    cells.append(("split", tuple(sorted(normal)), tuple(sorted(anomalous)), 0))
+  else:
+    chosen = check(protocol.classes, "protocol.classes") or all_classes
+    if num_classes < 2:
+      raise ProtocolError(f"protocol {name!r} needs at least 2 classes, the dataset has {num_classes}")
+    for k in dict.fromkeys(chosen):
+      rest = tuple(j for j in all_classes if j != k)
+      normal, anomalous = ((k,), rest) if name == "one_vs_rest" else (rest, (k,))
+      cells.append((str(k), normal, anomalous, k))
+  runs = []
+  for s in range(seed, seed + max(int(num_seeds), 1)):
+    for label, normal, anomalous, uid in cells:
+      runs.append(Run(name=f"class{label}_seed{s}" if label != "split" else f"split_seed{s}",
+                      label=label, seed=s, normal=normal, anomalous=anomalous, uid=uid))
+  return runs

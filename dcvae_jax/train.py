@@ -1,0 +1,432 @@
+"""Training: the train state, one train step, data parallelism, many runs at once, Orbax checkpoints.
+
+Design:
+* The whole training set (uint8) lives on the devices; each step gathers its batch by index inside the
+  compiled program, so input is never the bottleneck. The host only draws the (tiny) index arrays.
+* ``train_step(state, batch) -> (state, terms)`` for one model; ``lax.scan`` fuses ``steps_per_call`` steps into
+  one call; ``jax.vmap`` over a leading model axis trains the many runs of a protocol (classes x seeds) at once;
+  ``jax.jit`` with the batch axis sharded over a ``Mesh`` of all devices makes it data parallel (XLA inserts the
+  gradient all-reduce; the loss is the mean over the *global* batch, so 1 and 8 devices compute the same thing).
+* Randomness: run key = fold_in(PRNGKey(seed), run.uid); init key = fold_in(run key, -1); step key =
+  fold_in(run key, step). The data order of epoch e is a permutation drawn from (seed, uid, e). So a resumed
+  run draws exactly the numbers an uninterrupted one would.
+* The FactorVAE / RF-VAE discriminator has its own params and optax state in the same ``TrainState``; both
+  updates happen in the same compiled step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import signal
+import time
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from dcvae_jax import objectives
+from dcvae_jax.protocols import Run
+
+
+class ConfigError(ValueError):
+  """A config that cannot be trained as asked."""
+
+
+class NonFiniteError(FloatingPointError):
+  """A loss term or gradient became NaN/Inf."""
+
+
+class Interrupted(KeyboardInterrupt):
+  """SIGTERM / SIGINT arrived; a checkpoint was written before raising."""
+
+
+class TrainState(struct.PyTreeNode):
+  step: jnp.ndarray             # int32: steps taken by this run
+  params: Any
+  opt_state: Any
+  disc_params: Any              # None for models without a discriminator
+  disc_opt_state: Any
+  rng: jnp.ndarray              # uint32 (2,): the run's root key
+  skipped: jnp.ndarray          # int32: non-finite updates skipped (train.on_nonfinite = "skip")
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+  """Everything static a compiled step needs (hashable pieces only used at trace time)."""
+  spec: objectives.ModelSpec
+  module: Any
+  disc: Any
+  tx: Any
+  disc_tx: Any
+  hp: Any                        # config.model (a frozen ConfigDict)
+  num_conditions: int
+  binarize: bool
+  groups: int                    # 1, or number of devices for tc_scope = "local"
+  skip_nonfinite: bool
+
+
+def make_setup(config, image_shape, num_conditions: int, num_devices: int) -> Setup:
+  import ml_collections
+  spec = objectives.get_model(config.model.name)
+  module = objectives.make_module(spec, config.model, image_shape, num_conditions)
+  disc = objectives.make_discriminator(config.model) if spec.discriminator else None
+  scope = config.model.tc_scope
+  if scope not in ("global", "local"):
+    raise ConfigError(f"model.tc_scope must be 'global' or 'local', got {scope!r}")
+  if config.train.on_nonfinite not in ("stop", "skip"):
+    raise ConfigError(f"train.on_nonfinite must be 'stop' or 'skip', got {config.train.on_nonfinite!r}")
+  if config.model.estimator not in ("mss", "mws"):
+    raise ConfigError(f"model.estimator must be 'mss' or 'mws', got {config.model.estimator!r}")
+  if config.model.likelihood not in ("bernoulli", "gaussian"):
+    raise ConfigError(f"model.likelihood must be 'bernoulli' or 'gaussian', got {config.model.likelihood!r}")
+  if config.model.arch not in ("mlp", "conv"):
+    raise ConfigError(f"model.arch must be 'mlp' or 'conv', got {config.model.arch!r}")
+  return Setup(spec=spec, module=module, disc=disc,
+               tx=optax.adam(config.train.learning_rate),
+               disc_tx=optax.adam(config.train.disc_learning_rate, b1=0.5, b2=0.9) if disc else None,
+               hp=ml_collections.FrozenConfigDict(config.model), num_conditions=num_conditions,
+               binarize=bool(config.data.binarize), groups=num_devices if scope == "local" else 1,
+               skip_nonfinite=config.train.on_nonfinite == "skip")
+
+
+def preprocess(x_uint8, binarize: bool):
+  """uint8 (..., H, W) -> float32 (..., H, W, 1) in [0, 1]; binarised at 0.5 if asked (the paper does)."""
+  x = x_uint8.astype(jnp.float32) / 255.0
+  if binarize:
+    x = (x > 0.5).astype(jnp.float32)
+  return x[..., None]
+
+
+def run_key(run: Run):
+  return jax.random.fold_in(jax.random.PRNGKey(run.seed), run.uid)
+
+
+def init_state(setup: Setup, key, image_shape) -> TrainState:
+  """A fresh state for one run; ``key`` is the run's root key."""
+  init_key = jax.random.fold_in(key, -1 & 0x7FFFFFFF)
+  k_vae, k_disc = jax.random.split(init_key)
+  x = jnp.zeros((2, *image_shape), jnp.float32)
+  ids = jnp.zeros((2,), jnp.int32)
+  c = objectives.one_hot_condition(setup.spec, ids, setup.num_conditions)
+  params = setup.module.init(k_vae, x, c, ids)
+  disc_params = disc_opt = None
+  if setup.disc is not None:
+    disc_params = setup.disc.init(k_disc, jnp.zeros((2, setup.hp.latent_dim)))
+    disc_opt = setup.disc_tx.init(disc_params)
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=setup.tx.init(params),
+                    disc_params=disc_params, disc_opt_state=disc_opt, rng=key,
+                    skipped=jnp.zeros((), jnp.int32))
+
+
+def _all_finite(tree):
+  leaves = jax.tree.leaves(tree)
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in leaves])) if leaves else jnp.array(True)
+
+
+def train_step(setup: Setup, state: TrainState, x_all, cond_all, idx, stats, active):
+  """One update of one model on the batch ``x_all[idx]``. Returns (state, terms).
+
+  stats: dict(dataset_size=N, condition_counts=(C,)) of this run's training data. active: bool, False for
+  padding steps past this run's end (the state is then returned unchanged).
+  """
+  x = preprocess(x_all[idx], setup.binarize)
+  cond = cond_all[idx]
+  key = jax.random.fold_in(state.rng, state.step)
+  k_z, k_perm = jax.random.split(key)
+
+  def loss_fn(params):
+    return objectives.model_loss(setup.spec, setup.module, params, x, cond, k_z, hp=setup.hp,
+                                 num_conditions=setup.num_conditions, dataset_size=stats["dataset_size"],
+                                 condition_counts=stats["condition_counts"], groups=setup.groups,
+                                 disc=setup.disc, disc_params=state.disc_params)
+
+  (_, (terms, out)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = setup.tx.update(grads, state.opt_state, state.params)
+  new = state.replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state)
+  finite = _all_finite(terms) & _all_finite(grads)
+  terms["grad_norm"] = optax.tree.norm(grads)
+  terms["param_norm"] = optax.tree.norm(state.params)
+  if setup.disc is not None:
+    z = jax.lax.stop_gradient(objectives.discriminator_input(setup.spec, out))
+    (d_loss, d_acc), d_grads = jax.value_and_grad(
+        lambda p: objectives.discriminator_loss(setup.disc, p, z, k_perm), has_aux=True)(state.disc_params)
+    d_updates, d_opt = setup.disc_tx.update(d_grads, state.disc_opt_state, state.disc_params)
+    new = new.replace(disc_params=optax.apply_updates(state.disc_params, d_updates), disc_opt_state=d_opt)
+    terms.update(disc_loss=d_loss, disc_acc=d_acc)
+    finite &= jnp.isfinite(d_loss) & _all_finite(d_grads)
+  apply = active & (finite | (not setup.skip_nonfinite))
+  new = jax.tree.map(lambda a, b: jnp.where(apply, a, b), new, state)
+  skipped = state.skipped + (active & ~finite).astype(jnp.int32)
+  new = new.replace(step=state.step + active.astype(jnp.int32), skipped=skipped)
+  terms["finite"] = finite
+  terms["skipped"] = skipped
+  return new, terms
+
+
+def _scan_steps(setup: Setup, state, x_all, cond_all, idx, stats, active):
+  """steps_per_call steps in one lax.scan: idx (S, B), active (S,) -> (state, terms with leading S)."""
+  def body(s, inputs):
+    return train_step(setup, s, x_all, cond_all, *inputs[:1], stats, inputs[1])
+  return jax.lax.scan(body, state, (idx, active))
+
+
+def make_mesh(devices=None) -> Mesh:
+  devices = np.asarray(devices if devices is not None else jax.devices())
+  return Mesh(devices, ("data",))
+
+
+def compile_train_fn(setup: Setup, mesh: Mesh):
+  """jit(vmap(scan(train_step))) over models; the batch axis (last of idx) is sharded over ``mesh``."""
+  fn = jax.vmap(functools.partial(_scan_steps, setup), in_axes=(0, None, 0, 0, 0, 0))
+  replicated = NamedSharding(mesh, P())
+  idx_sharding = NamedSharding(mesh, P(None, None, "data"))
+  return jax.jit(fn, in_shardings=(replicated, replicated, replicated, idx_sharding, replicated, replicated),
+                 out_shardings=(replicated, replicated), donate_argnums=(0,))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Host side: which examples each run trains on, and in which order.
+
+@dataclasses.dataclass
+class RunData:
+  """A run's training data: indices into the training set and condition ids (position in run.normal)."""
+  run: Run
+  indices: np.ndarray          # int32 (N_run,)
+  cond_all: np.ndarray         # int32 (N_train,): condition id of every training example (0 where not normal)
+  condition_counts: np.ndarray  # float32 (C,)
+  steps_per_epoch: int
+  total_steps: int
+
+  @classmethod
+  def build(cls, run: Run, y_train: np.ndarray, batch_size: int, num_epochs: int) -> "RunData":
+    lookup = np.zeros(int(max(y_train.max(), max(run.normal))) + 1, np.int32)
+    lookup[list(run.normal)] = np.arange(len(run.normal), dtype=np.int32)
+    indices = np.flatnonzero(np.isin(y_train, run.normal)).astype(np.int32)
+    if indices.size == 0:
+      raise ConfigError(f"run {run.name}: no training examples of the normal classes {list(run.normal)}")
+    if indices.size < batch_size:
+      raise ConfigError(f"run {run.name}: only {indices.size} normal training examples, fewer than "
+                        f"train.batch_size={batch_size}")
+    counts = np.bincount(lookup[y_train[indices]], minlength=len(run.normal)).astype(np.float32)
+    spe = indices.size // batch_size
+    return cls(run, indices, lookup[y_train], counts, spe, spe * int(num_epochs))
+
+  def batch_indices(self, step: int, batch_size: int, _cache={}) -> np.ndarray:
+    """Indices of this run's batch at ``step`` (epoch-wise permutation from (seed, uid, epoch))."""
+    epoch, pos = divmod(step, self.steps_per_epoch)
+    key = (id(self), epoch)
+    perm = _cache.get(key)
+    if perm is None:
+      if len(_cache) > 256:
+        _cache.clear()
+      rng = np.random.default_rng([self.run.seed, self.run.uid, epoch])
+      perm = _cache[key] = self.indices[rng.permutation(self.indices.size)]
+    return perm[pos * batch_size:(pos + 1) * batch_size]
+
+
+def stack_states(states: Sequence[TrainState]) -> TrainState:
+  return jax.tree.map(lambda *a: jnp.stack(a), *states)
+
+
+def unstack(tree, i: int):
+  return jax.tree.map(lambda a: a[i], tree)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Checkpoints.
+
+def checkpoint_manager(directory: str, keep: int):
+  import orbax.checkpoint as ocp
+  options = ocp.CheckpointManagerOptions(max_to_keep=max(int(keep), 1), create=True)
+  return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+
+def restore_latest(manager, target: TrainState, log=print):
+  """Restore the newest checkpoint that reads back; fall back to older ones. Returns (state, step) or
+  (None, None) when there is none. Raises CheckpointError when every checkpoint is damaged."""
+  import orbax.checkpoint as ocp
+  steps = sorted(manager.all_steps(), reverse=True)
+  if not steps:
+    return None, None
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+  errors = []
+  for step in steps:
+    try:
+      state = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+      if errors:
+        log(f"warning: checkpoint(s) {', '.join(e for e in errors)} damaged; restored step {step}")
+      return state, step
+    except Exception as e:  # noqa: BLE001 - any failure to read means this checkpoint is unusable
+      errors.append(f"{step} ({type(e).__name__})")
+  raise CheckpointError(f"no readable checkpoint in {manager.directory}: damaged steps {', '.join(errors)}; "
+                        "nothing was deleted")
+
+
+class CheckpointError(RuntimeError):
+  """Every checkpoint in a directory is damaged."""
+
+
+def save(manager, step: int, state: TrainState):
+  import orbax.checkpoint as ocp
+  manager.save(step, args=ocp.args.StandardSave(state), force=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The loop.
+
+class _StopFlag:
+  """Turns SIGTERM / SIGINT into a flag the loop checks between compiled calls."""
+
+  def __init__(self):
+    self.signum = None
+    self._old = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._old[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # not the main thread
+        pass
+    return self
+
+  def _handle(self, signum, frame):
+    self.signum = signum
+
+  def __exit__(self, *exc):
+    for sig, old in self._old.items():
+      signal.signal(sig, old)
+
+
+def _describe_nonfinite(terms_host, m, s):
+  bad = [k for k, v in terms_host.items() if k not in ("finite", "skipped") and not np.isfinite(v[m, s])]
+  return ", ".join(bad) if bad else "gradients"
+
+
+def train_runs(config, x_train: np.ndarray, y_train: np.ndarray, runs: Sequence[Run], ckpt_dir: str,
+               *, image_shape, num_conditions: int, log_file=None, mesh: Mesh | None = None, log=print):
+  """Trains ``runs`` together (vmap over runs) and returns (stacked TrainState, train seconds, step count).
+
+  Resumes from the newest good checkpoint in ``ckpt_dir``; saves every ``train.checkpoint_every_steps``,
+  on SIGTERM/SIGINT, and at the end.
+  """
+  mesh = mesh or make_mesh()
+  ndev = mesh.devices.size
+  batch_size = int(config.train.batch_size)
+  if batch_size % ndev:
+    raise ConfigError(f"train.batch_size={batch_size} is not divisible by the {ndev} devices")
+  steps_per_call = max(int(config.train.steps_per_call), 1)
+  setup = make_setup(config, image_shape, num_conditions, ndev)
+  datas = [RunData.build(r, y_train, batch_size, config.train.num_epochs) for r in runs]
+  max_steps = max(d.total_steps for d in datas)
+
+  state = stack_states([init_state(setup, run_key(r), image_shape) for r in runs])
+  stats = dict(dataset_size=jnp.asarray([d.indices.size for d in datas], jnp.float32),
+               condition_counts=jnp.asarray(np.stack([d.condition_counts for d in datas])))
+  cond_all = jnp.asarray(np.stack([d.cond_all for d in datas]))
+  replicated = NamedSharding(mesh, P())
+  x_dev = jax.device_put(x_train, replicated)
+  cond_all, stats = jax.device_put((cond_all, stats), replicated)
+  fn = compile_train_fn(setup, mesh)
+
+  with checkpoint_manager(ckpt_dir, config.train.keep_checkpoints) as manager:
+    restored, _ = restore_latest(manager, state, log=log)
+    if restored is not None:
+      state = restored
+    state = jax.device_put(state, replicated)
+    start = int(np.max(np.asarray(state.step)))
+    seconds_file = os.path.join(ckpt_dir, "train_seconds.json")
+    prior_seconds = 0.0
+    if start and os.path.exists(seconds_file):
+      with open(seconds_file) as f:
+        prior_seconds = json.load(f).get(str(start), 0.0)
+    if start >= max_steps:
+      return state, prior_seconds, start
+    if start:
+      log(f"resuming {len(runs)} run(s) from step {start} of {max_steps}")
+
+    progress = _progress(config, start, max_steps, len(runs))
+    every = max(int(config.train.checkpoint_every_steps), 1)
+    log_every = max(int(config.train.log_every_steps), 1)
+    t0 = time.perf_counter()
+    step = start
+    last_saved = start
+
+    def save_now(at):
+      save(manager, at, state)
+      manager.wait_until_finished()
+      elapsed = prior_seconds + time.perf_counter() - t0
+      record = {}
+      if os.path.exists(seconds_file):
+        with open(seconds_file) as f:
+          record = json.load(f)
+      record[str(at)] = elapsed
+      _atomic_json(seconds_file, record)
+
+    with _StopFlag() as stop:
+      while step < max_steps:
+        steps = np.arange(step, step + steps_per_call)
+        idx = np.zeros((len(runs), steps_per_call, batch_size), np.int32)
+        active = np.zeros((len(runs), steps_per_call), bool)
+        for m, d in enumerate(datas):
+          for s_i, s in enumerate(steps):
+            if s < d.total_steps:
+              idx[m, s_i] = d.batch_indices(int(s), batch_size)
+              active[m, s_i] = True
+        new_state, terms = fn(state, x_dev, cond_all, idx, stats, active)
+        terms_host = jax.device_get(terms)
+        bad = active & ~terms_host["finite"]
+        if bad.any() and not setup.skip_nonfinite:
+          m, s_i = np.argwhere(bad)[0]
+          raise NonFiniteError(
+              f"non-finite {_describe_nonfinite(terms_host, m, s_i)} at step {int(steps[s_i])} of run "
+              f"{runs[m].name}; the last good checkpoint (step {last_saved}) is kept in {ckpt_dir}")
+        state = new_state
+        _write_metrics(log_file, runs, steps, active, terms_host, log_every)
+        n_done = int(min(step + steps_per_call, max_steps)) - step
+        step += n_done
+        if progress is not None:
+          progress.update(n_done)
+          progress.set_postfix(loss=float(np.mean(terms_host["loss"][:, 0])))
+        if step >= max_steps or step // every > last_saved // every or stop.signum is not None:
+          save_now(step)
+          last_saved = step
+        if stop.signum is not None:
+          raise Interrupted(f"stopped by signal {stop.signum} at step {step}; checkpoint saved in {ckpt_dir}")
+    if progress is not None:
+      progress.close()
+    return state, prior_seconds + time.perf_counter() - t0, step
+
+
+def _progress(config, start, total, n_runs):
+  if not config.train.progress:
+    return None
+  from tqdm.auto import tqdm
+  return tqdm(total=total, initial=start, desc=f"train {n_runs} run(s)", unit="step", leave=False)
+
+
+def _write_metrics(log_file, runs, steps, active, terms_host, log_every):
+  if log_file is None:
+    return
+  keys = [k for k in terms_host if k != "finite"]
+  for s_i, s in enumerate(steps):
+    for m, run in enumerate(runs):
+      last = s_i + 1 == len(steps) or not active[m, s_i + 1]
+      if active[m, s_i] and ((s + 1) % log_every == 0 or last):
+        rec = {"step": int(s) + 1, "run": run.name}
+        rec.update({k: float(terms_host[k][m, s_i]) for k in keys})
+        log_file.write(json.dumps(rec) + "\n")
+  log_file.flush()
+
+
+def _atomic_json(path, obj):
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=1, sort_keys=True)
+  os.replace(tmp, path)
