@@ -170,9 +170,13 @@ def factor_vae_score(
     still usable (with replacement) but noisier.
 
     If ``return_details``, returns a dict with ``eval_accuracy`` (the score),
-    ``train_accuracy``, ``num_active_dims`` and ``votes`` (K_eligible, num_active) instead.
+    ``train_accuracy``, ``num_active_dims``, ``active_dims`` (code dims kept),
+    ``factor_columns`` (eligible factor columns) and the training ``votes``
+    (len(factor_columns), num_active_dims) instead.
     """
     codes, factors = _check(codes, factors)
+    if batch_size < 2:
+        raise ValueError("batch_size must be >= 2 (a variance is taken over the batch)")
     rng = np.random.default_rng(seed)
     global_var = codes.var(axis=0, ddof=1)
     active = np.nonzero(np.sqrt(global_var) >= prune_threshold)[0]
@@ -197,7 +201,8 @@ def factor_vae_score(
     if active.size == 0 or not eligible:
         if return_details:
             return {"eval_accuracy": 0.0, "train_accuracy": 0.0,
-                    "num_active_dims": int(active.size),
+                    "num_active_dims": int(active.size), "active_dims": active,
+                    "factor_columns": np.array([k for k, _ in eligible], dtype=np.int64),
                     "votes": np.zeros((len(eligible), active.size), dtype=np.int64)}
         return 0.0
 
@@ -241,7 +246,9 @@ def factor_vae_score(
     eval_acc = eval_votes[classifier, cols].sum() / max(1, eval_votes.sum())
     if return_details:
         return {"eval_accuracy": float(eval_acc), "train_accuracy": float(train_acc),
-                "num_active_dims": int(active.size), "votes": train_votes}
+                "num_active_dims": int(active.size), "active_dims": active,
+                "factor_columns": np.array([k for k, _ in eligible], dtype=np.int64),
+                "votes": train_votes}
     return float(eval_acc)
 
 

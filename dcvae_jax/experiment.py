@@ -4,6 +4,7 @@ Workdir layout:
   config.json        the config in force (a rerun must be compatible with it)
   metrics.jsonl      per-step loss terms of every run (JSON lines)
   checkpoints/<chunk>/  Orbax checkpoints of each group of runs trained together
+  scores/<run>.npz   every test image's scores under every condition (recon, nelbo: (N_test, C')), y_test
   runs/<run>.json    per-run results, written when a run's evaluation finishes (finished runs are not redone)
   results.json       the summary (see evaluate.summarize)
 """
@@ -108,7 +109,10 @@ def train_and_evaluate(config, workdir: str, *, log=print, dataset: data_lib.Dat
       setup = train.make_setup(config, image_shape, num_conditions, mesh.devices.size)
       scores = evaluate.score_test_set(setup, state.params, ds.x_test, mesh, batch_size=config.eval.batch_size,
                                        num_samples=config.eval.elbo_samples, seed=config.seed)
+      os.makedirs(os.path.join(workdir, "scores"), exist_ok=True)
       for m, run in enumerate(chunk):
+        np.savez(os.path.join(workdir, "scores", f"{run.name}.npz"), y_test=ds.y_test,
+                 **{name: v[m] for name, v in scores.items()})
         data = train.RunData.build(run, ds.y_train, int(config.train.batch_size), config.train.num_epochs)
         result = evaluate.evaluate_run(run, {k: v[m] for k, v in scores.items()}, ds.y_test,
                                        conditional=spec.conditional, condition_counts=data.condition_counts,
@@ -124,3 +128,48 @@ def train_and_evaluate(config, workdir: str, *, log=print, dataset: data_lib.Dat
   results["backend"] = jax.default_backend()
   train._atomic_json(os.path.join(workdir, "results.json"), results)
   return results
+
+
+class Trained:
+  """A finished workdir, reloaded: config, data, runs, the model setup and each run's parameters.
+
+  ``params[run.name]`` is one run's VAE params (a pytree without the model axis); ``encode``/``decode``
+  and ``score`` helpers for plots live in ``dcvae_jax.plots``.
+  """
+
+  def __init__(self, config, dataset, runs, setup, params, mesh):
+    self.config, self.dataset, self.runs, self.setup, self.params, self.mesh = (
+        config, dataset, runs, setup, params, mesh)
+
+
+def load_config(workdir: str):
+  import ml_collections
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise WorkdirError(f"{workdir} has no config.json: not a trained workdir")
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def load_trained(workdir: str, *, dataset: data_lib.Dataset | None = None) -> Trained:
+  """Reload every run's trained parameters from the workdir's newest good checkpoints."""
+  config = load_config(workdir)
+  ds = dataset if dataset is not None else load_data(config)
+  runs = protocols.make_runs(config.protocol, ds.num_classes, config.seed, config.num_seeds)
+  image_shape = (*ds.x_train.shape[1:], 1)
+  num_conditions = len(runs[0].normal)
+  mesh = train.make_mesh()
+  setup = train.make_setup(config, image_shape, num_conditions, mesh.devices.size)
+  params = {}
+  for chunk in chunks(runs, int(config.train.runs_per_program)):
+    target = train.stack_states([train.init_state(setup, train.run_key(r), image_shape) for r in chunk])
+    ckpt = os.path.join(workdir, "checkpoints", chunk_name(chunk))
+    if not os.path.isdir(ckpt):
+      raise WorkdirError(f"{workdir}: runs {chunk_name(chunk)} were not trained (no {ckpt})")
+    with train.checkpoint_manager(ckpt, config.train.keep_checkpoints) as manager:
+      state, _ = train.restore_latest(manager, target)
+    if state is None:
+      raise WorkdirError(f"{ckpt} holds no checkpoint")
+    for m, run in enumerate(chunk):
+      params[run.name] = train.unstack(state.params, m)
+  return Trained(config, ds, runs, setup, params, mesh)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
@@ -18,8 +18,13 @@ _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(_
 if not os.path.exists(_DEFAULT_CONFIG):
   _DEFAULT_CONFIG = os.path.join("configs", "default.py")
 
-config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Experiment config file (path[:argument]).",
-                                lock_config=True)
+
+def _define_config_flag():
+  # Defining the flag already reads the default config and the --config.* overrides in sys.argv.
+  config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Experiment config file (path[:argument]).",
+                                  lock_config=True)
+
+
 flags.DEFINE_string("workdir", None, "Where checkpoints and results go (default: workdirs/<config name>).")
 flags.DEFINE_enum("mode", "train", ["train"], "What to do.")
 FLAGS = flags.FLAGS
@@ -32,8 +37,7 @@ def default_workdir(config_arg: str) -> str:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
   # Imports after flag parsing: JAX must not start before XLA_FLAGS are final.
   from dcvae_jax import errors, evaluate, experiment
   config_arg = FLAGS["config"].value and FLAGS["config"].config_filename
@@ -48,8 +52,32 @@ def main(argv):
   print(f"results: {os.path.join(workdir, 'results.json')}")
 
 
+def _bad_command_line(e: BaseException):
+  text = str(e.args[0] if isinstance(e, (AttributeError, KeyError)) and e.args else e)
+  lines = [l.strip().strip("'\"") for l in text.replace("\\n", "\n").splitlines() if l.strip()]
+  if any(l.startswith("Attempted") for l in lines):  # config file not found or not importable
+    lines = ["cannot load the config file", lines[-1]]
+  elif any(l.startswith("Traceback") for l in lines):  # an exception inside the config file: keep its last line
+    lines = [lines[0], lines[-1]]
+  print(f"error: bad command line: {'; '.join(lines[:3])}", file=sys.stderr)
+  sys.exit(2)
+
+
+def _parse_flags(argv):
+  """absl's parser, then the config file and its overrides: any failure is one ``error:`` line, exit 2."""
+  try:
+    _define_config_flag()
+    rest = FLAGS(argv)
+    FLAGS.config.to_dict()  # loads the config file and applies the --config.* overrides
+  except Exception as e:  # noqa: BLE001 - absl and ml_collections raise many types here
+    _bad_command_line(e)
+  if len(rest) > 1:
+    _bad_command_line(ValueError(f"unexpected arguments: {' '.join(rest[1:])}"))
+  return rest
+
+
 def run():
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

@@ -203,6 +203,8 @@ class RunData:
   condition_counts: np.ndarray  # float32 (C,)
   steps_per_epoch: int
   total_steps: int
+  _epoch: int = dataclasses.field(default=-1, repr=False)
+  _perm: np.ndarray | None = dataclasses.field(default=None, repr=False)
 
   @classmethod
   def build(cls, run: Run, y_train: np.ndarray, batch_size: int, num_epochs: int) -> "RunData":
@@ -218,17 +220,13 @@ class RunData:
     spe = indices.size // batch_size
     return cls(run, indices, lookup[y_train], counts, spe, spe * int(num_epochs))
 
-  def batch_indices(self, step: int, batch_size: int, _cache={}) -> np.ndarray:
-    """Indices of this run's batch at ``step`` (epoch-wise permutation from (seed, uid, epoch))."""
+  def batch_indices(self, step: int, batch_size: int) -> np.ndarray:
+    """Indices of this run's batch at ``step`` (epoch-wise permutation drawn from (seed, uid, epoch))."""
     epoch, pos = divmod(step, self.steps_per_epoch)
-    key = (id(self), epoch)
-    perm = _cache.get(key)
-    if perm is None:
-      if len(_cache) > 256:
-        _cache.clear()
+    if self._epoch != epoch:
       rng = np.random.default_rng([self.run.seed, self.run.uid, epoch])
-      perm = _cache[key] = self.indices[rng.permutation(self.indices.size)]
-    return perm[pos * batch_size:(pos + 1) * batch_size]
+      self._perm, self._epoch = self.indices[rng.permutation(self.indices.size)], epoch
+    return self._perm[pos * batch_size:(pos + 1) * batch_size]
 
 
 def stack_states(states: Sequence[TrainState]) -> TrainState:

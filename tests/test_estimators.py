@@ -11,6 +11,12 @@ from scipy.special import logsumexp as np_logsumexp
 
 from dcvae_jax import estimators as est
 
+# Jitted entry points (one compilation per shape instead of one per primitive); the plain,
+# un-jitted calls are compared with these in test_jit_and_vmap_match_plain_calls.
+_lqz = jax.jit(est.log_qz_estimates, static_argnames=("method",))
+_dec = jax.jit(est.elbo_decomposition, static_argnames=("method",))
+_tc = jax.jit(est.total_correlation, static_argnames=("method",))
+
 D = 4
 # A correlated covariance for the means; with posterior variance S2 the aggregate posterior is
 # exactly N(0, C + S2 I) in the large-data limit.
@@ -181,7 +187,7 @@ def test_released_code_stride_bug_regression():
     # and differs from the released matrix's result.
     bb, nn = 64, 5000
     z, mu, lv = _codes(np.random.default_rng(4), bb, C, 0.1)
-    lq, lqj = est.log_qz_estimates(z, mu, lv, dataset_size=nn)
+    lq, lqj = _lqz(z, mu, lv, dataset_size=nn)
     lq_np, lqj_np = _np_log_qz(z.astype(np.float64), mu, lv, _paper_weight_matrix(bb, nn))
     np.testing.assert_allclose(np.asarray(lq), lq_np, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(np.asarray(lqj), lqj_np, rtol=1e-4, atol=1e-4)
@@ -202,10 +208,10 @@ def test_mss_tc_approaches_closed_form(correlated_codes):
     z, mu, lv, closed = correlated_codes
     b = z.shape[0]
     assert closed == pytest.approx(0.559, abs=1e-3)
-    tc = float(est.total_correlation(z, mu, lv, dataset_size=b))
+    tc = float(_tc(z, mu, lv, dataset_size=b))
     assert abs(tc - closed) < 0.1, (tc, closed)
     # MWS reads TC + (d - 1) log(N) against a normalised mixture (here N = M = B).
-    tc_mws = float(est.total_correlation(z, mu, lv, dataset_size=b, method="mws"))
+    tc_mws = float(_tc(z, mu, lv, dataset_size=b, method="mws"))
     assert tc_mws > 20.0
     assert abs(tc_mws - (D - 1) * math.log(b) - closed) < 0.1
     assert abs(tc_mws - (D - 1) * math.log(b) - tc) < 0.02
@@ -215,7 +221,7 @@ def test_mws_shift_is_constant_and_leaves_gradients_unchanged():
     z, mu, lv = _codes(np.random.default_rng(6), 128, C, 0.2)
 
     def tc(mu, n):  # gradient with respect to the posterior means, codes held fixed
-        return est.total_correlation(z, mu, lv, dataset_size=n, method="mws")
+        return _tc(z, mu, lv, dataset_size=n, method="mws")
 
     v1, g1 = jax.value_and_grad(tc)(jnp.asarray(mu), 1000.0)
     v2, g2 = jax.value_and_grad(tc)(jnp.asarray(mu), 60000.0)
@@ -229,7 +235,7 @@ def test_independent_codes_decomposition():
     MI = 0.5 d log(1/s2) (Gaussian channel)."""
     s2, b = 0.5, 2048
     z, mu, lv = _codes(np.random.default_rng(7), b, (1 - s2) * np.eye(D), s2)
-    dec = {k: float(v) for k, v in est.elbo_decomposition(z, mu, lv, dataset_size=b).items()}
+    dec = {k: float(v) for k, v in _dec(z, mu, lv, dataset_size=b).items()}
     assert abs(dec["tc"]) < 0.03
     assert abs(dec["dwkl"]) < 0.03
     assert dec["mi"] == pytest.approx(0.5 * D * math.log(1 / s2), abs=0.1)
@@ -239,7 +245,7 @@ def test_independent_codes_decomposition():
     assert sum(dec.values()) == pytest.approx(np.mean(lq_x - lp), abs=2e-4)
     for method in ("mss", "mws"):  # also with a per-example prior of shape (B, d)
         pm = np.linspace(-1, 1, b * D, dtype=np.float32).reshape(b, D)
-        d2 = est.elbo_decomposition(z, mu, lv, dataset_size=b, method=method,
+        d2 = _dec(z, mu, lv, dataset_size=b, method=method,
                                     prior_mu=pm, prior_logvar=0.3)
         lp2 = scipy.stats.norm.logpdf(z, pm, math.exp(0.15)).sum(1)
         assert float(sum(d2.values())) == pytest.approx(np.mean(lq_x - lp2), abs=5e-4)
@@ -250,47 +256,59 @@ def test_independent_codes_decomposition():
 def test_single_condition_equals_unconditioned():
     z, mu, lv = _codes(np.random.default_rng(8), 96, C, 0.2)
     for method in ("mss", "mws"):
-        base = est.log_qz_estimates(z, mu, lv, dataset_size=1000, method=method)
+        base = _lqz(z, mu, lv, dataset_size=1000, method=method)
         for cond, ds in ((np.zeros(96, np.int32), 1000),
                          (np.full(96, 2, np.int32), np.array([5.0, 7.0, 1000.0]))):
-            got = est.log_qz_estimates(z, mu, lv, dataset_size=ds, method=method, conditions=cond)
+            got = _lqz(z, mu, lv, dataset_size=ds, method=method, conditions=cond)
             for g, w in zip(got, base):
                 np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-6, atol=1e-6)
 
 
-def test_two_conditions_match_separate_groups():
-    rng = np.random.default_rng(9)
-    b, s2 = 2048, 0.25
-    c = rng.integers(0, 2, size=b).astype(np.int32)       # interleaved groups
-    means = np.where(c[:, None] == 0, 1.5, -1.5) * np.ones((1, D))
+def _two_group_codes(rng, b, s2=0.25):
+    """Condition c in {0, 1} (interleaved); given c, mu ~ N(m_c, (1 - s2) I), m_c = +-1.5."""
+    c = rng.integers(0, 2, size=b).astype(np.int32)
+    means = (np.where(c[:, None] == 0, 1.5, -1.5) * np.ones((1, D))).astype(np.float32)
     mu = (means + math.sqrt(1 - s2) * rng.normal(size=(b, D))).astype(np.float32)
     z = (mu + math.sqrt(s2) * rng.normal(size=(b, D))).astype(np.float32)
-    lv = np.full((b, D), math.log(s2), np.float32)
+    return z, mu, np.full((b, D), math.log(s2), np.float32), c, means
+
+
+def test_two_conditions_match_separate_groups():
+    z, mu, lv, c, _ = _two_group_codes(np.random.default_rng(9), 256)
     n_c = np.array([30000.0, 20000.0])
     for method in ("mss", "mws"):
-        lq, lqj = est.log_qz_estimates(z, mu, lv, dataset_size=n_c, method=method, conditions=c)
-        decs = []
-        for k in (0, 1):
+        lq, lqj = _lqz(z, mu, lv, dataset_size=n_c, method=method, conditions=c)
+        sep_lq, sep_lqj = np.zeros(len(c)), np.zeros(z.shape)
+        for k in (0, 1):  # each group alone, unconditioned, with its own N_c
             g = c == k
-            lq_k, lqj_k = est.log_qz_estimates(z[g], mu[g], lv[g], dataset_size=n_c[k], method=method)
-            np.testing.assert_allclose(np.asarray(lq)[g], np.asarray(lq_k), rtol=1e-5, atol=1e-4)
-            np.testing.assert_allclose(np.asarray(lqj)[g], np.asarray(lqj_k), rtol=1e-5, atol=1e-4)
-            decs.append(est.elbo_decomposition(z[g], mu[g], lv[g], dataset_size=n_c[k], method=method))
-        dec = est.elbo_decomposition(z, mu, lv, dataset_size=n_c, method=method, conditions=c)
+            lq_k, lqj_k = _lqz(z[g], mu[g], lv[g], dataset_size=n_c[k], method=method)
+            sep_lq[g], sep_lqj[g] = lq_k, lqj_k
+        np.testing.assert_allclose(np.asarray(lq), sep_lq, rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(np.asarray(lqj), sep_lqj, rtol=1e-5, atol=1e-4)
+        # batch means = the per-group means weighted by group size
+        dec = _dec(z, mu, lv, dataset_size=n_c, method=method, conditions=c)
+        lq_x = scipy.stats.norm.logpdf(z, mu, np.exp(0.5 * lv)).sum(1)
+        lp = scipy.stats.norm.logpdf(z).sum(1)
         frac = np.mean(c == 0)
-        for key in ("mi", "tc", "dwkl"):  # batch mean = group means weighted by group size
-            want = frac * float(decs[0][key]) + (1 - frac) * float(decs[1][key])
+        for key, per_example in (("mi", lq_x - sep_lq), ("tc", sep_lq - sep_lqj.sum(1)),
+                                 ("dwkl", sep_lqj.sum(1) - lp)):
+            want = frac * per_example[c == 0].mean() + (1 - frac) * per_example[c == 1].mean()
             assert float(dec[key]) == pytest.approx(want, abs=1e-4)
 
-    # Known answers with N = B: within each condition the codes are independent N(m_c, I), so the
-    # conditional TC ~ 0 and the KL to the conditional prior N(m_c, I) ~ 0, while pooling the
-    # two groups creates strong dependence; the chain rule I(x;z) = I(x;z|c) + I(c;z), with the
-    # well separated groups, gives MI_uncond - MI_cond = H(c) ~ log 2.
-    cond = est.elbo_decomposition(z, mu, lv, dataset_size=np.bincount(c), conditions=c,
-                                  prior_mu=means.astype(np.float32))
-    unc = est.elbo_decomposition(z, mu, lv, dataset_size=b)
+
+def test_two_conditions_known_answers():
+    """Within each condition the codes are independent with q(z|c) = N(m_c, I), so the conditional
+    TC ~ 0 and the KL to the conditional prior N(m_c, I) ~ 0, while pooling the groups creates
+    strong dependence; by the chain rule I(x;z) = I(x;z|c) + I(c;z), and with well separated
+    groups I(c;z) = H(c) ~ log 2."""
+    b = 2048
+    z, mu, lv, c, means = _two_group_codes(np.random.default_rng(12), b)
+    cond = _dec(z, mu, lv, dataset_size=np.bincount(c), conditions=c,
+                                  prior_mu=means)
+    unc = _dec(z, mu, lv, dataset_size=b)
     assert abs(float(cond["tc"])) < 0.08
     assert abs(float(cond["dwkl"])) < 0.03
+    assert float(cond["mi"]) == pytest.approx(0.5 * D * math.log(1 / 0.25), abs=0.1)
     assert float(unc["tc"]) > 1.2
     assert float(unc["mi"] - cond["mi"]) == pytest.approx(math.log(2), abs=0.02)
 
@@ -310,12 +328,12 @@ def test_mss_designated_member_within_group_and_singleton_group():
     assert w[3, 3] == pytest.approx(1.0)
 
     z, mu, lv = _codes(np.random.default_rng(10), 6, C, 0.2)
-    lq, lqj = est.log_qz_estimates(z, mu, lv, dataset_size=n_c, conditions=c)
+    lq, lqj = _lqz(z, mu, lv, dataset_size=n_c, conditions=c)
     own = scipy.stats.norm.logpdf(z[3], mu[3], np.exp(0.5 * lv[3]))
     assert np.all(np.isfinite(lq)) and np.all(np.isfinite(lqj))
     assert float(lq[3]) == pytest.approx(own.sum(), abs=1e-5)
     np.testing.assert_allclose(np.asarray(lqj[3]), own, atol=1e-5)
-    dec = est.elbo_decomposition(z, mu, lv, dataset_size=n_c, conditions=c, method="mws")
+    dec = _dec(z, mu, lv, dataset_size=n_c, conditions=c, method="mws")
     assert all(np.isfinite(float(v)) for v in dec.values())
 
 

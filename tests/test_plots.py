@@ -1,0 +1,124 @@
+"""Figures and the HTML report: every file is written, is a valid PNG of the documented size, and is linked."""
+
+import os
+import struct
+
+import numpy as np
+import pytest
+
+from dcvae_jax import experiment, plots, report
+from tests.helpers import tiny_config, toy_dataset
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_size(path):
+  """(width, height) from the IHDR chunk; fails unless the file is a PNG."""
+  with open(path, "rb") as f:
+    head = f.read(33)
+  assert head[:8] == PNG_SIGNATURE, f"{path} is not a PNG"
+  length, kind = struct.unpack(">I4s", head[8:16])
+  assert kind == b"IHDR" and length == 13, f"{path}: first chunk is not IHDR"
+  return struct.unpack(">II", head[16:24])
+
+
+def assert_png(path, size):
+  assert os.path.isfile(path), path
+  assert png_size(path) == size, (path, png_size(path), size)
+  from PIL import Image
+  with Image.open(path) as im:
+    im.load()  # decodes every chunk: a truncated or corrupt file fails here
+    assert np.asarray(im).std() > 0, f"{path} is blank"
+
+
+def expected_sizes(num_conditions, per_group, latent_dim, grid=15, values=9):
+  cw, ch = plots.RECON_CELL
+  ml, mt = plots.RECON_MARGIN
+  panels_x, panels_y = min(num_conditions, 3), -(-num_conditions // 3)
+  rows = min(latent_dim, report.MAX_TRAVERSAL_DIMS)
+  return {
+      "reconstructions": (ml + per_group * cw, mt + 4 * ch),
+      "latent": plots.SCATTER_SIZE,
+      "manifold": (panels_x * plots.MANIFOLD_PANEL[0], plots.MANIFOLD_TOP + panels_y * plots.MANIFOLD_PANEL[1]),
+      "traversals": (plots.TRAVERSAL_MARGIN[0] + values * plots.TRAVERSAL_CELL,
+                     plots.TRAVERSAL_MARGIN[1] + rows * plots.TRAVERSAL_CELL),
+      "histograms": (2 * plots.HIST_PANEL[0], plots.HIST_PANEL[1]),
+  }
+
+
+@pytest.fixture(scope="module")
+def toy():
+  return toy_dataset()
+
+
+@pytest.mark.parametrize("model", ["vae", "dcvae"])
+def test_report_writes_every_figure(tmp_path, toy, model):
+  config = tiny_config(model)
+  config.protocol.classes = (0, 1)  # two runs: max_runs=1 draws the first only
+  experiment.train_and_evaluate(config, str(tmp_path), dataset=toy, log=lambda *a: None)
+  path = report.make_report(str(tmp_path), dataset=toy, max_runs=1, log=lambda *a: None)
+  assert path == os.path.join(str(tmp_path), "report.html")
+  with open(path) as f:
+    page = f.read()
+
+  assert_png(os.path.join(tmp_path, "figures", "roc.png"), plots.ROC_SIZE)
+  assert 'src="figures/roc.png"' in page
+  # Toy test set: 64 images over 3 classes; every class has >= 8 of each group; 2 normal classes per run.
+  conditional = model == "dcvae"
+  sizes = expected_sizes(2 if conditional else 1, per_group=8, latent_dim=config.model.latent_dim)
+  for name in report.RUN_FIGURES:
+    rel = f"figures/class0_seed0/{name}.png"
+    assert_png(os.path.join(tmp_path, rel), sizes[name])
+    assert f'src="{rel}"' in page, rel
+  assert not os.path.exists(os.path.join(tmp_path, "figures", "class1_seed0"))  # max_runs=1
+  for key in ("class0_seed0", "class1_seed0", "mean ± std", model):
+    assert key in page
+
+
+def test_figure_functions_on_arrays(tmp_path):
+  rng = np.random.default_rng(0)
+  n, d = 150, 3
+  labels = np.repeat(np.arange(3), n // 3)
+  is_anomaly = labels == 2
+  codes = rng.normal(size=(n, d)) + labels[:, None]
+  images = rng.uniform(size=(n, 6, 6))
+  decode_calls = []
+
+  def decode(z, cond):
+    decode_calls.append(cond)
+    return np.tile(np.tanh(np.abs(z[:, :1]))[:, :, None], (1, 6, 6))
+
+  p = plots.reconstructions(str(tmp_path / "r.png"), images, images[..., None], is_anomaly,
+                            nelbo=codes[:, 0], recon=codes[:, 1], labels=labels, per_group=3)
+  assert_png(p, (plots.RECON_MARGIN[0] + 3 * plots.RECON_CELL[0], plots.RECON_MARGIN[1] + 4 * plots.RECON_CELL[1]))
+  pca = plots.latent_umap(str(tmp_path / "pca.png"), codes, labels, is_anomaly, method="pca")
+  assert_png(pca, plots.SCATTER_SIZE)
+  xy, used, note = plots.embed_2d(codes[:20])
+  assert used == "PCA" and "too few" in note and xy.shape == (20, 2)
+  p = plots.manifold_2d(str(tmp_path / "m.png"), decode, np.zeros((4, d)), np.ones((4, d)),
+                        conditions=[0, 1, 2, 3], labels=list("abcd"), dims=(2, 0), grid=5)
+  assert decode_calls == [0, 1, 2, 3]
+  assert_png(p, (3 * plots.MANIFOLD_PANEL[0], plots.MANIFOLD_TOP + 2 * plots.MANIFOLD_PANEL[1]))
+  p = plots.traversals(str(tmp_path / "t.png"), decode, np.zeros(d), dims=[1, 2], values=[-1.0, 0.0, 1.0, 2.0])
+  assert_png(p, (plots.TRAVERSAL_MARGIN[0] + 4 * plots.TRAVERSAL_CELL,
+                 plots.TRAVERSAL_MARGIN[1] + 2 * plots.TRAVERSAL_CELL))
+  p = plots.roc_curves(str(tmp_path / "roc.png"), {"a": (codes[:, 0], is_anomaly), "b": (-codes[:, 1], is_anomaly)})
+  assert_png(p, plots.ROC_SIZE)
+  p = plots.score_histograms(str(tmp_path / "h.png"), {"A": (codes[:, 0], is_anomaly)})
+  assert_png(p, plots.HIST_PANEL)
+
+
+def test_umap_embedding(tmp_path):
+  pytest.importorskip("umap")
+  rng = np.random.default_rng(1)
+  labels = np.repeat(np.arange(2), 60)
+  codes = rng.normal(size=(120, 4)) + 4 * labels[:, None]
+  xy, used, note = plots.embed_2d(codes)
+  assert used == "UMAP" and note == "" and xy.shape == (120, 2) and np.isfinite(xy).all()
+  p = plots.latent_umap(str(tmp_path / "u.png"), codes, labels, labels == 1)
+  assert_png(p, plots.SCATTER_SIZE)
+
+
+def test_report_refuses_an_untrained_workdir(tmp_path):
+  with pytest.raises(experiment.WorkdirError, match="results.json"):
+    report.make_report(str(tmp_path))
