@@ -3,6 +3,6 @@
 from dcvae_jax.data import DataError
 from dcvae_jax.experiment import WorkdirError
 from dcvae_jax.protocols import ProtocolError
-from dcvae_jax.train import CheckpointError, ConfigError, NonFiniteError
+from dcvae_jax.train import CheckpointError, ConfigError, Interrupted, NonFiniteError
 
 EXPECTED = (DataError, WorkdirError, ProtocolError, ConfigError, NonFiniteError, CheckpointError, KeyError)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-import sys
+import socket
 
 import jax
 import numpy as np
@@ -53,6 +53,58 @@ def check_workdir(config, workdir: str):
   train._atomic_json(path, new)
 
 
+class WorkdirLock:
+  """One run per workdir: ``<workdir>/.lock`` holds the holder's pid and host.
+
+  A lock held by a live process is refused; one left by a dead process on this host is taken over with a
+  warning. Used as a context manager; the lock is removed on exit.
+  """
+
+  def __init__(self, workdir: str, log=print):
+    self.path = os.path.join(workdir, ".lock")
+    self.log = log
+
+  def __enter__(self):
+    os.makedirs(os.path.dirname(self.path), exist_ok=True)
+    me = {"pid": os.getpid(), "host": socket.gethostname()}
+    for _ in range(2):
+      try:
+        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+      except FileExistsError:
+        holder = self._read()
+        if holder.get("host") == me["host"] and not _pid_alive(holder.get("pid", -1)):
+          self.log(f"warning: taking over the stale lock of dead process {holder.get('pid')} in {self.path}")
+          os.remove(self.path)
+          continue
+        raise WorkdirError(f"workdir {os.path.dirname(self.path)} is in use by pid {holder.get('pid')} on host "
+                           f"{holder.get('host')} (lock {self.path}); use another --workdir") from None
+      with os.fdopen(fd, "w") as f:
+        json.dump(me, f)
+      return self
+    raise WorkdirError(f"could not take the lock {self.path}")
+
+  def _read(self) -> dict:
+    try:
+      with open(self.path) as f:
+        return json.load(f)
+    except (OSError, ValueError):
+      return {}
+
+  def __exit__(self, *exc):
+    if self._read().get("pid") == os.getpid():
+      os.remove(self.path)
+
+
+def _pid_alive(pid) -> bool:
+  try:
+    os.kill(int(pid), 0)
+  except ProcessLookupError:
+    return False
+  except (PermissionError, ValueError, TypeError):
+    return True
+  return True
+
+
 def validate(config):
   objectives.get_model(config.model.name)
   if config.protocol.score not in evaluate.SCORES:
@@ -83,7 +135,12 @@ def train_and_evaluate(config, workdir: str, *, log=print, dataset: data_lib.Dat
   validate(config)
   ds = dataset if dataset is not None else load_data(config)
   runs = protocols.make_runs(config.protocol, ds.num_classes, config.seed, config.num_seeds)
-  check_workdir(config, workdir)
+  with WorkdirLock(workdir, log=log):
+    check_workdir(config, workdir)
+    return _train_and_evaluate(config, workdir, ds, runs, log)
+
+
+def _train_and_evaluate(config, workdir, ds, runs, log) -> dict:
   spec = objectives.get_model(config.model.name)
   image_shape = (*ds.x_train.shape[1:], 1)
   num_conditions = len(runs[0].normal)

@@ -44,6 +44,9 @@ def main(argv):
   workdir = FLAGS.workdir or default_workdir(config_arg or _DEFAULT_CONFIG)
   try:
     results = experiment.train_and_evaluate(FLAGS.config, workdir)
+  except errors.Interrupted as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(130)
   except errors.EXPECTED as e:
     msg = e.args[0] if isinstance(e, KeyError) and e.args else e
     print(f"error: {msg}", file=sys.stderr)

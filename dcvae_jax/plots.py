@@ -30,7 +30,7 @@ RECON_CELL = (90, 118)          # (w, h) of one image column/row in ``reconstruc
 RECON_MARGIN = (70, 50)         # left label column, top title band
 SCATTER_SIZE = (640, 540)       # latent_umap
 MANIFOLD_PANEL = (400, 430)     # one condition's grid (with its title band)
-MANIFOLD_TOP = 40
+MANIFOLD_TOP = 46
 TRAVERSAL_CELL = 56
 TRAVERSAL_MARGIN = (110, 70)    # left label column, top title + value band
 ROC_SIZE = (600, 520)
@@ -188,7 +188,7 @@ def manifold_2d(path: str, decode: Decoder, means, stds=None, *, conditions: Seq
   condition. Panel k holds z = means[k] except z[dims] = means[k, dims] + stds[k, dims] * Phi^-1(u), u on an
   even grid in (0, 1) (the prior's quantiles, as in Kingma & Welling); the other dimensions stay at the
   condition's prior mean (0 for N(0, I)). means, stds: (K, d) (stds default 1); conditions: K ids passed to
-  ``decode`` (None = unconditional). Size: min(K, 3) * 400 x (40 + ceil(K / 3) * 430) px."""
+  ``decode`` (None = unconditional). Size: min(K, 3) * 400 x (46 + ceil(K / 3) * 430) px."""
   from scipy.stats import norm
   means = np.atleast_2d(np.asarray(means, np.float32))
   stds = np.ones_like(means) if stds is None else np.atleast_2d(np.asarray(stds, np.float32))
@@ -200,8 +200,8 @@ def manifold_2d(path: str, decode: Decoder, means, stds=None, *, conditions: Seq
   pw, ph = MANIFOLD_PANEL
   width, height = ncols * pw, MANIFOLD_TOP + nrows * ph
   fig = _figure(width, height)
-  fig.suptitle(title or f"Latent manifold over z{dims[0]} (across) and z{dims[1]} (down)", fontsize=10,
-               y=1 - _frac(8, height), va="top")
+  fig.suptitle(title or f"Latent manifold over z{dims[0]} (across) and z{dims[1]} (down)", fontsize=9,
+               y=1 - _frac(4, height), va="top")
   q = norm.ppf(np.linspace(0.5 / grid, 1 - 0.5 / grid, grid)).astype(np.float32)
   for p in range(k_panels):
     z = np.tile(means[p], (grid * grid, 1))
@@ -225,12 +225,12 @@ def traversals(path: str, decode: Decoder, base, *, condition=None, dims: Sequen
                values=None, means=None, stds=None, dim_labels: Sequence[str] | None = None,
                title: str | None = None) -> str:
   """Latent traversals: row j varies latent dimension dims[j] over ``values`` (in prior standard
-  deviations around the prior mean: z_j = means_j + stds_j * v; default v = -2.5..2.5, 9 steps), the other
+  deviations around the prior mean: z_j = means_j + stds_j * v; default v = -2..2, 9 steps), the other
   dimensions held at ``base`` (d,). Size: (110 + 56 V) x (70 + 56 R) px, V values, R rows."""
   base = np.asarray(base, np.float32)
   d = base.shape[0]
   dims = list(range(d)) if dims is None else list(dims)
-  values = np.linspace(-2.5, 2.5, 9, dtype=np.float32) if values is None else np.asarray(values, np.float32)
+  values = np.linspace(-2.0, 2.0, 9, dtype=np.float32) if values is None else np.asarray(values, np.float32)
   means = np.zeros(d, np.float32) if means is None else np.asarray(means, np.float32)
   stds = np.ones(d, np.float32) if stds is None else np.asarray(stds, np.float32)
   rows, cols = len(dims), len(values)

@@ -122,8 +122,8 @@ def run_figures(trained, run, out_dir: str, *, scores: dict | None = None, model
   labels = ([f"c = class {k}" for k in run.normal] if conditional else ["N(0, I) prior"])
   out["manifold"] = plots.manifold_2d(
       os.path.join(out_dir, "manifold.png"), decode, means, stds, conditions=conds, labels=labels, dims=dims,
-      grid=grid, title=f"{run.name}: decodings over z{dims[0]} (across) and z{dims[1]} (down), "
-                       "other dims at the prior mean")
+      grid=grid, title=f"{run.name}: decodings over z{dims[0]} (across), z{dims[1]} (down)\n"
+                       "the other dims at the prior mean")
 
   # Traversals around the first normal test image's code, most active dimensions first.
   base_i = int(np.flatnonzero(~view.is_anomaly)[0]) if (~view.is_anomaly).any() else 0

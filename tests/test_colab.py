@@ -44,6 +44,7 @@ def test_colab_notebook_runs_end_to_end(tmp_path, monkeypatch):
   monkeypatch.setenv("PIP_NO_INDEX", "1")
   monkeypatch.setenv("JAX_PLATFORMS", "cpu")
   monkeypatch.setenv("MPLBACKEND", "Agg")
+  monkeypatch.delenv("XLA_FLAGS", raising=False)  # one CPU device, as on a Colab CPU runtime (and faster)
 
   nb = nbformat.read(NOTEBOOK, as_version=4)
   client = nbclient.NotebookClient(nb, timeout=600, km=_kernel_manager(tmp_path),

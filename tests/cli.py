@@ -1,0 +1,34 @@
+"""Run the command line as a user would (a subprocess), for the CLI and resilience tests."""
+
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = ["--config=configs/default.py:smoke", "--config.protocol.classes=(0,)", "--config.model.hidden=(32,16)"]
+
+
+def env(devices: int = 8):
+  e = dict(os.environ)
+  e["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  e["JAX_PLATFORMS"] = "cpu"
+  return e
+
+
+def run_cli(*args, timeout=300, devices=8, **kw):
+  return subprocess.run([sys.executable, "-m", "dcvae_jax.main", *args], cwd=REPO, env=env(devices),
+                        capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def popen_cli(*args, devices=8):
+  return subprocess.Popen([sys.executable, "-m", "dcvae_jax.main", *args], cwd=REPO, env=env(devices),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def error_line(proc) -> str:
+  """The one ``error:`` line a failed run must print (and nothing that looks like a traceback)."""
+  assert proc.returncode != 0, proc.stdout + proc.stderr
+  assert "Traceback" not in proc.stderr, proc.stderr
+  lines = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+  assert len(lines) == 1, proc.stderr
+  return lines[0]

@@ -1,0 +1,82 @@
+"""The command line end to end, and every bad input as one clear error line."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tests.cli import SMOKE, error_line, run_cli
+
+
+def test_smoke_run_end_to_end_then_resume(tmp_path):
+  wd = str(tmp_path / "wd")
+  proc = run_cli(*SMOKE, f"--workdir={wd}", "--config.model.name=cvae")
+  assert proc.returncode == 0, proc.stderr
+  assert "mean" in proc.stdout and "AUROC" in proc.stdout
+  results = json.load(open(os.path.join(wd, "results.json")))
+  for key in ("model", "dataset", "protocol", "auroc_mean", "auroc_per_class", "aupr_mean", "train_seconds",
+              "A_normal_mean", "E_anomalous_mean", "nelbo_auroc_mean"):
+    assert key in results
+  assert results["model"] == "cvae" and results["dataset"] == "mnist5k"
+  assert results["protocol"] == "leave_one_out" and list(results["auroc_per_class"]) == ["0"]
+  assert 0.0 <= results["auroc_mean"] <= 1.0 and results["train_seconds"] > 0
+  config = json.load(open(os.path.join(wd, "config.json")))
+  assert config["model"]["name"] == "cvae" and config["model"]["hidden"] == [32, 16]
+  lines = [json.loads(l) for l in open(os.path.join(wd, "metrics.jsonl"))]
+  assert lines and all(np.isfinite(l["loss"]) for l in lines)
+  assert lines[-1]["step"] == 56  # 3600 normal images // 64, one epoch
+  scores = np.load(os.path.join(wd, "scores", "class0_seed0.npz"))
+  assert scores["recon"].shape == (1000, 10)  # 9 conditions + the all-zero one
+  # A rerun finds every run finished: nothing retrained, same results.
+  again = run_cli(*SMOKE, f"--workdir={wd}", "--config.model.name=cvae")
+  assert again.returncode == 0, again.stderr
+  assert len(open(os.path.join(wd, "metrics.jsonl")).readlines()) == len(lines)
+  assert json.load(open(os.path.join(wd, "results.json")))["auroc_mean"] == results["auroc_mean"]
+
+
+def test_more_epochs_continue_training(tmp_path):
+  wd = str(tmp_path / "wd")
+  assert run_cli(*SMOKE, f"--workdir={wd}").returncode == 0
+  os.remove(os.path.join(wd, "runs", "class0_seed0.json"))  # ask for the run again, with more epochs
+  proc = run_cli(*SMOKE, f"--workdir={wd}", "--config.train.num_epochs=2")
+  assert proc.returncode == 0, proc.stderr
+  assert "resuming 1 run(s) from step 56 of 112" in proc.stdout
+  steps = [json.loads(l)["step"] for l in open(os.path.join(wd, "metrics.jsonl"))]
+  assert steps[-1] == 112 and 57 <= min(s for s in steps if s > 56)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config.model.name=nope"], "unknown model 'nope'"),
+    (["--config.data.name=nope"], "nope"),
+    (["--config.protocol.name=nope"], "unknown protocol 'nope'"),
+    (["--config.protocol.score=nope"], "unknown score 'nope'"),
+    (["--config.protocol.score_condition=nope"], "unknown score_condition 'nope'"),
+    (["--config.protocol.classes=(12,)"], "out of range"),
+    (["--config.protocol.name=split", "--config.protocol.normal=()", "--config.protocol.anomalous=(1,)"],
+     "non-empty"),
+    (["--config.model.nme=x"], "Did you mean \"name\""),
+    (["--config.train.batch_size=60"], "not divisible by the 8 devices"),
+    (["--config=configs/missing.py"], "No such file"),
+    (["--config.model.arch=resnet"], "model.arch"),
+])
+def test_bad_input_is_one_error_line(tmp_path, args, message):
+  proc = run_cli(*SMOKE, f"--workdir={tmp_path / 'wd'}", *args, timeout=120)
+  assert message in error_line(proc)
+
+
+def test_data_dir_without_files(tmp_path):
+  (tmp_path / "empty").mkdir()
+  proc = run_cli(*SMOKE, f"--workdir={tmp_path / 'wd'}", "--config.data.name=mnist",
+                 f"--config.data.data_dir={tmp_path / 'empty'}", timeout=120)
+  assert "mnist_train.npz" in error_line(proc)
+
+
+def test_incompatible_workdir_is_refused_and_kept(tmp_path):
+  wd = tmp_path / "wd"
+  assert run_cli(*SMOKE, f"--workdir={wd}").returncode == 0
+  before = sorted(p.name for p in wd.rglob("*"))
+  proc = run_cli(*SMOKE, f"--workdir={wd}", "--config.model.name=cvae", timeout=120)
+  assert "holds a different run" in error_line(proc) and "model.name" in error_line(proc)
+  assert sorted(p.name for p in wd.rglob("*")) == before
+  assert json.load(open(wd / "config.json"))["model"]["name"] == "vae"
