@@ -110,9 +110,15 @@ def reduce_conditions(scores: np.ndarray, name: str, how: str, *, conditional: b
 
 
 def detection_metrics(score: np.ndarray, is_anomaly: np.ndarray) -> dict:
-  """AUROC and AUPR with anomalies as the positive class, and mean score of each group."""
+  """AUROC and AUPR with anomalies as the positive class, and mean score of each group.
+
+  A non-finite score (a diverged model) ranks as the most anomalous; how many there were is reported."""
   is_anomaly = np.asarray(is_anomaly, bool)
-  return {"auroc": float(roc_auc_score(is_anomaly, score)),
+  bad = ~np.isfinite(score)
+  if bad.any():
+    top = np.max(score[~bad]) + 1.0 if (~bad).any() else 0.0
+    score = np.where(bad, top, score)
+  return {"nonfinite": int(bad.sum()),"auroc": float(roc_auc_score(is_anomaly, score)),
           "aupr": float(average_precision_score(is_anomaly, score)),
           "mean_normal": float(np.mean(score[~is_anomaly])),
           "mean_anomalous": float(np.mean(score[is_anomaly]))}

@@ -150,7 +150,7 @@ def train_step(setup: Setup, state: TrainState, x_all, cond_all, idx, stats, act
   (_, (terms, out)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = setup.tx.update(grads, state.opt_state, state.params)
   new = state.replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state)
-  finite = _all_finite(terms) & _all_finite(grads)
+  finite = _all_finite(terms) & _all_finite(grads) & _all_finite(new.params)
   terms["grad_norm"] = optax.tree.norm(grads)
   terms["param_norm"] = optax.tree.norm(state.params)
   if setup.disc is not None:
