@@ -77,6 +77,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.on_nonfinite = "stop"       # "stop" | "skip" (skip the update and count it)
   c.train.progress = True
 
+  c.table = ml_collections.ConfigDict()
+  c.table.models = ()          # --mode=table: models to compare; () = the paper's six
+  c.table.figures = True       # draw each model's figures and report.html after it trains
+  c.table.figure_runs = 1      # how many runs per model get per-run figures
+
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 1000
   c.eval.elbo_samples = 4

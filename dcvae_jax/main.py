@@ -26,7 +26,9 @@ def _define_config_flag():
 
 
 flags.DEFINE_string("workdir", None, "Where checkpoints and results go (default: workdirs/<config name>).")
-flags.DEFINE_enum("mode", "train", ["train"], "What to do.")
+flags.DEFINE_enum("mode", "train", ["train", "report", "table"],
+                  "train: train, evaluate, write results.json (resumes by itself); report: figures and "
+                  "report.html of a trained workdir; table: every model of config.table.models (Table 1).")
 FLAGS = flags.FLAGS
 
 
@@ -43,6 +45,16 @@ def main(argv):
   config_arg = FLAGS["config"].value and FLAGS["config"].config_filename
   workdir = FLAGS.workdir or default_workdir(config_arg or _DEFAULT_CONFIG)
   try:
+    if FLAGS.mode == "report":
+      from dcvae_jax import report
+      print(f"report: {report.make_report(workdir)}")
+      return
+    if FLAGS.mode == "table":
+      from dcvae_jax import table
+      rows = table.run_table(FLAGS.config, workdir)
+      print(table.format_markdown(rows), end="")
+      print(f"table: {os.path.join(workdir, 'results.md')}")
+      return
     results = experiment.train_and_evaluate(FLAGS.config, workdir)
   except errors.Interrupted as e:
     print(f"error: {e}", file=sys.stderr)
