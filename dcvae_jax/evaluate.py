@@ -20,7 +20,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from dcvae_jax import estimators, networks, objectives
+from dcvae_jax import distributed, estimators, networks, objectives
 from dcvae_jax.train import Setup, preprocess
 
 SCORES = ("recon", "nelbo")
@@ -82,7 +82,9 @@ def score_test_set(setup: Setup, params, x_test: np.ndarray, mesh, *, batch_size
     pad = batch_size - chunk.shape[0]
     if pad:
       chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-    res = jax.device_get(fn(params, chunk, jax.random.fold_in(jax.random.PRNGKey(seed), i)))
+    key = distributed.replicated(jax.random.fold_in(jax.random.PRNGKey(seed), i), NamedSharding(mesh, P()))
+    res = distributed.to_host(fn(params, distributed.batch_sharded(chunk, NamedSharding(mesh, P("data")), 0),
+                                 key))
     for k in SCORES:
       out[k].append(res[k][:, :batch_size - pad])
   return {k: np.concatenate(v, axis=1) for k, v in out.items()}

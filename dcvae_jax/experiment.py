@@ -18,8 +18,10 @@ import socket
 import jax
 import numpy as np
 
+import contextlib
+
 from dcvae_jax import data as data_lib
-from dcvae_jax import evaluate, objectives, protocols, train
+from dcvae_jax import distributed, evaluate, objectives, protocols, train
 
 
 class WorkdirError(RuntimeError):
@@ -135,22 +137,26 @@ def train_and_evaluate(config, workdir: str, *, log=print, dataset: data_lib.Dat
   validate(config)
   ds = dataset if dataset is not None else load_data(config)
   runs = protocols.make_runs(config.protocol, ds.num_classes, config.seed, config.num_seeds)
+  if not distributed.is_primary():  # process 0 owns the workdir's files; the others train with it
+    return _train_and_evaluate(config, workdir, ds, runs, lambda *_: None, write=False)
   with WorkdirLock(workdir, log=log):
     check_workdir(config, workdir)
     return _train_and_evaluate(config, workdir, ds, runs, log)
 
 
-def _train_and_evaluate(config, workdir, ds, runs, log) -> dict:
+def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True) -> dict:
   spec = objectives.get_model(config.model.name)
   image_shape = (*ds.x_train.shape[1:], 1)
   num_conditions = len(runs[0].normal)
   mesh = train.make_mesh()
-  os.makedirs(os.path.join(workdir, "runs"), exist_ok=True)
+  if write:
+    os.makedirs(os.path.join(workdir, "runs"), exist_ok=True)
   log(f"{config.model.name} on {ds.name} ({ds.source}): {ds.x_train.shape[0]} train / {ds.x_test.shape[0]} "
       f"test images, protocol {config.protocol.name}, {len(runs)} run(s), {mesh.devices.size} device(s)")
 
   per_run, total_seconds = [], 0.0
-  with open(os.path.join(workdir, "metrics.jsonl"), "a") as log_file:
+  metrics = open(os.path.join(workdir, "metrics.jsonl"), "a") if write else contextlib.nullcontext()
+  with metrics as log_file:
     for chunk in chunks(runs, int(config.train.runs_per_program)):
       done = [os.path.join(workdir, "runs", f"{r.name}.json") for r in chunk]
       if all(os.path.exists(p) for p in done):
@@ -166,24 +172,29 @@ def _train_and_evaluate(config, workdir, ds, runs, log) -> dict:
       setup = train.make_setup(config, image_shape, num_conditions, mesh.devices.size)
       scores = evaluate.score_test_set(setup, state.params, ds.x_test, mesh, batch_size=config.eval.batch_size,
                                        num_samples=config.eval.elbo_samples, seed=config.seed)
-      os.makedirs(os.path.join(workdir, "scores"), exist_ok=True)
+      if write:
+        os.makedirs(os.path.join(workdir, "scores"), exist_ok=True)
       for m, run in enumerate(chunk):
-        np.savez(os.path.join(workdir, "scores", f"{run.name}.npz"), y_test=ds.y_test,
+        if write:
+          np.savez(os.path.join(workdir, "scores", f"{run.name}.npz"), y_test=ds.y_test,
                  **{name: v[m] for name, v in scores.items()})
         data = train.RunData.build(run, ds.y_train, int(config.train.batch_size), config.train.num_epochs)
         result = evaluate.evaluate_run(run, {k: v[m] for k, v in scores.items()}, ds.y_test,
                                        conditional=spec.conditional, condition_counts=data.condition_counts,
                                        protocol=config.protocol)
         result["chunk_train_seconds"] = seconds
-        result["skipped_updates"] = int(np.asarray(state.skipped)[m])
-        train._atomic_json(done[m], result)
+        result["skipped_updates"] = int(distributed.to_host(state.skipped)[m])
+        if write:
+          train._atomic_json(done[m], result)
         per_run.append(result)
 
   results = evaluate.summarize(per_run, model=config.model.name, dataset=ds.name, protocol=config.protocol,
                                train_seconds=total_seconds)
   results["num_devices"] = mesh.devices.size
+  results["num_processes"] = jax.process_count()
   results["backend"] = jax.default_backend()
-  train._atomic_json(os.path.join(workdir, "results.json"), results)
+  if write:
+    train._atomic_json(os.path.join(workdir, "results.json"), results)
   return results
 
 

@@ -41,6 +41,8 @@ def default_workdir(config_arg: str) -> str:
 def main(argv):
   logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
   # Imports after flag parsing: JAX must not start before XLA_FLAGS are final.
+  from dcvae_jax import distributed
+  distributed.maybe_initialize()
   from dcvae_jax import errors, evaluate, experiment
   config_arg = FLAGS["config"].value and FLAGS["config"].config_filename
   workdir = FLAGS.workdir or default_workdir(config_arg or _DEFAULT_CONFIG)
@@ -63,8 +65,9 @@ def main(argv):
     msg = e.args[0] if isinstance(e, KeyError) and e.args else e
     print(f"error: {msg}", file=sys.stderr)
     sys.exit(1)
-  print(evaluate.format_table(results))
-  print(f"results: {os.path.join(workdir, 'results.json')}")
+  if distributed.is_primary():
+    print(evaluate.format_table(results))
+    print(f"results: {os.path.join(workdir, 'results.json')}")
 
 
 def _bad_command_line(e: BaseException):

@@ -31,7 +31,7 @@ import optax
 from flax import struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from dcvae_jax import objectives
+from dcvae_jax import distributed, objectives
 from dcvae_jax.protocols import Run
 
 
@@ -324,21 +324,22 @@ def train_runs(config, x_train: np.ndarray, y_train: np.ndarray, runs: Sequence[
   datas = [RunData.build(r, y_train, batch_size, config.train.num_epochs) for r in runs]
   max_steps = max(d.total_steps for d in datas)
 
-  state = stack_states([init_state(setup, run_key(r), image_shape) for r in runs])
-  stats = dict(dataset_size=jnp.asarray([d.indices.size for d in datas], jnp.float32),
-               condition_counts=jnp.asarray(np.stack([d.condition_counts for d in datas])))
-  cond_all = jnp.asarray(np.stack([d.cond_all for d in datas]))
   replicated = NamedSharding(mesh, P())
-  x_dev = jax.device_put(x_train, replicated)
-  cond_all, stats = jax.device_put((cond_all, stats), replicated)
+  idx_sharding = NamedSharding(mesh, P(None, None, "data"))
+  state = distributed.replicated(stack_states([init_state(setup, run_key(r), image_shape) for r in runs]),
+                                 replicated)
+  stats = dict(dataset_size=np.asarray([d.indices.size for d in datas], np.float32),
+               condition_counts=np.stack([d.condition_counts for d in datas]))
+  cond_all = np.stack([d.cond_all for d in datas])
+  x_dev, cond_all, stats = distributed.replicated((x_train, cond_all, stats), replicated)
   fn = compile_train_fn(setup, mesh)
+  primary = distributed.is_primary()
 
   with checkpoint_manager(ckpt_dir, config.train.keep_checkpoints) as manager:
     restored, _ = restore_latest(manager, state, log=log)
     if restored is not None:
       state = restored
-    state = jax.device_put(state, replicated)
-    start = int(np.max(np.asarray(state.step)))
+    start = int(np.max(distributed.to_host(state.step)))
     seconds_file = os.path.join(ckpt_dir, "train_seconds.json")
     prior_seconds = 0.0
     if start and os.path.exists(seconds_file):
@@ -349,7 +350,7 @@ def train_runs(config, x_train: np.ndarray, y_train: np.ndarray, runs: Sequence[
     if start:
       log(f"resuming {len(runs)} run(s) from step {start} of {max_steps}")
 
-    progress = _progress(config, start, max_steps, len(runs))
+    progress = _progress(config, start, max_steps, len(runs)) if primary else None
     every = max(int(config.train.checkpoint_every_steps), 1)
     log_every = max(int(config.train.log_every_steps), 1)
     t0 = time.perf_counter()
@@ -359,6 +360,8 @@ def train_runs(config, x_train: np.ndarray, y_train: np.ndarray, runs: Sequence[
     def save_now(at):
       save(manager, at, state)
       manager.wait_until_finished()
+      if not primary:
+        return
       elapsed = prior_seconds + time.perf_counter() - t0
       record = {}
       if os.path.exists(seconds_file):
@@ -377,8 +380,9 @@ def train_runs(config, x_train: np.ndarray, y_train: np.ndarray, runs: Sequence[
             if s < d.total_steps:
               idx[m, s_i] = d.batch_indices(int(s), batch_size)
               active[m, s_i] = True
-        new_state, terms = fn(state, x_dev, cond_all, idx, stats, active)
-        terms_host = jax.device_get(terms)
+        new_state, terms = fn(state, x_dev, cond_all, distributed.batch_sharded(idx, idx_sharding, axis=2),
+                              stats, distributed.replicated(active, replicated))
+        terms_host = distributed.to_host(terms)
         bad = active & ~terms_host["finite"]
         if bad.any() and not setup.skip_nonfinite:
           m, s_i = np.argwhere(bad)[0]
