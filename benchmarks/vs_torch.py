@@ -1,0 +1,162 @@
+"""Our compiled dcvae train step against the straightforward PyTorch eager step (torch_reference.py).
+
+  /work/venv/bin/pip install torch==2.13.0    # torch is not a dcvae_jax dependency
+  python benchmarks/vs_torch.py --json=benchmarks/results/vs_torch.json
+
+1. Check: the PyTorch step computes the same thing. Our Flax params (after a few training steps, prior params
+   perturbed so the learned prior is exercised) are copied into the torch model; on the same batch and the same
+   reparameterisation noise every loss term and every gradient must agree to ~1e-4 relative. Two batches: a
+   pipeline batch, and one with a condition seen once (MSS group of one) and one seen twice (M = 2).
+2. Timing, per batch size (64, 256), interleaved within one process, several repetitions, medians:
+   torch (default threads), torch (1 thread), ours with steps_per_call = 50 and = 1. Ratios are the medians of
+   the per-repetition ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import benchutil  # noqa: E402
+import torch_reference as tr  # noqa: E402
+from common import CompiledTrainer, bench_config, machine, write_json  # noqa: E402
+from dcvae_jax import objectives, train  # noqa: E402
+
+TERMS = ("loss", "recon", "kl", "elbo", "mi", "tc", "dwkl")
+
+
+def check_same_loss(batch_size=64, rtol=1e-4) -> dict:
+  """Flax params -> torch; same batch, same eps; compare loss terms and gradients."""
+  trainer = CompiledTrainer(bench_config("dcvae", batch_size, steps_per_call=1))
+  for _ in range(5):
+    trainer.call(1)
+  setup = trainer.setup
+  params = train.unstack(trainer.state.params, 0)
+  rng = np.random.default_rng(1)
+  p = params["params"]
+  p = {**p, "prior_mu": p["prior_mu"] + jnp.asarray(rng.normal(0, 0.5, p["prior_mu"].shape), jnp.float32),
+       "prior_logvar": p["prior_logvar"] + jnp.asarray(rng.normal(0, 0.3, p["prior_logvar"].shape), jnp.float32)}
+  params = {"params": p}
+  data = trainer.datas[0]
+  counts = np.asarray(data.condition_counts)
+  idx = data.batch_indices(123, batch_size)
+  cond_natural = data.cond_all[idx]
+  cond_edge = cond_natural.copy()
+  cond_edge[cond_edge == 9] = 0
+  cond_edge[cond_edge == 8] = 1
+  cond_edge[5], cond_edge[17], cond_edge[40] = 9, 8, 8  # a group of one, a group of two
+
+  model = tr.DCVAE(hidden=tuple(setup.hp.hidden), num_conditions=setup.num_conditions)
+  tr.copy_flax_params(model, params)
+  out = {"batch_size": batch_size, "rtol": rtol, "cases": {}}
+  ok = True
+  for name, cond in (("pipeline_batch", cond_natural), ("group_of_one_and_two", cond_edge)):
+    x = train.preprocess(trainer.x[idx], True)
+    key = jax.random.PRNGKey(7)
+    eps = jax.random.normal(key, (batch_size, setup.hp.latent_dim), jnp.float32)
+
+    def loss_fn(prm, cond=cond, x=x, key=key):
+      return objectives.model_loss(setup.spec, setup.module, prm, x, jnp.asarray(cond), key, hp=setup.hp,
+                                   num_conditions=setup.num_conditions,
+                                   dataset_size=float(data.indices.size), condition_counts=jnp.asarray(counts))
+    (_, (terms, _)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    model.zero_grad(set_to_none=True)
+    xt = torch.from_numpy(np.asarray(x).reshape(batch_size, -1).copy())
+    loss_t, terms_t = model.loss(xt, torch.from_numpy(cond.astype(np.int64)), torch.from_numpy(counts),
+                                 eps=torch.from_numpy(np.asarray(eps).copy()))
+    loss_t.backward()
+    term_rel = {}
+    for k in TERMS:
+      a, b = float(terms[k]), float(terms_t[k].detach())
+      # relative to the term, or to the loss for terms near zero (TC, MI can be small differences)
+      term_rel[k] = {"jax": a, "torch": b, "rel_err": abs(a - b) / max(abs(a), 1e-3 * abs(float(terms["loss"])))}
+    g_t = tr.torch_grads_as_flax(model)
+    grad_rel = {}
+    for path, g in jax.tree_util.tree_leaves_with_path(grads):
+      gt = g_t
+      for k in path:
+        gt = gt[k.key]
+      g = np.asarray(g)
+      grad_rel[jax.tree_util.keystr(path)] = float(np.linalg.norm(gt - g) / max(np.linalg.norm(g), 1e-12))
+    max_term = max(v["rel_err"] for v in term_rel.values())
+    max_grad = max(grad_rel.values())
+    case_ok = max_term < rtol and max_grad < 10 * rtol
+    ok &= case_ok
+    out["cases"][name] = {"terms": term_rel, "grad_rel_err": grad_rel, "max_term_rel_err": max_term,
+                          "max_grad_rel_err": max_grad, "ok": bool(case_ok)}
+  out["ok"] = bool(ok)
+  return out
+
+
+def jax_rate(trainer: CompiledTrainer, spc: int, seconds: float) -> float:
+  b = trainer.config.train.batch_size
+  calls = 0
+  t0 = time.perf_counter()
+  while calls < 2 or time.perf_counter() - t0 < seconds:
+    jax.block_until_ready(trainer.call(spc))
+    calls += 1
+  return calls * spc * b / (time.perf_counter() - t0)
+
+
+def torch_rate(trainer: tr.TorchTrainer, threads: int, seconds: float) -> float:
+  torch.set_num_threads(threads)
+  return tr.time_torch(trainer, seconds)
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--batch_sizes", default="64,256")
+  p.add_argument("--reps", type=int, default=5)
+  p.add_argument("--seconds", type=float, default=2.0, help="per variant and repetition")
+  p.add_argument("--no_wait", action="store_true", help="do not wait for a quiet machine")
+  p.add_argument("--json", default=None)
+  a = p.parse_args()
+  default_threads = torch.get_num_threads()
+  check = check_same_loss()
+  print(f"torch/jax agreement: ok={check['ok']}", {k: v["max_term_rel_err"] for k, v in check["cases"].items()},
+        {k: v["max_grad_rel_err"] for k, v in check["cases"].items()}, flush=True)
+  results = {}
+  quiet = None if a.no_wait else benchutil.wait_for_quiet()
+  for b in [int(s) for s in a.batch_sizes.split(",")]:
+    t_torch = tr.TorchTrainer(b)
+    t_torch.run(20)
+    jt = {spc: CompiledTrainer(bench_config("dcvae", b, steps_per_call=spc)) for spc in (50, 1)}
+    for spc, t in jt.items():
+      jax.block_until_ready(t.call(spc))  # compile
+      jax_rate(t, spc, 0.5)
+    fns = {
+        "torch_default_threads": lambda t=t_torch: torch_rate(t, default_threads, a.seconds),
+        "torch_1_thread": lambda t=t_torch: torch_rate(t, 1, a.seconds),
+        "jax_spc50": lambda t=jt[50]: jax_rate(t, 50, a.seconds),
+        "jax_spc1": lambda t=jt[1]: jax_rate(t, 1, a.seconds),
+    }
+    rates = benchutil.interleave(fns, a.reps, log=lambda s, b=b: print(f"b={b} {s}", flush=True))
+    torch.set_num_threads(default_threads)
+    best_torch = np.maximum(rates["torch_default_threads"], rates["torch_1_thread"])
+    results[str(b)] = {
+        "images_per_second": benchutil.summary(rates),
+        "ratio_jax_spc50_over_torch_default": benchutil.median_ratio(rates["jax_spc50"],
+                                                                     rates["torch_default_threads"]),
+        "ratio_jax_spc1_over_torch_default": benchutil.median_ratio(rates["jax_spc1"], rates["torch_default_threads"]),
+        "ratio_jax_spc50_over_best_torch": benchutil.median_ratio(rates["jax_spc50"], best_torch),
+        "ratio_jax_spc1_over_best_torch": benchutil.median_ratio(rates["jax_spc1"], best_torch),
+        "load": benchutil.load_info(rates),
+    }
+  write_json(a.json, {
+      "benchmark": "vs_torch", "model": "dcvae", "hidden": "512,256", "latent_dim": 10, "estimator": "mss",
+      "torch": torch.__version__, "torch_default_threads": default_threads, "reps": a.reps,
+      "seconds_per_measurement": a.seconds, "same_loss_check": check, "results": results,
+      "wait_for_quiet": quiet, "machine": machine()})
+
+
+if __name__ == "__main__":
+  main()
