@@ -35,6 +35,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.hidden = (512, 256)
   c.model.latent_dim = 10
   c.model.likelihood = "bernoulli"
+  c.model.compute_dtype = "float32"  # "bfloat16": mixed precision (bf16 compute, fp32 params, optimizer, losses)
   c.model.beta = 4.0            # beta_vae: KL weight; beta_tcvae/dcvae: TC weight (set to 6 by those models)
   c.model.alpha = 1.0           # beta_tcvae / dcvae: index-code MI weight
   c.model.gamma = 1.0           # beta_tcvae / dcvae: dimension-wise KL weight

@@ -1,8 +1,17 @@
-"""MNIST-family datasets as numpy arrays: one loader, three sources.
+"""MNIST-family datasets (and procedural shapes) as numpy arrays: one loader, four sources.
 
 ``load_dataset(name, data_dir, ...)`` returns a :class:`Dataset` of uint8 images
 (N, 28, 28) in upright orientation and int32 labels 0..num_classes-1.  The source is
 chosen in this order:
+
+0. ``name == "shapes"`` (or ``"shapes64"``): the procedural dSprites-like scenes of
+   :mod:`dcvae_jax.shapes` (``source="procedural"``), rendered from a fixed seed in about a
+   second, no files and no network (``data_dir`` is ignored: there is nothing to read).
+   12,000 train / 3,000 test images, 28x28 (``shapes64``: 64x64); label = the shape factor
+   (0 square, 1 ellipse, 2 heart).  These are the only datasets whose ground-truth
+   generative factors are known: ``factors_train`` / ``factors_test`` (int32 (N, 5)) and
+   ``factor_names`` (shape, scale, rotation, x, y) are set; every other source leaves them
+   ``None``.
 
 1. ``data_dir`` non-empty: a local directory (``source="dir:<abs path>"``) holding either
    * ``<stem>_train.npz`` and ``<stem>_test.npz`` (``stem`` is the name with "/" replaced
@@ -29,7 +38,7 @@ Dtype policy (every source): images must be an integer array with values in 0..2
 integer dtype is accepted and cast to uint8 (a lossless cast, checked).  Float, bool and
 object arrays are rejected -- a float array is ambiguous ([0, 1] or [0, 255]) and
 silently rescaling it hides mistakes.  Labels must be integers in range and become int32.
-Shapes are strict: images (N, 28, 28) with N >= 1, labels (N,).
+Shapes are strict: images (N, 28, 28) (shapes64: (N, 64, 64)) with N >= 1, labels (N,).
 
 Every failure is a :class:`DataError` (a ``ValueError``) with a one-line message that
 names the file and what is wrong.
@@ -83,6 +92,7 @@ class DatasetSpec:
     transpose: bool = False               # raw IDX/TFDS images are stored transposed
     download_url: Optional[str] = None    # host probed before a TFDS download
     embedded: bool = False
+    procedural: bool = False              # rendered by dcvae_jax.shapes (known factors)
 
     @property
     def stem(self) -> str:
@@ -145,12 +155,18 @@ DATASETS: dict = {
         idx_files=_emnist_idx_names("letters"), label_offset=1, transpose=True,
         download_url=_EMNIST_URL),
     "mnist5k": DatasetSpec("mnist5k", 10, embedded=True),
+    "shapes": DatasetSpec("shapes", 3, procedural=True),
+    "shapes64": DatasetSpec("shapes64", 3, image_shape=(64, 64), procedural=True),
 }
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
     """A train/test pair of uint8 image arrays and int32 labels.
+
+    ``factors_train`` / ``factors_test``: the ground-truth generative factors of each image
+    (int32 (N, K), columns named by ``factor_names``) where the source knows them (only
+    the procedural shapes); ``None`` otherwise.
 
     ``eq=False``: equality is identity (element-wise array comparison has no single truth
     value).
@@ -162,12 +178,16 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int
-    source: str          # "embedded", "dir:<path>", or "tfds"
+    source: str          # "embedded", "procedural", "dir:<path>", or "tfds"
+    factors_train: Optional[np.ndarray] = None  # int32 (N_train, K) or None
+    factors_test: Optional[np.ndarray] = None   # int32 (N_test, K) or None
+    factor_names: Optional[tuple] = None        # K names, or None
 
     def __repr__(self) -> str:
+        extra = f", factors={self.factor_names}" if self.factor_names else ""
         return (f"Dataset(name={self.name!r}, x_train={self.x_train.shape}, "
                 f"x_test={self.x_test.shape}, num_classes={self.num_classes}, "
-                f"source={self.source!r})")
+                f"source={self.source!r}{extra})")
 
 
 # --------------------------------------------------------------------------------------
@@ -177,13 +197,16 @@ class Dataset:
 
 def load_dataset(name: str, data_dir: str = "", *, tfds_data_dir: str | None = None,
                  download: bool = True) -> Dataset:
-    """Loads ``name`` from ``data_dir`` if given, else the embedded data, else TFDS.
+    """Loads ``name``: procedural shapes are rendered; otherwise from ``data_dir`` if given,
+    else the embedded data, else TFDS.
 
     Raises:
       DataError: unknown name, missing/bad files, or a TFDS dataset that is not prepared
         and cannot be downloaded.
     """
     spec = _spec(name)
+    if spec.procedural:
+        return _load_shapes(spec)
     if data_dir:
         return _load_dir(spec, str(data_dir))
     if spec.embedded:
@@ -509,6 +532,31 @@ def _load_embedded(spec: DatasetSpec) -> Dataset:
     te = rng.permutation(np.concatenate(te))
     return Dataset(name=spec.name, x_train=x[tr], y_train=y[tr], x_test=x[te], y_test=y[te],
                    num_classes=spec.num_classes, source="embedded")
+
+
+# --------------------------------------------------------------------------------------
+# Source 0: procedural shapes (dcvae_jax.shapes), known generative factors
+# --------------------------------------------------------------------------------------
+
+_SHAPES_SEED = 20_250_305
+_SHAPES_SIZES = (12_000, 3_000)  # train, test
+
+
+def _load_shapes(spec: DatasetSpec) -> Dataset:
+    """12,000 / 3,000 scenes from a fixed seed; labels = the shape factor (column 0)."""
+    from dcvae_jax import shapes  # numpy only; imported here to keep this module's imports light
+
+    size = spec.image_shape[0]
+    train, test = shapes.shapes_dataset(*_SHAPES_SIZES, seed=_SHAPES_SEED, image_size=size)
+    where = f"procedural {spec.name}"
+    x_tr = _check_images(train.images, where, spec)
+    x_te = _check_images(test.images, where, spec)
+    y_tr = _check_labels(train.labels, x_tr.shape[0], where, spec, 0)
+    y_te = _check_labels(test.labels, x_te.shape[0], where, spec, 0)
+    return Dataset(name=spec.name, x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te,
+                   num_classes=spec.num_classes, source="procedural",
+                   factors_train=train.factors, factors_test=test.factors,
+                   factor_names=tuple(shapes.FACTOR_NAMES))
 
 
 # --------------------------------------------------------------------------------------

@@ -6,10 +6,15 @@ the decoder's input code. Unconditional models get ``c = None``.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+
+def _f32(x):
+  """Outputs leave the network in float32: losses and estimators always run in full precision."""
+  return x.astype(jnp.float32)
 
 
 def _with_condition(h: jnp.ndarray, c: jnp.ndarray | None) -> jnp.ndarray:
@@ -20,51 +25,57 @@ class MLPEncoder(nn.Module):
   """x (B,H,W,C) [, c (B,K)] -> (mu, logvar), each (B, latent_dim)."""
   hidden: Sequence[int]
   latent_dim: int
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, c=None):
     h = _with_condition(x.reshape((x.shape[0], -1)), c)
     for width in self.hidden:
-      h = nn.relu(nn.Dense(width)(h))
-    return nn.Dense(self.latent_dim, name="mu")(h), nn.Dense(self.latent_dim, name="logvar")(h)
+      h = nn.relu(nn.Dense(width, dtype=self.dtype)(h))
+    return _f32(nn.Dense(self.latent_dim, name="mu", dtype=self.dtype)(h)), _f32(
+        nn.Dense(self.latent_dim, name="logvar", dtype=self.dtype)(h))
 
 
 class MLPDecoder(nn.Module):
   """z (B,d) [, c] -> Bernoulli/Gaussian-mean logits (B,H,W,C)."""
   hidden: Sequence[int]
   image_shape: Sequence[int]
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, z, c=None):
     h = _with_condition(z, c)
     for width in reversed(self.hidden):
-      h = nn.relu(nn.Dense(width)(h))
+      h = nn.relu(nn.Dense(width, dtype=self.dtype)(h))
     size = 1
     for s in self.image_shape:
       size *= s
-    return nn.Dense(size)(h).reshape((z.shape[0], *self.image_shape))
+    return _f32(nn.Dense(size, dtype=self.dtype)(h)).reshape((z.shape[0], *self.image_shape))
 
 
 class ConvEncoder(nn.Module):
-  """Two stride-2 4x4 convolutions (channels ``hidden[:2]``), then Dense(hidden[-1]); c joins after flattening."""
+  """Stride-2 4x4 convolutions (channels ``hidden[:-1]``), then Dense(hidden[-1]); c joins after flattening."""
   hidden: Sequence[int]
   latent_dim: int
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, c=None):
     channels = tuple(self.hidden[:-1]) or (32, 64)
     h = x
     for ch in channels:
-      h = nn.relu(nn.Conv(ch, (4, 4), strides=(2, 2), padding="SAME")(h))
+      h = nn.relu(nn.Conv(ch, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype)(h))
     h = _with_condition(h.reshape((h.shape[0], -1)), c)
-    h = nn.relu(nn.Dense(self.hidden[-1])(h))
-    return nn.Dense(self.latent_dim, name="mu")(h), nn.Dense(self.latent_dim, name="logvar")(h)
+    h = nn.relu(nn.Dense(self.hidden[-1], dtype=self.dtype)(h))
+    return _f32(nn.Dense(self.latent_dim, name="mu", dtype=self.dtype)(h)), _f32(
+        nn.Dense(self.latent_dim, name="logvar", dtype=self.dtype)(h))
 
 
 class ConvDecoder(nn.Module):
   """Mirror of ConvEncoder: Dense -> (H/4, W/4, ch) -> two stride-2 transposed convolutions -> logits."""
   hidden: Sequence[int]
   image_shape: Sequence[int]
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, z, c=None):
@@ -73,12 +84,12 @@ class ConvDecoder(nn.Module):
     down = 2 ** len(channels)
     if height % down or width % down:
       raise ValueError(f"conv decoder needs image sides divisible by {down}, got {height}x{width}")
-    h = nn.relu(nn.Dense(self.hidden[-1])(_with_condition(z, c)))
-    h = nn.relu(nn.Dense((height // down) * (width // down) * channels[-1])(h))
+    h = nn.relu(nn.Dense(self.hidden[-1], dtype=self.dtype)(_with_condition(z, c)))
+    h = nn.relu(nn.Dense((height // down) * (width // down) * channels[-1], dtype=self.dtype)(h))
     h = h.reshape((z.shape[0], height // down, width // down, channels[-1]))
     for ch in reversed(channels[:-1]):
-      h = nn.relu(nn.ConvTranspose(ch, (4, 4), strides=(2, 2), padding="SAME")(h))
-    return nn.ConvTranspose(out_ch, (4, 4), strides=(2, 2), padding="SAME")(h)
+      h = nn.relu(nn.ConvTranspose(ch, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype)(h))
+    return _f32(nn.ConvTranspose(out_ch, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype)(h))
 
 
 ENCODERS = {"mlp": MLPEncoder, "conv": ConvEncoder}
@@ -98,10 +109,11 @@ class VAE(nn.Module):
   num_conditions: int = 0
   learned_prior: bool = False
   relevance: bool = False
+  dtype: Any = jnp.float32       # compute dtype (bfloat16 for mixed precision); params stay float32
 
   def setup(self):
-    self.encoder = ENCODERS[self.arch](self.hidden, self.latent_dim)
-    self.decoder = DECODERS[self.arch](self.hidden, self.image_shape)
+    self.encoder = ENCODERS[self.arch](self.hidden, self.latent_dim, dtype=self.dtype)
+    self.decoder = DECODERS[self.arch](self.hidden, self.image_shape, dtype=self.dtype)
     if self.learned_prior:
       self.prior_mu = self.param("prior_mu", nn.initializers.zeros, (self.num_conditions, self.latent_dim))
       self.prior_logvar = self.param("prior_logvar", nn.initializers.zeros,
@@ -139,10 +151,11 @@ class Discriminator(nn.Module):
   """
   layers: int = 6
   width: int = 1000
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, z):
     h = z
     for _ in range(self.layers):
-      h = nn.leaky_relu(nn.Dense(self.width)(h), 0.2)
-    return nn.Dense(2)(h)
+      h = nn.leaky_relu(nn.Dense(self.width, dtype=self.dtype)(h), 0.2)
+    return _f32(nn.Dense(2, dtype=self.dtype)(h))

@@ -50,11 +50,21 @@ def get_model(name: str) -> ModelSpec:
 def make_module(spec: ModelSpec, model_cfg, image_shape, num_conditions: int) -> networks.VAE:
   return networks.VAE(arch=model_cfg.arch, hidden=tuple(model_cfg.hidden), latent_dim=model_cfg.latent_dim,
                       image_shape=tuple(image_shape), num_conditions=max(num_conditions, 1),
-                      learned_prior=spec.learned_prior, relevance=spec.relevance)
+                      learned_prior=spec.learned_prior, relevance=spec.relevance,
+                      dtype=compute_dtype(model_cfg))
 
 
 def make_discriminator(model_cfg) -> networks.Discriminator:
-  return networks.Discriminator(layers=model_cfg.disc_layers, width=model_cfg.disc_width)
+  return networks.Discriminator(layers=model_cfg.disc_layers, width=model_cfg.disc_width,
+                                dtype=compute_dtype(model_cfg))
+
+
+def compute_dtype(model_cfg):
+  """model.compute_dtype: "float32", or "bfloat16" for mixed precision (bf16 matmuls, fp32 params and losses)."""
+  name = model_cfg.get("compute_dtype", "float32")
+  if name not in ("float32", "bfloat16"):
+    raise ValueError(f"model.compute_dtype must be 'float32' or 'bfloat16', got {name!r}")
+  return jnp.dtype(name)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -116,3 +116,18 @@ def test_batch_not_divisible_by_devices_is_refused(tmp_path):
   config = tiny_config("vae", batch_size=30)
   with pytest.raises(train.ConfigError, match="not divisible by the 8 devices"):
     _train(config, ds, _runs(config, ds), tmp_path / "ck")
+
+
+@pytest.mark.parametrize("model", ["dcvae", "factor_vae"])
+def test_bfloat16_mixed_precision_trains_with_finite_losses(tmp_path, model):
+  ds = toy_dataset()
+  config = tiny_config(model, num_epochs=2, log_every_steps=1)
+  config.model.compute_dtype = "bfloat16"
+  runs = _runs(config, ds)
+  with open(tmp_path / "m.jsonl", "w") as f:
+    state, _, steps = _train(config, ds, runs, tmp_path / "ck", log_file=f)
+  lines = [json.loads(l) for l in open(tmp_path / "m.jsonl")]
+  assert len(lines) == steps and all(np.isfinite(l["loss"]) and np.isfinite(l["tc"]) for l in lines)
+  assert lines[-1]["loss"] < lines[0]["loss"]
+  for leaf in jax.tree.leaves(state.params):
+    assert leaf.dtype == np.float32  # parameters stay in full precision
