@@ -74,7 +74,9 @@ def test_discriminator_recovers_closed_form_tc():
   """D (2 x Dense(64) here; the default is 6 x Dense(1000)) trained with optax Adam through
   objectives.discriminator_loss on fresh z ~ N(0, Sigma) each step. TC_D on fresh samples must match
   0.5 (sum log Sigma_jj - log det Sigma) = 0.599 within 0.1, and be ~0 when Sigma = I.
-  Measured: TC_D 0.565-0.590 over seeds (a slight under-estimate), 0.00 +- 0.01 for independent codes."""
+  Measured: TC_D 0.581 here (0.565-0.590 over other seeds: a slight under-estimate), 0.000 for independent codes.
+  The default 6 x Dense(1000) D with the project's optimizer (Adam 1e-4, b1 0.5, b2 0.9), 1000 steps of 256,
+  gave 0.601 -- but took ~4 minutes on CPU, too slow for this test."""
   steps, batch = 2000, 512
   disc = networks.Discriminator(layers=2, width=64)
   tx = optax.adam(optax.cosine_decay_schedule(2e-3, steps, alpha=0.05))
@@ -229,7 +231,7 @@ def test_dcvae_tc_is_conditional():
   """Codes independent within each condition, correlated across them (every dimension shifts with c).
   dcvae's TC (mixture restricted to the condition) is ~0; beta_tcvae's (pooled mixture) matches the TC of
   the two-component mixture, computed here from exact densities."""
-  b, s2, m = 1024, 0.25, 1.5
+  b, s2, m = 2048, 0.25, 1.5
   rng = np.random.default_rng(11)
   c = rng.integers(0, 2, b).astype(np.int32)
   means = np.where(c[:, None] == 0, m, -m) * np.ones((1, 4))
@@ -251,7 +253,7 @@ def test_dcvae_tc_is_conditional():
   print(f"conditional TC {float(dc['tc']):.4f}, pooled TC {float(btc['tc']):.4f} (exact {tc_pooled:.4f})")
   assert tc_pooled > 1.2
   assert abs(float(dc["tc"])) < 0.08, dc
-  assert float(btc["tc"]) == pytest.approx(tc_pooled, abs=0.15)
+  assert float(btc["tc"]) == pytest.approx(tc_pooled, abs=0.1)
   assert abs(float(dc["dwkl"])) < 0.05   # q(z_j|c) = r(z_j|c) = N(m_c, 1)
 
 
@@ -304,6 +306,7 @@ def test_rf_vae_relevance_weighting_and_penalties():
 
 LOGGED = ("loss", "recon", "kl", "mi", "tc", "dwkl", "elbo", "grad_norm")
 DISC_LOGGED = ("tc_d", "disc_loss", "disc_acc")
+RF_LOGGED = ("weighted_kl", "relevance_l1", "relevance_entropy")
 
 
 @pytest.fixture(scope="module")
@@ -326,11 +329,13 @@ def test_every_model_learns_on_real_digits(tmp_path, mnist5k, model):
                                    mesh=train.make_mesh(jax.devices()[:1]), log=lambda *_: None)
   lines = [json.loads(l) for l in open(tmp_path / "m.jsonl")]
   assert steps == 5 * (3600 // 64) == len(lines)
-  keys = LOGGED + (DISC_LOGGED if objectives.MODELS[model].discriminator else ())
+  spec = objectives.MODELS[model]
+  keys = LOGGED + (DISC_LOGGED if spec.discriminator else ()) + (RF_LOGGED if spec.relevance else ())
   for key in keys:
+    assert all(key in l for l in lines), (model, key)
     values = np.array([l[key] for l in lines])
     assert np.all(np.isfinite(values)), (model, key)
   loss = np.array([l["loss"] for l in lines])
   first, last = loss[:20].mean(), loss[-20:].mean()
   print(f"{model}: loss {first:.1f} -> {last:.1f} ({100 * (1 - last / first):.0f}% drop)")
-  assert last < 0.7 * first, (model, first, last)
+  assert last < 0.7 * first, (model, first, last)   # measured: 51% (rf_vae) to 67% (cvae) lower
