@@ -21,7 +21,7 @@ import numpy as np
 import contextlib
 
 from dcvae_jax import data as data_lib
-from dcvae_jax import distributed, evaluate, objectives, protocols, train
+from dcvae_jax import distributed, evaluate, latents, objectives, protocols, train
 
 
 class WorkdirError(RuntimeError):
@@ -172,24 +172,29 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True) -> d
       setup = train.make_setup(config, image_shape, num_conditions, mesh.devices.size)
       scores = evaluate.score_test_set(setup, state.params, ds.x_test, mesh, batch_size=config.eval.batch_size,
                                        num_samples=config.eval.elbo_samples, seed=config.seed)
+      codes = latents.encode_test_set(setup, state.params, ds.x_test, mesh, batch_size=config.eval.batch_size,
+                                      conditions=latents.condition_ids(chunk, ds.y_test))
       if write:
         os.makedirs(os.path.join(workdir, "scores"), exist_ok=True)
       for m, run in enumerate(chunk):
         if write:
-          np.savez(os.path.join(workdir, "scores", f"{run.name}.npz"), y_test=ds.y_test,
-                 **{name: v[m] for name, v in scores.items()})
+          np.savez(os.path.join(workdir, "scores", f"{run.name}.npz"), y_test=ds.y_test, codes=codes[m],
+                   **{name: v[m] for name, v in scores.items()})
         data = train.RunData.build(run, ds.y_train, int(config.train.batch_size), config.train.num_epochs)
         result = evaluate.evaluate_run(run, {k: v[m] for k, v in scores.items()}, ds.y_test,
                                        conditional=spec.conditional, condition_counts=data.condition_counts,
                                        protocol=config.protocol)
         result["chunk_train_seconds"] = seconds
         result["skipped_updates"] = int(distributed.to_host(state.skipped)[m])
+        result.update(latents.disentanglement_results(run, codes[m], ds.y_test, getattr(ds, "factors_test", None),
+                                                      getattr(ds, "factor_names", None), seed=config.seed))
         if write:
           train._atomic_json(done[m], result)
         per_run.append(result)
 
   results = evaluate.summarize(per_run, model=config.model.name, dataset=ds.name, protocol=config.protocol,
                                train_seconds=total_seconds)
+  results.update(latents.summarize_disentanglement(per_run))
   results["num_devices"] = mesh.devices.size
   results["num_processes"] = jax.process_count()
   results["backend"] = jax.default_backend()

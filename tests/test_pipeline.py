@@ -41,3 +41,17 @@ def test_loss_goes_down_on_real_digits(tmp_path):
   assert last < 0.5 * first, (first, last)  # ~540 nats -> ~150 nats
   # Real digits, trained a little: held-out 0s are already more anomalous than the other digits.
   assert results["auroc_mean"] > 0.7
+
+
+def test_results_gain_disentanglement_metrics_on_shapes(tmp_path):
+  ds = data.load_dataset("shapes")
+  config = tiny_config("beta_tcvae", batch_size=64, steps_per_call=25)
+  config.data.name = "shapes"
+  config.protocol.classes = (0,)
+  results = experiment.train_and_evaluate(config, str(tmp_path / "wd"), dataset=ds, log=lambda *_: None)
+  for key in ("dis_mig_mean", "dis_factor_vae_mean", "dis_dci_disentanglement_mean", "dis_sap_mean",
+              "dis_mig_x_mean", "class_mig_mean"):
+    assert 0.0 <= results[key] <= 1.0, key
+  run = json.load(open(tmp_path / "wd" / "runs" / "class0_seed0.json"))
+  assert run["dis_num_images"] == int(np.isin(ds.y_test, (1, 2)).sum())
+  assert np.load(tmp_path / "wd" / "scores" / "class0_seed0.npz")["codes"].shape == (ds.x_test.shape[0], 4)
