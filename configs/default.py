@@ -7,22 +7,12 @@ All 10 leave-one-out runs train at once (vmap over runs). Learning rate 1e-3 (co
 for the paper's settings).
 """
 
-from dcvae_jax.config import base_config
+from dcvae_jax.config import dataset_config
 
 
 def get_config(arg: str = ""):
-  config = base_config()
-  config.data.name = "mnist5k"
-  config.model.name = "vae"
-  config.protocol.name = "leave_one_out"
-  config.train.num_epochs = 10
-  config.train.batch_size = 64
+  config = dataset_config(arg, dataset="mnist5k", model="vae", num_epochs=10)
+  config.train.checkpoint_every_steps = 1000
   if arg == "smoke":
-    config.train.num_epochs = 1
-    config.model.hidden = (64, 32)
     config.protocol.classes = (0, 1)
-    config.train.steps_per_call = 10
-    config.train.progress = False
-  elif arg:
-    raise ValueError(f"unknown config argument {arg!r} (expected '' or 'smoke')")
   return config

@@ -1,4 +1,4 @@
-"""The paper's stated settings on emnist: batch 128, 50 epochs, "primary and secondary learning rates" 1e-6 / 1e-5.
+"""The paper's stated settings on emnist/letters: batch 128, 50 epochs, "primary and secondary learning rates" 1e-6 / 1e-5.
 
   python -m dcvae_jax.main --config=configs/emnist_paper.py [--config.data.data_dir=DIR]
 
@@ -7,19 +7,9 @@ MLP VAE in 50 epochs (the loss is still falling steeply when the run ends): they
 not to get good detectors; configs/emnist.py uses settings that converge (Adam 1e-3).
 """
 
-import importlib.util
-import os
-
-_spec = importlib.util.spec_from_file_location("_emnist_base", os.path.join(os.path.dirname(__file__), "emnist.py"))
-_base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_base)
+from dcvae_jax.config import dataset_config, paper_settings
 
 
 def get_config(arg: str = ""):
-  config = _base.get_config(arg)
-  config.train.batch_size = 128
-  config.train.learning_rate = 1e-6
-  config.train.disc_learning_rate = 1e-5
-  if arg != "smoke":
-    config.train.num_epochs = 50
-  return config
+  config = dataset_config(arg, dataset="emnist/letters", num_epochs=50, batch_size=128)
+  return paper_settings(config, arg, batch_size=128, learning_rate=1e-6, disc_learning_rate=1e-5)

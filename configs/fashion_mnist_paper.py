@@ -7,19 +7,9 @@ MLP VAE in 50 epochs (the loss is still falling steeply when the run ends): they
 not to get good detectors; configs/fashion_mnist.py uses settings that converge (Adam 1e-3).
 """
 
-import importlib.util
-import os
-
-_spec = importlib.util.spec_from_file_location("_fashion_mnist_base", os.path.join(os.path.dirname(__file__), "fashion_mnist.py"))
-_base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_base)
+from dcvae_jax.config import dataset_config, paper_settings
 
 
 def get_config(arg: str = ""):
-  config = _base.get_config(arg)
-  config.train.batch_size = 64
-  config.train.learning_rate = 1e-5
-  config.train.disc_learning_rate = 1e-3
-  if arg != "smoke":
-    config.train.num_epochs = 50
-  return config
+  config = dataset_config(arg, dataset="fashion_mnist", num_epochs=50, batch_size=64)
+  return paper_settings(config, arg, batch_size=64, learning_rate=1e-5, disc_learning_rate=1e-3)

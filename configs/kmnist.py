@@ -1,31 +1,17 @@
 """KMNIST (TFDS 'kmnist', or local npz / IDX files).
 
-  python -m dcvae_jax.main --config=configs/kmnist.py                         # downloads from TFDS if needed
+  python -m dcvae_jax.main --config=configs/kmnist.py                              # downloads from TFDS if needed
   python -m dcvae_jax.main --config=configs/kmnist.py --config.data.data_dir=DIR   # offline: DIR holds
       kmnist_train.npz + kmnist_test.npz, or the IDX .gz files
-  python -m dcvae_jax.main --config=configs/kmnist.py:smoke                   # seconds: a tiny run
+  python -m dcvae_jax.main --config=configs/kmnist.py:smoke                        # seconds: a tiny run
 
-Any model: --config.model.name=vae|cvae|beta_vae|factor_vae|rf_vae|beta_tcvae|dcvae.
-Defaults converge (Adam 1e-3); configs/kmnist_paper.py has the paper's stated settings.
+dCVAE under leave-one-out by default; any model: --config.model.name=vae|cvae|beta_vae|factor_vae|rf_vae|beta_tcvae|dcvae,
+any protocol: --config.protocol.name=one_vs_rest|leave_one_out|split. Defaults converge (Adam 1e-3, 20 epochs,
+batch 64); configs/kmnist_paper.py has the paper's stated settings.
 """
 
-from dcvae_jax.config import base_config
+from dcvae_jax.config import dataset_config
 
 
 def get_config(arg: str = ""):
-  config = base_config()
-  config.data.name = "kmnist"
-  config.model.name = "dcvae"
-  config.protocol.name = "leave_one_out"
-  config.train.num_epochs = 20
-  config.train.batch_size = 64
-  config.train.checkpoint_every_steps = 2000
-  if arg == "smoke":
-    config.train.num_epochs = 1
-    config.model.hidden = (64, 32)
-    config.protocol.classes = (0,)
-    config.train.steps_per_call = 10
-    config.train.progress = False
-  elif arg:
-    raise ValueError(f"unknown config argument {arg!r} (expected '' or 'smoke')")
-  return config
+  return dataset_config(arg, dataset="kmnist", num_epochs=20, batch_size=64)

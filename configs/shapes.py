@@ -10,25 +10,10 @@ reports each run's disentanglement on its normal test images (dis_mig, dis_facto
 dis_mig_<factor>, class_mig) and their means over runs.
 """
 
-from dcvae_jax.config import base_config
+from dcvae_jax.config import dataset_config
 
 
 def get_config(arg: str = ""):
-  config = base_config()
-  config.data.name = "shapes"
+  config = dataset_config(arg, dataset="shapes", num_epochs=30)
   config.data.binarize = False   # anti-aliased edges carry the fine scale / position information
-  config.model.name = "dcvae"
-  config.model.latent_dim = 10
-  config.protocol.name = "leave_one_out"
-  config.train.num_epochs = 30
-  config.train.batch_size = 64
-  config.train.checkpoint_every_steps = 2000
-  if arg == "smoke":
-    config.train.num_epochs = 1
-    config.model.hidden = (64, 32)
-    config.protocol.classes = (0,)
-    config.train.steps_per_call = 10
-    config.train.progress = False
-  elif arg:
-    raise ValueError(f"unknown config argument {arg!r} (expected '' or 'smoke')")
   return config

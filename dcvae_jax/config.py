@@ -87,3 +87,35 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.batch_size = 1000
   c.eval.elbo_samples = 4
   return c
+
+
+def dataset_config(arg: str, *, dataset: str, model: str = "dcvae", protocol: str = "leave_one_out",
+                   num_epochs: int = 20, batch_size: int = 64) -> ml_collections.ConfigDict:
+  """A dataset config file's ``get_config(arg)``: the base config for ``dataset``, shrunk by ``arg="smoke"``."""
+  config = base_config()
+  config.data.name = dataset
+  config.model.name = model
+  config.protocol.name = protocol
+  config.train.num_epochs = num_epochs
+  config.train.batch_size = batch_size
+  config.train.checkpoint_every_steps = 2000
+  if arg == "smoke":  # seconds: one epoch of a small network on one protocol class
+    config.train.num_epochs = 1
+    config.model.hidden = (64, 32)
+    config.protocol.classes = (0,)
+    config.train.steps_per_call = 10
+    config.train.progress = False
+  elif arg:
+    raise ValueError(f"unknown config argument {arg!r} (expected '' or 'smoke')")
+  return config
+
+
+def paper_settings(config: ml_collections.ConfigDict, arg: str, *, batch_size: int, learning_rate: float,
+                   disc_learning_rate: float) -> ml_collections.ConfigDict:
+  """The paper's stated optimisation: 50 epochs, its batch size and "primary / secondary learning rates"."""
+  config.train.batch_size = batch_size
+  config.train.learning_rate = learning_rate
+  config.train.disc_learning_rate = disc_learning_rate
+  if arg != "smoke":
+    config.train.num_epochs = 50
+  return config
