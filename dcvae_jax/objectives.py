@@ -73,8 +73,8 @@ def compute_dtype(model_cfg):
 def recon_nll(logits, x, likelihood: str = "bernoulli"):
   """-log p(x|z) per example, summed over pixels. Bernoulli(sigmoid(logits)) or N(logits, 1)."""
   axes = tuple(range(1, x.ndim))
-  if likelihood == "bernoulli":
-    return optax.sigmoid_binary_cross_entropy(logits, x).sum(axes)
+  if likelihood == "bernoulli":  # -[x log s(l) + (1-x) log(1-s(l))] = max(l,0) - l x + log(1 + exp(-|l|))
+    return (jnp.maximum(logits, 0) - logits * x + jnp.log1p(jnp.exp(-jnp.abs(logits)))).sum(axes)
   if likelihood == "gaussian":
     return (0.5 * jnp.square(x - logits) + 0.5 * jnp.log(2 * jnp.pi)).sum(axes)
   raise ValueError(f"unknown likelihood {likelihood!r}")
@@ -88,11 +88,15 @@ def one_hot_condition(spec: ModelSpec, cond_ids, num_conditions: int):
   return jax.nn.one_hot(cond_ids, max(num_conditions, 1)) if spec.conditional else None
 
 
-def forward(spec: ModelSpec, module: networks.VAE, params, x, cond_ids, rng, num_conditions: int):
-  """Encode, reparameterise z = mu + sigma * eps, decode. Returns a dict of arrays."""
+def forward(spec: ModelSpec, module: networks.VAE, params, x, cond_ids, rng, num_conditions: int, eps=None):
+  """Encode, reparameterise z = mu + sigma * eps, decode. Returns a dict of arrays.
+
+  eps ~ N(0, I) of shape (B, d) is drawn from ``rng`` unless given (the train step draws it ahead of time)."""
   c = one_hot_condition(spec, cond_ids, num_conditions)
   mu, logvar = module.apply(params, x, c, method=networks.VAE.encode)
-  z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(rng, mu.shape, mu.dtype)
+  if eps is None:
+    eps = jax.random.normal(rng, mu.shape, mu.dtype)
+  z = mu + jnp.exp(0.5 * logvar) * eps
   logits = module.apply(params, z, c, method=networks.VAE.decode)
   prior_mu, prior_logvar = module.apply(params, cond_ids, method=networks.VAE.prior)
   relevance = module.apply(params, method=networks.VAE.relevance_vector)
@@ -201,9 +205,9 @@ def _rf_vae(out, hp, tc_d):
 # ----------------------------------------------------------------------------------------------------------
 
 def model_loss(spec: ModelSpec, module, params, x, cond_ids, rng, *, hp, num_conditions: int,
-               dataset_size, condition_counts, groups: int = 1, disc=None, disc_params=None):
-  """The model's loss and every logged term: (loss, (terms, out))."""
-  out = forward(spec, module, params, x, cond_ids, rng, num_conditions)
+               dataset_size, condition_counts, groups: int = 1, disc=None, disc_params=None, eps=None):
+  """The model's loss and every logged term: (loss, (terms, out)). ``eps``: see ``forward``."""
+  out = forward(spec, module, params, x, cond_ids, rng, num_conditions, eps=eps)
   rec = recon_nll(out["logits"], x, hp.likelihood).mean()
   out["kl_dims"] = estimators.kl_diag_gaussians(out["mu"], out["logvar"], out["prior_mu"], out["prior_logvar"])
   out["kl"] = out["kl_dims"].sum(-1).mean()

@@ -130,37 +130,45 @@ def _all_finite(tree):
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in leaves])) if leaves else jnp.array(True)
 
 
-def train_step(setup: Setup, state: TrainState, x_all, cond_all, idx, stats, active):
+def step_keys(state: TrainState, active):
+  """The keys of the steps of one call: step s uses fold_in(run key, step number) -> (k_z, k_perm)."""
+  steps = state.step + jnp.cumsum(active.astype(jnp.int32)) - active.astype(jnp.int32)
+  return jax.vmap(lambda s: jax.random.split(jax.random.fold_in(state.rng, s)))(steps)
+
+
+def train_step(setup: Setup, state: TrainState, x_all, cond_all, idx, stats, active, keys, eps):
   """One update of one model on the batch ``x_all[idx]``. Returns (state, terms).
 
   stats: dict(dataset_size=N, condition_counts=(C,)) of this run's training data. active: bool, False for
-  padding steps past this run's end (the state is then returned unchanged).
+  padding steps past this run's end (the state is then returned unchanged). keys: (k_z, k_perm) of this step;
+  eps = normal(k_z, (B, d)), drawn ahead of the scan loop (inside it XLA would fuse the generator into the
+  (B, B, d) estimator and recompute it B times).
+  A step is finite when every loss term and the gradient norm are (a non-finite gradient makes the norm
+  non-finite; finite gradients give a finite Adam update), so no extra pass over the parameters is needed.
   """
   x = preprocess(x_all[idx], setup.binarize)
   cond = cond_all[idx]
-  key = jax.random.fold_in(state.rng, state.step)
-  k_z, k_perm = jax.random.split(key)
+  k_perm = keys[1]
 
   def loss_fn(params):
-    return objectives.model_loss(setup.spec, setup.module, params, x, cond, k_z, hp=setup.hp,
+    return objectives.model_loss(setup.spec, setup.module, params, x, cond, None, hp=setup.hp,
                                  num_conditions=setup.num_conditions, dataset_size=stats["dataset_size"],
                                  condition_counts=stats["condition_counts"], groups=setup.groups,
-                                 disc=setup.disc, disc_params=state.disc_params)
+                                 disc=setup.disc, disc_params=state.disc_params, eps=eps)
 
   (_, (terms, out)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = setup.tx.update(grads, state.opt_state, state.params)
   new = state.replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state)
-  finite = _all_finite(terms) & _all_finite(grads) & _all_finite(new.params)
   terms["grad_norm"] = optax.tree.norm(grads)
-  terms["param_norm"] = optax.tree.norm(state.params)
+  finite = _all_finite(terms)
   if setup.disc is not None:
     z = jax.lax.stop_gradient(objectives.discriminator_input(setup.spec, out))
     (d_loss, d_acc), d_grads = jax.value_and_grad(
         lambda p: objectives.discriminator_loss(setup.disc, p, z, k_perm), has_aux=True)(state.disc_params)
     d_updates, d_opt = setup.disc_tx.update(d_grads, state.disc_opt_state, state.disc_params)
     new = new.replace(disc_params=optax.apply_updates(state.disc_params, d_updates), disc_opt_state=d_opt)
-    terms.update(disc_loss=d_loss, disc_acc=d_acc)
-    finite &= jnp.isfinite(d_loss) & _all_finite(d_grads)
+    terms.update(disc_loss=d_loss, disc_acc=d_acc, disc_grad_norm=optax.tree.norm(d_grads))
+    finite &= jnp.isfinite(d_loss) & jnp.isfinite(terms["disc_grad_norm"])
   apply = active & (finite | (not setup.skip_nonfinite))
   new = jax.tree.map(lambda a, b: jnp.where(apply, a, b), new, state)
   skipped = state.skipped + (active & ~finite).astype(jnp.int32)
@@ -171,10 +179,17 @@ def train_step(setup: Setup, state: TrainState, x_all, cond_all, idx, stats, act
 
 
 def _scan_steps(setup: Setup, state, x_all, cond_all, idx, stats, active):
-  """steps_per_call steps in one lax.scan: idx (S, B), active (S,) -> (state, terms with leading S)."""
+  """steps_per_call steps in one lax.scan: idx (S, B), active (S,) -> (state, terms with leading S).
+
+  param_norm is logged once per call (the norm after its last step), broadcast over the call's steps."""
+  keys = step_keys(state, active)
+  eps = jax.vmap(lambda k: jax.random.normal(k, (idx.shape[-1], setup.hp.latent_dim)))(keys[:, 0])
+
   def body(s, inputs):
-    return train_step(setup, s, x_all, cond_all, *inputs[:1], stats, inputs[1])
-  return jax.lax.scan(body, state, (idx, active))
+    return train_step(setup, s, x_all, cond_all, inputs[0], stats, *inputs[1:])
+  state, terms = jax.lax.scan(body, state, (idx, active, keys, eps))
+  terms["param_norm"] = jnp.broadcast_to(optax.tree.norm(state.params), active.shape)
+  return state, terms
 
 
 def make_mesh(devices=None) -> Mesh:
@@ -183,8 +198,19 @@ def make_mesh(devices=None) -> Mesh:
 
 
 def compile_train_fn(setup: Setup, mesh: Mesh):
-  """jit(vmap(scan(train_step))) over models; the batch axis (last of idx) is sharded over ``mesh``."""
-  fn = jax.vmap(functools.partial(_scan_steps, setup), in_axes=(0, None, 0, 0, 0, 0))
+  """jit(vmap(scan(train_step))) over models; the batch axis (last of idx) is sharded over ``mesh``.
+
+  With a single model the model axis is dropped inside the program instead of vmapped: XLA:CPU otherwise
+  computes every weight gradient transposed and transposes it again in each consumer."""
+  one = functools.partial(_scan_steps, setup)
+  many = jax.vmap(one, in_axes=(0, None, 0, 0, 0, 0))
+
+  def fn(state, x_all, cond_all, idx, stats, active):
+    if idx.shape[0] != 1:
+      return many(state, x_all, cond_all, idx, stats, active)
+    first = lambda t: jax.tree.map(lambda a: a[0], t)  # noqa: E731
+    out = one(first(state), x_all, first(cond_all), idx[0], first(stats), active[0])
+    return jax.tree.map(lambda a: a[None], out)
   replicated = NamedSharding(mesh, P())
   idx_sharding = NamedSharding(mesh, P(None, None, "data"))
   return jax.jit(fn, in_shardings=(replicated, replicated, replicated, idx_sharding, replicated, replicated),
