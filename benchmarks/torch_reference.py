@@ -186,26 +186,31 @@ def time_torch(trainer: TorchTrainer, seconds: float, min_steps: int = 20) -> fl
 
 
 def main():
+  import benchutil
   from common import machine, write_json
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--batch_sizes", default="64,256")
   p.add_argument("--reps", type=int, default=5)
   p.add_argument("--seconds", type=float, default=2.0, help="per repetition and batch size")
+  p.add_argument("--no_wait", action="store_true")
   p.add_argument("--json", default=None)
   a = p.parse_args()
+  quiet = None if a.no_wait else benchutil.wait_for_quiet()
   sizes = [int(b) for b in a.batch_sizes.split(",")]
   trainers = {b: TorchTrainer(b) for b in sizes}
   for t in trainers.values():
     t.run(30)  # warm-up
-  rates = {b: [] for b in sizes}
-  for _ in range(a.reps):  # batch sizes interleaved
-    for b in sizes:
-      rates[b].append(time_torch(trainers[b], a.seconds))
+  rates = benchutil.interleave({b: (lambda t=t: time_torch(t, a.seconds)) for b, t in trainers.items()}, a.reps,
+                               log=print)
+  foreign = rates.pop("_foreign")
+  discarded = rates.pop("_discarded")
   write_json(a.json, {
       "benchmark": "torch_reference", "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
       "images_per_second": {str(b): float(np.median(r)) for b, r in rates.items()},
       "images_per_second_reps": {str(b): r for b, r in rates.items()},
-      "load_average": os.getloadavg(), "machine": machine()})
+      "load": {"foreign_cpu_fraction_per_rep": foreign, "discarded_busy_reps": discarded, "foreign_cpu_fraction_median": float(np.median(foreign)),
+               "wait_for_quiet": quiet, "load_average_after": os.getloadavg()},
+      "machine": machine()})
 
 
 if __name__ == "__main__":

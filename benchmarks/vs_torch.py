@@ -7,9 +7,11 @@
    perturbed so the learned prior is exercised) are copied into the torch model; on the same batch and the same
    reparameterisation noise every loss term and every gradient must agree to ~1e-4 relative. Two batches: a
    pipeline batch, and one with a condition seen once (MSS group of one) and one seen twice (M = 2).
-2. Timing, per batch size (64, 256), interleaved within one process, several repetitions, medians:
-   torch (default threads), torch (1 thread), ours with steps_per_call = 50 and = 1. Ratios are the medians of
-   the per-repetition ratios.
+2. Timing, per batch size (64, 256), interleaved, several repetitions, medians: torch (default threads), torch
+   (1 thread), ours with steps_per_call = 50 and = 1, and (jax_proposed_spc50) the step with the changes proposed
+   in README.md (step_variants.py "proposed"; not the pipeline's step). torch and ours each run in their own warm worker process,
+   driven alternately from this one (in a single process torch's OpenMP threads slow XLA's down by ~30% on this
+   2-core machine). Ratios are the medians of the per-repetition ratios.
 """
 
 from __future__ import annotations
@@ -112,6 +114,58 @@ def torch_rate(trainer: tr.TorchTrainer, threads: int, seconds: float) -> float:
   return tr.time_torch(trainer, seconds)
 
 
+def _worker(kind, batch_size, seconds, conn):
+  """A warm measuring process: builds its trainers, then answers each variant name with an images/s figure."""
+  if kind == "torch":
+    threads = torch.get_num_threads()
+    t = tr.TorchTrainer(batch_size)
+    t.run(30)
+    fns = {"torch_default_threads": lambda: torch_rate(t, threads, seconds),
+           "torch_1_thread": lambda: torch_rate(t, 1, seconds)}
+    for f in fns.values():
+      f()
+    info = {"torch_default_threads": threads}
+  else:
+    jt = {spc: CompiledTrainer(bench_config("dcvae", batch_size, steps_per_call=spc)) for spc in (50, 1)}
+    for spc, t in jt.items():  # compile; the second call compiles again (CompiledTrainer's first state is
+      for _ in range(2):         # not on the mesh, the state it returns is)
+        jax.block_until_ready(t.call(spc))
+      jax_rate(t, spc, 0.5)
+    fns = {f"jax_spc{spc}": (lambda t=t, spc=spc: jax_rate(t, spc, seconds)) for spc, t in jt.items()}
+    import step_variants  # the step with the changes proposed in README.md (not the pipeline's)
+    _, v = step_variants.build(batch_size, 50, ["proposed"])
+    prop = v["proposed"]
+    for _ in range(2):
+      jax.block_until_ready(prop.call(50))
+    fns["jax_proposed_spc50"] = lambda: step_variants.rate(prop, 50, seconds, batch_size)
+    info = {}
+  conn.send(("ready", info))
+  while True:
+    name = conn.recv()
+    if name is None:
+      return
+    conn.send(fns[name]())
+
+
+class Worker:
+  def __init__(self, kind, batch_size, seconds):
+    import multiprocessing as mp
+    ctx = mp.get_context("spawn")
+    self.conn, child = ctx.Pipe()
+    self.proc = ctx.Process(target=_worker, args=(kind, batch_size, seconds, child), daemon=True)
+    self.proc.start()
+    msg, self.info = self.conn.recv()
+    assert msg == "ready"
+
+  def rate(self, name):
+    self.conn.send(name)
+    return self.conn.recv()
+
+  def close(self):
+    self.conn.send(None)
+    self.proc.join(timeout=30)
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--batch_sizes", default="64,256")
@@ -127,20 +181,17 @@ def main():
   results = {}
   quiet = None if a.no_wait else benchutil.wait_for_quiet()
   for b in [int(s) for s in a.batch_sizes.split(",")]:
-    t_torch = tr.TorchTrainer(b)
-    t_torch.run(20)
-    jt = {spc: CompiledTrainer(bench_config("dcvae", b, steps_per_call=spc)) for spc in (50, 1)}
-    for spc, t in jt.items():
-      jax.block_until_ready(t.call(spc))  # compile
-      jax_rate(t, spc, 0.5)
-    fns = {
-        "torch_default_threads": lambda t=t_torch: torch_rate(t, default_threads, a.seconds),
-        "torch_1_thread": lambda t=t_torch: torch_rate(t, 1, a.seconds),
-        "jax_spc50": lambda t=jt[50]: jax_rate(t, 50, a.seconds),
-        "jax_spc1": lambda t=jt[1]: jax_rate(t, 1, a.seconds),
-    }
-    rates = benchutil.interleave(fns, a.reps, log=lambda s, b=b: print(f"b={b} {s}", flush=True))
-    torch.set_num_threads(default_threads)
+    # torch and JAX each in their own warm process, driven alternately: in one process torch's OpenMP threads
+    # and XLA's thread pool slow each other down (see README)
+    wt, wj = Worker("torch", b, a.seconds), Worker("jax", b, a.seconds)
+    default_threads = wt.info["torch_default_threads"]
+    fns = {n: (lambda n=n, w=w: w.rate(n)) for w, names in ((wt, ("torch_default_threads", "torch_1_thread")),
+                                                              (wj, ("jax_spc50", "jax_spc1", "jax_proposed_spc50")))
+           for n in names}
+    rates = benchutil.interleave(fns, a.reps, log=lambda s, b=b: print(f"b={b} {s}", flush=True),
+                                 pids=(wt.proc.pid, wj.proc.pid))
+    wt.close()
+    wj.close()
     best_torch = np.maximum(rates["torch_default_threads"], rates["torch_1_thread"])
     results[str(b)] = {
         "images_per_second": benchutil.summary(rates),
@@ -149,6 +200,9 @@ def main():
         "ratio_jax_spc1_over_torch_default": benchutil.median_ratio(rates["jax_spc1"], rates["torch_default_threads"]),
         "ratio_jax_spc50_over_best_torch": benchutil.median_ratio(rates["jax_spc50"], best_torch),
         "ratio_jax_spc1_over_best_torch": benchutil.median_ratio(rates["jax_spc1"], best_torch),
+        "ratio_jax_proposed_spc50_over_torch_default": benchutil.median_ratio(rates["jax_proposed_spc50"],
+                                                                              rates["torch_default_threads"]),
+        "ratio_jax_proposed_spc50_over_best_torch": benchutil.median_ratio(rates["jax_proposed_spc50"], best_torch),
         "load": benchutil.load_info(rates),
     }
   write_json(a.json, {

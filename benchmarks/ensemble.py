@@ -1,0 +1,77 @@
+"""The vmap-ensemble speed-up: K runs trained as ONE vmapped program vs K single-model programs in sequence.
+
+  python benchmarks/ensemble.py --json=benchmarks/results/ensemble.json
+
+For each model (dcvae, vae) and network (MLP 512-256, MLP 64-32), batch 64, steps_per_call 50, K = 10 runs of
+leave_one_out (10 conditions each):
+  vmapped     CompiledTrainer(num_models=K): one call trains the K runs for steps_per_call steps
+  sequential  CompiledTrainer(num_models=1) called K times (the same compiled single-run program each time;
+              the work per call does not depend on which run's state it is given)
+Both do K * steps_per_call steps per round; rounds interleaved over several repetitions; the speed-up is the median
+of the per-repetition ratios vmapped / sequential (images/s, images counted over all runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import jax  # noqa: E402
+
+import benchutil  # noqa: E402
+from common import CompiledTrainer, bench_config, machine, write_json  # noqa: E402
+
+
+def round_rate(trainer, calls, spc, seconds):
+  """images/s over rounds of ``calls`` calls (>= ``seconds``)."""
+  b, m = trainer.config.train.batch_size, len(trainer.runs)
+  rounds = 0
+  t0 = time.perf_counter()
+  while rounds < 1 or time.perf_counter() - t0 < seconds:
+    for _ in range(calls):
+      jax.block_until_ready(trainer.call(spc))
+    rounds += 1
+  return rounds * calls * m * spc * b / (time.perf_counter() - t0)
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--models", default="dcvae,vae")
+  p.add_argument("--hiddens", default="512,256;64,32")
+  p.add_argument("--num_models", type=int, default=10)
+  p.add_argument("--batch_size", type=int, default=64)
+  p.add_argument("--steps_per_call", type=int, default=50)
+  p.add_argument("--reps", type=int, default=5)
+  p.add_argument("--seconds", type=float, default=2.0)
+  p.add_argument("--no_wait", action="store_true")
+  p.add_argument("--json", default=None)
+  a = p.parse_args()
+  k, spc = a.num_models, a.steps_per_call
+  quiet = None if a.no_wait else benchutil.wait_for_quiet()
+  results = []
+  for model in a.models.split(","):
+    for hidden in a.hiddens.split(";"):
+      h = [int(x) for x in hidden.split(",")]
+      vm = CompiledTrainer(bench_config(model, a.batch_size, hidden=h, steps_per_call=spc), num_models=k)
+      seq = CompiledTrainer(bench_config(model, a.batch_size, hidden=h, steps_per_call=spc), num_models=1)
+      for t in (vm, seq):  # compile (twice: the second call recompiles for the mesh-sharded state the first returns)
+        for _ in range(2):
+          jax.block_until_ready(t.call(spc))
+      rates = benchutil.interleave({"vmapped": lambda: round_rate(vm, 1, spc, a.seconds),
+                                    "sequential": lambda: round_rate(seq, k, spc, a.seconds)}, a.reps,
+                                   log=lambda s, m=model, h=hidden: print(f"{m} {h} {s}", flush=True))
+      results.append({"model": model, "hidden": hidden, "images_per_second": benchutil.summary(rates),
+                      "speedup_vmapped_over_sequential": benchutil.median_ratio(rates["vmapped"],
+                                                                                rates["sequential"]),
+                      "load": benchutil.load_info(rates)})
+  write_json(a.json, {"benchmark": "ensemble", "num_models": k, "batch_size": a.batch_size, "steps_per_call": spc,
+                      "protocol": "leave_one_out", "reps": a.reps, "results": results, "wait_for_quiet": quiet,
+                      "machine": machine()})
+
+
+if __name__ == "__main__":
+  main()
