@@ -70,6 +70,7 @@ def main():
                       "load": benchutil.load_info(rates)})
   write_json(a.json, {"benchmark": "ensemble", "num_models": k, "batch_size": a.batch_size, "steps_per_call": spc,
                       "protocol": "leave_one_out", "reps": a.reps, "results": results, "wait_for_quiet": quiet,
+                      "xla_flags": os.environ.get("XLA_FLAGS", ""),
                       "machine": machine()})
 
 

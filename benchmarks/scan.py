@@ -63,7 +63,8 @@ def main():
         "first_two_calls_seconds": {f"spc{s}": v for s, v in compile_s.items()},
         "load": benchutil.load_info(rates)}
   write_json(a.json, {"benchmark": "scan", "model": a.model, "hidden": "512,256", "steps_per_call": steps,
-                      "reps": a.reps, "results": results, "wait_for_quiet": quiet, "machine": machine()})
+                      "reps": a.reps, "results": results, "wait_for_quiet": quiet,
+                      "xla_flags": os.environ.get("XLA_FLAGS", ""), "machine": machine()})
 
 
 if __name__ == "__main__":

@@ -25,6 +25,10 @@ how far its parameters are from the pipeline's after a call (``rebuild_check``).
                   the (B, B, d) estimator fusions and recomputes it B times per element
   full_guard      is_finite over every gradient and every new parameter, param_norm every step
   optax_bce       optax.sigmoid_binary_cross_entropy for the Bernoulli NLL
+  A proposal:
+  cond_noise      the pipeline with the noise drawn behind a lax.cond (cond_noise). With steps_per_call = 1 XLA
+                  removes the 1-trip scan loop and fuses the generator into the (B, B, d) fusions again (as
+                  noise_in_step); a conditional is a fusion barrier XLA:CPU keeps. Same numbers.
   Lower bounds (not the same step; unvmapped, noise before the loop):
   no_guard        value_and_grad + Adam, nothing else (no finite check, no norms, no select)
   no_guard_sgd    value_and_grad + plain SGD
@@ -126,8 +130,16 @@ def step(setup, state, x_all, cond_all, idx, stats, active, eps=None, *, guard="
   return new, terms
 
 
+def cond_noise(setup, state, active, batch_size):
+  """step_noise behind a lax.cond on a run-time predicate: XLA cannot fuse through a conditional, so the generator
+  stays out of the estimator fusions even when a 1-step scan loop is removed (steps_per_call = 1)."""
+  return jax.lax.cond(jnp.any(active), lambda: step_noise(setup, state, active, batch_size),
+                      lambda: jnp.zeros((active.shape[0], batch_size, setup.hp.latent_dim), jnp.float32))
+
+
 def _scan(step_fn, setup, pregen, per_call_norm, state, x_all, cond_all, idx, stats, active):
-  xs = (idx, active) + ((step_noise(setup, state, active, idx.shape[-1]),) if pregen else ())
+  noise = cond_noise if pregen == "cond" else step_noise
+  xs = (idx, active) + ((noise(setup, state, active, idx.shape[-1]),) if pregen else ())
 
   def body(s, inp):
     return step_fn(setup, s, x_all, cond_all, inp[0], stats, inp[1], *inp[2:])
@@ -189,6 +201,7 @@ VARIANTS = {
     "noise_in_step": dict(pregen=False),
     "full_guard": dict(guard="full", per_call_norm=False),
     "optax_bce": dict(bce="optax"),
+    "cond_noise": dict(pregen="cond"),
     "no_guard": dict(axis="none", guard="none", per_call_norm=False),
     "no_guard_sgd": dict(axis="none", guard="none", per_call_norm=False, update="sgd"),
     "no_estimator": dict(axis="none", guard="none", per_call_norm=False, estimator=False),
@@ -204,11 +217,11 @@ def make_variant(base, name):
   return Variant(base, functools.partial(step, **opts), **vopts)
 
 
-def build(batch_size, steps_per_call, names=None):
-  base = CompiledTrainer(bench_config("dcvae", batch_size, steps_per_call=steps_per_call))
+def build(batch_size, steps_per_call, names=None, hidden=(512, 256)):
+  base = CompiledTrainer(bench_config("dcvae", batch_size, hidden=hidden, steps_per_call=steps_per_call))
   out = {"pipeline": base} if names is None or "pipeline" in names else {}
   if names is None or "pipeline_bf16" in names:
-    cfg = bench_config("dcvae", batch_size, steps_per_call=steps_per_call)
+    cfg = bench_config("dcvae", batch_size, hidden=hidden, steps_per_call=steps_per_call)
     cfg.model.compute_dtype = "bfloat16"
     out["pipeline_bf16"] = CompiledTrainer(cfg)
   out.update({n: make_variant(base, n) for n in VARIANTS if names is None or n in names})
@@ -237,15 +250,17 @@ def main():
   p.add_argument("--batch_size", type=int, default=64)
   p.add_argument("--steps_per_call", type=int, default=50)
   p.add_argument("--variants", default="", help="comma-separated subset (default: all)")
+  p.add_argument("--hidden", default="512,256")
   p.add_argument("--reps", type=int, default=5)
   p.add_argument("--seconds", type=float, default=1.5)
   p.add_argument("--no_wait", action="store_true")
   p.add_argument("--json", default=None)
   a = p.parse_args()
   names = [n for n in a.variants.split(",") if n] or None
+  hidden = tuple(int(h) for h in a.hidden.split(","))
   check = rebuild_check(a.batch_size, a.steps_per_call)
   print("rebuild check:", check, flush=True)
-  base, variants = build(a.batch_size, a.steps_per_call, names)
+  base, variants = build(a.batch_size, a.steps_per_call, names, hidden)
   flops = base.flops_per_image()
   for v in variants.values():  # compile; twice: CompiledTrainer's first state is not yet on the mesh, so the
     for _ in range(2):          # second call compiles again (for the sharded state the first call returns)
@@ -256,7 +271,7 @@ def main():
   ref = rates.get("pipeline")
   write_json(a.json, {
       "benchmark": "step_variants", "model": "dcvae", "batch_size": a.batch_size,
-      "steps_per_call": a.steps_per_call, "hidden": "512,256", "reps": a.reps,
+      "steps_per_call": a.steps_per_call, "hidden": a.hidden, "reps": a.reps,
       "pipeline_flops_per_image": flops, "rebuild_check": check,
       "images_per_second": benchutil.summary(rates),
       "ratio_to_pipeline": ({n: benchutil.median_ratio(r, ref) for n, r in rates.items() if not n.startswith("_")}

@@ -42,10 +42,12 @@ def main():
     rows.append((MODELS.index(r["model"]) if r["model"] in MODELS else 99, r["batch_size"], r))
   if rows:
     out += ["### Throughput of the pipeline's step (throughput.py; MLP 512-256, latent 10, one model, 50 steps/call)",
-            "", "| model | batch | images/s | ms/step | MFLOP/image | GFLOP/s | % of matmul peak | other procs' CPU |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|"]
+            "", "| model | batch | images/s (median run) | all runs | ms/step | MFLOP/image | GFLOP/s | % of matmul peak "
+            "| other procs' CPU |",
+            "|---|---:|---:|---|---:|---:|---:|---:|---:|"]
     for _, _, r in sorted(rows, key=lambda t: (t[1], t[0])):
-      out.append(f"| {r['model']} | {r['batch_size']} | {fmt(r['images_per_second'])} | "
+      runs = ", ".join(fmt(x) for x in r.get("images_per_second_runs", []))
+      out.append(f"| {r['model']} | {r['batch_size']} | {fmt(r['images_per_second'])} | {runs} | "
                  f"{1e3 * r['seconds_per_step']:.2f} | {r['flops_per_image'] / 1e6:.2f} | {r['achieved_gflops']:.1f} | "
                  f"{100 * r['fraction_of_peak']:.1f}% (peak {r['matmul_peak_gflops']:.0f}) | {foreign(r.get('load'))} |")
     out.append("")
@@ -83,10 +85,11 @@ def main():
                for s in steps]
       out.append(f"| {b} | " + " | ".join(cells) + f" | {foreign(r['load'])} |")
     out += ["", "(images/s, and in brackets the speed-up over 1 step per call)", ""]
-  en = load(d, "ensemble.json")
-  if en:
+  for path in sorted(glob.glob(os.path.join(d, "ensemble*.json"))):
+    en = load(d, os.path.basename(path))
+    flags = f"; XLA_FLAGS=`{en['xla_flags']}`" if en.get("xla_flags") else ""
     out += [f"### {en['num_models']} runs as one vmapped program vs {en['num_models']} single-run programs "
-            f"(ensemble.py; batch {en['batch_size']}, {en['steps_per_call']} steps/call)", "",
+            f"(ensemble.py; batch {en['batch_size']}, {en['steps_per_call']} steps/call{flags})", "",
             "| model | MLP | vmapped images/s | sequential images/s | speed-up | other procs' CPU |",
             "|---|---|---:|---:|---:|---:|"]
     for r in en["results"]:
@@ -97,7 +100,7 @@ def main():
     out.append("")
   for path in sorted(glob.glob(os.path.join(d, "step_variants_b*.json"))):
     sv = load(d, os.path.basename(path))
-    out += [f"### Variants of the step (step_variants.py; dcvae, batch {sv['batch_size']}, "
+    out += [f"### Variants of the step (step_variants.py; dcvae, batch {sv['batch_size']}, MLP {sv['hidden']}, "
             f"{sv['steps_per_call']} steps/call; other procs' CPU {foreign(sv['load'])})", "",
             "| variant | images/s | ms/step | vs pipeline |", "|---|---:|---:|---:|"]
     for n, v in sv["images_per_second"].items():
@@ -106,7 +109,8 @@ def main():
   for path in sorted(glob.glob(os.path.join(d, "xla_flags_b*.json"))):
     xf = load(d, os.path.basename(path))
     variants = list(next(iter(xf["images_per_second"].values())))
-    out += [f"### XLA CPU flags (xla_flags.py; batch {xf['batch_size']}; one process per measurement; "
+    out += [f"### XLA CPU flags (xla_flags.py; batch {xf['batch_size']}, MLP {xf.get('hidden', '512,256')}, "
+            f"{xf['steps_per_call']} steps/call; one process per measurement; "
             f"other procs' CPU {foreign(xf['load'])})", "",
             "| flags | " + " | ".join(f"{v} images/s (vs default)" for v in variants) + " |",
             "|---|" + "---:|" * len(variants)]

@@ -8,8 +8,7 @@
    reparameterisation noise every loss term and every gradient must agree to ~1e-4 relative. Two batches: a
    pipeline batch, and one with a condition seen once (MSS group of one) and one seen twice (M = 2).
 2. Timing, per batch size (64, 256), interleaved, several repetitions, medians: torch (default threads), torch
-   (1 thread), ours with steps_per_call = 50 and = 1, and (jax_proposed_spc50) the step with the changes proposed
-   in README.md (step_variants.py "proposed"; not the pipeline's step). torch and ours each run in their own warm worker process,
+   (1 thread), ours with steps_per_call = 50 and = 1. torch and ours each run in their own warm worker process,
    driven alternately from this one (in a single process torch's OpenMP threads slow XLA's down by ~30% on this
    2-core machine). Ratios are the medians of the per-repetition ratios.
 """
@@ -132,12 +131,6 @@ def _worker(kind, batch_size, seconds, conn):
         jax.block_until_ready(t.call(spc))
       jax_rate(t, spc, 0.5)
     fns = {f"jax_spc{spc}": (lambda t=t, spc=spc: jax_rate(t, spc, seconds)) for spc, t in jt.items()}
-    import step_variants  # the step with the changes proposed in README.md (not the pipeline's)
-    _, v = step_variants.build(batch_size, 50, ["proposed"])
-    prop = v["proposed"]
-    for _ in range(2):
-      jax.block_until_ready(prop.call(50))
-    fns["jax_proposed_spc50"] = lambda: step_variants.rate(prop, 50, seconds, batch_size)
     info = {}
   conn.send(("ready", info))
   while True:
@@ -186,7 +179,7 @@ def main():
     wt, wj = Worker("torch", b, a.seconds), Worker("jax", b, a.seconds)
     default_threads = wt.info["torch_default_threads"]
     fns = {n: (lambda n=n, w=w: w.rate(n)) for w, names in ((wt, ("torch_default_threads", "torch_1_thread")),
-                                                              (wj, ("jax_spc50", "jax_spc1", "jax_proposed_spc50")))
+                                                              (wj, ("jax_spc50", "jax_spc1")))
            for n in names}
     rates = benchutil.interleave(fns, a.reps, log=lambda s, b=b: print(f"b={b} {s}", flush=True),
                                  pids=(wt.proc.pid, wj.proc.pid))
@@ -200,9 +193,6 @@ def main():
         "ratio_jax_spc1_over_torch_default": benchutil.median_ratio(rates["jax_spc1"], rates["torch_default_threads"]),
         "ratio_jax_spc50_over_best_torch": benchutil.median_ratio(rates["jax_spc50"], best_torch),
         "ratio_jax_spc1_over_best_torch": benchutil.median_ratio(rates["jax_spc1"], best_torch),
-        "ratio_jax_proposed_spc50_over_torch_default": benchutil.median_ratio(rates["jax_proposed_spc50"],
-                                                                              rates["torch_default_threads"]),
-        "ratio_jax_proposed_spc50_over_best_torch": benchutil.median_ratio(rates["jax_proposed_spc50"], best_torch),
         "load": benchutil.load_info(rates),
     }
   write_json(a.json, {

@@ -6,8 +6,10 @@ Ratios are medians of the per-round ratios against the default flags.
 
 Flag sets:
   default        no flags
-  ynn_dot_only   --xla_cpu_experimental_ynn_fusion_type=individual_dot   (YNNPACK only for matmuls: reductions
-                 and elementwise ops through XLA's own emitters; by default small reductions go to YNNPACK too)
+  ynn_dot_only   --xla_cpu_experimental_ynn_fusion_type=individual_dot   (YNNPACK only for single matmuls:
+                 reductions and elementwise ops through XLA's own emitters; by default reductions go to YNNPACK
+                 too, and a YNNPACK reduction of the Bernoulli NLL over (B, 784) costs ~1 ms per step)
+  ynn_dot        --xla_cpu_experimental_ynn_fusion_type=dot              (YNNPACK for matmul fusions)
   no_ynn         --xla_cpu_experimental_ynn_fusion_type=                 (no YNNPACK at all: Eigen matmuls)
   fast_math      --xla_cpu_enable_fast_math=true
   single_thread  --xla_cpu_multi_thread_eigen=false
@@ -26,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 FLAG_SETS = {
     "default": "",
     "ynn_dot_only": "--xla_cpu_experimental_ynn_fusion_type=individual_dot",
+    "ynn_dot": "--xla_cpu_experimental_ynn_fusion_type=dot",
     "no_ynn": "--xla_cpu_experimental_ynn_fusion_type=",
     "fast_math": "--xla_cpu_enable_fast_math=true",
     "single_thread": "--xla_cpu_multi_thread_eigen=false",
@@ -36,7 +39,8 @@ def worker(a):
   import jax
   import benchutil
   import step_variants as sv
-  base, variants = sv.build(a.batch_size, a.steps_per_call, a.variants.split(","))
+  base, variants = sv.build(a.batch_size, a.steps_per_call, a.variants.split(","),
+                            tuple(int(h) for h in a.hidden.split(",")))
   out = {}
   for name, v in variants.items():  # twice: CompiledTrainer's second call compiles again
     for _ in range(2):
@@ -54,6 +58,7 @@ def main():
   p.add_argument("--steps_per_call", type=int, default=50)
   p.add_argument("--variants", default="pipeline", help="step_variants names timed in each process")
   p.add_argument("--flag_sets", default=",".join(FLAG_SETS))
+  p.add_argument("--hidden", default="512,256")
   p.add_argument("--reps", type=int, default=3)
   p.add_argument("--seconds", type=float, default=2.0)
   p.add_argument("--worker", action="store_true")
@@ -73,7 +78,8 @@ def main():
     for s in sets:
       env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " " + FLAG_SETS[s]).strip())
       cmd = [sys.executable, os.path.abspath(__file__), "--worker", f"--batch_size={a.batch_size}",
-             f"--steps_per_call={a.steps_per_call}", f"--variants={a.variants}", f"--seconds={a.seconds}"]
+             f"--steps_per_call={a.steps_per_call}", f"--variants={a.variants}", f"--seconds={a.seconds}",
+             f"--hidden={a.hidden}"]
       while True:
         res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
         line = [ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")][-1]
@@ -90,6 +96,7 @@ def main():
   base = rates["default"] if "default" in rates else None
   write_json(a.json, {
       "benchmark": "xla_flags", "model": "dcvae", "batch_size": a.batch_size, "steps_per_call": a.steps_per_call,
+      "hidden": a.hidden,
       "flag_sets": {s: FLAG_SETS[s] for s in sets},
       "images_per_second": {s: {v: float(np.median(x)) for v, x in d.items()} for s, d in rates.items()},
       "images_per_second_reps": rates,
