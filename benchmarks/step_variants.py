@@ -25,7 +25,9 @@ how far its parameters are from the pipeline's after a call (``rebuild_check``).
                   the (B, B, d) estimator fusions and recomputes it B times per element
   full_guard      is_finite over every gradient and every new parameter, param_norm every step
   optax_bce       optax.sigmoid_binary_cross_entropy for the Bernoulli NLL
-  A proposal:
+  Proposals:
+  bce_matvec      the pipeline with the Bernoulli NLL's sum over pixels written as (B, P) @ ones(P) (matvec_bce):
+                  XLA:CPU gives the reduce_sum to YNNPACK, whose reductions are slow on this CPU (xla_flags.py)
   cond_noise      the pipeline with the noise drawn behind a lax.cond (cond_noise). With steps_per_call = 1 XLA
                   removes the 1-trip scan loop and fuses the generator into the (B, B, d) fusions again (as
                   noise_in_step); a conditional is a fusion barrier XLA:CPU keeps. Same numbers.
@@ -62,6 +64,14 @@ def stable_bce(logits, x):
   return (jnp.maximum(logits, 0.0) - logits * x + jnp.log1p(jnp.exp(-jnp.abs(logits)))).sum(tuple(range(1, x.ndim)))
 
 
+def matvec_bce(logits, x):
+  """stable_bce with the sum over pixels as a matrix-vector product: (B, P) @ ones(P). XLA:CPU hands a
+  reduce_sum over the (B, P) array to YNNPACK, whose reductions are slow here (~1 ms per step at B = 64)."""
+  e = jnp.maximum(logits, 0.0) - logits * x + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+  e = e.reshape(e.shape[0], -1)
+  return e @ jnp.ones((e.shape[1],), e.dtype)
+
+
 def optax_bce(logits, x):
   return optax.sigmoid_binary_cross_entropy(logits, x).sum(tuple(range(1, x.ndim)))
 
@@ -93,7 +103,7 @@ def step(setup, state, x_all, cond_all, idx, stats, active, eps=None, *, guard="
 
   def loss_fn(params):
     out = objectives.forward(spec, setup.module, params, x, cond, None, setup.num_conditions, eps=eps)
-    rec = (stable_bce if bce == "stable" else optax_bce)(out["logits"], x).mean()
+    rec = {"stable": stable_bce, "optax": optax_bce, "matvec": matvec_bce}[bce](out["logits"], x).mean()
     kl = estimators.kl_diag_gaussians(out["mu"], out["logvar"], out["prior_mu"], out["prior_logvar"]).sum(-1).mean()
     if not estimator:
       return rec + kl, dict(loss=rec + kl, recon=rec, kl=kl)
@@ -202,6 +212,7 @@ VARIANTS = {
     "full_guard": dict(guard="full", per_call_norm=False),
     "optax_bce": dict(bce="optax"),
     "cond_noise": dict(pregen="cond"),
+    "bce_matvec": dict(bce="matvec"),
     "no_guard": dict(axis="none", guard="none", per_call_norm=False),
     "no_guard_sgd": dict(axis="none", guard="none", per_call_norm=False, update="sgd"),
     "no_estimator": dict(axis="none", guard="none", per_call_norm=False, estimator=False),

@@ -53,7 +53,8 @@ def main():
     out.append("")
   vt = load(d, "vs_torch.json")
   if vt:
-    out += ["### Against the PyTorch eager step (vs_torch.py; dcvae, interleaved in one process)", "",
+    out += ["### Against the PyTorch eager step (vs_torch.py; dcvae; torch and ours in separate warm processes, "
+            "interleaved)", "",
             f"Same-loss check (Flax params copied into torch, same batch and noise): ok = {vt['same_loss_check']['ok']}, "
             "max relative error of the loss terms "
             + ", ".join(f"{c['max_term_rel_err']:.1e}" for c in vt["same_loss_check"]["cases"].values())
@@ -62,7 +63,7 @@ def main():
             f"| batch | torch ({vt['torch_default_threads']} threads) | torch (1 thread) | ours, 50 steps/call | "
             "ours, 1 step/call | ours(50)/torch default | ours(50)/best torch | ours(1)/best torch | other procs' CPU |",
             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for b, r in vt["results"].items():
+    for b, r in sorted(vt["results"].items(), key=lambda t: int(t[0])):
       ips = r["images_per_second"]
       out.append(f"| {b} | {fmt(ips['torch_default_threads']['median'])} | {fmt(ips['torch_1_thread']['median'])} | "
                  f"{fmt(ips['jax_spc50']['median'])} | {fmt(ips['jax_spc1']['median'])} | "
@@ -80,7 +81,7 @@ def main():
     out += ["### Steps fused per compiled call (scan.py; dcvae, the pipeline's call)", "",
             "| batch | " + " | ".join(f"{s} steps/call" for s in steps) + " | other procs' CPU |",
             "|---:|" + "---:|" * len(steps) + "---:|"]
-    for b, r in sc["results"].items():
+    for b, r in sorted(sc["results"].items(), key=lambda t: int(t[0])):
       cells = [f"{fmt(r['images_per_second'][f'spc{s}']['median'])} ({r['speedup_over_spc1'][f'spc{s}']:.2f}x)"
                for s in steps]
       out.append(f"| {b} | " + " | ".join(cells) + f" | {foreign(r['load'])} |")
@@ -98,7 +99,7 @@ def main():
                  f"{fmt(ips['sequential']['median'])} | {r['speedup_vmapped_over_sequential']:.2f}x | "
                  f"{foreign(r['load'])} |")
     out.append("")
-  for path in sorted(glob.glob(os.path.join(d, "step_variants_b*.json"))):
+  for path in sorted(glob.glob(os.path.join(d, "step_variants_b*.json")), key=lambda p: (len(p), p)):
     sv = load(d, os.path.basename(path))
     out += [f"### Variants of the step (step_variants.py; dcvae, batch {sv['batch_size']}, MLP {sv['hidden']}, "
             f"{sv['steps_per_call']} steps/call; other procs' CPU {foreign(sv['load'])})", "",

@@ -37,6 +37,7 @@ FLAG_SETS = {
 
 def worker(a):
   import jax
+  import numpy as np
   import benchutil
   import step_variants as sv
   base, variants = sv.build(a.batch_size, a.steps_per_call, a.variants.split(","),
@@ -45,9 +46,12 @@ def worker(a):
   for name, v in variants.items():  # twice: CompiledTrainer's second call compiles again
     for _ in range(2):
       jax.block_until_ready(v.call(a.steps_per_call))
-  with benchutil.ForeignLoad() as load:
-    for name, v in variants.items():
-      out[name] = sv.rate(v, a.steps_per_call, a.seconds, a.batch_size)
+  with benchutil.ForeignLoad() as load:  # each variant `inner` times, alternating; the median of them
+    got = {name: [] for name in variants}
+    for _ in range(a.inner):
+      for name, v in variants.items():
+        got[name].append(sv.rate(v, a.steps_per_call, a.seconds / a.inner, a.batch_size))
+  out = {name: float(np.median(x)) for name, x in got.items()}
   out["_foreign"] = load.fraction
   print("RESULT " + json.dumps(out), flush=True)
 
@@ -56,11 +60,13 @@ def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--batch_size", type=int, default=64)
   p.add_argument("--steps_per_call", type=int, default=50)
-  p.add_argument("--variants", default="pipeline", help="step_variants names timed in each process")
+  p.add_argument("--variants", default="pipeline,bce_matvec",
+                 help="step_variants names timed in each process")
   p.add_argument("--flag_sets", default=",".join(FLAG_SETS))
   p.add_argument("--hidden", default="512,256")
-  p.add_argument("--reps", type=int, default=3)
-  p.add_argument("--seconds", type=float, default=2.0)
+  p.add_argument("--reps", type=int, default=4)
+  p.add_argument("--seconds", type=float, default=4.5, help="per variant and process, split over --inner")
+  p.add_argument("--inner", type=int, default=3, help="alternating measurements per variant in each process")
   p.add_argument("--worker", action="store_true")
   p.add_argument("--no_wait", action="store_true")
   p.add_argument("--json", default=None)
@@ -79,7 +85,7 @@ def main():
       env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " " + FLAG_SETS[s]).strip())
       cmd = [sys.executable, os.path.abspath(__file__), "--worker", f"--batch_size={a.batch_size}",
              f"--steps_per_call={a.steps_per_call}", f"--variants={a.variants}", f"--seconds={a.seconds}",
-             f"--hidden={a.hidden}"]
+             f"--hidden={a.hidden}", f"--inner={a.inner}"]
       while True:
         res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
         line = [ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")][-1]
