@@ -38,8 +38,9 @@ def synthetic_digits(n=6000, num_classes=11, seed=0):
 class CompiledTrainer:
   """The exact compiled training call the pipeline uses, on ``num_models`` runs, ready to time."""
 
-  def __init__(self, config, num_models: int = 1, num_conditions: int = 10, mesh=None):
+  def __init__(self, config, num_models: int = 1, num_conditions: int = 10, mesh=None, ensemble="vmap"):
     self.config = config
+    self.ensemble = ensemble
     self.mesh = mesh or train.make_mesh(jax.devices()[:1])
     x, y = synthetic_digits(num_classes=num_conditions + 1)
     config.protocol.name = "leave_one_out"
@@ -53,7 +54,7 @@ class CompiledTrainer:
                       condition_counts=jnp.asarray(np.stack([d.condition_counts for d in self.datas])))
     self.cond_all = jnp.asarray(np.stack([d.cond_all for d in self.datas]))
     self.x = jnp.asarray(x)
-    self.fn = train.compile_train_fn(setup, self.mesh)
+    self.fn = train.compile_train_fn(setup, self.mesh, ensemble)
     self.step = 0
 
   def inputs(self, steps_per_call):
@@ -70,7 +71,7 @@ class CompiledTrainer:
 
   def flops_per_image(self) -> float:
     """XLA's cost analysis of ONE compiled step (a scanned loop body is counted once), per image."""
-    fn = train.compile_train_fn(self.setup, self.mesh)
+    fn = train.compile_train_fn(self.setup, self.mesh, self.ensemble)
     idx, active = self.inputs(1)
     compiled = fn.lower(self.state, self.x, self.cond_all, idx, self.stats, active).compile()
     cost = compiled.cost_analysis()

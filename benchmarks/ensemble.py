@@ -2,13 +2,17 @@
 
   python benchmarks/ensemble.py --json=benchmarks/results/ensemble.json
 
-For each model (dcvae, vae) and network (MLP 512-256, MLP 64-32), batch 64, steps_per_call 50, K = 10 runs of
+For each model (dcvae, vae) and network (MLP 512-256 ... 64-32), batch 64, steps_per_call 50, K = 10 runs of
 leave_one_out (10 conditions each):
-  vmapped     CompiledTrainer(num_models=K): one call trains the K runs for steps_per_call steps
+  vmapped     CompiledTrainer(num_models=K, ensemble="vmap"): one call trains the K runs, batched, for
+              steps_per_call steps
+  mapped      CompiledTrainer(num_models=K, ensemble="map"): one call trains the K runs one after another
+              inside the program (lax.map)
   sequential  CompiledTrainer(num_models=1) called K times (the same compiled single-run program each time;
               the work per call does not depend on which run's state it is given)
-Both do K * steps_per_call steps per round; rounds interleaved over several repetitions; the speed-up is the median
-of the per-repetition ratios vmapped / sequential (images/s, images counted over all runs).
+All do K * steps_per_call steps per round; rounds interleaved over several repetitions; a speed-up is the median
+of the per-repetition ratios against sequential (images/s, images counted over all runs). ``auto`` says which of
+vmap and map train.ensemble="auto" picks for that network on this backend.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import jax  # noqa: E402
 
 import benchutil  # noqa: E402
+from dcvae_jax import train  # noqa: E402
 from common import CompiledTrainer, bench_config, machine, write_json  # noqa: E402
 
 
@@ -41,7 +46,7 @@ def round_rate(trainer, calls, spc, seconds):
 def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--models", default="dcvae,vae")
-  p.add_argument("--hiddens", default="512,256;64,32")
+  p.add_argument("--hiddens", default="512,256;256,128;128,64;64,32")
   p.add_argument("--num_models", type=int, default=10)
   p.add_argument("--batch_size", type=int, default=64)
   p.add_argument("--steps_per_call", type=int, default=50)
@@ -56,17 +61,25 @@ def main():
   for model in a.models.split(","):
     for hidden in a.hiddens.split(";"):
       h = [int(x) for x in hidden.split(",")]
-      vm = CompiledTrainer(bench_config(model, a.batch_size, hidden=h, steps_per_call=spc), num_models=k)
-      seq = CompiledTrainer(bench_config(model, a.batch_size, hidden=h, steps_per_call=spc), num_models=1)
-      for t in (vm, seq):  # compile (twice: the second call recompiles for the mesh-sharded state the first returns)
+      cfg = lambda: bench_config(model, a.batch_size, hidden=h, steps_per_call=spc)  # noqa: E731
+      vm = CompiledTrainer(cfg(), num_models=k, ensemble="vmap")
+      mp = CompiledTrainer(cfg(), num_models=k, ensemble="map")
+      seq = CompiledTrainer(cfg(), num_models=1)
+      for t in (vm, mp, seq):  # compile (twice: the second call recompiles for the mesh-sharded state)
         for _ in range(2):
           jax.block_until_ready(t.call(spc))
+      params = sum(int(x.size) for x in jax.tree.leaves(seq.state.params))
       rates = benchutil.interleave({"vmapped": lambda: round_rate(vm, 1, spc, a.seconds),
+                                    "mapped": lambda: round_rate(mp, 1, spc, a.seconds),
                                     "sequential": lambda: round_rate(seq, k, spc, a.seconds)}, a.reps,
                                    log=lambda s, m=model, h=hidden: print(f"{m} {h} {s}", flush=True))
-      results.append({"model": model, "hidden": hidden, "images_per_second": benchutil.summary(rates),
+      results.append({"model": model, "hidden": hidden, "params_per_model": params,
+                      "auto": train.resolve_ensemble("auto", params),
+                      "images_per_second": benchutil.summary(rates),
                       "speedup_vmapped_over_sequential": benchutil.median_ratio(rates["vmapped"],
                                                                                 rates["sequential"]),
+                      "speedup_mapped_over_sequential": benchutil.median_ratio(rates["mapped"],
+                                                                               rates["sequential"]),
                       "load": benchutil.load_info(rates)})
   write_json(a.json, {"benchmark": "ensemble", "num_models": k, "batch_size": a.batch_size, "steps_per_call": spc,
                       "protocol": "leave_one_out", "reps": a.reps, "results": results, "wait_for_quiet": quiet,

@@ -89,15 +89,23 @@ def main():
   for path in sorted(glob.glob(os.path.join(d, "ensemble*.json"))):
     en = load(d, os.path.basename(path))
     flags = f"; XLA_FLAGS=`{en['xla_flags']}`" if en.get("xla_flags") else ""
-    out += [f"### {en['num_models']} runs as one vmapped program vs {en['num_models']} single-run programs "
-            f"(ensemble.py; batch {en['batch_size']}, {en['steps_per_call']} steps/call{flags})", "",
-            "| model | MLP | vmapped images/s | sequential images/s | speed-up | other procs' CPU |",
-            "|---|---|---:|---:|---:|---:|"]
+    k = en["num_models"]
+    out += [f"### {k} runs in one program (vmapped, or mapped: one after another inside it) vs {k} single-run "
+            f"programs (ensemble.py; batch {en['batch_size']}, {en['steps_per_call']} steps/call{flags})", "",
+            "| model | MLP | params | vmapped images/s | mapped images/s | sequential images/s | vmap speed-up | "
+            "map speed-up | auto picks | other procs' CPU |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---|---:|"]
     for r in en["results"]:
       ips = r["images_per_second"]
-      out.append(f"| {r['model']} | {r['hidden']} | {fmt(ips['vmapped']['median'])} | "
-                 f"{fmt(ips['sequential']['median'])} | {r['speedup_vmapped_over_sequential']:.2f}x | "
-                 f"{foreign(r['load'])} |")
+      if "mapped" not in ips:  # an older file: vmapped and sequential only
+        out.append(f"| {r['model']} | {r['hidden']} | | {fmt(ips['vmapped']['median'])} | | "
+                   f"{fmt(ips['sequential']['median'])} | {r['speedup_vmapped_over_sequential']:.2f}x | | | "
+                   f"{foreign(r['load'])} |")
+        continue
+      out.append(f"| {r['model']} | {r['hidden']} | {r['params_per_model']:,} | {fmt(ips['vmapped']['median'])} | "
+                 f"{fmt(ips['mapped']['median'])} | {fmt(ips['sequential']['median'])} | "
+                 f"{r['speedup_vmapped_over_sequential']:.2f}x | {r['speedup_mapped_over_sequential']:.2f}x | "
+                 f"{r['auto']} | {foreign(r['load'])} |")
     out.append("")
   for path in sorted(glob.glob(os.path.join(d, "step_variants_b*.json")), key=lambda p: (len(p), p)):
     sv = load(d, os.path.basename(path))

@@ -70,13 +70,21 @@ def compute_dtype(model_cfg):
 # ----------------------------------------------------------------------------------------------------------
 # Likelihoods and the forward pass.
 
+def sum_per_example(a):
+  """sum over all axes but the first, as the matrix-vector product (B, P) @ ones(P).
+
+  Same value as ``a.sum(axes)``; XLA:CPU hands a reduce_sum fused with transcendental ops to YNNPACK, which
+  evaluates it several times slower than a fused elementwise pass followed by a dot (benchmarks/xla_flags.py)."""
+  flat = a.reshape(a.shape[0], -1)
+  return flat @ jnp.ones((flat.shape[1],), flat.dtype)
+
+
 def recon_nll(logits, x, likelihood: str = "bernoulli"):
   """-log p(x|z) per example, summed over pixels. Bernoulli(sigmoid(logits)) or N(logits, 1)."""
-  axes = tuple(range(1, x.ndim))
   if likelihood == "bernoulli":  # -[x log s(l) + (1-x) log(1-s(l))] = max(l,0) - l x + log(1 + exp(-|l|))
-    return (jnp.maximum(logits, 0) - logits * x + jnp.log1p(jnp.exp(-jnp.abs(logits)))).sum(axes)
+    return sum_per_example(jnp.maximum(logits, 0) - logits * x + jnp.log1p(jnp.exp(-jnp.abs(logits))))
   if likelihood == "gaussian":
-    return (0.5 * jnp.square(x - logits) + 0.5 * jnp.log(2 * jnp.pi)).sum(axes)
+    return sum_per_example(0.5 * jnp.square(x - logits) + 0.5 * jnp.log(2 * jnp.pi))
   raise ValueError(f"unknown likelihood {likelihood!r}")
 
 

@@ -86,6 +86,9 @@ def make_setup(config, image_shape, num_conditions: int, num_devices: int) -> Se
     raise ConfigError(f"model.estimator must be 'mss' or 'mws', got {config.model.estimator!r}")
   if config.model.likelihood not in ("bernoulli", "gaussian"):
     raise ConfigError(f"model.likelihood must be 'bernoulli' or 'gaussian', got {config.model.likelihood!r}")
+  if config.train.get("ensemble", "auto") not in ENSEMBLE_MODES:
+    raise ConfigError(f"train.ensemble must be one of {', '.join(ENSEMBLE_MODES)}, "
+                      f"got {config.train.ensemble!r}")
   if config.model.arch not in ("mlp", "conv"):
     raise ConfigError(f"model.arch must be 'mlp' or 'conv', got {config.model.arch!r}")
   return Setup(spec=spec, module=module, disc=disc,
@@ -197,13 +200,38 @@ def make_mesh(devices=None) -> Mesh:
   return Mesh(devices, ("data",))
 
 
-def compile_train_fn(setup: Setup, mesh: Mesh):
+ENSEMBLE_MODES = ("auto", "vmap", "map")
+# Above this many parameters per model, XLA:CPU runs M models faster one after another inside the program
+# (lax.map) than batched (vmap): its batched matmuls are slower per FLOP than its plain ones, which only pays
+# off while per-op overhead dominates. Measured crossover on a 2-core CPU: MLP 128-64 (~0.2M parameters) is
+# even, 64-32 gains with vmap, 256-128 and 512-256 lose (benchmarks/ensemble.py).
+CPU_VMAP_MAX_PARAMS = 200_000
+
+
+def resolve_ensemble(mode: str, params_per_model: int, platform: str | None = None) -> str:
+  """train.ensemble -> "vmap" or "map". "auto": vmap, except on CPU for models above CPU_VMAP_MAX_PARAMS."""
+  if mode not in ENSEMBLE_MODES:
+    raise ConfigError(f"train.ensemble must be one of {', '.join(ENSEMBLE_MODES)}, got {mode!r}")
+  if mode != "auto":
+    return mode
+  platform = platform or jax.default_backend()
+  return "map" if platform == "cpu" and params_per_model > CPU_VMAP_MAX_PARAMS else "vmap"
+
+
+def compile_train_fn(setup: Setup, mesh: Mesh, ensemble: str = "vmap"):
   """jit(vmap(scan(train_step))) over models; the batch axis (last of idx) is sharded over ``mesh``.
 
+  ensemble="map" loops over the models inside the program (lax.map) instead of batching them.
   With a single model the model axis is dropped inside the program instead of vmapped: XLA:CPU otherwise
   computes every weight gradient transposed and transposes it again in each consumer."""
   one = functools.partial(_scan_steps, setup)
-  many = jax.vmap(one, in_axes=(0, None, 0, 0, 0, 0))
+  if ensemble == "vmap":
+    many = jax.vmap(one, in_axes=(0, None, 0, 0, 0, 0))
+  elif ensemble == "map":
+    def many(state, x_all, cond_all, idx, stats, active):
+      return jax.lax.map(lambda a: one(a[0], x_all, *a[1:]), (state, cond_all, idx, stats, active))
+  else:
+    raise ConfigError(f"ensemble must be 'vmap' or 'map', got {ensemble!r}")
 
   def fn(state, x_all, cond_all, idx, stats, active):
     if idx.shape[0] != 1:
@@ -333,6 +361,22 @@ def _describe_nonfinite(terms_host, m, s):
   return ", ".join(bad) if bad else "gradients"
 
 
+_COMPILED: dict = {}
+
+
+def _compiled(config, image_shape, num_conditions: int, mesh: Mesh, ensemble: str = "vmap"):
+  """(Setup, jitted train fn), shared by every group of runs with the same settings: a protocol trained in
+  several programs (train.runs_per_program) compiles once per group size, not once per group."""
+  key = (config.model.to_json(sort_keys=True), config.train.to_json(sort_keys=True), bool(config.data.binarize),
+         image_shape, num_conditions, tuple(d.id for d in mesh.devices.flat), ensemble)
+  if key not in _COMPILED:
+    if len(_COMPILED) >= 8:
+      _COMPILED.pop(next(iter(_COMPILED)))
+    setup = make_setup(config, image_shape, num_conditions, mesh.devices.size)
+    _COMPILED[key] = (setup, compile_train_fn(setup, mesh, ensemble))
+  return _COMPILED[key]
+
+
 def train_runs(config, x_train: np.ndarray, y_train: np.ndarray, runs: Sequence[Run], ckpt_dir: str,
                *, image_shape, num_conditions: int, log_file=None, mesh: Mesh | None = None, log=print):
   """Trains ``runs`` together (vmap over runs) and returns (stacked TrainState, train seconds, step count).
@@ -346,7 +390,7 @@ def train_runs(config, x_train: np.ndarray, y_train: np.ndarray, runs: Sequence[
   if batch_size % ndev:
     raise ConfigError(f"train.batch_size={batch_size} is not divisible by the {ndev} devices")
   steps_per_call = max(int(config.train.steps_per_call), 1)
-  setup = make_setup(config, image_shape, num_conditions, ndev)
+  setup, fn = _compiled(config, tuple(image_shape), num_conditions, mesh)
   datas = [RunData.build(r, y_train, batch_size, config.train.num_epochs) for r in runs]
   max_steps = max(d.total_steps for d in datas)
 
@@ -358,7 +402,11 @@ def train_runs(config, x_train: np.ndarray, y_train: np.ndarray, runs: Sequence[
                condition_counts=np.stack([d.condition_counts for d in datas]))
   cond_all = np.stack([d.cond_all for d in datas])
   x_dev, cond_all, stats = distributed.replicated((x_train, cond_all, stats), replicated)
-  fn = compile_train_fn(setup, mesh)
+  if len(runs) > 1:
+    params_per_model = sum(int(np.prod(a.shape[1:])) for a in jax.tree.leaves(state.params))
+    mode = resolve_ensemble(config.train.get("ensemble", "auto"), params_per_model)
+    if mode != "vmap":
+      setup, fn = _compiled(config, tuple(image_shape), num_conditions, mesh, mode)
   primary = distributed.is_primary()
 
   with checkpoint_manager(ckpt_dir, config.train.keep_checkpoints) as manager:

@@ -58,15 +58,39 @@ def test_local_tc_scope_splits_the_batch_per_device(tmp_path):
   assert diff > 1e-6
 
 
-def test_vmapped_runs_equal_sequential_runs(tmp_path):
+@pytest.mark.parametrize("ensemble", ["vmap", "map"])
+def test_vmapped_runs_equal_sequential_runs(tmp_path, ensemble):
   ds = toy_dataset()
   config = tiny_config("cvae", num_epochs=2)
+  config.train.ensemble = ensemble
   runs = _runs(config, ds, classes=(0, 1, 2))
   together, _, _ = _train(config, ds, runs, tmp_path / "all")
   for m, run in enumerate(runs):
     alone, _, _ = _train(config, ds, [run], tmp_path / run.name)
     _assert_trees_close(train.unstack(together.params, m), train.unstack(alone.params, 0), rtol=1e-5, atol=1e-6)
     assert int(together.step[m]) == int(alone.step[0])
+
+
+def test_ensemble_mode_resolution():
+  big, small = train.CPU_VMAP_MAX_PARAMS + 1, train.CPU_VMAP_MAX_PARAMS
+  assert train.resolve_ensemble("auto", big, "cpu") == "map"
+  assert train.resolve_ensemble("auto", small, "cpu") == "vmap"
+  assert train.resolve_ensemble("auto", big, "gpu") == "vmap"
+  assert train.resolve_ensemble("vmap", big, "cpu") == "vmap"
+  assert train.resolve_ensemble("map", small, "tpu") == "map"
+  with pytest.raises(train.ConfigError, match="train.ensemble"):
+    train.resolve_ensemble("pmap", small, "cpu")
+
+
+def test_groups_of_runs_share_one_compiled_program(tmp_path):
+  """runs_per_program=1 trains the runs one after another with ONE compilation, not one per run."""
+  ds = toy_dataset()
+  config = tiny_config("vae")
+  runs = _runs(config, ds, classes=(0, 1, 2))
+  for run in runs:
+    _train(config, ds, [run], tmp_path / run.name)
+  _, fn = train._compiled(config, (8, 8, 1), len(runs[0].normal), train.make_mesh())
+  assert fn._cache_size() == 1
 
 
 def test_resume_continues_exactly(tmp_path):
