@@ -43,8 +43,6 @@ done
 # Steps fused per compiled call (1, 10, 50, 200), batch 64 and 256.
 "$PY" benchmarks/scan.py --json="$R/scan.json"
 
-# K = 10 runs as one vmapped program vs 10 single-run programs, dcvae and vae, MLP 512-256 and 64-32.
+# K = 10 runs in one program, vmapped or mapped (lax.map), vs 10 single-run programs; dcvae and vae, MLP 512-256
+# down to 64-32 (where train.ensemble="auto" switches from map to vmap on CPU).
 "$PY" benchmarks/ensemble.py --json="$R/ensemble.json"
-# The same with YNNPACK used for matmuls only (see xla_flags.py: its reductions are slow on this CPU).
-XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=individual_dot "$PY" benchmarks/ensemble.py \
-  --json="$R/ensemble_ynn_dot_only.json"

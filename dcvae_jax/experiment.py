@@ -3,6 +3,7 @@
 Workdir layout:
   config.json        the config in force (a rerun must be compatible with it)
   metrics.jsonl      per-step loss terms of every run (JSON lines)
+  tensorboard/<run>/ the same as TensorBoard event files, with train.tensorboard=True
   checkpoints/<chunk>/  Orbax checkpoints of each group of runs trained together
   scores/<run>.npz   every test image's scores under every condition (recon, nelbo: (N_test, C')), y_test
   runs/<run>.json    per-run results, written when a run's evaluation finishes (finished runs are not redone)
@@ -11,6 +12,7 @@ Workdir layout:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -18,10 +20,8 @@ import socket
 import jax
 import numpy as np
 
-import contextlib
-
 from dcvae_jax import data as data_lib
-from dcvae_jax import distributed, evaluate, latents, objectives, protocols, train
+from dcvae_jax import distributed, evaluate, latents, objectives, protocols, summaries, train
 
 
 class WorkdirError(RuntimeError):
@@ -156,7 +156,9 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True) -> d
 
   per_run, total_seconds = [], 0.0
   metrics = open(os.path.join(workdir, "metrics.jsonl"), "a") if write else contextlib.nullcontext()
-  with metrics as log_file:
+  tensorboard = (summaries.TensorBoardWriter(os.path.join(workdir, "tensorboard"))
+                 if write and config.train.get("tensorboard", False) else contextlib.nullcontext())
+  with metrics as log_file, tensorboard as tb:
     for chunk in chunks(runs, int(config.train.runs_per_program)):
       done = [os.path.join(workdir, "runs", f"{r.name}.json") for r in chunk]
       if all(os.path.exists(p) for p in done):
@@ -167,7 +169,8 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True) -> d
         continue
       state, seconds, _ = train.train_runs(
           config, ds.x_train, ds.y_train, chunk, os.path.join(workdir, "checkpoints", chunk_name(chunk)),
-          image_shape=image_shape, num_conditions=num_conditions, log_file=log_file, mesh=mesh, log=log)
+          image_shape=image_shape, num_conditions=num_conditions, log_file=log_file, mesh=mesh, log=log,
+          tensorboard=tb)
       total_seconds += seconds
       setup = train.make_setup(config, image_shape, num_conditions, mesh.devices.size)
       scores = evaluate.score_test_set(setup, state.params, ds.x_test, mesh, batch_size=config.eval.batch_size,

@@ -378,11 +378,13 @@ def _compiled(config, image_shape, num_conditions: int, mesh: Mesh, ensemble: st
 
 
 def train_runs(config, x_train: np.ndarray, y_train: np.ndarray, runs: Sequence[Run], ckpt_dir: str,
-               *, image_shape, num_conditions: int, log_file=None, mesh: Mesh | None = None, log=print):
+               *, image_shape, num_conditions: int, log_file=None, mesh: Mesh | None = None, log=print,
+               tensorboard=None):
   """Trains ``runs`` together (vmap over runs) and returns (stacked TrainState, train seconds, step count).
 
   Resumes from the newest good checkpoint in ``ckpt_dir``; saves every ``train.checkpoint_every_steps``,
-  on SIGTERM/SIGINT, and at the end.
+  on SIGTERM/SIGINT, and at the end. Metrics go to ``log_file`` (JSON lines) and ``tensorboard``
+  (a summaries.TensorBoardWriter), either may be None.
   """
   mesh = mesh or make_mesh()
   ndev = mesh.devices.size
@@ -464,7 +466,7 @@ def train_runs(config, x_train: np.ndarray, y_train: np.ndarray, runs: Sequence[
               f"non-finite {_describe_nonfinite(terms_host, m, s_i)} at step {int(steps[s_i])} of run "
               f"{runs[m].name}; the last good checkpoint (step {last_saved}) is kept in {ckpt_dir}")
         state = new_state
-        _write_metrics(log_file, runs, steps, active, terms_host, log_every)
+        _write_metrics(log_file, runs, steps, active, terms_host, log_every, tensorboard)
         n_done = int(min(step + steps_per_call, max_steps)) - step
         step += n_done
         if progress is not None:
@@ -487,8 +489,9 @@ def _progress(config, start, total, n_runs):
   return tqdm(total=total, initial=start, desc=f"train {n_runs} run(s)", unit="step", leave=False)
 
 
-def _write_metrics(log_file, runs, steps, active, terms_host, log_every):
-  if log_file is None:
+def _write_metrics(log_file, runs, steps, active, terms_host, log_every, tensorboard=None):
+  """Every log_every-th step's terms (and each run's last step): a JSON line each, and TensorBoard scalars."""
+  if log_file is None and tensorboard is None:
     return
   keys = [k for k in terms_host if k != "finite"]
   for s_i, s in enumerate(steps):
@@ -496,9 +499,15 @@ def _write_metrics(log_file, runs, steps, active, terms_host, log_every):
       last = s_i + 1 == len(steps) or not active[m, s_i + 1]
       if active[m, s_i] and ((s + 1) % log_every == 0 or last):
         rec = {"step": int(s) + 1, "run": run.name}
-        rec.update({k: float(terms_host[k][m, s_i]) for k in keys})
-        log_file.write(json.dumps(rec) + "\n")
-  log_file.flush()
+        values = {k: float(terms_host[k][m, s_i]) for k in keys}
+        if log_file is not None:
+          log_file.write(json.dumps({**rec, **values}) + "\n")
+        if tensorboard is not None:
+          tensorboard.scalars(run.name, int(s) + 1, values)
+  if log_file is not None:
+    log_file.flush()
+  if tensorboard is not None:
+    tensorboard.flush()
 
 
 def _atomic_json(path, obj):

@@ -55,3 +55,22 @@ def test_results_gain_disentanglement_metrics_on_shapes(tmp_path):
   run = json.load(open(tmp_path / "wd" / "runs" / "class0_seed0.json"))
   assert run["dis_num_images"] == int(np.isin(ds.y_test, (1, 2)).sum())
   assert np.load(tmp_path / "wd" / "scores" / "class0_seed0.npz")["codes"].shape == (ds.x_test.shape[0], 4)
+
+
+def test_tensorboard_event_files_hold_the_logged_metrics(tmp_path):
+  """train.tensorboard=True: each run's event files carry exactly the steps and values of metrics.jsonl."""
+  from dcvae_jax import summaries
+  from tests.helpers import toy_dataset
+  config = tiny_config("factor_vae", num_epochs=2, log_every_steps=3)
+  config.train.tensorboard = True
+  config.protocol.classes = (0, 2)
+  experiment.train_and_evaluate(config, str(tmp_path / "wd"), dataset=toy_dataset(), log=lambda *_: None)
+  lines = [json.loads(l) for l in open(tmp_path / "wd" / "metrics.jsonl")]
+  events = summaries.read_scalars(str(tmp_path / "wd" / "tensorboard"))
+  assert sorted(events) == sorted({l["run"] for l in lines}) == ["class0_seed0", "class2_seed0"]
+  for run, tags in events.items():
+    mine = [l for l in lines if l["run"] == run]
+    assert {"loss", "recon", "kl", "tc_d", "disc_loss", "grad_norm"} <= set(tags)
+    for tag in ("loss", "disc_loss"):
+      assert [s for s, _ in tags[tag]] == [l["step"] for l in mine]
+      np.testing.assert_allclose([v for _, v in tags[tag]], [l[tag] for l in mine], rtol=1e-6)
