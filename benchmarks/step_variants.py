@@ -11,10 +11,13 @@ regulariser, setup.tx) by ``step``; ``current`` is that rebuild with the pipelin
 how far its parameters are from the pipeline's after a call (``rebuild_check``).
 
   pipeline        train.compile_train_fn (one model: the model axis dropped inside the program, noise drawn before
-                  the scan loop, finite check from scalars, one-expression Bernoulli NLL: commit 5ab44df)
+                  the scan loop, finite check from scalars, one-expression Bernoulli NLL: commit 5ab44df; since
+                  then also: the NLL's pixel sum and the norms as matvecs, padding steps behind a lax.cond
+                  instead of a select over the state)
   pipeline_bf16   the pipeline with model.compute_dtype = "bfloat16" (bf16 matmuls, fp32 params and losses; this
                   CPU has avx512_bf16)
-  current         the rebuild of the same step
+  current         the rebuild of the pipeline as of commit c207fc9 (before the matvecs and the cond); the
+                  results/step_variants_*.json files were measured then, with ``pipeline`` = ``current``
   before_5ab44df  the step as it was before 5ab44df: vmapped over the size-1 model axis, noise drawn inside the
                   step, is_finite over every gradient and new parameter, param_norm every step,
                   optax.sigmoid_binary_cross_entropy

@@ -127,6 +127,14 @@ def main():
       out.append(f"| `{xf['flag_sets'][s] or '(none)'}` | " + " | ".join(
           f"{fmt(r[v])} ({xf['ratio_to_default'][s][v]:.2f}x)" for v in variants) + " |")
     out.append("")
+  fr = load(d, "full_run.json")
+  if fr:
+    out += ["### A full training run (full_run.py)", "",
+            f"{fr['model']}, {fr['num_epochs']} epochs over all {fr['train_images']:,} {fr['dataset']} training "
+            f"images ({fr['steps']:,} steps of batch {fr['batch_size']}, MLP {'-'.join(map(str, fr['hidden']))}), "
+            f"the pipeline's train_runs with its checkpoints: **{fr['wall_seconds']:.0f} s wall** "
+            f"({fr['images_per_second']:,.0f} images/s, compilation included; target < {fr['target_seconds']:.0f} s: "
+            f"{'met' if fr['meets_target'] else 'missed'}; other procs' CPU {fr['foreign_cpu_fraction']:.0%}).", ""]
   print("\n".join(out))
 
 

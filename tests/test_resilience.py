@@ -17,7 +17,9 @@ from tests.cli import SMOKE, error_line, popen_cli, run_cli
 from tests.helpers import tiny_config, toy_dataset
 
 # Two epochs of 56 steps, a checkpoint every 10 steps (saved at call boundaries: steps_per_call = 10).
-LONG = [*SMOKE, "--config.train.num_epochs=3", "--config.train.checkpoint_every_steps=10",
+# Long enough (1,680 steps) that a signal sent after the first call lands well before the end.
+LONG_STEPS = 1680
+LONG = [*SMOKE, "--config.train.num_epochs=30", "--config.train.checkpoint_every_steps=100",
         "--config.train.keep_checkpoints=3"]
 
 
@@ -73,7 +75,7 @@ def test_sigkill_then_restart_is_bitwise_identical(tmp_path, uninterrupted):
   _wait_for_checkpoint(proc, wd)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
-  assert max(_steps(wd)) < 168
+  assert max(_steps(wd)) < LONG_STEPS
   again = run_cli(*LONG, f"--workdir={wd}", devices=1)  # the stale lock of the killed run is taken over
   assert again.returncode == 0, again.stderr
   assert "resuming" in again.stdout and "stale lock" in again.stdout
@@ -95,7 +97,7 @@ def test_sigterm_saves_a_checkpoint_then_resumes(tmp_path, uninterrupted):
   out, err = proc.communicate(timeout=120)
   assert proc.returncode == 130, err
   assert "checkpoint saved" in err
-  assert _steps(wd) and max(_steps(wd)) < 168
+  assert _steps(wd) and max(_steps(wd)) < LONG_STEPS
   assert not os.path.exists(os.path.join(wd, ".lock"))
   again = run_cli(*LONG, "--config.train.checkpoint_every_steps=1000", f"--workdir={wd}", devices=1)
   assert again.returncode == 0, again.stderr
