@@ -12,7 +12,7 @@ leave_one_out (10 conditions each):
               the work per call does not depend on which run's state it is given)
 All do K * steps_per_call steps per round; rounds interleaved over several repetitions; a speed-up is the median
 of the per-repetition ratios against sequential (images/s, images counted over all runs). ``auto`` says which of
-vmap and map train.ensemble="auto" picks for that network on this backend.
+vmap and map train.ensemble="auto" picks on this backend.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def main():
                                     "sequential": lambda: round_rate(seq, k, spc, a.seconds)}, a.reps,
                                    log=lambda s, m=model, h=hidden: print(f"{m} {h} {s}", flush=True))
       results.append({"model": model, "hidden": hidden, "params_per_model": params,
-                      "auto": train.resolve_ensemble("auto", params),
+                      "auto": train.resolve_ensemble("auto"),
                       "images_per_second": benchutil.summary(rates),
                       "speedup_vmapped_over_sequential": benchutil.median_ratio(rates["vmapped"],
                                                                                 rates["sequential"]),

@@ -46,3 +46,11 @@ done
 # K = 10 runs in one program, vmapped or mapped (lax.map), vs 10 single-run programs; dcvae and vae, MLP 512-256
 # down to 64-32 (where train.ensemble="auto" switches from map to vmap on CPU).
 "$PY" benchmarks/ensemble.py --json="$R/ensemble.json"
+
+# A whole 50-epoch dcvae run on the 60,000 MNIST training images (needs mnist_{train,test}.npz or the IDX files
+# in DATA_DIR; ../shared/data here).
+if [ -n "${DATA_DIR:-../shared/data}" ] && ls "${DATA_DIR:-../shared/data}"/mnist_train.npz >/dev/null 2>&1; then
+  "$PY" benchmarks/full_run.py --data_dir="${DATA_DIR:-../shared/data}" --json="$R/full_run.json"
+else
+  echo "no MNIST files in ${DATA_DIR:-../shared/data}: skipping full_run.py (DATA_DIR=folder with mnist_train.npz)"
+fi

@@ -73,7 +73,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.steps_per_call = 50         # training steps fused into one compiled call (lax.scan)
   c.train.runs_per_program = 0        # runs trained together in one compiled program; 0 = all of the protocol
   c.train.ensemble = "auto"           # how they share it: "vmap" (batched), "map" (one after another inside
-                                      # the program) or "auto" (vmap; map on CPU for models over 200k params)
+                                      # the program) or "auto" (map on CPU, vmap on GPU/TPU)
   c.train.log_every_steps = 10
   c.train.checkpoint_every_steps = 1000
   c.train.keep_checkpoints = 2

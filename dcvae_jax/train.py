@@ -224,21 +224,20 @@ def make_mesh(devices=None) -> Mesh:
 
 
 ENSEMBLE_MODES = ("auto", "vmap", "map")
-# Above this many parameters per model, XLA:CPU runs M models faster one after another inside the program
-# (lax.map) than batched (vmap): its batched matmuls are slower per FLOP than its plain ones, which only pays
-# off while per-op overhead dominates. Measured crossover on a 2-core CPU: MLP 128-64 (~0.2M parameters) is
-# even, 64-32 gains with vmap, 256-128 and 512-256 lose (benchmarks/ensemble.py).
-CPU_VMAP_MAX_PARAMS = 200_000
 
 
-def resolve_ensemble(mode: str, params_per_model: int, platform: str | None = None) -> str:
-  """train.ensemble -> "vmap" or "map". "auto": vmap, except on CPU for models above CPU_VMAP_MAX_PARAMS."""
+def resolve_ensemble(mode: str, platform: str | None = None) -> str:
+  """train.ensemble -> "vmap" or "map". "auto": map on CPU, vmap on accelerators.
+
+  On CPU one model's step already keeps the cores busy (about half the matmul peak), and XLA:CPU's batched
+  matmuls are slower per FLOP than its plain ones: ten vmapped runs measured 0.65-1.16x the speed of ten
+  single-run programs (MLP 512-256 to 64-32), ten mapped runs 0.93-1.07x (benchmarks/ensemble.py). Batching
+  pays where one small model leaves an accelerator idle."""
   if mode not in ENSEMBLE_MODES:
     raise ConfigError(f"train.ensemble must be one of {', '.join(ENSEMBLE_MODES)}, got {mode!r}")
   if mode != "auto":
     return mode
-  platform = platform or jax.default_backend()
-  return "map" if platform == "cpu" and params_per_model > CPU_VMAP_MAX_PARAMS else "vmap"
+  return "map" if (platform or jax.default_backend()) == "cpu" else "vmap"
 
 
 def compile_train_fn(setup: Setup, mesh: Mesh, ensemble: str = "vmap"):
@@ -428,8 +427,7 @@ def train_runs(config, x_train: np.ndarray, y_train: np.ndarray, runs: Sequence[
   cond_all = np.stack([d.cond_all for d in datas])
   x_dev, cond_all, stats = distributed.replicated((x_train, cond_all, stats), replicated)
   if len(runs) > 1:
-    params_per_model = sum(int(np.prod(a.shape[1:])) for a in jax.tree.leaves(state.params))
-    mode = resolve_ensemble(config.train.get("ensemble", "auto"), params_per_model)
+    mode = resolve_ensemble(config.train.get("ensemble", "auto"))
     if mode != "vmap":
       setup, fn = _compiled(config, tuple(image_shape), num_conditions, mesh, mode)
   primary = distributed.is_primary()

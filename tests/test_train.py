@@ -72,14 +72,13 @@ def test_vmapped_runs_equal_sequential_runs(tmp_path, ensemble):
 
 
 def test_ensemble_mode_resolution():
-  big, small = train.CPU_VMAP_MAX_PARAMS + 1, train.CPU_VMAP_MAX_PARAMS
-  assert train.resolve_ensemble("auto", big, "cpu") == "map"
-  assert train.resolve_ensemble("auto", small, "cpu") == "vmap"
-  assert train.resolve_ensemble("auto", big, "gpu") == "vmap"
-  assert train.resolve_ensemble("vmap", big, "cpu") == "vmap"
-  assert train.resolve_ensemble("map", small, "tpu") == "map"
+  assert train.resolve_ensemble("auto", "cpu") == "map"
+  assert train.resolve_ensemble("auto", "gpu") == "vmap"
+  assert train.resolve_ensemble("auto", "tpu") == "vmap"
+  assert train.resolve_ensemble("vmap", "cpu") == "vmap"
+  assert train.resolve_ensemble("map", "tpu") == "map"
   with pytest.raises(train.ConfigError, match="train.ensemble"):
-    train.resolve_ensemble("pmap", small, "cpu")
+    train.resolve_ensemble("pmap", "cpu")
 
 
 def test_groups_of_runs_share_one_compiled_program(tmp_path):
