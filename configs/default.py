@@ -3,8 +3,8 @@
   python -m dcvae_jax.main                               # about 1.5 minutes on a 2-core CPU
   python -m dcvae_jax.main --config=configs/default.py:smoke   # seconds
 
-All 10 leave-one-out runs train at once (vmap over runs). Learning rate 1e-3 (converges; see *_paper configs
-for the paper's settings).
+All 10 leave-one-out runs train in one compiled program (train.ensemble: vmap, or lax.map on CPU).
+Learning rate 1e-3 (converges; see *_paper configs for the paper's settings).
 """
 
 from dcvae_jax.config import dataset_config
