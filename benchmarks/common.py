@@ -35,6 +35,16 @@ def synthetic_digits(n=6000, num_classes=11, seed=0):
   return rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), (np.arange(n) % num_classes).astype(np.int32)
 
 
+def call_rate(obj, steps_per_call: int, batch_size: int, seconds: float) -> float:
+  """images/s of ``obj.call(steps_per_call)`` repeated for >= ``seconds`` (and >= 2 calls), each call waited for."""
+  calls = 0
+  t0 = time.perf_counter()
+  while calls < 2 or time.perf_counter() - t0 < seconds:
+    jax.block_until_ready(obj.call(steps_per_call))
+    calls += 1
+  return calls * steps_per_call * batch_size / (time.perf_counter() - t0)
+
+
 class CompiledTrainer:
   """The exact compiled training call the pipeline uses, on ``num_models`` runs, ready to time."""
 

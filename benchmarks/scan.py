@@ -20,17 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import jax  # noqa: E402
 
 import benchutil  # noqa: E402
-from common import CompiledTrainer, bench_config, machine, write_json  # noqa: E402
-
-
-def rate(trainer, spc, seconds):
-  b = trainer.config.train.batch_size
-  calls = 0
-  t0 = time.perf_counter()
-  while calls < 2 or time.perf_counter() - t0 < seconds:
-    jax.block_until_ready(trainer.call(spc))
-    calls += 1
-  return calls * spc * b / (time.perf_counter() - t0)
+from common import CompiledTrainer, bench_config, call_rate, machine, write_json  # noqa: E402
 
 
 def main():
@@ -54,7 +44,7 @@ def main():
       jax.block_until_ready(t.call(s))
       jax.block_until_ready(t.call(s))  # CompiledTrainer's second call compiles again (state now on the mesh)
       compile_s[s] = time.perf_counter() - t0
-    rates = benchutil.interleave({f"spc{s}": (lambda s=s, t=t: rate(t, s, a.seconds)) for s, t in trainers.items()},
+    rates = benchutil.interleave({f"spc{s}": (lambda s=s, t=t: call_rate(t, s, t.config.train.batch_size, a.seconds)) for s, t in trainers.items()},
                                  a.reps, log=lambda x, b=b: print(f"b={b} {x}", flush=True))
     results[str(b)] = {
         "images_per_second": benchutil.summary(rates),

@@ -48,7 +48,6 @@ import argparse
 import functools
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -58,7 +57,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 import benchutil  # noqa: E402
-from common import CompiledTrainer, bench_config, machine, write_json  # noqa: E402
+from common import CompiledTrainer, bench_config, call_rate, machine, write_json  # noqa: E402
 from dcvae_jax import estimators, objectives, train  # noqa: E402
 
 
@@ -199,12 +198,7 @@ class Variant:
 
 
 def rate(obj, spc, seconds, batch_size):
-  calls = 0
-  t0 = time.perf_counter()
-  while calls < 2 or time.perf_counter() - t0 < seconds:
-    jax.block_until_ready(obj.call(spc))
-    calls += 1
-  return calls * spc * batch_size / (time.perf_counter() - t0)
+  return call_rate(obj, spc, batch_size, seconds)
 
 
 VARIANTS = {

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -29,7 +28,7 @@ import torch  # noqa: E402
 
 import benchutil  # noqa: E402
 import torch_reference as tr  # noqa: E402
-from common import CompiledTrainer, bench_config, machine, write_json  # noqa: E402
+from common import CompiledTrainer, bench_config, call_rate, machine, write_json  # noqa: E402
 from dcvae_jax import objectives, train  # noqa: E402
 
 TERMS = ("loss", "recon", "kl", "elbo", "mi", "tc", "dwkl")
@@ -99,13 +98,7 @@ def check_same_loss(batch_size=64, rtol=1e-4) -> dict:
 
 
 def jax_rate(trainer: CompiledTrainer, spc: int, seconds: float) -> float:
-  b = trainer.config.train.batch_size
-  calls = 0
-  t0 = time.perf_counter()
-  while calls < 2 or time.perf_counter() - t0 < seconds:
-    jax.block_until_ready(trainer.call(spc))
-    calls += 1
-  return calls * spc * b / (time.perf_counter() - t0)
+  return call_rate(trainer, spc, trainer.config.train.batch_size, seconds)
 
 
 def torch_rate(trainer: tr.TorchTrainer, threads: int, seconds: float) -> float:

@@ -88,7 +88,8 @@ def test_groups_of_runs_share_one_compiled_program(tmp_path):
   runs = _runs(config, ds, classes=(0, 1, 2))
   for run in runs:
     _train(config, ds, [run], tmp_path / run.name)
-  _, fn = train._compiled(config, (8, 8, 1), len(runs[0].normal), train.make_mesh())
+  ensemble = train.resolve_ensemble(config.train.ensemble)
+  _, fn = train._compiled(config, (8, 8, 1), len(runs[0].normal), train.make_mesh(), ensemble)
   assert fn._cache_size() == 1
 
 
