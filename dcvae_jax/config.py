@@ -17,6 +17,15 @@ Fields (all of them exist in every config, so ``--config.<key>=<value>`` works f
   protocol.score               "recon" | "nelbo" (the headline score; both are always computed)
   protocol.score_condition     "min" | "marginal" | "given" (conditional models only; "given" leaks the label)
   train.*                      optimisation, logging, checkpoints (see below)
+  train.batch_sampling         "uniform": each epoch a uniform permutation cut into batches (the default) |
+                               "stratified": each batch holds train.per_condition examples of each of
+                               train.conditions_per_batch distinct conditions, as consecutive groups, so the
+                               conditional estimators (dcvae) see groups of exactly per_condition;
+                               batch_size must equal conditions_per_batch x per_condition (0 = derive one of
+                               the two from the other); with model.tc_scope="local" conditions_per_batch must
+                               be a multiple of the device count (every device's shard holds whole groups).
+                               An epoch cuts every class into chunks of per_condition, so it sees every example
+                               once up to each class's remainder (see train.RunData)
 """
 
 from __future__ import annotations
@@ -70,6 +79,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.batch_size = 64
   c.train.learning_rate = 1e-3        # "primary" rate: the VAE
   c.train.disc_learning_rate = 1e-4   # "secondary" rate: the FactorVAE/RF-VAE discriminator
+  c.train.batch_sampling = "uniform"  # or "stratified" (see the docstring)
+  c.train.per_condition = 16          # stratified: examples of each condition in a batch
+  c.train.conditions_per_batch = 0    # stratified: distinct conditions in a batch; 0 = batch_size // per_condition
   c.train.steps_per_call = 50         # training steps fused into one compiled call (lax.scan)
   c.train.runs_per_program = 0        # runs trained together in one compiled program; 0 = all of the protocol
   c.train.ensemble = "auto"           # how they share it: "vmap" (batched), "map" (one after another inside

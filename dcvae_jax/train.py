@@ -267,20 +267,72 @@ def compile_train_fn(setup: Setup, mesh: Mesh, ensemble: str = "vmap"):
 # ----------------------------------------------------------------------------------------------------------
 # Host side: which examples each run trains on, and in which order.
 
+BATCH_SAMPLING = ("uniform", "stratified")
+
+
+def sampling_options(config, num_devices: int = 1) -> dict:
+  """train.batch_sampling, train.per_condition, train.conditions_per_batch -> RunData.build keyword arguments.
+
+  "uniform": every epoch is a uniform permutation of the run's examples cut into batches.
+  "stratified": every batch holds ``per_condition`` examples of each of ``conditions_per_batch`` distinct
+  conditions (batch_size = conditions_per_batch x per_condition; either may be 0 = derived from the other), so
+  every group of a conditional estimator has exactly per_condition members. With model.tc_scope="local" the
+  batch is split into num_devices consecutive shards, each of which must hold whole groups
+  (conditions_per_batch divisible by the number of devices). Raises ConfigError (one line) otherwise."""
+  t = config.train
+  mode = t.get("batch_sampling", "uniform")
+  if mode not in BATCH_SAMPLING:
+    raise ConfigError(f"train.batch_sampling must be one of {', '.join(BATCH_SAMPLING)}, got {mode!r}")
+  if mode == "uniform":
+    return dict(sampling="uniform")
+  batch, p, k = int(t.batch_size), int(t.get("per_condition", 0)), int(t.get("conditions_per_batch", 0))
+  if p < 0 or k < 0 or (p == 0 and k == 0):
+    raise ConfigError("train.batch_sampling='stratified' needs train.per_condition or train.conditions_per_batch "
+                      f">= 1, got per_condition={p}, conditions_per_batch={k}")
+  p, k = p or batch // k, k or batch // max(p, 1)
+  if p < 1 or k < 1 or p * k != batch:
+    raise ConfigError(f"train.batch_sampling='stratified' needs train.batch_size = conditions_per_batch x "
+                      f"per_condition, got {batch} != {int(t.get('conditions_per_batch', 0))} x "
+                      f"{int(t.get('per_condition', 0))}")
+  shards = int(num_devices) if config.model.get("tc_scope", "global") == "local" else 1
+  if k % shards:
+    raise ConfigError(f"model.tc_scope='local' splits each batch over {shards} devices, so "
+                      f"train.conditions_per_batch={k} must be a multiple of {shards} (whole groups per device)")
+  return dict(sampling="stratified", per_condition=p, conditions_per_batch=k)
+
+
 @dataclasses.dataclass
 class RunData:
-  """A run's training data: indices into the training set and condition ids (position in run.normal)."""
+  """A run's training data: indices into the training set and condition ids (position in run.normal), and the
+  order in which the run sees them (``batch_indices``: a pure function of (seed, run uid, epoch), so a resumed
+  run draws the batches an uninterrupted one would).
+
+  sampling="uniform": epoch e is a uniform permutation of the run's examples, cut into batches (the remainder of
+  fewer than batch_size examples is left out). sampling="stratified": each batch holds per_condition examples of
+  each of conditions_per_batch distinct conditions, laid out as consecutive groups. Epoch e permutes each class's
+  examples and cuts them into chunks of per_condition (a class's remainder is left out); steps_per_epoch S is the
+  largest number of batches of conditions_per_batch chunks of distinct conditions the chunk counts allow (at most
+  S chunks of one class, sum_c min(chunks_c, S) >= conditions_per_batch x S); classes with the most chunks give
+  up the excess. The kept chunks, listed class after class in a random class order, go round-robin into the S
+  batches (so no batch holds two chunks of a class), then the chunks in every batch and the batches are shuffled.
+  With balanced classes an epoch sees every example once up to the remainders."""
   run: Run
   indices: np.ndarray          # int32 (N_run,)
   cond_all: np.ndarray         # int32 (N_train,): condition id of every training example (0 where not normal)
   condition_counts: np.ndarray  # float32 (C,)
   steps_per_epoch: int
   total_steps: int
+  sampling: str = "uniform"
+  per_condition: int = 0        # stratified: examples of each condition in a batch
+  conditions_per_batch: int = 0  # stratified: distinct conditions in a batch
+  chunks_per_epoch: np.ndarray | None = dataclasses.field(default=None, repr=False)  # stratified: (C,) kept
   _epoch: int = dataclasses.field(default=-1, repr=False)
   _perm: np.ndarray | None = dataclasses.field(default=None, repr=False)
 
   @classmethod
-  def build(cls, run: Run, y_train: np.ndarray, batch_size: int, num_epochs: int) -> "RunData":
+  def build(cls, run: Run, y_train: np.ndarray, batch_size: int, num_epochs: int, *, sampling: str = "uniform",
+            per_condition: int = 0, conditions_per_batch: int = 0) -> "RunData":
+    """``sampling`` and the rest: see ``sampling_options`` (which validates a config and returns them)."""
     lookup = np.zeros(int(max(y_train.max(), max(run.normal))) + 1, np.int32)
     lookup[list(run.normal)] = np.arange(len(run.normal), dtype=np.int32)
     indices = np.flatnonzero(np.isin(y_train, run.normal)).astype(np.int32)
@@ -290,15 +342,56 @@ class RunData:
       raise ConfigError(f"run {run.name}: only {indices.size} normal training examples, fewer than "
                         f"train.batch_size={batch_size}")
     counts = np.bincount(lookup[y_train[indices]], minlength=len(run.normal)).astype(np.float32)
-    spe = indices.size // batch_size
-    return cls(run, indices, lookup[y_train], counts, spe, spe * int(num_epochs))
+    common = dict(run=run, indices=indices, cond_all=lookup[y_train], condition_counts=counts)
+    if sampling == "uniform":
+      spe = indices.size // batch_size
+      return cls(**common, steps_per_epoch=spe, total_steps=spe * int(num_epochs))
+    if sampling != "stratified":
+      raise ConfigError(f"train.batch_sampling must be one of {', '.join(BATCH_SAMPLING)}, got {sampling!r}")
+    p, k = int(per_condition), int(conditions_per_batch)
+    if p < 1 or k < 1 or p * k != batch_size:
+      raise ConfigError(f"stratified batches need batch_size = conditions_per_batch x per_condition, got "
+                        f"{batch_size} != {k} x {p}")
+    if k > len(run.normal):
+      raise ConfigError(f"run {run.name}: train.conditions_per_batch={k} exceeds its {len(run.normal)} normal "
+                        "condition(s)")
+    chunks = counts.astype(np.int64) // p
+    spe = int(chunks.sum()) // k
+    while spe > 0 and np.minimum(chunks, spe).sum() < k * spe:
+      spe -= 1
+    if spe == 0:
+      raise ConfigError(f"run {run.name}: no stratified batch of {k} conditions x {p} examples can be formed "
+                        f"(examples per condition: {counts.astype(int).tolist()})")
+    kept = np.minimum(chunks, spe)
+    for _ in range(int(kept.sum()) - k * spe):  # give up the excess from the classes with the most chunks
+      kept[np.argmax(kept)] -= 1
+    return cls(**common, steps_per_epoch=spe, total_steps=spe * int(num_epochs), sampling="stratified",
+               per_condition=p, conditions_per_batch=k, chunks_per_epoch=kept)
+
+  def epoch_order(self, epoch: int) -> np.ndarray:
+    """The training-set indices of epoch ``epoch``, batch after batch (steps_per_epoch x batch_size of them
+    for stratified sampling, all N_run for uniform)."""
+    rng = np.random.default_rng([self.run.seed, self.run.uid, epoch])
+    if self.sampling == "uniform":
+      return self.indices[rng.permutation(self.indices.size)]
+    p, s = self.per_condition, self.steps_per_epoch
+    cond = self.cond_all[self.indices]
+    listed = []
+    for c in rng.permutation(self.condition_counts.size):
+      members = self.indices[cond == c]
+      members = members[rng.permutation(members.size)]
+      listed.append(members[:int(self.chunks_per_epoch[c]) * p].reshape(-1, p))
+    listed = np.concatenate(listed)                        # (k S, p), one class after another
+    batches = listed.reshape(self.conditions_per_batch, s, p).transpose(1, 0, 2)  # chunk j -> batch j mod S
+    batches = np.take_along_axis(batches, rng.permuted(np.tile(np.arange(self.conditions_per_batch), (s, 1)),
+                                                       axis=1)[:, :, None], axis=1)
+    return batches[rng.permutation(s)].reshape(-1)
 
   def batch_indices(self, step: int, batch_size: int) -> np.ndarray:
-    """Indices of this run's batch at ``step`` (epoch-wise permutation drawn from (seed, uid, epoch))."""
+    """Indices of this run's batch at ``step`` (the order of its epoch: ``epoch_order``)."""
     epoch, pos = divmod(step, self.steps_per_epoch)
     if self._epoch != epoch:
-      rng = np.random.default_rng([self.run.seed, self.run.uid, epoch])
-      self._perm, self._epoch = self.indices[rng.permutation(self.indices.size)], epoch
+      self._perm, self._epoch = self.epoch_order(epoch), epoch
     return self._perm[pos * batch_size:(pos + 1) * batch_size]
 
 
@@ -413,7 +506,8 @@ def train_runs(config, x_train: np.ndarray, y_train: np.ndarray, runs: Sequence[
   steps_per_call = max(int(config.train.steps_per_call), 1)
   ensemble = resolve_ensemble(config.train.get("ensemble", "auto"))
   setup, fn = _compiled(config, tuple(image_shape), num_conditions, mesh, ensemble)
-  datas = [RunData.build(r, y_train, batch_size, config.train.num_epochs) for r in runs]
+  sampling = sampling_options(config, ndev)
+  datas = [RunData.build(r, y_train, batch_size, config.train.num_epochs, **sampling) for r in runs]
   max_steps = max(d.total_steps for d in datas)
 
   replicated = NamedSharding(mesh, P())
