@@ -1,11 +1,12 @@
-"""TensorBoard event files of the training metrics (``train.tensorboard``).
+"""TensorBoard event files of the training metrics (``train.tensorboard``, on by default).
 
   <workdir>/tensorboard/<run name>/events.out.tfevents.*   one scalar per logged term, x-axis = training step
 
-  tensorboard --logdir <workdir>/tensorboard
+  pip install -e ".[tensorboard]" && tensorboard --logdir <workdir>/tensorboard
 
-The same records as metrics.jsonl (every ``train.log_every_steps`` steps). TensorFlow, a dependency already (TFDS),
-writes the files; it is imported only when TensorBoard output is asked for, and never sees a GPU.
+The same records as metrics.jsonl (every ``train.log_every_steps`` steps), written by tensorboardX (a small
+writer with no TensorFlow or PyTorch behind it); the ``tensorboard`` command that shows them is the
+``tensorboard`` extra.
 """
 
 from __future__ import annotations
@@ -13,38 +14,23 @@ from __future__ import annotations
 import collections
 import glob
 import os
-
-
-def _tf():
-  import tensorflow as tf  # slow import: only when TensorBoard output is on
-  try:
-    tf.config.set_visible_devices([], "GPU")
-  except RuntimeError:  # TF already initialised its devices (another module used it first)
-    pass
-  return tf
+import struct
 
 
 class TensorBoardWriter:
-  """One event-file writer per run, created on the run's first record."""
+  """One tensorboardX writer per run, created on the run's first record."""
 
   def __init__(self, logdir: str):
-    from tensorflow.core.framework import summary_pb2
     self.logdir = logdir
-    self._tf = _tf()
     self._writers = {}
-    # tf.summary.scalar lives in the tensorboard package (not a dependency); tf.summary.write with the scalars
-    # plugin's metadata writes the same record.
-    self._scalar_metadata = summary_pb2.SummaryMetadata(
-        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")).SerializeToString()
 
   def scalars(self, run: str, step: int, values: dict):
     writer = self._writers.get(run)
     if writer is None:
-      writer = self._writers[run] = self._tf.summary.create_file_writer(os.path.join(self.logdir, run))
-    with writer.as_default():
-      for tag, value in values.items():
-        self._tf.summary.write(tag, self._tf.constant(float(value), self._tf.float32), step=int(step),
-                               metadata=self._scalar_metadata)
+      from tensorboardX import SummaryWriter
+      writer = self._writers[run] = SummaryWriter(os.path.join(self.logdir, run), flush_secs=60)
+    for tag, value in values.items():
+      writer.add_scalar(tag, float(value), global_step=int(step))
 
   def flush(self):
     for writer in self._writers.values():
@@ -62,14 +48,33 @@ class TensorBoardWriter:
     self.close()
 
 
+def _records(path: str):
+  """The payloads of a TFRecord file (uint64 length, uint32 masked CRC, data, uint32 masked CRC)."""
+  with open(path, "rb") as f:
+    while True:
+      header = f.read(12)
+      if len(header) < 12:
+        return
+      (length,) = struct.unpack("<Q", header[:8])
+      data = f.read(length)
+      if len(data) < length or len(f.read(4)) < 4:
+        return  # a record cut short by a writer still at work
+      yield data
+
+
 def read_scalars(logdir: str) -> dict:
-  """{run: {tag: [(step, value), ...]}} from the event files under ``logdir`` (for tests and notebooks)."""
-  tf = _tf()
+  """{run: {tag: [(step, value), ...]}} from the event files under ``logdir`` (for tests and notebooks).
+
+  Parsed with tensorboardX's own protos, so reading needs nothing that writing does not.
+  """
+  from tensorboardX.proto import event_pb2
+
   out = collections.defaultdict(lambda: collections.defaultdict(list))
   for path in sorted(glob.glob(os.path.join(logdir, "*", "events.out.tfevents.*"))):
     run = os.path.basename(os.path.dirname(path))
-    for event in tf.compat.v1.train.summary_iterator(path):
+    for data in _records(path):
+      event = event_pb2.Event.FromString(data)
       for v in event.summary.value:
-        value = float(tf.make_ndarray(v.tensor)) if v.HasField("tensor") else float(v.simple_value)
-        out[run][v.tag].append((int(event.step), value))
+        if v.HasField("simple_value"):
+          out[run][v.tag].append((int(event.step), float(v.simple_value)))
   return {run: {tag: sorted(points) for tag, points in tags.items()} for run, tags in out.items()}
