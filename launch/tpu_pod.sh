@@ -5,15 +5,25 @@
 #   TPU_NAME=my-tpu ZONE=us-central2-b ACCELERATOR_TYPE=v4-32 CONFIG=configs/mnist.py \
 #     WORKDIR=gs://my-bucket/dcvae/mnist launch/tpu_pod.sh
 #
-# Steps (STEPS, default "create install run fetch"; "delete" is also available):
-#   create   reuse the TPU VM if `describe` finds it, else create it
-#   install  copy this checkout (or clone REPO_URL) to every worker (--worker=all) and `pip install -e .[tpu]`
-#   run      run `python -m dcvae_jax.main --config=... --workdir=...` on every worker at once, one JAX process
-#            per worker, DCVAE_DISTRIBUTED=1 (jax.distributed.initialize() needs no arguments on a TPU pod)
-#   fetch    copy worker 0's workdir (or the gs:// WORKDIR) to RESULTS_DIR on this machine
-#   delete   delete the TPU VM
+# The workdir is a Cloud Storage folder that every host shares (default gs://<project>-dcvae/dcvae/<config>):
+# each worker mounts the bucket with Cloud Storage FUSE (gcsfuse) and the program writes its checkpoints,
+# metrics and results straight into it, so a preempted or deleted VM loses nothing; rerunning resumes there.
+# The program runs detached on every worker (setsid nohup, log in <REMOTE_DIR>/logs/run.log), so it goes on
+# when this script or its ssh session ends; `STEPS="wait fetch"` picks it up again.
+#
+# Steps (STEPS, default "create install run wait fetch"; "logs", "stop" and "delete" are also available):
+#   create   the bucket if missing; reuse the TPU VM if `describe` finds it (recreate it if preempted), else
+#            create it
+#   install  copy this checkout (or clone REPO_URL) to every worker (--worker=all), `pip install -e .[tpu]`,
+#            and install gcsfuse where it is missing
+#   run      mount the bucket and start `python -m dcvae_jax.main --config=... --workdir=...` detached on every
+#            worker at once, one JAX process per worker, DCVAE_DISTRIBUTED=1 (jax.distributed.initialize()
+#            needs no arguments on a TPU pod); a worker whose run is still alive is left alone
+#   wait     wait on worker 0 until its run ends, print the end of its log, fail if the run failed
+#   fetch    copy the workdir (without checkpoints) to RESULTS_DIR on this machine
+#   logs     print the end of every worker's log;  stop: end the run on every worker;  delete: delete the VM
 # DRY_RUN=1 or --dry-run prints every command instead of running it (gcloud need not be installed).
-# Extra arguments are appended to the program's command line. Rerunning resumes from the workdir.
+# Extra arguments are appended to the program's command line.
 set -euo pipefail
 
 TPU_NAME="${TPU_NAME:-dcvae-tpu}"
@@ -23,11 +33,14 @@ ACCELERATOR_TYPE="${ACCELERATOR_TYPE:-v4-32}"  # v4-8 is one host; v4-32 is 4 ho
 RUNTIME_VERSION="${RUNTIME_VERSION:-tpu-ubuntu2204-base}"  # v5e: v2-alpha-tpuv5-lite, v6e: v2-alpha-tpuv6e
 SPOT="${SPOT:-0}"                               # 1: create a spot (preemptible) TPU VM
 CONFIG="${CONFIG:-configs/mnist.py}"            # path inside the repo, optionally with :argument
-# gs://...: the run's workdir lives in the bucket (synced to every worker before the run, from worker 0 after
-# it; the TPU VM's service account needs write access). Anything else: a path on the workers, relative to
-# the code folder.
 _stem="$(basename "${CONFIG%%:*}" .py)"; [[ $CONFIG == *:* ]] && _stem+="_${CONFIG#*:}"
-WORKDIR="${WORKDIR:-workdirs/${_stem}}"
+BUCKET="${BUCKET:-}"                            # empty: <project>-dcvae (created by "create" if missing)
+# gs://bucket/path (default gs://$BUCKET/dcvae/<config>): shared by every host, mounted on each worker under
+# MOUNT_ROOT; the TPU VM's service account needs write access. Anything else: a folder on each worker,
+# relative to the code folder (only for one-host slices: the hosts of a pod would not share it).
+WORKDIR="${WORKDIR:-}"
+MOUNT_ROOT="${MOUNT_ROOT:-/tmp/gcs}"             # on the workers: gs://bucket is mounted at MOUNT_ROOT/bucket
+POLL_SECONDS="${POLL_SECONDS:-60}"              # "wait": how often worker 0 looks whether its run has ended
 RESULTS_DIR="${RESULTS_DIR:-workdirs/tpu_${TPU_NAME}_${_stem}}"  # on this machine, filled by "fetch"
 REPO_URL="${REPO_URL:-}"                        # empty: copy this checkout with `tpu-vm scp --worker=all`
 REPO_REF="${REPO_REF:-}"                        # with REPO_URL: branch, tag or commit to check out
@@ -35,7 +48,7 @@ REMOTE_DIR="${REMOTE_DIR:-dcvae_jax}"           # code folder on the workers, re
 PYTHON="${PYTHON:-python3}"                     # on the workers
 PIP_EXTRAS="${PIP_EXTRAS:-tpu}"
 EXTRA_ARGS="${EXTRA_ARGS:-}"                    # more --config.key=value flags (split on whitespace)
-STEPS="${STEPS:-create install run fetch}"
+STEPS="${STEPS:-create install run wait fetch}"
 DRY_RUN="${DRY_RUN:-0}"
 
 extra=()
@@ -74,23 +87,59 @@ on_workers() {  # on_workers WORKER SHELL-COMMAND: run a shell command on worker
   x "${tpu[@]}" ssh "$TPU_NAME" "${gflags[@]}" --worker="$1" --command="$2"
 }
 
+if [[ -z $WORKDIR ]]; then
+  if [[ -z $BUCKET ]]; then
+    project_id="$PROJECT"
+    if [[ -z $project_id && $DRY_RUN == 1 ]]; then
+      project_id="PROJECT"
+      echo "# dry run: PROJECT is not set; a real run takes it from \`gcloud config get-value project\`"
+    elif [[ -z $project_id ]]; then
+      project_id="$(gcloud config get-value project 2>/dev/null || true)"
+      [[ -n $project_id ]] || { echo "error: no Google Cloud project: set PROJECT, BUCKET or WORKDIR" >&2; exit 2; }
+    fi
+    BUCKET="${project_id//:/-}-dcvae"
+  fi
+  WORKDIR="gs://$BUCKET/dcvae/$_stem"
+fi
 is_gcs=0; [[ $WORKDIR == gs://* ]] && is_gcs=1
 if [[ $is_gcs == 1 ]]; then
-  run_dir="workdirs/gcs_$(basename "${WORKDIR%/}")"  # the workers' local copy, relative to REMOTE_DIR
+  _path="${WORKDIR#gs://}"; _path="${_path%/}"
+  BUCKET="${_path%%/*}"
+  mount_dir="$MOUNT_ROOT/$BUCKET"
+  run_dir="$mount_dir"; [[ $_path == */* ]] && run_dir+="/${_path#*/}"  # the workers' view of WORKDIR
 else
   run_dir="$WORKDIR"
 fi
 if [[ $run_dir == /* ]]; then remote_run_dir="$run_dir"; else remote_run_dir="$REMOTE_DIR/$run_dir"; fi
+echo "# workdir: $WORKDIR$([[ $is_gcs == 1 ]] && echo " (every worker: $run_dir, gcsfuse mount of gs://$BUCKET)")"
 
 step_create() {
+  if [[ $is_gcs == 1 ]]; then  # the bucket, in the TPU's region
+    local bdescribe=(gcloud storage buckets describe "gs://$BUCKET") bcreate=(gcloud storage buckets create
+                     "gs://$BUCKET" --location="${ZONE%-*}" --uniform-bucket-level-access)
+    [[ -n $PROJECT ]] && bdescribe+=(--project="$PROJECT") && bcreate+=(--project="$PROJECT")
+    if [[ $DRY_RUN == 1 ]]; then
+      echo "+ $(q "${bdescribe[@]}") >/dev/null || $(q "${bcreate[@]}")"
+    elif "${bdescribe[@]}" >/dev/null 2>&1; then
+      echo "# reusing bucket gs://$BUCKET" >&2
+    else
+      x "${bcreate[@]}"
+    fi
+  fi
   local create=("${tpu[@]}" create "$TPU_NAME" "${gflags[@]}" --accelerator-type="$ACCELERATOR_TYPE"
                 --version="$RUNTIME_VERSION")
   [[ $SPOT == 1 ]] && create+=(--spot)
-  local describe=("${tpu[@]}" describe "$TPU_NAME" "${gflags[@]}")
+  local describe=("${tpu[@]}" describe "$TPU_NAME" "${gflags[@]}" --format="value(state)")
+  local state
   if [[ $DRY_RUN == 1 ]]; then
     echo "+ $(q "${describe[@]}") >/dev/null || $(q "${create[@]}")"
-  elif "${describe[@]}" >/dev/null 2>&1; then
-    echo "# reusing TPU VM $TPU_NAME" >&2
+  elif state="$("${describe[@]}" 2>/dev/null)"; then
+    if [[ $state == PREEMPTED || $state == TERMINATED ]]; then  # a spot VM that was taken back: start anew
+      x "${tpu[@]}" delete "$TPU_NAME" "${gflags[@]}" --quiet
+      x "${create[@]}"
+    else
+      echo "# reusing TPU VM $TPU_NAME ($state)" >&2
+    fi
   else
     x "${create[@]}"
   fi
@@ -112,31 +161,55 @@ else git clone -q $(q "$REPO_URL") $(q "$REMOTE_DIR"); fi"
     [[ $DRY_RUN == 1 ]] || rm -f "$tarball"
     get="mkdir -p $(q "$REMOTE_DIR") && tar -xzf dcvae_jax_code.tgz -C $(q "$REMOTE_DIR") && rm dcvae_jax_code.tgz"
   fi
-  on_workers all "$get && cd $(q "$REMOTE_DIR") && $(q "$PYTHON") -m pip install -q -e $(q ".[$PIP_EXTRAS]")"
+  local fuse=""
+  if [[ $is_gcs == 1 ]]; then  # Cloud Storage FUSE, from Google's apt repository, where it is missing
+    fuse="{ command -v gcsfuse >/dev/null || { echo \"deb [signed-by=/usr/share/keyrings/cloud.google.asc] \
+https://packages.cloud.google.com/apt gcsfuse-\$(lsb_release -c -s) main\" | sudo tee /etc/apt/sources.list.d/gcsfuse.list \
+>/dev/null && curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg | sudo tee \
+/usr/share/keyrings/cloud.google.asc >/dev/null && sudo apt-get update -qq && sudo apt-get install -y -qq gcsfuse; }; } && "
+  fi
+  on_workers all "$get && ${fuse}cd $(q "$REMOTE_DIR") && $(q "$PYTHON") -m pip install -q -e $(q ".[$PIP_EXTRAS]")"
 }
 
 step_run() {
+  # On every worker: mount the bucket (gs:// workdir), then start the program in its own session (setsid:
+  # no SIGHUP when the ssh session closes; nohup as well), its output in logs/run.log, its pid in logs/run.pid
+  # and, when it ends, its exit status in logs/run.exit (all in REMOTE_DIR, on the worker's own disk).
   local cmd=("$PYTHON" -m dcvae_jax.main --config="$CONFIG" --workdir="$run_dir" "${extra[@]}")
-  local pre="cd $(q "$REMOTE_DIR")"
-  if [[ $is_gcs == 1 ]]; then  # bring down what an earlier (interrupted) run left, so the run resumes
-    pre+=" && mkdir -p $(q "$run_dir") && if gcloud storage ls $(q "$WORKDIR") >/dev/null 2>&1; then \
-gcloud storage rsync -r $(q "$WORKDIR") $(q "$run_dir"); fi"
+  local pre="cd $(q "$REMOTE_DIR") && mkdir -p logs"
+  if [[ $is_gcs == 1 ]]; then
+    pre+=" $(q "$mount_dir") && { mountpoint -q $(q "$mount_dir") || gcsfuse --implicit-dirs $(q "$BUCKET") \
+$(q "$mount_dir"); }"
   fi
-  local rc=0
-  on_workers all "$pre && DCVAE_DISTRIBUTED=1 $(q "${cmd[@]}")" || rc=$?
-  if [[ $is_gcs == 1 ]]; then  # keep what there is, even after a failure
-    on_workers 0 "cd $(q "$REMOTE_DIR") && gcloud storage rsync -r $(q "$run_dir") $(q "$WORKDIR")"
-  fi
-  return "$rc"
+  local job="echo \$\$ > logs/run.pid; $(q "${cmd[@]}"); echo \$? > logs/run.exit"
+  on_workers all "$pre && if [ -f logs/run.pid ] && kill -0 \"\$(cat logs/run.pid)\" 2>/dev/null; then \
+echo \"\$(hostname): already running (pid \$(cat logs/run.pid))\"; else rm -f logs/run.exit; \
+DCVAE_DISTRIBUTED=1 setsid nohup bash -c $(q "$job") > logs/run.log 2>&1 < /dev/null & \
+echo \"\$(hostname): started, log $(q "$REMOTE_DIR")/logs/run.log\"; fi"
+}
+
+step_wait() {  # worker 0's run: wait for its exit status, show the end of its log, return its status
+  on_workers 0 "cd $(q "$REMOTE_DIR") && while [ ! -f logs/run.exit ]; do \
+if ! { [ -f logs/run.pid ] && kill -0 \"\$(cat logs/run.pid)\" 2>/dev/null; }; then \
+echo 'no run is going on and none has ended' >&2; exit 3; fi; sleep $(q "$POLL_SECONDS"); done; \
+tail -n 30 logs/run.log; exit \"\$(cat logs/run.exit)\""
+}
+
+step_logs() {
+  on_workers all "cd $(q "$REMOTE_DIR") && echo \"== \$(hostname)\" && tail -n 20 logs/run.log"
+}
+
+step_stop() {  # SIGTERM: the program saves a checkpoint and exits
+  on_workers all "cd $(q "$REMOTE_DIR") && if [ -f logs/run.pid ]; then pkill -TERM -s \"\$(cat logs/run.pid)\" || true; fi"
 }
 
 step_fetch() {
   x mkdir -p "$RESULTS_DIR"
   if [[ $is_gcs == 1 ]]; then
-    x gcloud storage rsync -r "$WORKDIR" "$RESULTS_DIR"
+    x gcloud storage rsync -r --exclude="^checkpoints/" "$WORKDIR" "$RESULTS_DIR"
   else
     local tarball="${TMPDIR:-/tmp}/dcvae_jax_results_$$.tgz"
-    on_workers 0 "tar -czf dcvae_jax_results.tgz -C $(q "$remote_run_dir") ."
+    on_workers 0 "tar -czf dcvae_jax_results.tgz --exclude=./checkpoints -C $(q "$remote_run_dir") ."
     x "${tpu[@]}" scp "$TPU_NAME:dcvae_jax_results.tgz" "$tarball" "${gflags[@]}" --worker=0
     x tar -xzf "$tarball" -C "$RESULTS_DIR"
     [[ $DRY_RUN == 1 ]] || rm -f "$tarball"
@@ -150,8 +223,9 @@ step_delete() {
 
 for step in $STEPS; do
   case "$step" in
-    create|install|run|fetch|delete) echo "# step: $step" ;;
-    *) echo "error: unknown step '$step' (expected create, install, run, fetch, delete)" >&2; exit 2 ;;
+    create|install|run|wait|fetch|logs|stop|delete) echo "# step: $step" ;;
+    *) echo "error: unknown step '$step' (expected create, install, run, wait, fetch, logs, stop, delete)" >&2
+       exit 2 ;;
   esac
   "step_$step"
 done

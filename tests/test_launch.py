@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 import tarfile
+import time
 
 import pytest
 
@@ -24,7 +25,8 @@ MULTI = os.path.join(LAUNCH, "multi_gpu.sh")
 SCRIPTS = [TPU, SLURM, MULTI]
 CLUSTER_TOOLS = ["gcloud", "gsutil", "srun", "sbatch", "scontrol", "nvidia-smi"]
 # Variables a user may have set that would change what the scripts print.
-USER_VARS = ["TPU_NAME", "ZONE", "PROJECT", "ACCELERATOR_TYPE", "RUNTIME_VERSION", "SPOT", "CONFIG", "WORKDIR",
+USER_VARS = ["TPU_NAME", "ZONE", "PROJECT", "BUCKET", "MOUNT_ROOT", "POLL_SECONDS", "ACCELERATOR_TYPE",
+             "RUNTIME_VERSION", "SPOT", "CONFIG", "WORKDIR",
              "RESULTS_DIR", "REPO_URL", "REPO_REF", "REMOTE_DIR", "PYTHON", "PIP_EXTRAS", "EXTRA_ARGS", "STEPS",
              "DRY_RUN", "REPO_DIR", "VENV", "COORDINATOR_PORT", "GPUS", "JAX_PLATFORMS", "DCVAE_DISTRIBUTED",
              "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "CUDA_VISIBLE_DEVICES"]
@@ -126,18 +128,37 @@ def test_readme_documents_every_script_and_variable():
 # ----------------------------------------------------------------------------------------------------------
 # TPU VM pod.
 
+def _detached_argv(remote):
+  """The program's words inside the run step's ``setsid nohup bash -c '...'`` job."""
+  words = shlex.split(remote)
+  i = words.index("setsid")
+  assert words[i - 1] == "DCVAE_DISTRIBUTED=1" and words[i + 1:i + 4] == ["nohup", "bash", "-c"], words
+  job = [part.strip() for part in words[i + 4].split(";")]
+  assert job[0] == "echo $$ > logs/run.pid" and job[-1] == "echo $? > logs/run.exit", job
+  assert words[i + 5:i + 10] == [">", "logs/run.log", "2>&1", "<", "/dev/null"], words
+  return _main_argv(job[1])
+
+
 def test_tpu_dry_run_defaults(fakes, tmp_path):
+  """Defaults: a gs:// workdir in the project's bucket, mounted on every worker; the run detached."""
   bin_dir, log = fakes
   env = _env(bin_dir, tmp_path, DRY_RUN=1, TPU_NAME="my-tpu", ZONE="europe-west4-a", ACCELERATOR_TYPE="v4-32",
              CONFIG="configs/default.py:smoke", EXTRA_ARGS="--config.seed=3 --config.train.num_epochs=2")
   out = _run(TPU, env, "--config.model.latent_dim=4").stdout
   _no_calls(log)
   assert [l for l in out.splitlines() if l.startswith("# step:")] == [
-      "# step: create", "# step: install", "# step: run", "# step: fetch"]
+      "# step: create", "# step: install", "# step: run", "# step: wait", "# step: fetch"]
+  assert "# workdir: gs://PROJECT-dcvae/dcvae/default_smoke (every worker: /tmp/gcs/PROJECT-dcvae/dcvae/" \
+         "default_smoke, gcsfuse mount of gs://PROJECT-dcvae)" in out
+  assert "PROJECT is not set; a real run takes it from `gcloud config get-value project`" in out
   lines = [l for l in out.splitlines() if l.startswith("+ ")]
 
-  # create-or-reuse: describe || create, one line.
-  describe, create = lines[0][2:].split(" || ")
+  # The bucket, then the TPU VM: describe || create, one line each.
+  describe, create = (shlex.split(w) for w in lines[0][2:].replace(">/dev/null", "").split(" || "))
+  assert describe == ["gcloud", "storage", "buckets", "describe", "gs://PROJECT-dcvae"]
+  assert create[:5] == ["gcloud", "storage", "buckets", "create", "gs://PROJECT-dcvae"]
+  assert _flag(create, "--location") == "europe-west4"
+  describe, create = lines[1][2:].split(" || ")
   assert shlex.split(describe)[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "describe", "my-tpu"]
   create = shlex.split(create)
   assert create[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "create", "my-tpu"]
@@ -146,9 +167,9 @@ def test_tpu_dry_run_defaults(fakes, tmp_path):
   assert _flag(create, "--version") == "tpu-ubuntu2204-base"
   assert "--spot" not in create and not any(w.startswith("--project") for w in create)
 
-  cmds = _commands(out)[1:]
+  cmds = _commands(out)[2:]
   # Local copy: a tarball of this checkout to every worker, unpacked and pip-installed on every worker.
-  tar, scp, install, run, mkdir, pack, fetch, unpack = cmds
+  tar, scp, install, run, wait, mkdir, fetch = cmds
   assert tar[:2] == ["tar", "-czf"] and tar[tar.index("-C") + 1] == REPO and "--exclude=.git" in tar
   assert scp[:5] == ["gcloud", "compute", "tpus", "tpu-vm", "scp"] and scp[5] == tar[2]
   assert scp[6] == "my-tpu:dcvae_jax_code.tgz" and "--worker=all" in scp
@@ -156,25 +177,28 @@ def test_tpu_dry_run_defaults(fakes, tmp_path):
   remote = _flag(install, "--command")
   _bash_syntax_ok(remote)
   assert "tar -xzf dcvae_jax_code.tgz -C dcvae_jax" in remote
+  assert "command -v gcsfuse >/dev/null || " in remote and "apt-get install -y -qq gcsfuse" in remote
   assert shlex.split(remote.split("&&")[-1]) == ["python3", "-m", "pip", "install", "-q", "-e", ".[tpu]"]
 
-  # Run: every worker, DCVAE_DISTRIBUTED=1, the config and the extra flags.
+  # Run: every worker mounts the bucket and starts the program detached; no copy of the workdir anywhere.
   assert run[4:6] == ["ssh", "my-tpu"] and "--worker=all" in run and _flag(run, "--zone") == "europe-west4-a"
   remote = _flag(run, "--command")
   _bash_syntax_ok(remote)
-  assert remote.startswith("cd dcvae_jax && ")
-  assert "DCVAE_DISTRIBUTED=1 python3 -m dcvae_jax.main" in remote
-  assert _main_argv(remote) == ["python3", "-m", "dcvae_jax.main", "--config=configs/default.py:smoke",
-                                "--workdir=workdirs/default_smoke", "--config.seed=3",
-                                "--config.train.num_epochs=2", "--config.model.latent_dim=4"]
+  assert remote.startswith("cd dcvae_jax && mkdir -p logs /tmp/gcs/PROJECT-dcvae && ")
+  assert "{ mountpoint -q /tmp/gcs/PROJECT-dcvae || gcsfuse --implicit-dirs PROJECT-dcvae /tmp/gcs/PROJECT-dcvae; }" \
+      in remote
+  assert not any("rsync" in w for c in (install, run) for w in c) and " cp " not in remote
+  assert _detached_argv(remote) == ["python3", "-m", "dcvae_jax.main", "--config=configs/default.py:smoke",
+                                    "--workdir=/tmp/gcs/PROJECT-dcvae/dcvae/default_smoke", "--config.seed=3",
+                                    "--config.train.num_epochs=2", "--config.model.latent_dim=4"]
 
-  # Fetch worker 0's workdir into RESULTS_DIR.
+  # Wait on worker 0, then fetch the results (not the checkpoints) from the bucket.
+  assert wait[4:6] == ["ssh", "my-tpu"] and "--worker=0" in wait
+  _bash_syntax_ok(_flag(wait, "--command"))
   results_dir = "workdirs/tpu_my-tpu_default_smoke"
   assert mkdir == ["mkdir", "-p", results_dir]
-  assert "--worker=0" in pack and _flag(pack, "--command") == \
-      "tar -czf dcvae_jax_results.tgz -C dcvae_jax/workdirs/default_smoke ."
-  assert fetch[4] == "scp" and fetch[5] == "my-tpu:dcvae_jax_results.tgz" and "--worker=0" in fetch
-  assert unpack == ["tar", "-xzf", fetch[6], "-C", results_dir]
+  assert fetch == ["gcloud", "storage", "rsync", "-r", "--exclude=^checkpoints/",
+                   "gs://PROJECT-dcvae/dcvae/default_smoke", results_dir]
 
 
 def test_tpu_dry_run_repo_url_bucket_project(fakes, tmp_path):
@@ -186,15 +210,18 @@ def test_tpu_dry_run_repo_url_bucket_project(fakes, tmp_path):
   out = _run(TPU, env, "--dry-run").stdout
   _no_calls(log)
   lines = [l for l in out.splitlines() if l.startswith("+ ")]
-  create = shlex.split(lines[0].split(" || ")[1])
+  bucket = shlex.split(lines[0].split(" || ")[1])
+  assert bucket[:5] == ["gcloud", "storage", "buckets", "create", "gs://bucket"]
+  assert _flag(bucket, "--project") == "my-proj"
+  create = shlex.split(lines[1].split(" || ")[1])
   assert "--spot" in create and _flag(create, "--project") == "my-proj"
   assert _flag(create, "--accelerator-type") == "v5litepod-16"
   assert _flag(create, "--version") == "v2-alpha-tpuv5-lite"
-  cmds = _commands(out)[1:]
+  cmds = _commands(out)[2:]
   for c in cmds:
     if c[0] == "gcloud" and c[1] == "compute":
       assert _flag(c, "--project") == "my-proj" and _flag(c, "--zone")
-  install, run, upload, mkdir, fetch, delete = cmds
+  install, run, mkdir, fetch, delete = cmds
   assert not any(c[0] == "tar" or "scp" in c for c in cmds)  # cloned, not copied
   remote = _flag(install, "--command")
   _bash_syntax_ok(remote)
@@ -202,18 +229,75 @@ def test_tpu_dry_run_repo_url_bucket_project(fakes, tmp_path):
   assert "git -C dcvae_jax checkout -q v0.1" in remote and "--worker=all" in install
   assert 'pip install -q -e ".[tpu]"' in remote
 
-  # A gs:// WORKDIR: synced down on every worker before the run, up from worker 0 after it.
+  # A gs:// WORKDIR is written in place through the mount: nothing is copied before or after the run.
   remote = _flag(run, "--command")
   _bash_syntax_ok(remote)
-  assert "--worker=all" in run
-  assert "gcloud storage rsync -r gs://bucket/runs/mnist workdirs/gcs_mnist" in remote
-  assert _main_argv(remote)[3:] == ["--config=configs/mnist.py", "--workdir=workdirs/gcs_mnist"]
-  assert "DCVAE_DISTRIBUTED=1" in remote
-  assert "--worker=0" in upload
-  assert _flag(upload, "--command").endswith("gcloud storage rsync -r workdirs/gcs_mnist gs://bucket/runs/mnist")
+  assert "--worker=all" in run and "rsync" not in remote
+  assert "gcsfuse --implicit-dirs bucket /tmp/gcs/bucket" in remote
+  assert _detached_argv(remote)[3:] == ["--config=configs/mnist.py", "--workdir=/tmp/gcs/bucket/runs/mnist"]
   assert mkdir == ["mkdir", "-p", str(tmp_path / "res")]
-  assert fetch == ["gcloud", "storage", "rsync", "-r", "gs://bucket/runs/mnist", str(tmp_path / "res")]
+  assert fetch == ["gcloud", "storage", "rsync", "-r", "--exclude=^checkpoints/", "gs://bucket/runs/mnist",
+                   str(tmp_path / "res")]
   assert delete[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "delete", "pod"] and "--quiet" in delete
+
+
+def test_tpu_dry_run_local_workdir(fakes, tmp_path):
+  """A non-gs:// WORKDIR is a folder on each worker (one-host slices): no bucket, no mount; fetched by tar."""
+  bin_dir, log = fakes
+  env = _env(bin_dir, tmp_path, DRY_RUN=1, TPU_NAME="one", WORKDIR="workdirs/here", ACCELERATOR_TYPE="v4-8",
+             STEPS="create run fetch")
+  out = _run(TPU, env).stdout
+  _no_calls(log)
+  assert "gcsfuse" not in out and "storage" not in out
+  _, run, mkdir, pack, fetch, unpack = _commands(out)
+  remote = _flag(run, "--command")
+  _bash_syntax_ok(remote)
+  assert remote.startswith("cd dcvae_jax && mkdir -p logs && if ")
+  assert _detached_argv(remote)[3:] == ["--config=configs/mnist.py", "--workdir=workdirs/here"]
+  assert _flag(pack, "--command") == \
+      "tar -czf dcvae_jax_results.tgz --exclude=./checkpoints -C dcvae_jax/workdirs/here ."
+  assert fetch[4] == "scp" and fetch[5] == "one:dcvae_jax_results.tgz" and "--worker=0" in fetch
+  assert unpack == ["tar", "-xzf", fetch[6], "-C", "workdirs/tpu_one_mnist"]
+
+
+def test_tpu_run_survives_its_session_and_wait_reports_it(fakes, tmp_path):
+  """The run step's worker command, executed here: it returns at once, the program runs in a session of its
+  own (a closed ssh session's SIGHUP does not reach it), a second start is refused while it lives, and the
+  wait step's command waits for it and returns its exit status."""
+  bin_dir, log = fakes
+  home = tmp_path / "home"
+  (home / "dcvae_jax").mkdir(parents=True)
+  marker = tmp_path / "program.json"
+  fake = _write_exe(tmp_path / "fakepython", f"""#!{sys.executable}
+import json, os, sys, time
+time.sleep(4)
+with open({str(marker)!r}, "w") as f:
+  json.dump({{"argv": sys.argv[1:], "sid": os.getsid(0), "cwd": os.getcwd(),
+             "distributed": os.environ.get("DCVAE_DISTRIBUTED")}}, f)
+print("trained")
+sys.exit(7)
+""")
+  env = _env(bin_dir, tmp_path, DRY_RUN=1, TPU_NAME="t", WORKDIR="wd", PYTHON=fake, STEPS="run wait",
+             POLL_SECONDS=1)
+  out = _run(TPU, env).stdout
+  run, wait = _commands(out)
+  start = _flag(run, "--command")
+  t0 = time.monotonic()
+  proc = subprocess.run(["bash", "-c", start], cwd=str(home), capture_output=True, text=True, timeout=60,
+                        start_new_session=True)  # as an ssh session would
+  assert proc.returncode == 0 and "started, log dcvae_jax/logs/run.log" in proc.stdout, proc
+  assert time.monotonic() - t0 < 3.5 and not marker.exists()  # detached: did not wait for the program
+  again = subprocess.run(["bash", "-c", start], cwd=str(home), capture_output=True, text=True, timeout=60)
+  assert "already running" in again.stdout, again
+  waited = subprocess.run(["bash", "-c", _flag(wait, "--command")], cwd=str(home), capture_output=True,
+                          text=True, timeout=60)
+  assert waited.returncode == 7 and "trained" in waited.stdout, waited
+  program = json.loads(marker.read_text())
+  assert program["argv"][:2] == ["-m", "dcvae_jax.main"] and "--workdir=wd" in program["argv"]
+  assert program["cwd"] == str(home / "dcvae_jax") and program["distributed"] == "1"
+  assert program["sid"] not in (os.getsid(0), proc.returncode)  # a session of its own
+  assert (home / "dcvae_jax" / "logs" / "run.exit").read_text().strip() == "7"
+  _no_calls(log)
 
 
 def test_tpu_unknown_step_fails(fakes, tmp_path):
@@ -223,8 +307,9 @@ def test_tpu_unknown_step_fails(fakes, tmp_path):
   _no_calls(log)
 
 
-def test_tpu_real_mode_runs_what_dry_run_prints(tmp_path):
-  """Against a fake gcloud: describe fails (so create runs), scp of the results hands back a tarball."""
+@pytest.mark.parametrize("workdir", ["workdirs/one_host", ""], ids=["local_workdir", "bucket_workdir"])
+def test_tpu_real_mode_runs_what_dry_run_prints(tmp_path, workdir):
+  """Against a fake gcloud: describe fails (so create runs), scp or rsync of the results hands them back."""
   bin_dir = tmp_path / "bin"
   bin_dir.mkdir()
   log = tmp_path / "gcloud.jsonl"
@@ -242,9 +327,12 @@ if "describe" in args:
   sys.exit(1)
 if "scp" in args and ":" not in args[args.index("scp") + 2]:  # remote -> local
   shutil.copy({str(payload)!r}, args[args.index("scp") + 2])
+if args[:2] == ["storage", "rsync"]:  # bucket -> local
+  shutil.copy({str(tmp_path / "payload" / "results.json")!r}, args[-1])
 """)
   results = tmp_path / "results"
-  common = dict(TPU_NAME="t1", ZONE="us-central2-b", CONFIG="configs/default.py:smoke", RESULTS_DIR=results)
+  common = dict(TPU_NAME="t1", ZONE="us-central2-b", CONFIG="configs/default.py:smoke", RESULTS_DIR=results,
+                WORKDIR=workdir, PROJECT="proj")
   dry = _run(TPU, _env(bin_dir, tmp_path, DRY_RUN=1, **common)).stdout
   assert not log.exists()
   real = _run(TPU, _env(bin_dir, tmp_path, **common))
@@ -255,7 +343,9 @@ if "scp" in args and ":" not in args[args.index("scp") + 2]:  # remote -> local
   printed = []
   for line in dry.splitlines():
     if line.startswith("+ "):
-      printed += [norm(shlex.split(part.replace(">/dev/null", ""))) for part in line[2:].split(" || ")]
+      parts = line[2:].split(" || ") if line.startswith(("+ gcloud storage buckets describe",
+                                                          "+ gcloud compute tpus tpu-vm describe")) else [line[2:]]
+      printed += [norm(shlex.split(re.sub(r" >/dev/null$", "", part))) for part in parts]
   assert called == [c for c in printed if c[0] == "gcloud"]
   assert not list(tmp_path.glob("dcvae_jax_*_*.tgz"))  # temporary tarballs removed
   assert "+ gcloud compute tpus tpu-vm create t1" in real.stderr  # real mode traces on stderr
