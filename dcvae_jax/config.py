@@ -91,7 +91,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.keep_checkpoints = 2
   c.train.on_nonfinite = "stop"       # "stop" | "skip" (skip the update and count it)
   c.train.progress = True
-  c.train.tensorboard = False         # also write the metrics as TensorBoard event files (<workdir>/tensorboard)
+  c.train.tensorboard = True          # also write the metrics as TensorBoard event files (<workdir>/tensorboard)
 
   c.table = ml_collections.ConfigDict()
   c.table.models = ()          # --mode=table: models to compare; () = the paper's six

@@ -15,26 +15,37 @@ import collections
 import glob
 import os
 import struct
+import time
 
 
 class TensorBoardWriter:
-  """One tensorboardX writer per run, created on the run's first record."""
+  """One tensorboardX writer per run, created on the run's first record.
 
-  def __init__(self, logdir: str):
+  ``flush()`` writes to disk at most every ``flush_seconds`` (each flush is an fsync per run; the training loop
+  asks after every compiled call); ``close()`` always does.
+  """
+
+  def __init__(self, logdir: str, flush_seconds: float = 10.0):
     self.logdir = logdir
+    self.flush_seconds = flush_seconds
     self._writers = {}
+    self._flushed = time.monotonic()
 
   def scalars(self, run: str, step: int, values: dict):
     writer = self._writers.get(run)
     if writer is None:
       from tensorboardX import SummaryWriter
-      writer = self._writers[run] = SummaryWriter(os.path.join(self.logdir, run), flush_secs=60)
+      writer = self._writers[run] = SummaryWriter(os.path.join(self.logdir, run),
+                                                  flush_secs=max(int(self.flush_seconds), 1))
     for tag, value in values.items():
       writer.add_scalar(tag, float(value), global_step=int(step))
 
-  def flush(self):
+  def flush(self, force: bool = False):
+    if not force and time.monotonic() - self._flushed < self.flush_seconds:
+      return
     for writer in self._writers.values():
       writer.flush()
+    self._flushed = time.monotonic()
 
   def close(self):
     for writer in self._writers.values():

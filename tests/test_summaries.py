@@ -15,7 +15,7 @@ def _write(logdir):
     for step in (1, 11, 21):
       tb.scalars("class0_seed0", step, {"loss": 100.0 / step, "kl": np.float32(0.5 * step)})
       tb.scalars("class1_seed0", step, {"loss": -1.25 * step})
-    tb.flush()
+    tb.flush(force=True)
     assert glob.glob(os.path.join(str(logdir), "class0_seed0", "events.out.tfevents.*"))
 
 
