@@ -289,11 +289,12 @@ def sampling_options(config, num_devices: int = 1) -> dict:
   if p < 0 or k < 0 or (p == 0 and k == 0):
     raise ConfigError("train.batch_sampling='stratified' needs train.per_condition or train.conditions_per_batch "
                       f">= 1, got per_condition={p}, conditions_per_batch={k}")
+  p0, k0 = p, k
   p, k = p or batch // k, k or batch // max(p, 1)
   if p < 1 or k < 1 or p * k != batch:
-    raise ConfigError(f"train.batch_sampling='stratified' needs train.batch_size = conditions_per_batch x "
-                      f"per_condition, got {batch} != {int(t.get('conditions_per_batch', 0))} x "
-                      f"{int(t.get('per_condition', 0))}")
+    raise ConfigError(f"train.batch_sampling='stratified' needs train.batch_size = train.conditions_per_batch x "
+                      f"train.per_condition, got batch_size={batch}, conditions_per_batch={k0}, per_condition={p0}"
+                      + (" (0 = batch_size / the other, which must divide it)" if 0 in (p0, k0) else ""))
   shards = int(num_devices) if config.model.get("tc_scope", "global") == "local" else 1
   if k % shards:
     raise ConfigError(f"model.tc_scope='local' splits each batch over {shards} devices, so "
