@@ -217,7 +217,8 @@ def markdown(res: dict) -> str:
       "```",
       "",
       f"(`benchmarks/estimator_bias.py`; {res['seconds']:.0f} s on {res['machine']['backend']}; JSON beside this "
-      "file). Method, code types and the closed forms: the script's docstring. Every cell is mean ± std over "
+      "file). What the numbers say: *Findings* at the end. Method, code types and the closed forms: the "
+      "script's docstring. Every cell is mean ± std over "
       f"{s['draws']} batches of the unchanged `dcvae_jax.estimators.elbo_decomposition`; latent dimension d, "
       "posterior variance s^2 and data-set size N = N_c (per condition) in each heading. MWS (mws*) is "
       "shift-corrected: the table shows MI - log N, TC - (d-1) log N, DWKL + d log N (the estimator with "

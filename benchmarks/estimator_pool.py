@@ -91,7 +91,8 @@ def main():
     entry = dict(d=d, s2=s2, n=n, exact=exact, rows=[])
     lines += ["", f"## {name.capitalize()} codes (d = {d}, s^2 = {s2}, N = {n}; exact TC {exact['tc']:.2f}, "
               f"MI {exact['mi']:.2f}, DWKL {exact['dwkl']:.2f})", "",
-              "| M | pool P | drift (kind: size) | TC | TC bias | MI bias | DWKL bias |", "|---|---|---|---|---|---|---|"]
+              "| M | pool P | drift (kind: size) | TC | TC bias | MI bias | DWKL bias |",
+              "|---|---|---|---|---|---|---|"]
     for m in groups:
       for pool in pools:
         for j, (dkind, drift) in enumerate([("noise", 0.0)] + (drifts if pool else [])):
