@@ -1,0 +1,30 @@
+# Two commands do everything (each creates .venv if it is missing and installs only when pyproject.toml or this
+# file changed since the last install):
+#   make run    the core install, then the main job (extra arguments: make run ARGS="--config=configs/mnist.py")
+#   make test   the core plus the test, plots and tensorboard extras, then the tests (make test PYTEST_ARGS=...)
+PYTHON ?= python3
+VENV ?= .venv
+ARGS ?=
+PYTEST_ARGS ?=
+TEST_EXTRAS ?= test,plots,tensorboard
+
+PY := $(VENV)/bin/python
+
+.PHONY: run test
+
+run: $(VENV)/.core-installed
+	$(PY) -m dcvae_jax.main $(ARGS)
+
+test: $(VENV)/.test-installed
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.core-installed: pyproject.toml Makefile | $(PY)
+	$(PY) -m pip install -e .
+	touch $@
+
+$(VENV)/.test-installed: pyproject.toml Makefile | $(PY)
+	$(PY) -m pip install -e ".[$(TEST_EXTRAS)]"
+	touch $@ $(VENV)/.core-installed
