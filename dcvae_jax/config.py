@@ -5,16 +5,24 @@ Fields (all of them exist in every config, so ``--config.<key>=<value>`` works f
   model.name                   a key of ``dcvae_jax.models.MODELS``
   model.arch                   "mlp" | "conv";  model.hidden: widths (conv: channels..., dense)
   model.latent_dim             d
-  model.likelihood             "bernoulli" | "gaussian" (unit variance, sum of squared errors / 2 + const)
+  model.likelihood             "bernoulli" (cross-entropy; a density only on binary pixels) | "continuous_bernoulli"
+                               | "gaussian" (model.gaussian_variance: "fixed" (model.gaussian_std, default 1),
+                               "global" or "per_pixel" (learned))
   model.beta, alpha, gamma     objective weights (see DESIGN.md §3); model.estimator "mss" | "mws"
   model.tc_scope               "global": TC estimators see the whole global batch (codes all-gathered);
                                "local": each device's shard is its own minibatch (as a per-device estimator would)
   data.name / data_dir         dataset name; a local folder of .npz or IDX files (overrides TFDS)
   data.binarize                threshold pixels at 0.5 (the paper does)
+  data.dequantize              grey levels k -> (k + u)/256, u ~ U(0,1) in training (1/2 in evaluation): a density on
+                               [0, 1] then is a density of the 8-bit image (needs binarize=False)
   protocol.name                "one_vs_rest" | "leave_one_out" | "split"
   protocol.classes             which normal (one_vs_rest) / held-out (leave_one_out) classes to run; () = all
   protocol.normal, anomalous   class lists for "split"
-  protocol.score               "recon" | "nelbo" (the headline score; both are always computed)
+  protocol.score               "recon" | "nelbo" | "iwae" | "complexity" | "rapp" | "rapp_sap" (the headline
+                               score; all are always computed, see dcvae_jax/evaluate.py)
+  train.lr_schedule            "constant" | "warmup_cosine" (train.warmup_fraction, train.final_lr_fraction)
+  eval.iwae_samples            K of the importance-weighted bound (eval.iwae_chunk samples per pass)
+  eval.rapp_fit_examples       normal training images that fit RaPP's NAP normalisation
   protocol.score_condition     "min" | "marginal" | "given" (conditional models only; "given" leaks the label)
   train.*                      optimisation, logging, checkpoints (see below)
   train.batch_sampling         "uniform": each epoch a uniform permutation cut into batches (the default) |
@@ -44,6 +52,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.hidden = (512, 256)
   c.model.latent_dim = 10
   c.model.likelihood = "bernoulli"
+  c.model.gaussian_variance = "fixed"   # gaussian: "fixed" | "global" | "per_pixel"
+  c.model.gaussian_std = 1.0            # gaussian, fixed variance: sigma
   c.model.compute_dtype = "float32"  # "bfloat16": mixed precision (bf16 compute, fp32 params, optimizer, losses)
   c.model.beta = 4.0            # beta_vae: KL weight; beta_tcvae/dcvae: TC weight (set to 6 by those models)
   c.model.alpha = 1.0           # beta_tcvae / dcvae: index-code MI weight
@@ -65,6 +75,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.tfds_data_dir = ""
   c.data.download = True
   c.data.binarize = True
+  c.data.dequantize = False
 
   c.protocol = ml_collections.ConfigDict()
   c.protocol.name = "leave_one_out"
@@ -78,6 +89,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.num_epochs = 20
   c.train.batch_size = 64
   c.train.learning_rate = 1e-3        # "primary" rate: the VAE
+  c.train.lr_schedule = "constant"    # or "warmup_cosine"
+  c.train.warmup_fraction = 0.05      # warmup_cosine: linear warm-up over this fraction of the steps
+  c.train.final_lr_fraction = 0.01    # warmup_cosine: final rate = this x learning_rate
   c.train.disc_learning_rate = 1e-4   # "secondary" rate: the FactorVAE/RF-VAE discriminator
   c.train.batch_sampling = "uniform"  # or "stratified" (see the docstring)
   c.train.per_condition = 16          # stratified: examples of each condition in a batch
@@ -101,6 +115,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 1000
   c.eval.elbo_samples = 4
+  c.eval.iwae_samples = 64      # K of the iwae score
+  c.eval.iwae_chunk = 16        # samples per pass (bounds memory: chunk x batch x pixels)
+  c.eval.rapp_fit_examples = 2000  # normal training images that fit NAP's mean and SVD (per run)
   return c
 
 

@@ -1,13 +1,17 @@
-"""Anomaly scores, AUROC / AUPR, and the results table (DESIGN.md §4).
+"""Anomaly scores, AUROC / AUPR, and the results table.
 
 Scores of a test image x (larger = more anomalous):
-  recon  A(x) = ||x - mean of p(x | z = mu(x)[, c])||^2        (the paper's score; encoder mean, no sampling)
-  nelbo  E(x) = E_q[-log p(x|z[,c])] + KL(q(z|x[,c]) || p(z[|c]))  (K fixed-key samples for the expectation)
+  recon       A(x) = ||x - mean of p(x | z = mu(x)[, c])||^2    (the paper's score; encoder mean, no sampling)
+  nelbo       E(x) = E_q[-log p(x|z[,c])] + KL(q(z|x[,c]) || p(z[|c]))  (K fixed-key samples for the expectation)
+  iwae        -log p_K(x), the importance-weighted bound with K = eval.iwae_samples (anomaly_scores.iwae_nll)
+  complexity  iwae in bits (+ D log2 256 for a density on [0, 1]) - PNG bits of x (Serra et al. 2020)
+  rapp        RaPP's NAP: normalised hidden-reconstruction differences (Kim et al. 2020); rapp_sap: its SAP
 A conditional model scores x under every normal condition c; ``score_condition`` reduces them:
   min       min_c score_c (default)
-  marginal  recon: sum_c pi_c A_c;  nelbo: -log sum_c pi_c exp(-E_c)   (pi_c = training frequency of c)
+  marginal  recon / rapp: sum_c pi_c S_c;  nelbo / iwae: -log sum_c pi_c exp(-S_c)   (pi_c = training frequency)
   given     the image's own class as condition; anomalies (whose class is not a condition) get the all-zero
             condition vector. It uses the test label, so it leaks: only for reproducing the paper's code.
+complexity is computed from the reduced iwae, so it follows iwae's reduction.
 """
 
 from __future__ import annotations
@@ -20,22 +24,44 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from dcvae_jax import distributed, estimators, networks, objectives
+from dcvae_jax import anomaly_scores, distributed, estimators, networks, objectives
 from dcvae_jax.train import Setup, preprocess
 
-SCORES = ("recon", "nelbo")
+SCORES = ("recon", "nelbo", "iwae", "complexity", "rapp", "rapp_sap")
+DEVICE_SCORES = ("recon", "nelbo", "iwae", "rapp", "rapp_sap")   # complexity is derived from iwae on the host
+LOG_DENSITY_SCORES = ("nelbo", "iwae")
 SCORE_CONDITIONS = ("min", "marginal", "given")
 
 
-def score_batch(setup: Setup, params, x, key, num_samples: int):
+def _condition(setup: Setup, ids):
+  return jax.nn.one_hot(ids, setup.num_conditions) if setup.spec.conditional else None
+
+
+def rapp_differences_batch(setup: Setup, params, x, cond_ids):
+  """RaPP's stacked differences d(x) of one model on a float batch under integer conditions: (B, D)."""
+  module, hp = setup.module, setup.hp
+  c = _condition(setup, cond_ids)
+  hidden_x = module.apply(params, x, c, method=networks.VAE.encode_hidden)
+  x_hat = objectives.mean_image(module.apply(params, hidden_x[-1], c, method=networks.VAE.decode), hp.likelihood)
+  hidden_r = module.apply(params, x_hat, c, method=networks.VAE.encode_hidden)
+  return anomaly_scores.rapp_differences(hidden_x, hidden_r, x, x_hat)
+
+
+def score_batch(setup: Setup, params, nap_stats, x, key, num_samples: int, iwae_samples: int, iwae_chunk: int):
   """Scores of one model on a float batch x (B,H,W,1) under each condition: dict name -> (B, C').
 
   C' = 1 for unconditional models; C + 1 for conditional ones (the last column: the all-zero condition).
+  The conditions are visited one after another (lax.map) to bound memory.
   """
   spec, module = setup.spec, setup.module
   hp = setup.hp
   n_cols = setup.num_conditions + 1 if spec.conditional else 1
   b = x.shape[0]
+  obs_logvar = objectives.likelihood_logvar(hp, module.apply(params, method=networks.VAE.obs_logvar))
+
+  def nll_of(z, c):
+    return objectives.recon_nll(module.apply(params, z, c, method=networks.VAE.decode), x, hp.likelihood,
+                                obs_logvar)
 
   def under(cid):
     ids = jnp.full((b,), cid, jnp.int32)
@@ -49,50 +75,109 @@ def score_batch(setup: Setup, params, x, key, num_samples: int):
 
     def nll(k):
       z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(k, mu.shape)
-      return objectives.recon_nll(module.apply(params, z, c, method=networks.VAE.decode), x, hp.likelihood)
+      return nll_of(z, c)
     rec = jnp.mean(jax.vmap(nll)(jax.random.split(key, num_samples)), axis=0)
-    return recon, rec + kl
 
-  recon, nelbo = jax.vmap(under)(jnp.arange(n_cols))
-  return {"recon": recon.T, "nelbo": nelbo.T}
+    def log_w(z, log_q):  # (S, B, d) -> log p(x|z) + log p(z) - log q(z|x): (S, B)
+      log_px = -jax.lax.map(lambda zs: nll_of(zs, c), z)
+      return log_px + estimators.gaussian_log_density(z, pmu, plogvar).sum(-1) - log_q
+    iwae = anomaly_scores.iwae_nll(log_w, jax.random.fold_in(key, 0x1AE), mu, logvar,
+                                   num_samples=iwae_samples, chunk=iwae_chunk)
+    d = rapp_differences_batch(setup, params, x, ids)
+    return recon, rec + kl, iwae, anomaly_scores.nap(d, nap_stats), anomaly_scores.sap(d)
+
+  recon, nelbo, iwae, rapp, rapp_sap = jax.lax.map(under, jnp.arange(n_cols))
+  return {"recon": recon.T, "nelbo": nelbo.T, "iwae": iwae.T, "rapp": rapp.T, "rapp_sap": rapp_sap.T}
 
 
-def compile_score_fn(setup: Setup, mesh, num_samples: int):
-  """jit(vmap over models) of score_batch, the test batch sharded over the mesh."""
-  fn = jax.vmap(functools.partial(score_batch, setup, num_samples=num_samples), in_axes=(0, None, None))
+def compile_score_fn(setup: Setup, mesh, num_samples: int, iwae_samples: int = 64, iwae_chunk: int = 16):
+  """jit(map over models) of score_batch, the test batch sharded over the mesh."""
+  one = functools.partial(score_batch, setup, num_samples=num_samples, iwae_samples=iwae_samples,
+                          iwae_chunk=min(iwae_chunk, iwae_samples))
 
-  def wrapped(params, x_uint8, key):
-    return fn(params, preprocess(x_uint8, setup.binarize), key)
-  return jax.jit(wrapped, in_shardings=(NamedSharding(mesh, P()), NamedSharding(mesh, P("data")),
-                                        NamedSharding(mesh, P())),
-                 out_shardings=NamedSharding(mesh, P()))
+  def wrapped(params, nap_stats, x_uint8, key):
+    x = preprocess(x_uint8, setup.binarize, setup.dequantize)
+    return jax.lax.map(lambda a: one(a[0], a[1], x, key), (params, nap_stats))
+  rep = NamedSharding(mesh, P())
+  return jax.jit(wrapped, in_shardings=(rep, rep, NamedSharding(mesh, P("data")), rep), out_shardings=rep)
+
+
+def _batches(n: int, batch_size: int, ndev: int):
+  """(start, stop, pad) of fixed-size batches covering n items; the batch is a multiple of the device count."""
+  batch_size = max(ndev, (int(batch_size) // ndev) * ndev)
+  for start in range(0, n, batch_size):
+    stop = min(start + batch_size, n)
+    yield start, stop, batch_size - (stop - start)
+
+
+def _pad(a: np.ndarray, pad: int, axis: int = 0) -> np.ndarray:
+  if not pad:
+    return a
+  shape = list(a.shape)
+  shape[axis] = pad
+  return np.concatenate([a, np.zeros(shape, a.dtype)], axis=axis)
+
+
+def fit_rapp(setup: Setup, params, x_fit: np.ndarray, cond_fit: np.ndarray, mesh, *, batch_size: int) -> dict:
+  """NAP statistics of every stacked model from its own normal training images.
+
+  x_fit uint8 (M, n, H, W), cond_fit int (M, n) (each image's condition in its run). Returns stacked numpy
+  dict(mean (M, D), basis (M, D, k), inv_scale (M, k))."""
+  rep = NamedSharding(mesh, P())
+  one = functools.partial(rapp_differences_batch, setup)
+
+  @functools.partial(jax.jit, in_shardings=(rep, NamedSharding(mesh, P(None, "data")),
+                                            NamedSharding(mesh, P(None, "data"))), out_shardings=rep)
+  def diffs(params, x_uint8, cond):
+    x = preprocess(x_uint8, setup.binarize, setup.dequantize)
+    return jax.lax.map(lambda a: one(a[0], a[1], a[2]), (params, x, cond))
+
+  parts = []
+  for start, stop, pad in _batches(x_fit.shape[1], batch_size, mesh.devices.size):
+    xb = distributed.batch_sharded(_pad(x_fit[:, start:stop], pad, 1), NamedSharding(mesh, P(None, "data")), 1)
+    cb = distributed.batch_sharded(_pad(np.asarray(cond_fit[:, start:stop], np.int32), pad, 1),
+                                   NamedSharding(mesh, P(None, "data")), 1)
+    parts.append(distributed.to_host(diffs(params, xb, cb))[:, :stop - start])
+  d = np.concatenate(parts, axis=1)
+  fits = [anomaly_scores.fit_nap(d[m]) for m in range(d.shape[0])]
+  return {k: np.stack([f[k] for f in fits]) for k in fits[0]}
 
 
 def score_test_set(setup: Setup, params, x_test: np.ndarray, mesh, *, batch_size: int, num_samples: int,
-                   seed: int = 0):
+                   seed: int = 0, nap_stats=None, iwae_samples: int = 64, iwae_chunk: int = 16):
   """Scores of every test image under every stacked model: dict name -> (M, N_test, C'). Each image is scored
-  exactly once: the last batch is padded to the batch size (a multiple of the device count) and cut back."""
-  ndev = mesh.devices.size
-  batch_size = max(ndev, (int(batch_size) // ndev) * ndev)
+  exactly once: the last batch is padded to the batch size (a multiple of the device count) and cut back.
+  ``nap_stats`` from :func:`fit_rapp` (None: an identity normalisation, so rapp equals rapp_sap)."""
   n = x_test.shape[0]
-  fn = compile_score_fn(setup, mesh, num_samples)
-  out = {k: [] for k in SCORES}
-  for i, start in enumerate(range(0, n, batch_size)):
-    chunk = x_test[start:start + batch_size]
-    pad = batch_size - chunk.shape[0]
-    if pad:
-      chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
+  if nap_stats is None:
+    nap_stats = _identity_nap(setup, params, x_test.shape[1:])
+  fn = compile_score_fn(setup, mesh, num_samples, iwae_samples, iwae_chunk)
+  out = {k: [] for k in DEVICE_SCORES}
+  stats = distributed.replicated(nap_stats, NamedSharding(mesh, P()))
+  for i, (start, stop, pad) in enumerate(_batches(n, batch_size, mesh.devices.size)):
+    chunk = _pad(x_test[start:stop], pad)
     key = distributed.replicated(jax.random.fold_in(jax.random.PRNGKey(seed), i), NamedSharding(mesh, P()))
-    res = distributed.to_host(fn(params, distributed.batch_sharded(chunk, NamedSharding(mesh, P("data")), 0),
+    res = distributed.to_host(fn(params, stats, distributed.batch_sharded(chunk, NamedSharding(mesh, P("data")), 0),
                                  key))
-    for k in SCORES:
-      out[k].append(res[k][:, :batch_size - pad])
+    for k in DEVICE_SCORES:
+      out[k].append(res[k][:, :stop - start])
   return {k: np.concatenate(v, axis=1) for k, v in out.items()}
+
+
+def _identity_nap(setup: Setup, params, image_shape):
+  """NAP statistics that make NAP equal SAP: zero mean, identity basis, unit scales."""
+  m = jax.tree.leaves(params)[0].shape[0]
+  x = jnp.zeros((1, *image_shape, 1), jnp.float32)
+  first = jax.tree.map(lambda a: a[0], params)
+  dim = jax.eval_shape(lambda p: rapp_differences_batch(setup, p, x, jnp.zeros((1,), jnp.int32)), first).shape[-1]
+  eye = np.eye(dim, dtype=np.float32)
+  return {"mean": np.zeros((m, dim), np.float32), "basis": np.broadcast_to(eye, (m, dim, dim)),
+          "inv_scale": np.ones((m, dim), np.float32)}
 
 
 def reduce_conditions(scores: np.ndarray, name: str, how: str, *, conditional: bool, cond_of_example=None,
                       weights=None) -> np.ndarray:
-  """(N, C') per-condition scores -> (N,) per DESIGN.md §4 (see module docstring)."""
+  """(N, C') per-condition scores -> (N,) (see the module docstring)."""
   if not conditional:
     return scores[:, 0]
   per_cond = scores[:, :-1]
@@ -100,7 +185,7 @@ def reduce_conditions(scores: np.ndarray, name: str, how: str, *, conditional: b
     return per_cond.min(axis=1)
   if how == "marginal":
     w = np.asarray(weights, np.float64) / np.sum(weights)
-    if name == "nelbo":
+    if name in LOG_DENSITY_SCORES:
       neg = -per_cond.astype(np.float64) + np.log(w)[None]
       top = neg.max(axis=1, keepdims=True)
       return -(top[:, 0] + np.log(np.exp(neg - top).sum(axis=1)))
@@ -126,8 +211,12 @@ def detection_metrics(score: np.ndarray, is_anomaly: np.ndarray) -> dict:
           "mean_anomalous": float(np.mean(score[is_anomaly]))}
 
 
-def evaluate_run(run, scores: dict, y_test: np.ndarray, *, conditional: bool, condition_counts, protocol) -> dict:
-  """All metrics of one run from its scores (name -> (N_test, C')). The headline score is protocol.score."""
+def evaluate_run(run, scores: dict, y_test: np.ndarray, *, conditional: bool, condition_counts, protocol,
+                 length_bits=None, offset_bits: float = 0.0) -> dict:
+  """All metrics of one run from its scores (name -> (N_test, C')). The headline score is protocol.score.
+
+  ``length_bits`` (N_test,): L(x) of every test image for the complexity score (computed from the reduced iwae
+  plus ``offset_bits``); without it, or without an iwae score, complexity is not reported."""
   keep = np.isin(y_test, run.normal + run.anomalous)
   y = y_test[keep]
   is_anomaly = np.isin(y, run.anomalous)
@@ -136,10 +225,18 @@ def evaluate_run(run, scores: dict, y_test: np.ndarray, *, conditional: bool, co
   result = {"run": run.name, "label": run.label, "seed": run.seed, "normal": list(run.normal),
             "anomalous": list(run.anomalous), "num_test_normal": int((~is_anomaly).sum()),
             "num_test_anomalous": int(is_anomaly.sum())}
-  for name in SCORES:
-    reduced = reduce_conditions(scores[name][keep], name, protocol.score_condition, conditional=conditional,
-                                cond_of_example=lookup[y], weights=condition_counts)
-    m = detection_metrics(reduced, is_anomaly)
+  reduced = {}
+  for name in DEVICE_SCORES:
+    if name not in scores:
+      continue
+    reduced[name] = reduce_conditions(scores[name][keep], name, protocol.score_condition, conditional=conditional,
+                                      cond_of_example=lookup[y], weights=condition_counts)
+  if "iwae" in reduced and length_bits is not None:
+    reduced["complexity"] = anomaly_scores.complexity(reduced["iwae"], np.asarray(length_bits)[keep], offset_bits)
+  if protocol.score not in reduced:
+    raise ValueError(f"score {protocol.score!r} was not computed for run {run.name}")
+  for name, values in reduced.items():
+    m = detection_metrics(values, is_anomaly)
     result.update({f"{name}_{k}": v for k, v in m.items()})
   result["auroc"] = result[f"{protocol.score}_auroc"]
   result["aupr"] = result[f"{protocol.score}_aupr"]
@@ -149,7 +246,8 @@ def evaluate_run(run, scores: dict, y_test: np.ndarray, *, conditional: bool, co
   return result
 
 
-def summarize(per_run: list[dict], *, model: str, dataset: str, protocol, train_seconds: float) -> dict:
+def summarize(per_run: list[dict], *, model: str, dataset: str, protocol, train_seconds: float,
+              complexity_likelihood: str | None = None) -> dict:
   """results.json: per-class AUROC (mean over seeds), mean and std over classes and seeds."""
   def mean_std(key):
     v = np.array([r[key] for r in per_run], np.float64)
@@ -167,6 +265,14 @@ def summarize(per_run: list[dict], *, model: str, dataset: str, protocol, train_
     out[f"{key}_mean"], out[f"{key}_std"] = mean_std(key)
   out["auroc_per_class"] = {k: float(np.mean([r["auroc"] for r in v])) for k, v in by_label.items()}
   out["aupr_per_class"] = {k: float(np.mean([r["aupr"] for r in v])) for k, v in by_label.items()}
+  computed = [n for n in SCORES if all(f"{n}_auroc" in r for r in per_run)]
+  out["auroc_by_score"] = {n: mean_std(f"{n}_auroc")[0] for n in computed}
+  out["auroc_std_by_score"] = {n: mean_std(f"{n}_auroc")[1] for n in computed}
+  out["aupr_by_score"] = {n: mean_std(f"{n}_aupr")[0] for n in computed}
+  out["auroc_per_class_by_score"] = {
+      n: {k: float(np.mean([r[f"{n}_auroc"] for r in v])) for k, v in by_label.items()} for n in computed}
+  if complexity_likelihood is not None and "complexity" in computed:
+    out["complexity_likelihood"] = complexity_likelihood
   out["runs"] = per_run
   return out
 
@@ -181,4 +287,6 @@ def format_table(results: dict) -> str:
                f"(AUROC std {results['auroc_std']:.3f}; train {results['train_seconds']:.1f} s)")
   lines.append(f"A normal/anomalous {results['A_normal_mean']:.2f}/{results['A_anomalous_mean']:.2f}   "
                f"E normal/anomalous {results['E_normal_mean']:.2f}/{results['E_anomalous_mean']:.2f}")
+  if results.get("auroc_by_score"):
+    lines.append("mean AUROC by score: " + "  ".join(f"{k} {v:.3f}" for k, v in results["auroc_by_score"].items()))
   return "\n".join(lines)

@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 from dcvae_jax import data as data_lib
-from dcvae_jax import distributed, evaluate, latents, objectives, protocols, summaries, train
+from dcvae_jax import anomaly_scores, distributed, evaluate, latents, objectives, protocols, summaries, train
 
 
 class WorkdirError(RuntimeError):
@@ -109,6 +109,12 @@ def _pid_alive(pid) -> bool:
 
 def validate(config):
   objectives.get_model(config.model.name)
+  if int(config.eval.iwae_samples) < 1 or int(config.eval.iwae_chunk) < 1 or (
+      int(config.eval.iwae_samples) % min(int(config.eval.iwae_chunk), int(config.eval.iwae_samples))):
+    raise train.ConfigError(f"eval.iwae_samples ({config.eval.iwae_samples}) must be a positive multiple of "
+                            f"eval.iwae_chunk ({config.eval.iwae_chunk})")
+  if int(config.eval.rapp_fit_examples) < 2:
+    raise train.ConfigError("eval.rapp_fit_examples must be at least 2")
   if config.protocol.score not in evaluate.SCORES:
     raise train.ConfigError(f"unknown score {config.protocol.score!r}; known: {', '.join(evaluate.SCORES)}")
   if config.protocol.score_condition not in evaluate.SCORE_CONDITIONS:
@@ -116,6 +122,36 @@ def validate(config):
                             f"known: {', '.join(evaluate.SCORE_CONDITIONS)}")
   if int(config.train.num_epochs) < 1 or int(config.train.batch_size) < 1:
     raise train.ConfigError("train.num_epochs and train.batch_size must be positive")
+
+
+def complexity_likelihood(config) -> str:
+  """Which likelihood the complexity score's -log2 p(x) came from, and whether it is a density of the data."""
+  lik = config.model.likelihood
+  if lik == "gaussian":
+    lik += f" ({config.model.get('gaussian_variance', 'fixed')} variance)"
+  data = "binarised pixels" if config.data.binarize else (
+      "dequantised grey levels" if config.data.get("dequantize", False) else "grey levels")
+  normalised = objectives.is_density(config.model.likelihood, bool(config.data.binarize))
+  return f"{lik} on {data}" + ("" if normalised else " (NOT a normalised density: complexity is not meaningful)")
+
+
+def rapp_fit_data(config, ds, chunk):
+  """Each run's first eval.rapp_fit_examples normal training images (in a fixed shuffled order) and their
+  conditions: uint8 (M, n, H, W), int32 (M, n); n is the smallest run's count if that is fewer."""
+  want = int(config.eval.rapp_fit_examples)
+  picks = []
+  for run in chunk:
+    idx = np.flatnonzero(np.isin(ds.y_train, run.normal))
+    idx = idx[np.random.default_rng([run.seed, run.uid, 7]).permutation(idx.size)]
+    picks.append(idx)
+  n = max(1, min(want, *(p.size for p in picks)))
+  x = np.stack([ds.x_train[p[:n]] for p in picks])
+  conds = []
+  for run, p in zip(chunk, picks):
+    lookup = np.zeros(int(max(ds.y_train.max(), *run.normal)) + 1, np.int32)
+    lookup[list(run.normal)] = np.arange(len(run.normal))
+    conds.append(lookup[ds.y_train[p[:n]]])
+  return x, np.stack(conds).astype(np.int32)
 
 
 def load_data(config) -> data_lib.Dataset:
@@ -155,6 +191,10 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True) -> d
       f"test images, protocol {config.protocol.name}, {len(runs)} run(s), {mesh.devices.size} device(s)")
 
   per_run, total_seconds = [], 0.0
+  length_bits = None
+  offset_bits = anomaly_scores.density_offset_bits(
+      int(np.prod(image_shape)), is_continuous=config.model.likelihood != "bernoulli",
+      dequantize=bool(config.data.get("dequantize", False)))
   metrics = open(os.path.join(workdir, "metrics.jsonl"), "a") if write else contextlib.nullcontext()
   tensorboard = (summaries.TensorBoardWriter(os.path.join(workdir, "tensorboard"))
                  if write and config.train.get("tensorboard", False) else contextlib.nullcontext())
@@ -173,8 +213,14 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True) -> d
           tensorboard=tb)
       total_seconds += seconds
       setup = train.make_setup(config, image_shape, num_conditions, mesh.devices.size)
+      x_fit, cond_fit = rapp_fit_data(config, ds, chunk)
+      nap_stats = evaluate.fit_rapp(setup, state.params, x_fit, cond_fit, mesh, batch_size=config.eval.batch_size)
       scores = evaluate.score_test_set(setup, state.params, ds.x_test, mesh, batch_size=config.eval.batch_size,
-                                       num_samples=config.eval.elbo_samples, seed=config.seed)
+                                       num_samples=config.eval.elbo_samples, seed=config.seed,
+                                       nap_stats=nap_stats, iwae_samples=int(config.eval.iwae_samples),
+                                       iwae_chunk=int(config.eval.iwae_chunk))
+      if length_bits is None:
+        length_bits = anomaly_scores.png_bits(anomaly_scores.model_view_images(ds.x_test, bool(config.data.binarize)))
       codes = latents.encode_test_set(setup, state.params, ds.x_test, mesh, batch_size=config.eval.batch_size,
                                       conditions=latents.condition_ids(chunk, ds.y_test))
       if write:
@@ -182,11 +228,12 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True) -> d
       for m, run in enumerate(chunk):
         if write:
           np.savez(os.path.join(workdir, "scores", f"{run.name}.npz"), y_test=ds.y_test, codes=codes[m],
-                   **{name: v[m] for name, v in scores.items()})
+                   length_bits=length_bits, **{name: v[m] for name, v in scores.items()})
         data = train.RunData.build(run, ds.y_train, int(config.train.batch_size), config.train.num_epochs)
         result = evaluate.evaluate_run(run, {k: v[m] for k, v in scores.items()}, ds.y_test,
                                        conditional=spec.conditional, condition_counts=data.condition_counts,
-                                       protocol=config.protocol)
+                                       protocol=config.protocol, length_bits=length_bits,
+                                       offset_bits=offset_bits)
         result["chunk_train_seconds"] = seconds
         result["skipped_updates"] = int(distributed.to_host(state.skipped)[m])
         result.update(latents.disentanglement_results(run, codes[m], ds.y_test, getattr(ds, "factors_test", None),
@@ -196,7 +243,7 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True) -> d
         per_run.append(result)
 
   results = evaluate.summarize(per_run, model=config.model.name, dataset=ds.name, protocol=config.protocol,
-                               train_seconds=total_seconds)
+                               train_seconds=total_seconds, complexity_likelihood=complexity_likelihood(config))
   results.update(latents.summarize_disentanglement(per_run))
   results["num_devices"] = mesh.devices.size
   results["num_processes"] = jax.process_count()

@@ -52,7 +52,7 @@ def compile_encode_fn(setup: Setup, mesh):
   fn = jax.vmap(functools.partial(encode_batch, setup), in_axes=(0, None, 0))
 
   def wrapped(params, x_uint8, cond_ids):
-    return fn(params, preprocess(x_uint8, setup.binarize), cond_ids)
+    return fn(params, preprocess(x_uint8, setup.binarize, setup.dequantize), cond_ids)
   return jax.jit(wrapped, in_shardings=(NamedSharding(mesh, P()), NamedSharding(mesh, P("data")),
                                         NamedSharding(mesh, P(None, "data"))),
                  out_shardings=NamedSharding(mesh, P()))

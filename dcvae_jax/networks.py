@@ -28,12 +28,15 @@ class MLPEncoder(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, c=None):
+  def __call__(self, x, c=None, return_hidden=False):
     h = _with_condition(x.reshape((x.shape[0], -1)), c)
+    hiddens = []
     for width in self.hidden:
       h = nn.relu(nn.Dense(width, dtype=self.dtype)(h))
-    return _f32(nn.Dense(self.latent_dim, name="mu", dtype=self.dtype)(h)), _f32(
-        nn.Dense(self.latent_dim, name="logvar", dtype=self.dtype)(h))
+      hiddens.append(_f32(h))
+    mu = _f32(nn.Dense(self.latent_dim, name="mu", dtype=self.dtype)(h))
+    logvar = _f32(nn.Dense(self.latent_dim, name="logvar", dtype=self.dtype)(h))
+    return (mu, logvar, hiddens) if return_hidden else (mu, logvar)
 
 
 class MLPDecoder(nn.Module):
@@ -60,15 +63,19 @@ class ConvEncoder(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, c=None):
+  def __call__(self, x, c=None, return_hidden=False):
     channels = tuple(self.hidden[:-1]) or (32, 64)
     h = x
+    hiddens = []
     for ch in channels:
       h = nn.relu(nn.Conv(ch, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype)(h))
+      hiddens.append(_f32(h.reshape((h.shape[0], -1))))
     h = _with_condition(h.reshape((h.shape[0], -1)), c)
     h = nn.relu(nn.Dense(self.hidden[-1], dtype=self.dtype)(h))
-    return _f32(nn.Dense(self.latent_dim, name="mu", dtype=self.dtype)(h)), _f32(
-        nn.Dense(self.latent_dim, name="logvar", dtype=self.dtype)(h))
+    hiddens.append(_f32(h))
+    mu = _f32(nn.Dense(self.latent_dim, name="mu", dtype=self.dtype)(h))
+    logvar = _f32(nn.Dense(self.latent_dim, name="logvar", dtype=self.dtype)(h))
+    return (mu, logvar, hiddens) if return_hidden else (mu, logvar)
 
 
 class ConvDecoder(nn.Module):
@@ -92,6 +99,10 @@ class ConvDecoder(nn.Module):
     return _f32(nn.ConvTranspose(out_ch, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype)(h))
 
 
+OBS_LOGVAR_INIT = -2.0    # sigma ~ 0.37 on [0, 1] pixels
+OBS_LOGVAR_MIN = -9.0     # sigma ~ 0.011, about 3 grey levels: a floor, so no pixel's density is unbounded
+OBS_LOGVAR_MAX = 3.0
+
 ENCODERS = {"mlp": MLPEncoder, "conv": ConvEncoder}
 DECODERS = {"mlp": MLPDecoder, "conv": ConvDecoder}
 
@@ -109,6 +120,7 @@ class VAE(nn.Module):
   num_conditions: int = 0
   learned_prior: bool = False
   relevance: bool = False
+  obs_variance: str = "none"     # Gaussian likelihood: "none" (no learned variance), "global" or "per_pixel"
   dtype: Any = jnp.float32       # compute dtype (bfloat16 for mixed precision); params stay float32
 
   def setup(self):
@@ -120,9 +132,24 @@ class VAE(nn.Module):
                                      (self.num_conditions, self.latent_dim))
     if self.relevance:
       self.rho = self.param("relevance_logit", nn.initializers.zeros, (self.latent_dim,))
+    if self.obs_variance != "none":
+      shape = () if self.obs_variance == "global" else tuple(self.image_shape)
+      self.obs_logvar_param = self.param("obs_logvar", nn.initializers.constant(OBS_LOGVAR_INIT), shape)
 
   def encode(self, x, c=None):
     return self.encoder(x, c)
+
+  def encode_hidden(self, x, c=None):
+    """The encoder's hidden activations (each flattened to (B, width)) followed by mu: RaPP's layers."""
+    mu, _, hiddens = self.encoder(x, c, return_hidden=True)
+    return [*hiddens, mu]
+
+  def obs_logvar(self):
+    """log sigma^2 of a Gaussian likelihood with learned variance, clipped to [OBS_LOGVAR_MIN, OBS_LOGVAR_MAX]
+    (a pixel that is always 0 would otherwise drive its variance, and the likelihood, to infinity)."""
+    if self.obs_variance == "none":
+      return jnp.zeros(())
+    return jnp.clip(self.obs_logvar_param, OBS_LOGVAR_MIN, OBS_LOGVAR_MAX)
 
   def decode(self, z, c=None):
     return self.decoder(z, c)
@@ -141,7 +168,7 @@ class VAE(nn.Module):
     """Touches every parameter (used by init): returns (mu, logvar, logits, prior, relevance)."""
     mu, logvar = self.encode(x, c)
     ids = jnp.zeros((x.shape[0],), jnp.int32) if cond_ids is None else cond_ids
-    return mu, logvar, self.decode(mu, c), self.prior(ids), self.relevance_vector()
+    return mu, logvar, self.decode(mu, c), self.prior(ids), self.relevance_vector(), self.obs_logvar()
 
 
 class Discriminator(nn.Module):

@@ -15,6 +15,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from dcvae_jax import estimators
@@ -51,7 +52,19 @@ def make_module(spec: ModelSpec, model_cfg, image_shape, num_conditions: int) ->
   return networks.VAE(arch=model_cfg.arch, hidden=tuple(model_cfg.hidden), latent_dim=model_cfg.latent_dim,
                       image_shape=tuple(image_shape), num_conditions=max(num_conditions, 1),
                       learned_prior=spec.learned_prior, relevance=spec.relevance,
-                      dtype=compute_dtype(model_cfg))
+                      obs_variance=learned_obs_variance(model_cfg), dtype=compute_dtype(model_cfg))
+
+
+LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "gaussian")
+GAUSSIAN_VARIANCES = ("fixed", "global", "per_pixel")
+
+
+def learned_obs_variance(model_cfg) -> str:
+  """"global" / "per_pixel" for a Gaussian likelihood whose variance is learned, else "none"."""
+  if model_cfg.likelihood != "gaussian":
+    return "none"
+  kind = model_cfg.get("gaussian_variance", "fixed")
+  return "none" if kind == "fixed" else kind
 
 
 def make_discriminator(model_cfg) -> networks.Discriminator:
@@ -79,17 +92,70 @@ def sum_per_example(a):
   return flat @ jnp.ones((flat.shape[1],), flat.dtype)
 
 
-def recon_nll(logits, x, likelihood: str = "bernoulli"):
-  """-log p(x|z) per example, summed over pixels. Bernoulli(sigmoid(logits)) or N(logits, 1)."""
+def continuous_bernoulli_log_norm(logits):
+  """log C(lambda) of the continuous Bernoulli, lambda = sigmoid(l) (Loaiza-Ganem & Cunningham 2019).
+
+  C(lambda) = 2 artanh(1 - 2 lambda) / (1 - 2 lambda) = l / tanh(l / 2) in terms of the logit, which is 2 at
+  l = 0; near it (|l| < 0.1) the Taylor series l / tanh(l/2) = 2 (1 + l^2/12 - l^4/720 + O(l^6)) is used."""
+  small = jnp.abs(logits) < 0.1
+  l_big = jnp.where(small, 1.0, jnp.abs(logits))
+  exact = jnp.log(l_big) - jnp.log(jnp.tanh(l_big / 2))
+  l2 = jnp.square(jnp.where(small, logits, 0.0))
+  taylor = jnp.log(2.0) + jnp.log1p(l2 / 12 - jnp.square(l2) / 720)
+  return jnp.where(small, taylor, exact)
+
+
+def gaussian_logvar(hp, obs_logvar):
+  """log sigma^2 of the Gaussian likelihood: 2 log(model.gaussian_std) when fixed, else the learned one."""
+  if hp.get("gaussian_variance", "fixed") == "fixed":
+    std = float(hp.get("gaussian_std", 1.0))
+    return None if std == 1.0 else jnp.asarray(2.0 * np.log(std), jnp.float32)
+  return obs_logvar
+
+
+def recon_nll(logits, x, likelihood: str = "bernoulli", logvar=None):
+  """-log p(x|z) per example, summed over pixels, for the decoder output ``logits``:
+
+  bernoulli             Bernoulli(sigmoid(l)): the cross-entropy, also used on grey levels (then not a density)
+  continuous_bernoulli  CB(x; lambda) = C(lambda) lambda^x (1-lambda)^(1-x) on [0, 1]: cross-entropy - log C
+  gaussian              N(x; l, sigma^2), log sigma^2 = ``logvar`` (scalar or per pixel; 0 when None)
+  """
   if likelihood == "bernoulli":  # -[x log s(l) + (1-x) log(1-s(l))] = max(l,0) - l x + log(1 + exp(-|l|))
     return sum_per_example(jnp.maximum(logits, 0) - logits * x + jnp.log1p(jnp.exp(-jnp.abs(logits))))
+  if likelihood == "continuous_bernoulli":
+    ce = jnp.maximum(logits, 0) - logits * x + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+    return sum_per_example(ce - continuous_bernoulli_log_norm(logits))
   if likelihood == "gaussian":
-    return sum_per_example(0.5 * jnp.square(x - logits) + 0.5 * jnp.log(2 * jnp.pi))
+    if logvar is None:
+      return sum_per_example(0.5 * jnp.square(x - logits) + 0.5 * jnp.log(2 * jnp.pi))
+    lv = jnp.broadcast_to(logvar, logits.shape[1:])
+    return sum_per_example(0.5 * jnp.square(x - logits) * jnp.exp(-lv) + 0.5 * (lv + jnp.log(2 * jnp.pi)))
   raise ValueError(f"unknown likelihood {likelihood!r}")
 
 
 def mean_image(logits, likelihood: str = "bernoulli"):
-  return jax.nn.sigmoid(logits) if likelihood == "bernoulli" else logits
+  """E[x | z]: sigmoid(l) (Bernoulli), the continuous Bernoulli's mean
+  lambda/(2 lambda - 1) + 1/(2 artanh(1 - 2 lambda)) = 1/2 + 1/(2 tanh(l/2)) - 1/l (-> 1/2 + l/12 at l = 0),
+  or l itself (Gaussian)."""
+  if likelihood == "bernoulli":
+    return jax.nn.sigmoid(logits)
+  if likelihood == "continuous_bernoulli":
+    small = jnp.abs(logits) < 1e-2
+    l_safe = jnp.where(small, 1.0, logits)
+    exact = 0.5 + 0.5 / jnp.tanh(l_safe / 2) - 1.0 / l_safe
+    return jnp.where(small, 0.5 + logits / 12, exact)
+  return logits
+
+
+def likelihood_logvar(hp, obs_logvar):
+  """The ``logvar`` argument of recon_nll: None except for the Gaussian (see gaussian_logvar)."""
+  return gaussian_logvar(hp, obs_logvar) if hp.likelihood == "gaussian" else None
+
+
+def is_density(likelihood: str, binarize: bool) -> bool:
+  """Whether -log p(x|z) is a normalised density of the data the model sees: the Bernoulli on binary pixels,
+  or a density on [0, 1] (continuous Bernoulli, Gaussian: the latter up to the mass outside [0, 1])."""
+  return binarize if likelihood == "bernoulli" else True
 
 
 def one_hot_condition(spec: ModelSpec, cond_ids, num_conditions: int):
@@ -108,8 +174,9 @@ def forward(spec: ModelSpec, module: networks.VAE, params, x, cond_ids, rng, num
   logits = module.apply(params, z, c, method=networks.VAE.decode)
   prior_mu, prior_logvar = module.apply(params, cond_ids, method=networks.VAE.prior)
   relevance = module.apply(params, method=networks.VAE.relevance_vector)
+  obs_logvar = module.apply(params, method=networks.VAE.obs_logvar)
   return dict(mu=mu, logvar=logvar, z=z, logits=logits, prior_mu=prior_mu, prior_logvar=prior_logvar,
-              relevance=relevance, cond_ids=cond_ids)
+              relevance=relevance, cond_ids=cond_ids, obs_logvar=obs_logvar)
 
 
 def decompose(spec: ModelSpec, out, *, dataset_size, condition_counts, method: str, groups: int = 1):
@@ -216,7 +283,7 @@ def model_loss(spec: ModelSpec, module, params, x, cond_ids, rng, *, hp, num_con
                dataset_size, condition_counts, groups: int = 1, disc=None, disc_params=None, eps=None):
   """The model's loss and every logged term: (loss, (terms, out)). ``eps``: see ``forward``."""
   out = forward(spec, module, params, x, cond_ids, rng, num_conditions, eps=eps)
-  rec = recon_nll(out["logits"], x, hp.likelihood).mean()
+  rec = recon_nll(out["logits"], x, hp.likelihood, likelihood_logvar(hp, out["obs_logvar"])).mean()
   out["kl_dims"] = estimators.kl_diag_gaussians(out["mu"], out["logvar"], out["prior_mu"], out["prior_logvar"])
   out["kl"] = out["kl_dims"].sum(-1).mean()
   out.update(decompose(spec, out, dataset_size=dataset_size, condition_counts=condition_counts,

@@ -337,7 +337,7 @@ class Model:
       return objectives.one_hot_condition(spec, ids, num_c)
 
     def encode(params, x_uint8, ids):
-      return module.apply(params, preprocess(x_uint8, setup.binarize), cond(ids), method=networks.VAE.encode)
+      return module.apply(params, preprocess(x_uint8, setup.binarize, setup.dequantize), cond(ids), method=networks.VAE.encode)
 
     def decode(params, z, ids):
       logits = module.apply(params, z, cond(ids), method=networks.VAE.decode)

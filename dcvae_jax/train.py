@@ -68,11 +68,29 @@ class Setup:
   hp: Any                        # config.model (a frozen ConfigDict)
   num_conditions: int
   binarize: bool
+  dequantize: bool               # grey levels k -> (k + u) / 256, u ~ U(0, 1) in training, u = 1/2 in evaluation
   groups: int                    # 1, or number of devices for tc_scope = "local"
   skip_nonfinite: bool
 
 
-def make_setup(config, image_shape, num_conditions: int, num_devices: int) -> Setup:
+def make_optimizer(train_cfg, total_steps: int = 0):
+  """Adam with train.lr_schedule: "constant" (train.learning_rate), or "warmup_cosine": linear warm-up from 0
+  over train.warmup_fraction of the steps, then cosine decay to train.final_lr_fraction x the peak rate at
+  ``total_steps`` (the longest run of the program). The schedule only changes the step size: the state
+  tree is the same for any total_steps, so a checkpoint restores with any value."""
+  name = train_cfg.get("lr_schedule", "constant")
+  if name == "constant":
+    return optax.adam(train_cfg.learning_rate)
+  if name == "warmup_cosine":
+    total = max(int(total_steps), 2)
+    warmup = min(max(int(round(float(train_cfg.warmup_fraction) * total)), 1), total - 1)
+    lr = optax.warmup_cosine_decay_schedule(0.0, train_cfg.learning_rate, warmup, total,
+                                            end_value=train_cfg.learning_rate * float(train_cfg.final_lr_fraction))
+    return optax.adam(lr)
+  raise ConfigError(f"train.lr_schedule must be 'constant' or 'warmup_cosine', got {name!r}")
+
+
+def make_setup(config, image_shape, num_conditions: int, num_devices: int, total_steps: int = 0) -> Setup:
   import ml_collections
   spec = objectives.get_model(config.model.name)
   module = objectives.make_module(spec, config.model, image_shape, num_conditions)
@@ -84,20 +102,33 @@ def make_setup(config, image_shape, num_conditions: int, num_devices: int) -> Se
     raise ConfigError(f"train.on_nonfinite must be 'stop' or 'skip', got {config.train.on_nonfinite!r}")
   if config.model.estimator not in ("mss", "mws"):
     raise ConfigError(f"model.estimator must be 'mss' or 'mws', got {config.model.estimator!r}")
-  if config.model.likelihood not in ("bernoulli", "gaussian"):
-    raise ConfigError(f"model.likelihood must be 'bernoulli' or 'gaussian', got {config.model.likelihood!r}")
+  if config.model.likelihood not in objectives.LIKELIHOODS:
+    raise ConfigError(f"model.likelihood must be one of {', '.join(objectives.LIKELIHOODS)}, "
+                      f"got {config.model.likelihood!r}")
+  if config.model.get("gaussian_variance", "fixed") not in objectives.GAUSSIAN_VARIANCES:
+    raise ConfigError(f"model.gaussian_variance must be one of {', '.join(objectives.GAUSSIAN_VARIANCES)}, "
+                      f"got {config.model.gaussian_variance!r}")
+  if config.data.get("dequantize", False) and config.data.binarize:
+    raise ConfigError("data.dequantize=True needs grey levels: set data.binarize=False")
   if config.model.arch not in ("mlp", "conv"):
     raise ConfigError(f"model.arch must be 'mlp' or 'conv', got {config.model.arch!r}")
   return Setup(spec=spec, module=module, disc=disc,
-               tx=optax.adam(config.train.learning_rate),
+               tx=make_optimizer(config.train, total_steps),
                disc_tx=optax.adam(config.train.disc_learning_rate, b1=0.5, b2=0.9) if disc else None,
                hp=ml_collections.FrozenConfigDict(config.model), num_conditions=num_conditions,
-               binarize=bool(config.data.binarize), groups=num_devices if scope == "local" else 1,
+               binarize=bool(config.data.binarize), dequantize=bool(config.data.get("dequantize", False)),
+               groups=num_devices if scope == "local" else 1,
                skip_nonfinite=config.train.on_nonfinite == "skip")
 
 
-def preprocess(x_uint8, binarize: bool):
-  """uint8 (..., H, W) -> float32 (..., H, W, 1) in [0, 1]; binarised at 0.5 if asked (the paper does)."""
+def preprocess(x_uint8, binarize: bool, dequantize: bool = False, noise=None):
+  """uint8 (..., H, W) -> float32 (..., H, W, 1) in [0, 1]; binarised at 0.5 if asked (the paper does).
+
+  dequantize: grey level k -> (k + u) / 256 with u = ``noise`` (U(0, 1), training) or 1/2 (evaluation), so a
+  density on [0, 1] is a density of the 8-bit image: P(k) ~ p((k + 1/2) / 256) / 256 per pixel."""
+  if dequantize:
+    u = 0.5 if noise is None else noise
+    return ((x_uint8.astype(jnp.float32) + u) / 256.0)[..., None]
   x = x_uint8.astype(jnp.float32) / 255.0
   if binarize:
     x = (x > 0.5).astype(jnp.float32)
@@ -159,9 +190,12 @@ def train_step(setup: Setup, state: TrainState, x_all, cond_all, idx, stats, act
   A step is finite when every loss term and the gradient norm are (a non-finite gradient makes the norm
   non-finite; finite gradients give a finite Adam update), so no extra pass over the parameters is needed.
   """
-  x = preprocess(x_all[idx], setup.binarize)
-  cond = cond_all[idx]
   k_perm = keys[1]
+  noise = None
+  if setup.dequantize:
+    noise = jax.random.uniform(jax.random.fold_in(keys[0], 1), idx.shape + x_all.shape[1:])
+  x = preprocess(x_all[idx], setup.binarize, setup.dequantize, noise)
+  cond = cond_all[idx]
 
   def loss_fn(params):
     return objectives.model_loss(setup.spec, setup.module, params, x, cond, None, hp=setup.hp,
@@ -408,53 +442,92 @@ def unstack(tree, i: int):
 # Checkpoints.
 
 def checkpoint_manager(directory: str, keep: int):
+  """An Orbax CheckpointManager whose checkpoints hold two items: ``state`` (the TrainState: parameters,
+  optimizer and discriminator state, step, rng) and ``meta`` (JSON: step, train_seconds). Saves are async; use
+  it as a context manager, whose exit waits for the last save."""
   import orbax.checkpoint as ocp
-  options = ocp.CheckpointManagerOptions(max_to_keep=max(int(keep), 1), create=True)
-  return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+  options = ocp.CheckpointManagerOptions(max_to_keep=max(int(keep), 1), create=True,
+                                         enable_async_checkpointing=True)
+  return ocp.CheckpointManager(os.path.abspath(directory), options=options, item_names=("state", "meta"))
 
 
-def restore_latest(manager, target: TrainState, log=print):
-  """Restore the newest checkpoint that reads back; fall back to older ones. Returns (state, step) or
-  (None, None) when there is none. Raises CheckpointError when every checkpoint is damaged."""
+def restore_latest(manager, target: TrainState, log=print, *, with_meta: bool = False):
+  """Restore the newest checkpoint that reads back; fall back to older ones. Returns (state, step), or
+  (state, step, meta) with ``with_meta``; (None, None[, {}]) when there is none. Raises CheckpointError when
+  every checkpoint is damaged."""
   import orbax.checkpoint as ocp
   steps = sorted(manager.all_steps(), reverse=True)
   if not steps:
-    return None, None
+    return (None, None, {}) if with_meta else (None, None)
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
   errors = []
   for step in steps:
     try:
-      state = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+      if os.path.isdir(os.path.join(str(manager.directory), str(step), "state")):
+        got = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                            meta=ocp.args.JsonRestore()))
+        state, meta = got.state, dict(got.meta or {})
+      else:
+        state, meta = _restore_single_item(manager.directory, step, abstract)
       if errors:
         log(f"warning: checkpoint(s) {', '.join(e for e in errors)} damaged; restored step {step}")
-      return state, step
+      return (state, step, meta) if with_meta else (state, step)
     except Exception as e:  # noqa: BLE001 - any failure to read means this checkpoint is unusable
       errors.append(f"{step} ({type(e).__name__})")
   raise CheckpointError(f"no readable checkpoint in {manager.directory}: damaged steps {', '.join(errors)}; "
                         "nothing was deleted")
 
 
+def _restore_single_item(directory, step: int, abstract):
+  """A checkpoint written before checkpoints had items (the state alone; train time in train_seconds.json)."""
+  import orbax.checkpoint as ocp
+  with ocp.CheckpointManager(os.path.abspath(str(directory))) as old:
+    state = old.restore(step, args=ocp.args.StandardRestore(abstract))
+  seconds = os.path.join(str(directory), "train_seconds.json")
+  meta = {}
+  if os.path.exists(seconds):
+    with open(seconds) as f:
+      meta = {"train_seconds": json.load(f).get(str(step), 0.0)}
+  return state, meta
+
+
 class CheckpointError(RuntimeError):
   """Every checkpoint in a directory is damaged."""
 
 
-def save(manager, step: int, state: TrainState):
+def save(manager, step: int, state: TrainState, meta: dict | None = None):
+  """Starts an async save of ``state`` and ``meta`` (JSON) as checkpoint ``step``; returns once the arrays are
+  on the host. The manager's exit (or ``wait_until_finished``) waits for it."""
   import orbax.checkpoint as ocp
-  manager.save(step, args=ocp.args.StandardSave(state), force=True)
+  meta = {**(meta or {}), "step": int(step)}
+  manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+               force=True)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # The loop.
 
 class _StopFlag:
-  """Turns SIGTERM / SIGINT into a flag the loop checks between compiled calls."""
+  """SIGTERM / SIGINT become a stop that the loop checks between compiled calls, at the same call on every
+  process.
 
-  def __init__(self):
+  One process: a signal handler sets the flag. Several processes (jax.distributed with its preemption service):
+  SIGTERM is left to JAX's preemption notifier, and Orbax's ``reached_preemption`` tells every process at the
+  same call that one of them was told to stop, so all save the same step (a process that stopped alone would
+  leave the others waiting in the save's collectives); SIGINT is turned into a SIGTERM to this process to take
+  the same way.
+  """
+
+  def __init__(self, manager=None):
     self.signum = None
     self._old = {}
+    self._manager = manager
+    self._calls = 0
+    self._agree = (manager is not None and jax.process_count() > 1
+                   and bool(jax.config.jax_enable_preemption_service))
 
   def __enter__(self):
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGINT,) if self._agree else (signal.SIGTERM, signal.SIGINT):
       try:
         self._old[sig] = signal.signal(sig, self._handle)
       except ValueError:  # not the main thread
@@ -462,7 +535,18 @@ class _StopFlag:
     return self
 
   def _handle(self, signum, frame):
-    self.signum = signum
+    if self._agree:
+      os.kill(os.getpid(), signal.SIGTERM)  # to JAX's preemption notifier
+    else:
+      self.signum = signum
+
+  def should_stop(self) -> bool:
+    """Every process calls this once per compiled call; True on all of them at the same call."""
+    if self._agree:
+      self._calls += 1  # the sync protocol wants a counter that grows by one per call
+      if self._manager.reached_preemption(self._calls):
+        self.signum = signal.SIGTERM
+    return self.signum is not None
 
   def __exit__(self, *exc):
     for sig, old in self._old.items():
@@ -477,15 +561,15 @@ def _describe_nonfinite(terms_host, m, s):
 _COMPILED: dict = {}
 
 
-def _compiled(config, image_shape, num_conditions: int, mesh: Mesh, ensemble: str):
+def _compiled(config, image_shape, num_conditions: int, mesh: Mesh, ensemble: str, total_steps: int = 0):
   """(Setup, jitted train fn), shared by every group of runs with the same settings: a protocol trained in
   several programs (train.runs_per_program) compiles once per group size, not once per group."""
   key = (config.model.to_json(sort_keys=True), config.train.to_json(sort_keys=True), bool(config.data.binarize),
-         image_shape, num_conditions, tuple(d.id for d in mesh.devices.flat), ensemble)
+         image_shape, num_conditions, tuple(d.id for d in mesh.devices.flat), ensemble, total_steps)
   if key not in _COMPILED:
     if len(_COMPILED) >= 8:
       _COMPILED.pop(next(iter(_COMPILED)))
-    setup = make_setup(config, image_shape, num_conditions, mesh.devices.size)
+    setup = make_setup(config, image_shape, num_conditions, mesh.devices.size, total_steps=total_steps)
     _COMPILED[key] = (setup, compile_train_fn(setup, mesh, ensemble))
   return _COMPILED[key]
 
@@ -506,10 +590,12 @@ def train_runs(config, x_train: np.ndarray, y_train: np.ndarray, runs: Sequence[
     raise ConfigError(f"train.batch_size={batch_size} is not divisible by the {ndev} devices")
   steps_per_call = max(int(config.train.steps_per_call), 1)
   ensemble = resolve_ensemble(config.train.get("ensemble", "auto"))
-  setup, fn = _compiled(config, tuple(image_shape), num_conditions, mesh, ensemble)
   sampling = sampling_options(config, ndev)
   datas = [RunData.build(r, y_train, batch_size, config.train.num_epochs, **sampling) for r in runs]
   max_steps = max(d.total_steps for d in datas)
+  # Only a schedule needs the step count (so a constant rate shares one program across group sizes).
+  schedule_steps = 0 if config.train.get("lr_schedule", "constant") == "constant" else max_steps
+  setup, fn = _compiled(config, tuple(image_shape), num_conditions, mesh, ensemble, schedule_steps)
 
   replicated = NamedSharding(mesh, P())
   idx_sharding = NamedSharding(mesh, P(None, None, "data"))
@@ -522,15 +608,11 @@ def train_runs(config, x_train: np.ndarray, y_train: np.ndarray, runs: Sequence[
   primary = distributed.is_primary()
 
   with checkpoint_manager(ckpt_dir, config.train.keep_checkpoints) as manager:
-    restored, _ = restore_latest(manager, state, log=log)
+    restored, _, meta = restore_latest(manager, state, log=log, with_meta=True)
     if restored is not None:
       state = restored
     start = int(np.max(distributed.to_host(state.step)))
-    seconds_file = os.path.join(ckpt_dir, "train_seconds.json")
-    prior_seconds = 0.0
-    if start and os.path.exists(seconds_file):
-      with open(seconds_file) as f:
-        prior_seconds = json.load(f).get(str(start), 0.0)
+    prior_seconds = float(meta.get("train_seconds", 0.0)) if start else 0.0
     if start >= max_steps:
       return state, prior_seconds, start
     if start:
@@ -543,20 +625,10 @@ def train_runs(config, x_train: np.ndarray, y_train: np.ndarray, runs: Sequence[
     step = start
     last_saved = start
 
-    def save_now(at):
-      save(manager, at, state)
-      manager.wait_until_finished()
-      if not primary:
-        return
-      elapsed = prior_seconds + time.perf_counter() - t0
-      record = {}
-      if os.path.exists(seconds_file):
-        with open(seconds_file) as f:
-          record = json.load(f)
-      record[str(at)] = elapsed
-      _atomic_json(seconds_file, record)
+    def save_now(at):  # async: the manager's exit waits for the last save
+      save(manager, at, state, {"train_seconds": prior_seconds + time.perf_counter() - t0})
 
-    with _StopFlag() as stop:
+    with _StopFlag(manager) as stop:
       while step < max_steps:
         steps = np.arange(step, step + steps_per_call)
         idx = np.zeros((len(runs), steps_per_call, batch_size), np.int32)
@@ -582,10 +654,11 @@ def train_runs(config, x_train: np.ndarray, y_train: np.ndarray, runs: Sequence[
         if progress is not None:
           progress.update(n_done)
           progress.set_postfix(loss=float(np.mean(terms_host["loss"][:, 0])))
-        if step >= max_steps or step // every > last_saved // every or stop.signum is not None:
+        stopping = stop.should_stop()
+        if step >= max_steps or step // every > last_saved // every or stopping:
           save_now(step)
           last_saved = step
-        if stop.signum is not None:
+        if stopping:
           raise Interrupted(f"stopped by signal {stop.signum} at step {step}; checkpoint saved in {ckpt_dir}")
     if progress is not None:
       progress.close()

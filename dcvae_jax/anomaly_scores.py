@@ -1,0 +1,118 @@
+"""Anomaly scores beyond the paper's: importance-weighted bound, input complexity, RaPP. Larger = more anomalous.
+
+Pure functions of arrays and apply functions; ``evaluate.py`` runs them on a trained model and a test set.
+
+* ``iwae``: -log p_K(x), with the importance-weighted bound (Burda et al. 2016)
+      log p_K(x) = log (1/K) sum_k p(x | z_k [,c]) p(z_k [|c]) / q(z_k | x [,c]),   z_k ~ q(z | x [,c]),
+  a lower bound on log p(x) that rises with K. The K samples are drawn in chunks of ``chunk`` (memory:
+  chunk x batch x pixels) and combined with a running logsumexp.
+* ``complexity`` (Serra et al. 2020): S(x) = -log2 P(x) - L(x), L(x) the length in bits of x under a lossless
+  compressor (PNG). -log2 P(x) is the iwae bound in bits, plus D log2(bins) when p is a density on [0, 1]: a
+  pixel's bin of width 1/bins has probability p / bins.
+* ``rapp`` (Kim et al. 2020): with x_hat = E[x | z = mu(x)] and h_0 = x, h_1..h_L the encoder's hidden
+  activations and mu, the differences d(x) = concat_l (h_l(x) - h_l(x_hat)) give
+      SAP(x) = ||d(x)||^2,    NAP(x) = ||(d(x) - m) V diag(1/s)||^2,
+  where m, V, s are the mean, right singular vectors and singular values of d over normal training images.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dcvae_jax import estimators
+
+
+def iwae_nll(log_joint_minus_q, key, mu, logvar, *, num_samples: int, chunk: int):
+  """-log (1/K) sum_k w_k with log w_k = ``log_joint_minus_q(z_k, log q(z_k|x))``, z_k = mu + sigma eps_k.
+
+  ``log_joint_minus_q(z, log_q)`` maps codes (S, B, d) to log p(x, z) - log q(z|x) of shape (S, B).
+  K = num_samples must be a multiple of ``chunk``. Returns (B,)."""
+  if num_samples % chunk:
+    raise ValueError(f"iwae samples {num_samples} is not a multiple of the chunk {chunk}")
+  std = jnp.exp(0.5 * logvar)
+
+  def one(k):
+    eps = jax.random.normal(k, (chunk, *mu.shape), mu.dtype)
+    z = mu + std * eps
+    log_q = estimators.gaussian_log_density(z, mu, logvar).sum(-1)
+    return jax.nn.logsumexp(log_joint_minus_q(z, log_q), axis=0)
+  per_chunk = jax.lax.map(one, jax.random.split(key, num_samples // chunk))
+  return -(jax.nn.logsumexp(per_chunk, axis=0) - math.log(num_samples))
+
+
+def rapp_differences(hidden_x, hidden_recon, x, x_hat):
+  """d(x) = concat(x - x_hat, h_1(x) - h_1(x_hat), ..., mu(x) - mu(x_hat)), each flattened: (B, D)."""
+  b = x.shape[0]
+  parts = [(x - x_hat).reshape((b, -1))]
+  parts += [(a - r).reshape((b, -1)) for a, r in zip(hidden_x, hidden_recon)]
+  return jnp.concatenate(parts, axis=-1)
+
+
+def sap(d):
+  """Simple aggregation along pathway: sum of squared differences over every layer. (B, D) -> (B,)."""
+  return jnp.sum(jnp.square(d), axis=-1)
+
+
+def nap(d, nap_stats):
+  """Normalised aggregation along pathway: ||(d - m) V / s||^2 with ``nap_stats`` = dict(mean (D,),
+  basis (D, k), inv_scale (k,)) from :func:`fit_nap` (directions with ~0 spread have inv_scale 0)."""
+  proj = (d - nap_stats["mean"]) @ nap_stats["basis"]
+  return jnp.sum(jnp.square(proj * nap_stats["inv_scale"]), axis=-1)
+
+
+def fit_nap(d_train: np.ndarray, rank: int | None = None, rtol: float = 1e-5) -> dict:
+  """NAP's normalisation from training differences (n, D): m = mean, (d - m) = U diag(s) V^T.
+
+  Returns basis V (D, k) and inv_scale 1/s (k,), with k = ``rank`` (default min(n, D)); a direction whose
+  singular value is below rtol x the largest, or past the data's rank, gets inv_scale 0 (and a zero basis
+  column when k exceeds the number of directions), so the shapes do not depend on the data."""
+  d_train = np.asarray(d_train, np.float64)
+  n, dim = d_train.shape
+  k = min(n, dim) if rank is None else int(rank)
+  mean = d_train.mean(axis=0)
+  _, s, vt = np.linalg.svd(d_train - mean, full_matrices=False)
+  basis = np.zeros((dim, k), np.float64)
+  inv = np.zeros((k,), np.float64)
+  m = min(k, s.size)
+  basis[:, :m] = vt[:m].T
+  keep = s[:m] > rtol * max(s[0], 1e-30) if s.size else np.zeros((0,), bool)
+  inv[:m] = np.where(keep, 1.0 / np.where(keep, s[:m], 1.0), 0.0)
+  return {"mean": mean.astype(np.float32), "basis": basis.astype(np.float32), "inv_scale": inv.astype(np.float32)}
+
+
+def png_bits(images: np.ndarray) -> np.ndarray:
+  """L(x): bits of each uint8 image (N, H, W) as a PNG (Pillow, default compression). (N,) float64."""
+  from PIL import Image
+  images = np.asarray(images)
+  if images.dtype != np.uint8:
+    raise ValueError(f"png_bits needs uint8 images, got {images.dtype}")
+  out = np.empty((images.shape[0],), np.float64)
+  for i, img in enumerate(images):
+    buf = io.BytesIO()
+    Image.fromarray(img, mode="L").save(buf, format="PNG")
+    out[i] = 8.0 * buf.getbuffer().nbytes
+  return out
+
+
+def model_view_images(x_uint8: np.ndarray, binarize: bool) -> np.ndarray:
+  """The 8-bit image the model sees: binarised images as 0 / 255, grey images as they are."""
+  x = np.asarray(x_uint8)
+  return np.where(x > 127, 255, 0).astype(np.uint8) if binarize else x.astype(np.uint8)
+
+
+def density_offset_bits(num_pixels: int, *, is_continuous: bool, dequantize: bool) -> float:
+  """D log2(bins): from a density on [0, 1] to the probability of the pixels' bins (256 when dequantised,
+  else grey levels k / 255, bins of width 1/255). 0 for a discrete likelihood."""
+  if not is_continuous:
+    return 0.0
+  return num_pixels * math.log2(256.0 if dequantize else 255.0)
+
+
+def complexity(iwae_nats: np.ndarray, length_bits: np.ndarray, offset_bits: float) -> np.ndarray:
+  """S(x) = -log2 P(x) - L(x) = iwae / ln 2 + offset - L."""
+  return np.asarray(iwae_nats, np.float64) / math.log(2.0) + offset_bits - np.asarray(length_bits, np.float64)

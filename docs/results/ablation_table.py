@@ -1,0 +1,68 @@
+"""Markdown table of ablation rows made by docs/results/ablation.sh: mean AUROC of every score per row.
+
+  python docs/results/ablation_table.py ROOT DATASET PROTOCOL EPOCHS [--per_class=ROW:SCORE] [--json=FILE]
+"""
+
+import argparse
+import glob
+import json
+import os
+
+SCORES = ("recon", "nelbo", "iwae", "complexity", "rapp", "rapp_sap")
+
+
+def main():
+  ap = argparse.ArgumentParser()
+  ap.add_argument("root")
+  ap.add_argument("dataset")
+  ap.add_argument("protocol")
+  ap.add_argument("epochs")
+  ap.add_argument("--per_class", default="", help="ROW:SCORE whose per-class AUROC to print")
+  ap.add_argument("--json", default="")
+  a = ap.parse_args()
+  prefix = os.path.join(a.root, f"{a.dataset}-{a.protocol}-{a.epochs}ep-")
+  rows = {}
+  for wd in sorted(glob.glob(prefix + "*")):
+    path = os.path.join(wd, "results.json")
+    if not os.path.exists(path):
+      continue
+    with open(path) as f:
+      r = json.load(f)
+    name = wd[len(prefix):]
+    args = open(os.path.join(wd, "row.txt")).read().split(" ", 1)[1].strip() if os.path.exists(
+        os.path.join(wd, "row.txt")) else ""
+    rows[name] = {"args": args, "train_seconds": r["train_seconds"], "num_runs": r["num_runs"],
+                  "auroc_by_score": r["auroc_by_score"], "auroc_std_by_score": r.get("auroc_std_by_score", {}),
+                  "auroc_per_class_by_score": r["auroc_per_class_by_score"],
+                  "complexity_likelihood": r.get("complexity_likelihood", "")}
+  print(f"{a.dataset} {a.protocol}, {a.epochs} epochs: mean AUROC over classes (std over classes in brackets)\n")
+  print("| row | " + " | ".join(SCORES) + " | train s | complexity's likelihood |")
+  print("|---|" + "---|" * (len(SCORES) + 2))
+  for name, r in rows.items():
+    cells = []
+    best = max(r["auroc_by_score"].values())
+    for s in SCORES:
+      v = r["auroc_by_score"].get(s)
+      if v is None:
+        cells.append("-")
+        continue
+      txt = f"{v:.3f} ({r['auroc_std_by_score'].get(s, 0):.3f})"
+      cells.append(f"**{txt}**" if v == best else txt)
+    print(f"| {name} | " + " | ".join(cells) + f" | {r['train_seconds']:.0f} | {r['complexity_likelihood']} |")
+  if a.per_class:
+    row, score = a.per_class.split(":")
+    per = rows[row]["auroc_per_class_by_score"]
+    classes = sorted(per[score], key=lambda k: (len(k), k))
+    print(f"\nper class, row {row}:\n")
+    print("| score | " + " | ".join(classes) + " |")
+    print("|---|" + "---|" * len(classes))
+    for s in SCORES:
+      if s in per:
+        print(f"| {s} | " + " | ".join(f"{per[s][c]:.3f}" for c in classes) + " |")
+  if a.json:
+    with open(a.json, "w") as f:
+      json.dump(rows, f, indent=1, sort_keys=True)
+
+
+if __name__ == "__main__":
+  main()
