@@ -173,19 +173,20 @@ https://packages.cloud.google.com/apt gcsfuse-\$(lsb_release -c -s) main\" | sud
 
 step_run() {
   # On every worker: mount the bucket (gs:// workdir), then start the program in its own session (setsid:
-  # no SIGHUP when the ssh session closes; nohup as well), its output in logs/run.log, its pid in logs/run.pid
-  # and, when it ends, its exit status in logs/run.exit (all in REMOTE_DIR, on the worker's own disk).
+  # no SIGHUP when the ssh session closes; nohup as well), its output in logs/run.log, its pid (= its session
+  # id) in logs/run.pid and, when it ends, its exit status in logs/run.exit (all in REMOTE_DIR, on the worker's
+  # own disk).
   local cmd=("$PYTHON" -m dcvae_jax.main --config="$CONFIG" --workdir="$run_dir" "${extra[@]}")
   local pre="cd $(q "$REMOTE_DIR") && mkdir -p logs"
   if [[ $is_gcs == 1 ]]; then
     pre+=" $(q "$mount_dir") && { mountpoint -q $(q "$mount_dir") || gcsfuse --implicit-dirs $(q "$BUCKET") \
 $(q "$mount_dir"); }"
   fi
-  local job="echo \$\$ > logs/run.pid; $(q "${cmd[@]}"); echo \$? > logs/run.exit"
+  local job="$(q "${cmd[@]}"); echo \$? > logs/run.exit"
   on_workers all "$pre && if [ -f logs/run.pid ] && kill -0 \"\$(cat logs/run.pid)\" 2>/dev/null; then \
 echo \"\$(hostname): already running (pid \$(cat logs/run.pid))\"; else rm -f logs/run.exit; \
 DCVAE_DISTRIBUTED=1 setsid nohup bash -c $(q "$job") > logs/run.log 2>&1 < /dev/null & \
-echo \"\$(hostname): started, log $(q "$REMOTE_DIR")/logs/run.log\"; fi"
+echo \$! > logs/run.pid; echo \"\$(hostname): started, log $(q "$REMOTE_DIR")/logs/run.log\"; fi"
 }
 
 step_wait() {  # worker 0's run: wait for its exit status, show the end of its log, return its status

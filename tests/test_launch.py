@@ -134,9 +134,9 @@ def _detached_argv(remote):
   i = words.index("setsid")
   assert words[i - 1] == "DCVAE_DISTRIBUTED=1" and words[i + 1:i + 4] == ["nohup", "bash", "-c"], words
   job = [part.strip() for part in words[i + 4].split(";")]
-  assert job[0] == "echo $$ > logs/run.pid" and job[-1] == "echo $? > logs/run.exit", job
-  assert words[i + 5:i + 10] == [">", "logs/run.log", "2>&1", "<", "/dev/null"], words
-  return _main_argv(job[1])
+  assert len(job) == 2 and job[-1] == "echo $? > logs/run.exit", job
+  assert words[i + 5:i + 13] == [">", "logs/run.log", "2>&1", "<", "/dev/null", "&", "echo", "$!"], words
+  return _main_argv(job[0])
 
 
 def test_tpu_dry_run_defaults(fakes, tmp_path):
@@ -295,7 +295,8 @@ sys.exit(7)
   program = json.loads(marker.read_text())
   assert program["argv"][:2] == ["-m", "dcvae_jax.main"] and "--workdir=wd" in program["argv"]
   assert program["cwd"] == str(home / "dcvae_jax") and program["distributed"] == "1"
-  assert program["sid"] not in (os.getsid(0), proc.returncode)  # a session of its own
+  pid = int((home / "dcvae_jax" / "logs" / "run.pid").read_text())
+  assert program["sid"] == pid != os.getsid(0)  # a session of its own, led by the job whose pid was recorded
   assert (home / "dcvae_jax" / "logs" / "run.exit").read_text().strip() == "7"
   _no_calls(log)
 
