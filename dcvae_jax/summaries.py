@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import collections
 import glob
+import logging
 import os
 import struct
 import time
+
+# A NaN loss is logged as NaN (train.on_nonfinite=skip); tensorboardX would also warn once per value.
+logging.getLogger("tensorboardX.x2num").setLevel(logging.ERROR)
 
 
 class TensorBoardWriter:

@@ -38,7 +38,7 @@ def _final_state(wd):
     step = manager.latest_step()
   import orbax.checkpoint as ocp
   with ocp.CheckpointManager(os.path.abspath(_ckpt_dir(wd))) as manager:
-    return step, manager.restore(step)
+    return step, manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
 
 
 def _assert_same_checkpoint(wd_a, wd_b):
