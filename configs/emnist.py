@@ -4,6 +4,8 @@
   python -m dcvae_jax.main --config=configs/emnist.py --config.data.data_dir=DIR   # offline: DIR holds
       emnist_letters_train.npz + emnist_letters_test.npz, or emnist-letters-*-idx?-ubyte.gz
   python -m dcvae_jax.main --config=configs/emnist.py:smoke                        # seconds: a tiny run
+  python -m dcvae_jax.main --config=configs/emnist.py:best --config.protocol.name=one_vs_rest  # the best
+      detector found (BEST_DETECTOR in dcvae_jax/config.py; BEST_ROW below)
 
 dCVAE under leave-one-out by default; any model: --config.model.name=vae|cvae|beta_vae|factor_vae|rf_vae|beta_tcvae|dcvae,
 any protocol: --config.protocol.name=one_vs_rest|leave_one_out|split. Defaults converge (Adam 1e-3, 10 epochs,

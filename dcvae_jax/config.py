@@ -121,9 +121,35 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+# The detection setting the ablation (docs/results/detection.md) chose, applied by ``configs/<dataset>.py:best``.
+BEST_DETECTOR = dict(model="vae", arch="mlp", hidden=(512, 256), latent_dim=10, binarize=False, dequantize=True,
+                     likelihood="gaussian", gaussian_variance="per_pixel", score="rapp_sap", num_epochs=50,
+                     lr_schedule="constant")
+
+
+def best_detector(config: ml_collections.ConfigDict, **changes) -> ml_collections.ConfigDict:
+  """Apply BEST_DETECTOR (with per-dataset ``changes``): model, architecture, latent size, likelihood, score,
+  epochs. The protocol stays the config's (choose it with --config.protocol.name)."""
+  best = {**BEST_DETECTOR, **changes}
+  config.model.name = best["model"]
+  config.model.arch = best["arch"]
+  config.model.hidden = tuple(best["hidden"])
+  config.model.latent_dim = best["latent_dim"]
+  config.model.likelihood = best["likelihood"]
+  config.model.gaussian_variance = best["gaussian_variance"]
+  config.data.binarize = best["binarize"]
+  config.data.dequantize = best["dequantize"]
+  config.protocol.score = best["score"]
+  config.train.num_epochs = best["num_epochs"]
+  config.train.lr_schedule = best["lr_schedule"]
+  return config
+
+
 def dataset_config(arg: str, *, dataset: str, model: str = "dcvae", protocol: str = "leave_one_out",
-                   num_epochs: int = 20, batch_size: int = 64) -> ml_collections.ConfigDict:
-  """A dataset config file's ``get_config(arg)``: the base config for ``dataset``, shrunk by ``arg="smoke"``."""
+                   num_epochs: int = 20, batch_size: int = 64, best: dict | None = None) -> ml_collections.ConfigDict:
+  """A dataset config file's ``get_config(arg)``: the base config for ``dataset``; ``arg="smoke"`` shrinks it to
+  seconds, ``arg="best"`` applies the best detection setting found for it (``best``: its changes to
+  BEST_DETECTOR)."""
   config = base_config()
   config.data.name = dataset
   config.model.name = model
@@ -137,8 +163,10 @@ def dataset_config(arg: str, *, dataset: str, model: str = "dcvae", protocol: st
     config.protocol.classes = (0,)
     config.train.steps_per_call = 10
     config.train.progress = False
+  elif arg == "best":
+    best_detector(config, **(best or {}))
   elif arg:
-    raise ValueError(f"unknown config argument {arg!r} (expected '' or 'smoke')")
+    raise ValueError(f"unknown config argument {arg!r} (expected '', 'smoke' or 'best')")
   return config
 
 

@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# The detection-quality ablation: one named row = one training setting; every row records all six scores.
+# The detection-quality ablation: one row = one training setting, named by "+"-joined changes to the paper's
+# setting (VAE, MLP 512-256, latent 10, binarised Bernoulli, Adam 1e-3 constant, batch 64). Every row records
+# all six scores (results.json auroc_by_score).
 #   DATA=../shared/data docs/results/ablation.sh DATASET PROTOCOL EPOCHS ROW [ROW ...]
-# e.g. DATA=../shared/data docs/results/ablation.sh mnist one_vs_rest 50 paper gray cb gauss_pp
+# e.g. DATA=../shared/data docs/results/ablation.sh mnist one_vs_rest 50 paper cb gpp cos cb+cos
+# Changes: paper (none), gray (Bernoulli cross-entropy on grey levels), cb (continuous Bernoulli on dequantised
+# grey levels), gpp / ggl (Gaussian with learned per-pixel / global variance, dequantised), cos (warm-up +
+# cosine schedule), l<N> (latent size N), wide (MLP 1024-512), m:<model> (another model), s<N> (seed N),
+# strat<N> (stratified batches, N per condition), tc<N> (tc_beta N). EXTRA: more --config flags for every row.
 # Workdirs go to $ROOT (default /tmp/dcvae_ablation)/DATASET-PROTOCOL-EPOCHSep-ROW; a finished row is not redone.
 # Summarise with: python docs/results/ablation_table.py $ROOT DATASET PROTOCOL EPOCHS
 set -euo pipefail
@@ -9,33 +15,31 @@ DATASET=$1; PROTOCOL=$2; EPOCHS=$3; shift 3
 ROOT=${ROOT:-/tmp/dcvae_ablation}
 PY=${PY:-.venv/bin/python}
 GRAY="--config.data.binarize=False"
-CB="$GRAY --config.model.likelihood=continuous_bernoulli --config.data.dequantize=True"
-GPP="$GRAY --config.model.likelihood=gaussian --config.model.gaussian_variance=per_pixel --config.data.dequantize=True"
-GGL="$GRAY --config.model.likelihood=gaussian --config.model.gaussian_variance=global --config.data.dequantize=True"
-COS="--config.train.lr_schedule=warmup_cosine"
 for ROW in "$@"; do
-  case $ROW in
-    paper)      ARGS="--config.model.name=vae" ;;                       # binarised Bernoulli, the paper's setting
-    gray)       ARGS="--config.model.name=vae $GRAY" ;;                 # Bernoulli cross-entropy on grey levels
-    cb)         ARGS="--config.model.name=vae $CB" ;;                   # continuous Bernoulli, dequantised
-    gauss_pp)   ARGS="--config.model.name=vae $GPP" ;;                  # Gaussian, learned per-pixel variance
-    gauss_gl)   ARGS="--config.model.name=vae $GGL" ;;                  # Gaussian, learned global variance
-    cosine)     ARGS="--config.model.name=vae $COS" ;;                  # warm-up + cosine schedule alone
-    latent4)    ARGS="--config.model.name=vae --config.model.latent_dim=4" ;;
-    latent32)   ARGS="--config.model.name=vae --config.model.latent_dim=32" ;;
-    wide)       ARGS="--config.model.name=vae --config.model.hidden=(1024,512)" ;;
-    cb_cos)     ARGS="--config.model.name=vae $CB $COS" ;;
-    gpp_cos)    ARGS="--config.model.name=vae $GPP $COS" ;;
-    cb_cos_l4)  ARGS="--config.model.name=vae $CB $COS --config.model.latent_dim=4" ;;
-    gpp_cos_l4) ARGS="--config.model.name=vae $GPP $COS --config.model.latent_dim=4" ;;
-    cb_cos_l32) ARGS="--config.model.name=vae $CB $COS --config.model.latent_dim=32" ;;
-    gpp_cos_l32) ARGS="--config.model.name=vae $GPP $COS --config.model.latent_dim=32" ;;
-    *) echo "error: unknown row $ROW" >&2; exit 2 ;;
-  esac
+  ARGS="--config.model.name=vae"
+  IFS='+' read -ra TOKENS <<< "$ROW"
+  for T in "${TOKENS[@]}"; do
+    case $T in
+      paper) ;;
+      gray) ARGS="$ARGS $GRAY" ;;
+      cb)   ARGS="$ARGS $GRAY --config.model.likelihood=continuous_bernoulli --config.data.dequantize=True" ;;
+      gpp)  ARGS="$ARGS $GRAY --config.model.likelihood=gaussian --config.model.gaussian_variance=per_pixel --config.data.dequantize=True" ;;
+      ggl)  ARGS="$ARGS $GRAY --config.model.likelihood=gaussian --config.model.gaussian_variance=global --config.data.dequantize=True" ;;
+      cos)  ARGS="$ARGS --config.train.lr_schedule=warmup_cosine" ;;
+      wide) ARGS="$ARGS --config.model.hidden=(1024,512)" ;;
+      l[0-9]*) ARGS="$ARGS --config.model.latent_dim=${T#l}" ;;
+      s[0-9]*) ARGS="$ARGS --config.seed=${T#s}" ;;
+      m:*)  ARGS="$ARGS --config.model.name=${T#m:}" ;;
+      strat[0-9]*) ARGS="$ARGS --config.train.batch_sampling=stratified --config.train.per_condition=${T#strat}" ;;
+      tc[0-9]*) ARGS="$ARGS --config.model.tc_beta=${T#tc}" ;;
+      *) echo "error: unknown change '$T' in row '$ROW'" >&2; exit 2 ;;
+    esac
+  done
   WD=$ROOT/$DATASET-$PROTOCOL-${EPOCHS}ep-$ROW
   [ -f $WD/results.json ] && { echo "$ROW: done"; continue; }
   # shellcheck disable=SC2086
   $PY -m dcvae_jax.main --config=configs/$DATASET.py --workdir=$WD --config.data.data_dir=${DATA:-../shared/data} \
-    --config.protocol.name=$PROTOCOL --config.train.num_epochs=$EPOCHS --config.train.progress=False $ARGS
-  echo "$ROW $ARGS" > $WD/row.txt
+    --config.protocol.name=$PROTOCOL --config.train.num_epochs=$EPOCHS --config.train.progress=False $ARGS \
+    ${EXTRA:-}
+  echo "$ROW $ARGS ${EXTRA:-}" > $WD/row.txt
 done
