@@ -74,6 +74,10 @@ def fit_nap(d_train: np.ndarray, rank: int | None = None, rtol: float = 1e-5) ->
   d_train = np.asarray(d_train, np.float64)
   n, dim = d_train.shape
   k = min(n, dim) if rank is None else int(rank)
+  d_train = d_train[np.all(np.isfinite(d_train), axis=1)]  # a diverged model: fit on what is finite
+  if d_train.shape[0] == 0:
+    return {"mean": np.zeros((dim,), np.float32), "basis": np.zeros((dim, k), np.float32),
+            "inv_scale": np.zeros((k,), np.float32)}
   mean = d_train.mean(axis=0)
   _, s, vt = np.linalg.svd(d_train - mean, full_matrices=False)
   basis = np.zeros((dim, k), np.float64)

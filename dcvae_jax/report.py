@@ -25,7 +25,7 @@ import os
 
 import numpy as np
 
-from dcvae_jax import evaluate, experiment, plots
+from dcvae_jax import anomaly_scores, evaluate, experiment, plots
 
 RUN_FIGURES = ("reconstructions", "latent", "manifold", "traversals", "histograms")
 MAX_TRAVERSAL_DIMS = 10
@@ -72,9 +72,17 @@ class RunView:
     self.reduced = {name: evaluate.reduce_conditions(scores[name][keep], name, protocol.score_condition,
                                                      conditional=conditional, cond_of_example=lookup[self.y],
                                                      weights=counts)
-                    for name in evaluate.SCORES}
+                    for name in evaluate.DEVICE_SCORES if name in scores}
+    if "iwae" in self.reduced and "length_bits" in scores:
+      offset = anomaly_scores.density_offset_bits(
+          int(np.prod(ds.x_test.shape[1:])), is_continuous=trained.config.model.likelihood != "bernoulli",
+          dequantize=bool(trained.config.data.get("dequantize", False)))
+      self.reduced["complexity"] = anomaly_scores.complexity(self.reduced["iwae"],
+                                                             np.asarray(scores["length_bits"])[keep], offset)
     self.headline = protocol.score
-    self.cond = chosen_condition(scores[protocol.score][keep], protocol.score_condition,
+    # complexity = iwae - L(x) + const: the same condition minimises both.
+    per_condition = scores["iwae" if protocol.score == "complexity" else protocol.score]
+    self.cond = chosen_condition(per_condition[keep], protocol.score_condition,
                                  conditional=conditional, cond_of_example=lookup[self.y])
 
 

@@ -229,3 +229,13 @@ def test_every_score_ranks_anomalies_higher(tmp_path, model, likelihood):
     assert auroc > 0.9, (name, auroc)
   assert "dequantised" in results["complexity_likelihood"]
   assert results["auroc_per_class_by_score"]["iwae"]["split"] == results["auroc_by_score"]["iwae"]
+
+
+def test_fit_nap_ignores_non_finite_rows():
+  rng = np.random.default_rng(0)
+  d = rng.normal(size=(30, 5))
+  with_nan = np.concatenate([d, np.full((3, 5), np.nan)])
+  a, b = anomaly_scores.fit_nap(d, rank=5), anomaly_scores.fit_nap(with_nan, rank=5)
+  np.testing.assert_allclose(a["inv_scale"], b["inv_scale"], rtol=1e-5)
+  empty = anomaly_scores.fit_nap(np.full((4, 5), np.nan))
+  assert empty["basis"].shape == (5, 4) and not np.any(empty["inv_scale"])
