@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Reproduces docs/results/detection.md: the detection-quality ablation and the dCVAE fair comparison.
+#   DATA=../shared/data ROOT=/tmp/dcvae_ablation docs/results/make_detection.sh run      # train (hours on 2 cores)
+#   ROOT=/tmp/dcvae_ablation docs/results/make_detection.sh tables                       # print the tables
+# Runs resume: rerun after an interruption.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export ROOT=${ROOT:-/tmp/dcvae_ablation}
+PY=${PY:-.venv/bin/python}
+T="$PY docs/results/ablation_table.py"
+case ${1:-tables} in
+  run)
+    docs/results/ablation.sh mnist one_vs_rest 50 paper cb gpp gpp+cos
+    docs/results/ablation.sh fashion_mnist one_vs_rest 50 paper cb gpp gpp+cos gpp+l32
+    docs/results/ablation.sh mnist leave_one_out 10 paper gpp
+    ROOT=$ROOT/fair EXTRA="--config.eval.iwae_samples=8 --config.eval.iwae_chunk=8" \
+      docs/results/ablation.sh mnist leave_one_out 10 paper m:cvae m:dcvae m:dcvae+strat32 m:beta_tcvae
+    ;;
+  tables)
+    $T $ROOT mnist one_vs_rest 50 --per_class=gpp:rapp_sap --json=docs/results/detection_mnist_one_vs_rest.json
+    $T $ROOT fashion_mnist one_vs_rest 50 --per_class=gpp:rapp_sap --json=docs/results/detection_fashion_mnist_one_vs_rest.json
+    $T $ROOT mnist leave_one_out 10 --per_class=gpp:rapp_sap --json=docs/results/detection_mnist_leave_one_out.json
+    $T $ROOT/fair mnist leave_one_out 10 --per_class=m:dcvae+strat32:recon --json=docs/results/dcvae_fair_mnist_leave_one_out.json
+    ;;
+  *) echo "usage: $0 run|tables" >&2; exit 2 ;;
+esac
