@@ -19,6 +19,7 @@ def main():
   ap.add_argument("epochs")
   ap.add_argument("--per_class", default="", help="ROW:SCORE whose per-class AUROC to print")
   ap.add_argument("--json", default="")
+  ap.add_argument("--seeds", default="", help="ROW: mean and std over ROW, ROW+s1, ROW+s2, ... (seeds)")
   a = ap.parse_args()
   prefix = os.path.join(a.root, f"{a.dataset}-{a.protocol}-{a.epochs}ep-")
   rows = {}
@@ -59,6 +60,16 @@ def main():
     for s in SCORES:
       if s in per:
         print(f"| {s} | " + " | ".join(f"{per[s][c]:.3f}" for c in classes) + " |")
+  if a.seeds:
+    names = [n for n in rows if n == a.seeds or (n.startswith(a.seeds + "+s") and n[len(a.seeds) + 2:].isdigit())]
+    print(f"\nrow {a.seeds} over {len(names)} seed(s) ({', '.join(names)}): mean (std over seeds) of the class-mean AUROC\n")
+    print("| score | " + " | ".join(names) + " | mean | std |")
+    print("|---|" + "---|" * (len(names) + 2))
+    for sc in SCORES:
+      v = [rows[n]["auroc_by_score"][sc] for n in names if sc in rows[n]["auroc_by_score"]]
+      if len(v) == len(names):
+        print(f"| {sc} | " + " | ".join(f"{x:.3f}" for x in v) + f" | {sum(v) / len(v):.3f} | "
+              f"{(sum((x - sum(v) / len(v)) ** 2 for x in v) / len(v)) ** 0.5:.3f} |")
   if a.json:
     with open(a.json, "w") as f:
       json.dump(rows, f, indent=1, sort_keys=True)
