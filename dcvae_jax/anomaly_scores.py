@@ -13,6 +13,7 @@ Pure functions of arrays and apply functions; ``evaluate.py`` runs them on a tra
   activations and mu, the differences d(x) = concat_l (h_l(x) - h_l(x_hat)) give
       SAP(x) = ||d(x)||^2,    NAP(x) = ||(d(x) - m) V diag(1/s)||^2,
   where m, V, s are the mean, right singular vectors and singular values of d over normal training images.
+* ``sap_complexity``: z(SAP) + z(complexity), each a robust z-score (median, MAD) on normal training images.
 """
 
 from __future__ import annotations
@@ -120,3 +121,24 @@ def density_offset_bits(num_pixels: int, *, is_continuous: bool, dequantize: boo
 def complexity(iwae_nats: np.ndarray, length_bits: np.ndarray, offset_bits: float) -> np.ndarray:
   """S(x) = -log2 P(x) - L(x) = iwae / ln 2 + offset - L."""
   return np.asarray(iwae_nats, np.float64) / math.log(2.0) + offset_bits - np.asarray(length_bits, np.float64)
+
+
+def robust_standardise(values, reference) -> np.ndarray:
+  """(v - median(ref)) / (1.4826 MAD(ref)): a z-score whose scale comes from the normal reference images."""
+  ref = np.asarray(reference, np.float64)
+  ref = ref[np.isfinite(ref)]
+  if ref.size == 0:
+    return np.full(np.shape(values), np.nan)
+  med = np.median(ref)
+  mad = 1.4826 * np.median(np.abs(ref - med))
+  return (np.asarray(values, np.float64) - med) / max(mad, 1e-12)
+
+
+def sap_complexity(sap_values, complexity_values, sap_reference, complexity_reference) -> np.ndarray:
+  """z(SAP) + z(complexity), each standardised on normal training images (robust_standardise).
+
+  The two fail on disjoint images: SAP calls simple images (a "1") normal because they reconstruct well,
+  complexity removes exactly that bias but is noisy where L(x) varies little. Standardising on normal data
+  puts them on one scale without looking at any anomaly."""
+  return (robust_standardise(sap_values, sap_reference)
+          + robust_standardise(complexity_values, complexity_reference))

@@ -18,11 +18,12 @@ Fields (all of them exist in every config, so ``--config.<key>=<value>`` works f
   protocol.name                "one_vs_rest" | "leave_one_out" | "split"
   protocol.classes             which normal (one_vs_rest) / held-out (leave_one_out) classes to run; () = all
   protocol.normal, anomalous   class lists for "split"
-  protocol.score               "recon" | "nelbo" | "iwae" | "complexity" | "rapp" | "rapp_sap" (the headline
+  protocol.score               "recon" | "nelbo" | "iwae" | "complexity" | "rapp" | "rapp_sap" | "sap_complexity" (the headline
                                score; all are always computed, see dcvae_jax/evaluate.py)
   train.lr_schedule            "constant" | "warmup_cosine" (train.warmup_fraction, train.final_lr_fraction)
   eval.iwae_samples            K of the importance-weighted bound (eval.iwae_chunk samples per pass)
   eval.rapp_fit_examples       normal training images that fit RaPP's NAP normalisation
+  eval.reference_examples      normal training images that standardise the sap_complexity score
   protocol.score_condition     "min" | "marginal" | "given" (conditional models only; "given" leaks the label)
   train.*                      optimisation, logging, checkpoints (see below)
   train.batch_sampling         "uniform": each epoch a uniform permutation cut into batches (the default) |
@@ -118,6 +119,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.iwae_samples = 64      # K of the iwae score
   c.eval.iwae_chunk = 16        # samples per pass (bounds memory: chunk x batch x pixels)
   c.eval.rapp_fit_examples = 2000  # normal training images that fit NAP's mean and SVD (per run)
+  c.eval.reference_examples = 200  # normal training images that standardise sap_complexity (per run)
   return c
 
 

@@ -6,6 +6,7 @@ Scores of a test image x (larger = more anomalous):
   iwae        -log p_K(x), the importance-weighted bound with K = eval.iwae_samples (anomaly_scores.iwae_nll)
   complexity  iwae in bits (+ D log2 256 for a density on [0, 1]) - PNG bits of x (Serra et al. 2020)
   rapp        RaPP's NAP: normalised hidden-reconstruction differences (Kim et al. 2020); rapp_sap: its SAP
+  sap_complexity  rapp_sap and complexity, each robustly standardised on normal training images, summed
 A conditional model scores x under every normal condition c; ``score_condition`` reduces them:
   min       min_c score_c (default)
   marginal  recon / rapp: sum_c pi_c S_c;  nelbo / iwae: -log sum_c pi_c exp(-S_c)   (pi_c = training frequency)
@@ -27,7 +28,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from dcvae_jax import anomaly_scores, distributed, estimators, networks, objectives
 from dcvae_jax.train import Setup, preprocess
 
-SCORES = ("recon", "nelbo", "iwae", "complexity", "rapp", "rapp_sap")
+SCORES = ("recon", "nelbo", "iwae", "complexity", "rapp", "rapp_sap", "sap_complexity")
 DEVICE_SCORES = ("recon", "nelbo", "iwae", "rapp", "rapp_sap")   # complexity is derived from iwae on the host
 LOG_DENSITY_SCORES = ("nelbo", "iwae")
 SCORE_CONDITIONS = ("min", "marginal", "given")
@@ -211,28 +212,42 @@ def detection_metrics(score: np.ndarray, is_anomaly: np.ndarray) -> dict:
           "mean_anomalous": float(np.mean(score[is_anomaly]))}
 
 
+def reduce_scores(run, scores: dict, y: np.ndarray, *, conditional: bool, condition_counts, protocol,
+                  length_bits=None, offset_bits: float = 0.0) -> dict:
+  """Per-condition scores (name -> (N, C')) of images with labels ``y`` -> name -> (N,), with complexity
+  from the reduced iwae and ``length_bits`` (N,) when both are there."""
+  lookup = np.full(int(max(y.max(), *run.normal)) + 1, -1)
+  lookup[list(run.normal)] = np.arange(len(run.normal))
+  reduced = {}
+  for name in DEVICE_SCORES:
+    if name in scores:
+      reduced[name] = reduce_conditions(scores[name], name, protocol.score_condition, conditional=conditional,
+                                        cond_of_example=lookup[y], weights=condition_counts)
+  if "iwae" in reduced and length_bits is not None:
+    reduced["complexity"] = anomaly_scores.complexity(reduced["iwae"], np.asarray(length_bits), offset_bits)
+  return reduced
+
+
 def evaluate_run(run, scores: dict, y_test: np.ndarray, *, conditional: bool, condition_counts, protocol,
-                 length_bits=None, offset_bits: float = 0.0) -> dict:
+                 length_bits=None, offset_bits: float = 0.0, reference: dict | None = None) -> dict:
   """All metrics of one run from its scores (name -> (N_test, C')). The headline score is protocol.score.
 
   ``length_bits`` (N_test,): L(x) of every test image for the complexity score (computed from the reduced iwae
-  plus ``offset_bits``); without it, or without an iwae score, complexity is not reported."""
+  plus ``offset_bits``); without it, or without an iwae score, complexity is not reported. ``reference``: the
+  reduced rapp_sap and complexity of normal training images (see :func:`sap_complexity`)."""
   keep = np.isin(y_test, run.normal + run.anomalous)
   y = y_test[keep]
   is_anomaly = np.isin(y, run.anomalous)
-  lookup = np.full(int(max(y_test.max(), *run.normal)) + 1, -1)
-  lookup[list(run.normal)] = np.arange(len(run.normal))
   result = {"run": run.name, "label": run.label, "seed": run.seed, "normal": list(run.normal),
             "anomalous": list(run.anomalous), "num_test_normal": int((~is_anomaly).sum()),
             "num_test_anomalous": int(is_anomaly.sum())}
-  reduced = {}
-  for name in DEVICE_SCORES:
-    if name not in scores:
-      continue
-    reduced[name] = reduce_conditions(scores[name][keep], name, protocol.score_condition, conditional=conditional,
-                                      cond_of_example=lookup[y], weights=condition_counts)
-  if "iwae" in reduced and length_bits is not None:
-    reduced["complexity"] = anomaly_scores.complexity(reduced["iwae"], np.asarray(length_bits)[keep], offset_bits)
+  reduced = reduce_scores(run, {k: v[keep] for k, v in scores.items() if k in DEVICE_SCORES}, y,
+                          conditional=conditional, condition_counts=condition_counts, protocol=protocol,
+                          length_bits=None if length_bits is None else np.asarray(length_bits)[keep],
+                          offset_bits=offset_bits)
+  if reference is not None and "complexity" in reduced:
+    reduced["sap_complexity"] = anomaly_scores.sap_complexity(reduced["rapp_sap"], reduced["complexity"],
+                                                              reference["rapp_sap"], reference["complexity"])
   if protocol.score not in reduced:
     raise ValueError(f"score {protocol.score!r} was not computed for run {run.name}")
   for name, values in reduced.items():

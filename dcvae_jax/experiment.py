@@ -113,8 +113,8 @@ def validate(config):
       int(config.eval.iwae_samples) % min(int(config.eval.iwae_chunk), int(config.eval.iwae_samples))):
     raise train.ConfigError(f"eval.iwae_samples ({config.eval.iwae_samples}) must be a positive multiple of "
                             f"eval.iwae_chunk ({config.eval.iwae_chunk})")
-  if int(config.eval.rapp_fit_examples) < 2:
-    raise train.ConfigError("eval.rapp_fit_examples must be at least 2")
+  if int(config.eval.rapp_fit_examples) < 2 or int(config.eval.get("reference_examples", 200)) < 2:
+    raise train.ConfigError("eval.rapp_fit_examples and eval.reference_examples must be at least 2")
   if config.protocol.score not in evaluate.SCORES:
     raise train.ConfigError(f"unknown score {config.protocol.score!r}; known: {', '.join(evaluate.SCORES)}")
   if config.protocol.score_condition not in evaluate.SCORE_CONDITIONS:
@@ -135,15 +135,41 @@ def complexity_likelihood(config) -> str:
   return f"{lik} on {data}" + ("" if normalised else " (NOT a normalised density: complexity is not meaningful)")
 
 
+def normal_train_order(ds, run) -> np.ndarray:
+  """The run's normal training images in a fixed shuffled order (drawn from (seed, uid)): the images that fit
+  RaPP's NAP and standardise sap_complexity come from its front."""
+  idx = np.flatnonzero(np.isin(ds.y_train, run.normal))
+  return idx[np.random.default_rng([run.seed, run.uid, 7]).permutation(idx.size)]
+
+
+def reference_scores(config, ds, chunk, setup, params, mesh, nap_stats, offset_bits) -> list:
+  """rapp_sap and complexity of each run's first eval.reference_examples normal training images, reduced over
+  conditions as the test scores are: one dict per run (the reference of the sap_complexity score)."""
+  picks = [normal_train_order(ds, run) for run in chunk]
+  n = max(1, min(int(config.eval.get("reference_examples", 200)), *(p.size for p in picks)))
+  idx = np.concatenate([p[:n] for p in picks])
+  x = ds.x_train[idx]
+  scores = evaluate.score_test_set(setup, params, x, mesh, batch_size=config.eval.batch_size,
+                                   num_samples=config.eval.elbo_samples, seed=config.seed + 1, nap_stats=nap_stats,
+                                   iwae_samples=int(config.eval.iwae_samples), iwae_chunk=int(config.eval.iwae_chunk))
+  bits = anomaly_scores.png_bits(anomaly_scores.model_view_images(x, bool(config.data.binarize)))
+  spec = objectives.get_model(config.model.name)
+  out = []
+  for m, run in enumerate(chunk):
+    rows = slice(m * n, (m + 1) * n)
+    counts = np.array([(ds.y_train == k).sum() for k in run.normal], np.float64)
+    reduced = evaluate.reduce_scores(run, {k: v[m, rows] for k, v in scores.items()}, ds.y_train[idx[rows]],
+                                     conditional=spec.conditional, condition_counts=counts,
+                                     protocol=config.protocol, length_bits=bits[rows], offset_bits=offset_bits)
+    out.append({k: reduced[k] for k in ("rapp_sap", "complexity") if k in reduced})
+  return out
+
+
 def rapp_fit_data(config, ds, chunk):
   """Each run's first eval.rapp_fit_examples normal training images (in a fixed shuffled order) and their
   conditions: uint8 (M, n, H, W), int32 (M, n); n is the smallest run's count if that is fewer."""
   want = int(config.eval.rapp_fit_examples)
-  picks = []
-  for run in chunk:
-    idx = np.flatnonzero(np.isin(ds.y_train, run.normal))
-    idx = idx[np.random.default_rng([run.seed, run.uid, 7]).permutation(idx.size)]
-    picks.append(idx)
+  picks = [normal_train_order(ds, run) for run in chunk]
   n = max(1, min(want, *(p.size for p in picks)))
   x = np.stack([ds.x_train[p[:n]] for p in picks])
   conds = []
@@ -168,19 +194,22 @@ def chunk_name(chunk) -> str:
   return chunk[0].name if len(chunk) == 1 else f"{chunk[0].name}--{chunk[-1].name}"
 
 
-def train_and_evaluate(config, workdir: str, *, log=print, dataset: data_lib.Dataset | None = None) -> dict:
-  """Train every run of the protocol (groups of ``train.runs_per_program`` at once), score, summarise."""
+def train_and_evaluate(config, workdir: str, *, log=print, dataset: data_lib.Dataset | None = None,
+                       rescore: bool = False) -> dict:
+  """Train every run of the protocol (groups of ``train.runs_per_program`` at once), score, summarise.
+
+  rescore: score finished runs again from their final checkpoints (new scores, other eval settings)."""
   validate(config)
   ds = dataset if dataset is not None else load_data(config)
   runs = protocols.make_runs(config.protocol, ds.num_classes, config.seed, config.num_seeds)
   if not distributed.is_primary():  # process 0 owns the workdir's files; the others train with it
-    return _train_and_evaluate(config, workdir, ds, runs, lambda *_: None, write=False)
+    return _train_and_evaluate(config, workdir, ds, runs, lambda *_: None, write=False, rescore=rescore)
   with WorkdirLock(workdir, log=log):
     check_workdir(config, workdir)
-    return _train_and_evaluate(config, workdir, ds, runs, log)
+    return _train_and_evaluate(config, workdir, ds, runs, log, rescore=rescore)
 
 
-def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True) -> dict:
+def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True, rescore: bool = False) -> dict:
   spec = objectives.get_model(config.model.name)
   image_shape = (*ds.x_train.shape[1:], 1)
   num_conditions = len(runs[0].normal)
@@ -201,7 +230,7 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True) -> d
   with metrics as log_file, tensorboard as tb:
     for chunk in chunks(runs, int(config.train.runs_per_program)):
       done = [os.path.join(workdir, "runs", f"{r.name}.json") for r in chunk]
-      if all(os.path.exists(p) for p in done):
+      if not rescore and all(os.path.exists(p) for p in done):
         for p in done:
           with open(p) as f:
             per_run.append(json.load(f))
@@ -221,6 +250,7 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True) -> d
                                        iwae_chunk=int(config.eval.iwae_chunk))
       if length_bits is None:
         length_bits = anomaly_scores.png_bits(anomaly_scores.model_view_images(ds.x_test, bool(config.data.binarize)))
+      references = reference_scores(config, ds, chunk, setup, state.params, mesh, nap_stats, offset_bits)
       codes = latents.encode_test_set(setup, state.params, ds.x_test, mesh, batch_size=config.eval.batch_size,
                                       conditions=latents.condition_ids(chunk, ds.y_test))
       if write:
@@ -233,7 +263,7 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True) -> d
         result = evaluate.evaluate_run(run, {k: v[m] for k, v in scores.items()}, ds.y_test,
                                        conditional=spec.conditional, condition_counts=data.condition_counts,
                                        protocol=config.protocol, length_bits=length_bits,
-                                       offset_bits=offset_bits)
+                                       offset_bits=offset_bits, reference=references[m])
         result["chunk_train_seconds"] = seconds
         result["skipped_updates"] = int(distributed.to_host(state.skipped)[m])
         result.update(latents.disentanglement_results(run, codes[m], ds.y_test, getattr(ds, "factors_test", None),

@@ -26,9 +26,11 @@ def _define_config_flag():
 
 
 flags.DEFINE_string("workdir", None, "Where checkpoints and results go (default: workdirs/<config name>).")
-flags.DEFINE_enum("mode", "train", ["train", "report", "table"],
+flags.DEFINE_enum("mode", "train", ["train", "report", "table", "rescore"],
                   "train: train, evaluate, write results.json (resumes by itself); report: figures and "
-                  "report.html of a trained workdir; table: every model of config.table.models (Table 1).")
+                  "report.html of a trained workdir; table: every model of config.table.models (Table 1); "
+                  "rescore: recompute every score of a trained workdir from its checkpoints (its own config, "
+                  "the command line's eval settings).")
 FLAGS = flags.FLAGS
 
 
@@ -57,7 +59,12 @@ def main(argv):
       print(table.format_markdown(rows), end="")
       print(f"table: {os.path.join(workdir, 'results.md')}")
       return
-    results = experiment.train_and_evaluate(FLAGS.config, workdir)
+    if FLAGS.mode == "rescore":  # the workdir's own config, with the command line's eval settings
+      config = experiment.load_config(workdir)
+      config.eval = FLAGS.config.eval
+      results = experiment.train_and_evaluate(config, workdir, rescore=True)
+    else:
+      results = experiment.train_and_evaluate(FLAGS.config, workdir)
   except errors.Interrupted as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(130)

@@ -239,3 +239,31 @@ def test_fit_nap_ignores_non_finite_rows():
   np.testing.assert_allclose(a["inv_scale"], b["inv_scale"], rtol=1e-5)
   empty = anomaly_scores.fit_nap(np.full((4, 5), np.nan))
   assert empty["basis"].shape == (5, 4) and not np.any(empty["inv_scale"])
+
+
+def test_robust_standardise_and_sap_complexity_by_hand():
+  ref = np.array([1.0, 2.0, 3.0, 4.0, 100.0])           # median 3, MAD 1
+  np.testing.assert_allclose(anomaly_scores.robust_standardise([3.0, 4.4826], ref), [0.0, 1.0])
+  sap_ref, comp_ref = np.array([0.0, 1.0, 2.0]), np.array([10.0, 20.0, 30.0])   # MADs 1 and 10
+  got = anomaly_scores.sap_complexity(np.array([1.0 + 1.4826]), np.array([20.0 - 14.826]), sap_ref, comp_ref)
+  np.testing.assert_allclose(got, [0.0], atol=1e-12)      # +1 sd in one, -1 sd in the other
+  assert np.isnan(anomaly_scores.robust_standardise([1.0], [np.nan])).all()
+
+
+def test_rescore_recomputes_scores_from_checkpoints(tmp_path):
+  ds = _blank_vs_noise()
+  config = tiny_config("vae", num_epochs=2, batch_size=64, steps_per_call=8)
+  config.protocol.name = "split"
+  config.protocol.normal = (0,)
+  config.protocol.anomalous = (1,)
+  config.eval.iwae_samples = 8
+  config.eval.iwae_chunk = 8
+  config.eval.rapp_fit_examples = 64
+  first = experiment.train_and_evaluate(config, str(tmp_path / "wd"), dataset=ds, log=lambda *_: None)
+  steps_logged = len(open(tmp_path / "wd" / "metrics.jsonl").readlines())
+  config.eval.reference_examples = 50
+  again = experiment.train_and_evaluate(config, str(tmp_path / "wd"), dataset=ds, log=lambda *_: None,
+                                        rescore=True)
+  assert again["auroc_by_score"]["recon"] == first["auroc_by_score"]["recon"]      # same model, same score
+  assert len(open(tmp_path / "wd" / "metrics.jsonl").readlines()) == steps_logged   # nothing was retrained
+  assert set(again["auroc_by_score"]) == set(evaluate.SCORES)

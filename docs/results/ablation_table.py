@@ -17,7 +17,7 @@ def main():
   ap.add_argument("dataset")
   ap.add_argument("protocol")
   ap.add_argument("epochs")
-  ap.add_argument("--per_class", default="", help="ROW:SCORE whose per-class AUROC to print")
+  ap.add_argument("--per_class", action="append", default=[], help="ROW:SCORE whose per-class AUROC to print")
   ap.add_argument("--json", default="")
   ap.add_argument("--seeds", default="", help="ROW: mean and std over ROW, ROW+s1, ROW+s2, ... (seeds)")
   a = ap.parse_args()
@@ -50,10 +50,12 @@ def main():
       txt = f"{v:.3f} ({r['auroc_std_by_score'].get(s, 0):.3f})"
       cells.append(f"**{txt}**" if v == best else txt)
     print(f"| {name} | " + " | ".join(cells) + f" | {r['train_seconds']:.0f} | {r['complexity_likelihood']} |")
-  if a.per_class:
-    row, score = a.per_class.split(":")
+  for item in a.per_class:
+    row = item.rsplit(":", 1)[0]
+    if row not in rows:
+      continue
     per = rows[row]["auroc_per_class_by_score"]
-    classes = sorted(per[score], key=lambda k: (len(k), k))
+    classes = sorted(per["recon"], key=lambda k: (len(k), k))
     print(f"\nper class, row {row}:\n")
     print("| score | " + " | ".join(classes) + " |")
     print("|---|" + "---|" * len(classes))

@@ -19,8 +19,8 @@ case ${1:-tables} in
   tables)
     $T $ROOT mnist one_vs_rest 50 --per_class=gpp:rapp_sap --seeds=gpp --json=docs/results/detection_mnist_one_vs_rest.json
     $T $ROOT fashion_mnist one_vs_rest 50 --per_class=gpp:rapp_sap --seeds=gpp --json=docs/results/detection_fashion_mnist_one_vs_rest.json
-    $T $ROOT mnist leave_one_out 10 --per_class=gpp:rapp_sap --json=docs/results/detection_mnist_leave_one_out.json
-    $T $ROOT/fair mnist leave_one_out 10 --per_class=m:dcvae+strat32:recon --json=docs/results/dcvae_fair_mnist_leave_one_out.json
+    $T $ROOT mnist leave_one_out 10 --per_class=paper:rapp_sap --per_class=gpp:rapp_sap --json=docs/results/detection_mnist_leave_one_out.json
+    $T $ROOT/fair mnist leave_one_out 10 --per_class=paper:recon --per_class=m:cvae:recon --per_class=m:dcvae:recon --per_class=m:dcvae+strat32:recon --json=docs/results/dcvae_fair_mnist_leave_one_out.json
     ;;
   *) echo "usage: $0 run|tables" >&2; exit 2 ;;
 esac
