@@ -125,7 +125,7 @@ def base_config() -> ml_collections.ConfigDict:
 
 # The detection setting the ablation (docs/results/detection.md) chose, applied by ``configs/<dataset>.py:best``.
 BEST_DETECTOR = dict(model="vae", arch="mlp", hidden=(512, 256), latent_dim=10, binarize=False, dequantize=True,
-                     likelihood="gaussian", gaussian_variance="per_pixel", score="rapp_sap", num_epochs=50,
+                     likelihood="gaussian", gaussian_variance="per_pixel", score="sap_complexity", num_epochs=50,
                      lr_schedule="constant")
 
 

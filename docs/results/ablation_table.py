@@ -8,7 +8,7 @@ import glob
 import json
 import os
 
-SCORES = ("recon", "nelbo", "iwae", "complexity", "rapp", "rapp_sap")
+SCORES = ("recon", "nelbo", "iwae", "complexity", "rapp", "rapp_sap", "sap_complexity")
 
 
 def main():
