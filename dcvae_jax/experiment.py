@@ -22,6 +22,7 @@ import numpy as np
 
 from dcvae_jax import data as data_lib
 from dcvae_jax import anomaly_scores, distributed, evaluate, latents, objectives, protocols, summaries, train
+from dcvae_jax.messages import log as _log
 
 
 class WorkdirError(RuntimeError):
@@ -62,7 +63,7 @@ class WorkdirLock:
   warning. Used as a context manager; the lock is removed on exit.
   """
 
-  def __init__(self, workdir: str, log=print):
+  def __init__(self, workdir: str, log=_log):
     self.path = os.path.join(workdir, ".lock")
     self.log = log
 
@@ -194,7 +195,7 @@ def chunk_name(chunk) -> str:
   return chunk[0].name if len(chunk) == 1 else f"{chunk[0].name}--{chunk[-1].name}"
 
 
-def train_and_evaluate(config, workdir: str, *, log=print, dataset: data_lib.Dataset | None = None,
+def train_and_evaluate(config, workdir: str, *, log=_log, dataset: data_lib.Dataset | None = None,
                        rescore: bool = False) -> dict:
   """Train every run of the protocol (groups of ``train.runs_per_program`` at once), score, summarise.
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
@@ -41,7 +41,8 @@ def default_workdir(config_arg: str) -> str:
 
 
 def main(argv):
-  logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
+  from dcvae_jax import messages
+  messages.quiet_other_libraries()  # our INFO messages show by default (--verbosity=-1: warnings only); Orbax's not
   # Imports after flag parsing: JAX must not start before XLA_FLAGS are final.
   from dcvae_jax import distributed
   distributed.maybe_initialize()

@@ -26,6 +26,7 @@ import os
 import numpy as np
 
 from dcvae_jax import anomaly_scores, evaluate, experiment, plots
+from dcvae_jax.messages import log as _log
 
 RUN_FIGURES = ("reconstructions", "latent", "manifold", "traversals", "histograms")
 MAX_TRAVERSAL_DIMS = 10
@@ -164,7 +165,7 @@ def roc_figure(trained, workdir: str, path: str, scores_by_run: dict) -> str:
                                                f"({protocol.score_condition})")
 
 
-def make_report(workdir: str, *, dataset=None, max_runs: int | None = None, log=print) -> str:
+def make_report(workdir: str, *, dataset=None, max_runs: int | None = None, log=_log) -> str:
   """Every figure of a trained workdir under DIR/figures/ and DIR/report.html; returns the report's path.
 
   ``dataset``: pass it when the workdir was trained on an in-memory dataset; ``max_runs``: draw the per-run

@@ -16,13 +16,14 @@ import csv
 import os
 
 from dcvae_jax import experiment, objectives, train
+from dcvae_jax.messages import log as _log
 
 PAPER_MODELS = ("vae", "cvae", "beta_vae", "factor_vae", "rf_vae", "dcvae")
 COLUMNS = ("model", "auroc_mean", "auroc_std", "aupr_mean", "aupr_std", "E_normal_mean", "E_anomalous_mean",
            "A_normal_mean", "A_anomalous_mean", "train_seconds", "num_runs")
 
 
-def run_table(config, workdir: str, *, log=print, dataset=None) -> list[dict]:
+def run_table(config, workdir: str, *, log=_log, dataset=None) -> list[dict]:
   models = tuple(config.table.models) or PAPER_MODELS
   for name in models:
     objectives.get_model(name)  # fail before any training on an unknown name

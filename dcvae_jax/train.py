@@ -32,6 +32,7 @@ from flax import struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from dcvae_jax import distributed, objectives
+from dcvae_jax.messages import log as _log
 from dcvae_jax.protocols import Run
 
 
@@ -451,7 +452,7 @@ def checkpoint_manager(directory: str, keep: int):
   return ocp.CheckpointManager(os.path.abspath(directory), options=options, item_names=("state", "meta"))
 
 
-def restore_latest(manager, target: TrainState, log=print, *, with_meta: bool = False):
+def restore_latest(manager, target: TrainState, log=_log, *, with_meta: bool = False):
   """Restore the newest checkpoint that reads back; fall back to older ones. Returns (state, step), or
   (state, step, meta) with ``with_meta``; (None, None[, {}]) when there is none. Raises CheckpointError when
   every checkpoint is damaged."""
@@ -575,7 +576,7 @@ def _compiled(config, image_shape, num_conditions: int, mesh: Mesh, ensemble: st
 
 
 def train_runs(config, x_train: np.ndarray, y_train: np.ndarray, runs: Sequence[Run], ckpt_dir: str,
-               *, image_shape, num_conditions: int, log_file=None, mesh: Mesh | None = None, log=print,
+               *, image_shape, num_conditions: int, log_file=None, mesh: Mesh | None = None, log=_log,
                tensorboard=None):
   """Trains ``runs`` in one program (train.ensemble: vmap or lax.map over runs) and returns (stacked TrainState, train seconds, step count).
 

@@ -2,11 +2,13 @@
 
 import json
 import os
+import subprocess
+import sysconfig
 
 import numpy as np
 import pytest
 
-from tests.cli import SMOKE, error_line, run_cli
+from tests.cli import REPO, SMOKE, env, error_line, run_cli
 
 
 def test_smoke_run_end_to_end_then_resume(tmp_path):
@@ -14,6 +16,8 @@ def test_smoke_run_end_to_end_then_resume(tmp_path):
   proc = run_cli(*SMOKE, f"--workdir={wd}", "--config.model.name=cvae")
   assert proc.returncode == 0, proc.stderr
   assert "mean" in proc.stdout and "AUROC" in proc.stdout
+  assert "mnist5k" in proc.stderr and "train /" in proc.stderr  # progress: absl logging, INFO shown by default
+  assert "train /" not in proc.stdout and "results: " not in proc.stderr
   results = json.load(open(os.path.join(wd, "results.json")))
   for key in ("model", "dataset", "protocol", "auroc_mean", "auroc_per_class", "aupr_mean", "train_seconds",
               "A_normal_mean", "E_anomalous_mean", "nelbo_auroc_mean"):
@@ -29,8 +33,10 @@ def test_smoke_run_end_to_end_then_resume(tmp_path):
   scores = np.load(os.path.join(wd, "scores", "class0_seed0.npz"))
   assert scores["recon"].shape == (1000, 10)  # 9 conditions + the all-zero one
   # A rerun finds every run finished: nothing retrained, same results.
-  again = run_cli(*SMOKE, f"--workdir={wd}", "--config.model.name=cvae")
+  again = run_cli(*SMOKE, f"--workdir={wd}", "--config.model.name=cvae", "--verbosity=-1")
   assert again.returncode == 0, again.stderr
+  assert "train /" not in again.stderr and "AUROC" in again.stdout  # --verbosity=-1: warnings only
+  assert again.stdout.splitlines()[-1] == f"results: {os.path.join(wd, 'results.json')}"
   assert len(open(os.path.join(wd, "metrics.jsonl")).readlines()) == len(lines)
   assert json.load(open(os.path.join(wd, "results.json")))["auroc_mean"] == results["auroc_mean"]
 
@@ -41,7 +47,7 @@ def test_more_epochs_continue_training(tmp_path):
   os.remove(os.path.join(wd, "runs", "class0_seed0.json"))  # ask for the run again, with more epochs
   proc = run_cli(*SMOKE, f"--workdir={wd}", "--config.train.num_epochs=2")
   assert proc.returncode == 0, proc.stderr
-  assert "resuming 1 run(s) from step 56 of 112" in proc.stdout
+  assert "resuming 1 run(s) from step 56 of 112" in proc.stderr
   steps = [json.loads(l)["step"] for l in open(os.path.join(wd, "metrics.jsonl"))]
   assert steps[-1] == 112 and 57 <= min(s for s in steps if s > 56)
 
@@ -80,3 +86,17 @@ def test_incompatible_workdir_is_refused_and_kept(tmp_path):
   assert "holds a different run" in error_line(proc) and "model.name" in error_line(proc)
   assert sorted(p.name for p in wd.rglob("*")) == before
   assert json.load(open(wd / "config.json"))["model"]["name"] == "vae"
+
+
+def test_console_command_from_another_directory(tmp_path):
+  """``dcvae-jax`` (pyproject [project.scripts]) run outside the checkout, with the config given by path."""
+  script = os.path.join(sysconfig.get_path("scripts"), "dcvae-jax")
+  if not os.path.exists(script):
+    pytest.skip(f"the dcvae-jax console script is not installed next to this interpreter ({script}); "
+                "pip install -e . installs it")
+  config = os.path.join(REPO, "configs", "default.py")  # imports dcvae_jax.config: must work from any cwd
+  proc = subprocess.run([script, f"--config={config}:smoke", *SMOKE[1:], f"--workdir={tmp_path / 'wd'}"],
+                        cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stdout.splitlines()[-1] == f"results: {tmp_path / 'wd' / 'results.json'}"
+  assert json.load(open(tmp_path / "wd" / "results.json"))["dataset"] == "mnist5k"

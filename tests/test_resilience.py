@@ -78,7 +78,7 @@ def test_sigkill_then_restart_is_bitwise_identical(tmp_path, uninterrupted):
   assert max(_steps(wd)) < LONG_STEPS
   again = run_cli(*LONG, f"--workdir={wd}", devices=1)  # the stale lock of the killed run is taken over
   assert again.returncode == 0, again.stderr
-  assert "resuming" in again.stdout and "stale lock" in again.stdout
+  assert "resuming" in again.stderr and "stale lock" in again.stderr  # absl logging: INFO and WARNING
   _assert_same_checkpoint(uninterrupted, wd)
   a = np.load(os.path.join(uninterrupted, "scores", "class0_seed0.npz"))
   b = np.load(os.path.join(wd, "scores", "class0_seed0.npz"))
