@@ -173,12 +173,8 @@ def rapp_fit_data(config, ds, chunk):
   picks = [normal_train_order(ds, run) for run in chunk]
   n = max(1, min(want, *(p.size for p in picks)))
   x = np.stack([ds.x_train[p[:n]] for p in picks])
-  conds = []
-  for run, p in zip(chunk, picks):
-    lookup = np.zeros(int(max(ds.y_train.max(), *run.normal)) + 1, np.int32)
-    lookup[list(run.normal)] = np.arange(len(run.normal))
-    conds.append(lookup[ds.y_train[p[:n]]])
-  return x, np.stack(conds).astype(np.int32)
+  cond = np.stack([latents.condition_ids([run], ds.y_train[p[:n]])[0] for run, p in zip(chunk, picks)])
+  return x, cond
 
 
 def load_data(config) -> data_lib.Dataset:
