@@ -8,7 +8,10 @@ Fields (all of them exist in every config, so ``--config.<key>=<value>`` works f
   model.likelihood             "bernoulli" (cross-entropy; a density only on binary pixels) | "continuous_bernoulli"
                                | "gaussian" (model.gaussian_variance: "fixed" (model.gaussian_std, default 1),
                                "global" or "per_pixel" (learned))
-  model.beta, alpha, gamma     objective weights (see DESIGN.md §3); model.estimator "mss" | "mws"
+  model.beta                   beta_vae: the KL weight (no other model reads it)
+  model.alpha, tc_beta, gamma  beta_tcvae / dcvae: weights of MI, TC and dimension-wise KL
+  model.factor_gamma           factor_vae / rf_vae: weight of the discriminator's TC (docs/design.md "Objectives")
+  model.estimator              "mss" | "mws": the minibatch estimator of q(z) (docs/design.md "Estimators")
   model.tc_scope               "global": TC estimators see the whole global batch (codes all-gathered);
                                "local": each device's shard is its own minibatch (as a per-device estimator would)
   data.name / data_dir         dataset name; a local folder of .npz or IDX files (overrides TFDS)
@@ -19,7 +22,7 @@ Fields (all of them exist in every config, so ``--config.<key>=<value>`` works f
   protocol.classes             which normal (one_vs_rest) / held-out (leave_one_out) classes to run; () = all
   protocol.normal, anomalous   class lists for "split"
   protocol.score               "recon" | "nelbo" | "iwae" | "complexity" | "rapp" | "rapp_sap" | "sap_complexity" (the headline
-                               score; all are always computed, see dcvae_jax/evaluate.py)
+                               score; all are always computed, see dcvae_jax/scoring.py)
   train.lr_schedule            "constant" | "warmup_cosine" (train.warmup_fraction, train.final_lr_fraction)
   eval.iwae_samples            K of the importance-weighted bound (eval.iwae_chunk samples per pass)
   eval.rapp_fit_examples       normal training images that fit RaPP's NAP normalisation
@@ -34,7 +37,7 @@ Fields (all of them exist in every config, so ``--config.<key>=<value>`` works f
                                the two from the other); with model.tc_scope="local" conditions_per_batch must
                                be a multiple of the device count (every device's shard holds whole groups).
                                An epoch cuts every class into chunks of per_condition, so it sees every example
-                               once up to each class's remainder (see train.RunData)
+                               once up to each class's remainder (see input_pipeline.RunData)
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.gaussian_variance = "fixed"   # gaussian: "fixed" | "global" | "per_pixel"
   c.model.gaussian_std = 1.0            # gaussian, fixed variance: sigma
   c.model.compute_dtype = "float32"  # "bfloat16": mixed precision (bf16 compute, fp32 params, optimizer, losses)
-  c.model.beta = 4.0            # beta_vae: KL weight; beta_tcvae/dcvae: TC weight (set to 6 by those models)
+  c.model.beta = 4.0            # beta_vae: KL weight (beta_tcvae / dcvae use tc_beta)
   c.model.alpha = 1.0           # beta_tcvae / dcvae: index-code MI weight
   c.model.gamma = 1.0           # beta_tcvae / dcvae: dimension-wise KL weight
   c.model.tc_beta = 6.0         # beta_tcvae / dcvae: TC weight

@@ -17,7 +17,7 @@ import os
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding
+from jax.sharding import Mesh, NamedSharding
 
 
 def requested() -> bool:
@@ -73,3 +73,9 @@ def to_host(tree):
       return np.asarray(a.addressable_data(0))
     return np.asarray(a)
   return jax.tree.map(get, tree)
+
+
+def make_mesh(devices=None) -> Mesh:
+  """A 1-D mesh named "data" over ``devices`` (default: every device of every process)."""
+  devices = np.asarray(devices if devices is not None else jax.devices())
+  return Mesh(devices, ("data",))

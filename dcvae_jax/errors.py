@@ -1,8 +1,33 @@
-"""The errors a user can cause or meet; ``main`` turns each into one ``error:`` line and exit status 1."""
+"""Every error a user can cause or meet. ``main`` prints each one in ``EXPECTED`` as a single ``error:`` line
+and exits with status 1 (130 for ``Interrupted``); any other exception is a bug and keeps its traceback."""
 
-from dcvae_jax.data import DataError
-from dcvae_jax.experiment import WorkdirError
-from dcvae_jax.protocols import ProtocolError
-from dcvae_jax.train import CheckpointError, ConfigError, Interrupted, NonFiniteError
 
-EXPECTED = (DataError, WorkdirError, ProtocolError, ConfigError, NonFiniteError, CheckpointError, KeyError)
+class ConfigError(ValueError):
+  """A config that cannot be trained as asked (a field outside its allowed values, or values that clash)."""
+
+
+class DataError(ValueError):
+  """A dataset that cannot be loaded: missing, unreadable, or not what its spec says it is."""
+
+
+class ProtocolError(ValueError):
+  """A protocol that cannot be run (unknown name, class out of range, no normal or no anomalous data)."""
+
+
+class WorkdirError(RuntimeError):
+  """The workdir holds a run that does not match the requested config, or is in use."""
+
+
+class CheckpointError(RuntimeError):
+  """Every checkpoint in a directory is damaged."""
+
+
+class NonFiniteError(FloatingPointError):
+  """A loss term or gradient became NaN/Inf."""
+
+
+class Interrupted(KeyboardInterrupt):
+  """SIGTERM / SIGINT arrived; a checkpoint was written before raising."""
+
+
+EXPECTED = (ConfigError, DataError, ProtocolError, WorkdirError, CheckpointError, NonFiniteError)

@@ -34,6 +34,9 @@ __all__ = [
 ]
 
 
+METHODS = ("mss", "mws")  # minibatch stratified / weighted sampling (Chen et al. 2018)
+
+
 def gaussian_log_density(x, mu, logvar):
     """Elementwise log N(x; mu, exp(logvar)) = -0.5 [log 2pi + logvar + (x - mu)^2 exp(-logvar)]."""
     return -0.5 * (_LOG_2PI + logvar + jnp.square(x - mu) * jnp.exp(-logvar))

@@ -7,7 +7,7 @@ Workdir layout:
   checkpoints/<chunk>/  Orbax checkpoints of each group of runs trained together
   scores/<run>.npz   every test image's scores under every condition (recon, nelbo: (N_test, C')), y_test
   runs/<run>.json    per-run results, written when a run's evaluation finishes (finished runs are not redone)
-  results.json       the summary (see evaluate.summarize)
+  results.json       the summary (see metrics.summarize)
 """
 
 from __future__ import annotations
@@ -15,114 +15,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 
 import jax
 import numpy as np
 
 from dcvae_jax import data as data_lib
-from dcvae_jax import anomaly_scores, distributed, evaluate, latents, objectives, protocols, summaries, train
+from dcvae_jax import (anomaly_scores, checkpoints, distributed, files, input_pipeline, latents, metrics, models,
+                       objectives, protocols, scoring, summaries, train_step, trainer)
+from dcvae_jax.errors import WorkdirError
 from dcvae_jax.messages import log as _log
-
-
-class WorkdirError(RuntimeError):
-  """The workdir holds a run that does not match the requested config."""
-
-
-# Config fields that define what is trained: a workdir trained with other values cannot be resumed.
-IDENTITY_KEYS = ("model.name", "model.arch", "model.hidden", "model.latent_dim", "model.likelihood",
-                 "data.name", "data.binarize", "protocol.name", "train.batch_size", "seed")
-
-
-def _get(cfg: dict, dotted: str):
-  for part in dotted.split("."):
-    cfg = cfg.get(part, {}) if isinstance(cfg, dict) else {}
-  return cfg
-
-
-def check_workdir(config, workdir: str):
-  """Refuse a workdir whose saved config trained something else; then (re)write config.json."""
-  path = os.path.join(workdir, "config.json")
-  new = json.loads(config.to_json())
-  if os.path.exists(path):
-    with open(path) as f:
-      old = json.load(f)
-    diffs = [f"{k}: {_get(old, k)!r} -> {_get(new, k)!r}" for k in IDENTITY_KEYS
-             if json.dumps(_get(old, k)) != json.dumps(_get(new, k))]
-    if diffs:
-      raise WorkdirError(f"workdir {workdir} holds a different run ({'; '.join(diffs)}); "
-                         "use another --workdir")
-  os.makedirs(workdir, exist_ok=True)
-  train._atomic_json(path, new)
-
-
-class WorkdirLock:
-  """One run per workdir: ``<workdir>/.lock`` holds the holder's pid and host.
-
-  A lock held by a live process is refused; one left by a dead process on this host is taken over with a
-  warning. Used as a context manager; the lock is removed on exit.
-  """
-
-  def __init__(self, workdir: str, log=_log):
-    self.path = os.path.join(workdir, ".lock")
-    self.log = log
-
-  def __enter__(self):
-    os.makedirs(os.path.dirname(self.path), exist_ok=True)
-    me = {"pid": os.getpid(), "host": socket.gethostname()}
-    for _ in range(2):
-      try:
-        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-      except FileExistsError:
-        holder = self._read()
-        if holder.get("host") == me["host"] and not _pid_alive(holder.get("pid", -1)):
-          self.log(f"warning: taking over the stale lock of dead process {holder.get('pid')} in {self.path}")
-          os.remove(self.path)
-          continue
-        raise WorkdirError(f"workdir {os.path.dirname(self.path)} is in use by pid {holder.get('pid')} on host "
-                           f"{holder.get('host')} (lock {self.path}); use another --workdir") from None
-      with os.fdopen(fd, "w") as f:
-        json.dump(me, f)
-      return self
-    raise WorkdirError(f"could not take the lock {self.path}")
-
-  def _read(self) -> dict:
-    try:
-      with open(self.path) as f:
-        return json.load(f)
-    except (OSError, ValueError):
-      return {}
-
-  def __exit__(self, *exc):
-    if self._read().get("pid") == os.getpid():
-      os.remove(self.path)
-
-
-def _pid_alive(pid) -> bool:
-  try:
-    os.kill(int(pid), 0)
-  except ProcessLookupError:
-    return False
-  except (PermissionError, ValueError, TypeError):
-    return True
-  return True
-
-
-def validate(config):
-  objectives.get_model(config.model.name)
-  if int(config.eval.iwae_samples) < 1 or int(config.eval.iwae_chunk) < 1 or (
-      int(config.eval.iwae_samples) % min(int(config.eval.iwae_chunk), int(config.eval.iwae_samples))):
-    raise train.ConfigError(f"eval.iwae_samples ({config.eval.iwae_samples}) must be a positive multiple of "
-                            f"eval.iwae_chunk ({config.eval.iwae_chunk})")
-  if int(config.eval.rapp_fit_examples) < 2 or int(config.eval.get("reference_examples", 200)) < 2:
-    raise train.ConfigError("eval.rapp_fit_examples and eval.reference_examples must be at least 2")
-  if config.protocol.score not in evaluate.SCORES:
-    raise train.ConfigError(f"unknown score {config.protocol.score!r}; known: {', '.join(evaluate.SCORES)}")
-  if config.protocol.score_condition not in evaluate.SCORE_CONDITIONS:
-    raise train.ConfigError(f"unknown score_condition {config.protocol.score_condition!r}; "
-                            f"known: {', '.join(evaluate.SCORE_CONDITIONS)}")
-  if int(config.train.num_epochs) < 1 or int(config.train.batch_size) < 1:
-    raise train.ConfigError("train.num_epochs and train.batch_size must be positive")
+from dcvae_jax.validation import validate
+from dcvae_jax.workdir import WorkdirLock, check_workdir
 
 
 def complexity_likelihood(config) -> str:
@@ -150,17 +53,17 @@ def reference_scores(config, ds, chunk, setup, params, mesh, nap_stats, offset_b
   n = max(1, min(int(config.eval.get("reference_examples", 200)), *(p.size for p in picks)))
   idx = np.concatenate([p[:n] for p in picks])
   x = ds.x_train[idx]
-  scores = evaluate.score_test_set(setup, params, x, mesh, batch_size=config.eval.batch_size,
+  scores = scoring.score_test_set(setup, params, x, mesh, batch_size=config.eval.batch_size,
                                    num_samples=config.eval.elbo_samples, seed=config.seed + 1, nap_stats=nap_stats,
                                    iwae_samples=int(config.eval.iwae_samples), iwae_chunk=int(config.eval.iwae_chunk))
   bits = anomaly_scores.png_bits(anomaly_scores.model_view_images(x, bool(config.data.binarize)))
-  spec = objectives.get_model(config.model.name)
+  spec = models.get_model(config.model.name)
   out = []
   for m, run in enumerate(chunk):
     rows = slice(m * n, (m + 1) * n)
-    counts = np.array([(ds.y_train == k).sum() for k in run.normal], np.float64)
-    reduced = evaluate.reduce_scores(run, {k: v[m, rows] for k, v in scores.items()}, ds.y_train[idx[rows]],
-                                     conditional=spec.conditional, condition_counts=counts,
+    reduced = scoring.reduce_scores(run, {k: v[m, rows] for k, v in scores.items()}, ds.y_train[idx[rows]],
+                                     conditional=spec.conditional,
+                                    condition_counts=input_pipeline.condition_counts(run, ds.y_train),
                                      protocol=config.protocol, length_bits=bits[rows], offset_bits=offset_bits)
     out.append({k: reduced[k] for k in ("rapp_sap", "complexity") if k in reduced})
   return out
@@ -196,7 +99,7 @@ def train_and_evaluate(config, workdir: str, *, log=_log, dataset: data_lib.Data
   """Train every run of the protocol (groups of ``train.runs_per_program`` at once), score, summarise.
 
   rescore: score finished runs again from their final checkpoints (new scores, other eval settings)."""
-  validate(config)
+  validate(config, num_devices=jax.device_count())
   ds = dataset if dataset is not None else load_data(config)
   runs = protocols.make_runs(config.protocol, ds.num_classes, config.seed, config.num_seeds)
   if not distributed.is_primary():  # process 0 owns the workdir's files; the others train with it
@@ -207,10 +110,10 @@ def train_and_evaluate(config, workdir: str, *, log=_log, dataset: data_lib.Data
 
 
 def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True, rescore: bool = False) -> dict:
-  spec = objectives.get_model(config.model.name)
+  spec = models.get_model(config.model.name)
   image_shape = (*ds.x_train.shape[1:], 1)
   num_conditions = len(runs[0].normal)
-  mesh = train.make_mesh()
+  mesh = distributed.make_mesh()
   if write:
     os.makedirs(os.path.join(workdir, "runs"), exist_ok=True)
   log(f"{config.model.name} on {ds.name} ({ds.source}): {ds.x_train.shape[0]} train / {ds.x_test.shape[0]} "
@@ -221,10 +124,10 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True, resc
   offset_bits = anomaly_scores.density_offset_bits(
       int(np.prod(image_shape)), is_continuous=config.model.likelihood != "bernoulli",
       dequantize=bool(config.data.get("dequantize", False)))
-  metrics = open(os.path.join(workdir, "metrics.jsonl"), "a") if write else contextlib.nullcontext()
+  metrics_file = open(os.path.join(workdir, "metrics.jsonl"), "a") if write else contextlib.nullcontext()
   tensorboard = (summaries.TensorBoardWriter(os.path.join(workdir, "tensorboard"))
                  if write and config.train.get("tensorboard", False) else contextlib.nullcontext())
-  with metrics as log_file, tensorboard as tb:
+  with metrics_file as log_file, tensorboard as tb:
     for chunk in chunks(runs, int(config.train.runs_per_program)):
       done = [os.path.join(workdir, "runs", f"{r.name}.json") for r in chunk]
       if not rescore and all(os.path.exists(p) for p in done):
@@ -233,15 +136,15 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True, resc
             per_run.append(json.load(f))
         total_seconds += per_run[-1].get("chunk_train_seconds", 0.0)
         continue
-      state, seconds, _ = train.train_runs(
+      state, seconds, _ = trainer.train_runs(
           config, ds.x_train, ds.y_train, chunk, os.path.join(workdir, "checkpoints", chunk_name(chunk)),
           image_shape=image_shape, num_conditions=num_conditions, log_file=log_file, mesh=mesh, log=log,
           tensorboard=tb)
       total_seconds += seconds
-      setup = train.make_setup(config, image_shape, num_conditions, mesh.devices.size)
+      setup = train_step.make_setup(config, image_shape, num_conditions, mesh.devices.size)
       x_fit, cond_fit = rapp_fit_data(config, ds, chunk)
-      nap_stats = evaluate.fit_rapp(setup, state.params, x_fit, cond_fit, mesh, batch_size=config.eval.batch_size)
-      scores = evaluate.score_test_set(setup, state.params, ds.x_test, mesh, batch_size=config.eval.batch_size,
+      nap_stats = scoring.fit_rapp(setup, state.params, x_fit, cond_fit, mesh, batch_size=config.eval.batch_size)
+      scores = scoring.score_test_set(setup, state.params, ds.x_test, mesh, batch_size=config.eval.batch_size,
                                        num_samples=config.eval.elbo_samples, seed=config.seed,
                                        nap_stats=nap_stats, iwae_samples=int(config.eval.iwae_samples),
                                        iwae_chunk=int(config.eval.iwae_chunk))
@@ -256,9 +159,9 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True, resc
         if write:
           np.savez(os.path.join(workdir, "scores", f"{run.name}.npz"), y_test=ds.y_test, codes=codes[m],
                    length_bits=length_bits, **{name: v[m] for name, v in scores.items()})
-        data = train.RunData.build(run, ds.y_train, int(config.train.batch_size), config.train.num_epochs)
-        result = evaluate.evaluate_run(run, {k: v[m] for k, v in scores.items()}, ds.y_test,
-                                       conditional=spec.conditional, condition_counts=data.condition_counts,
+        result = metrics.evaluate_run(run, {k: v[m] for k, v in scores.items()}, ds.y_test,
+                                       conditional=spec.conditional,
+                                      condition_counts=input_pipeline.condition_counts(run, ds.y_train),
                                        protocol=config.protocol, length_bits=length_bits,
                                        offset_bits=offset_bits, reference=references[m])
         result["chunk_train_seconds"] = seconds
@@ -266,17 +169,17 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True, resc
         result.update(latents.disentanglement_results(run, codes[m], ds.y_test, getattr(ds, "factors_test", None),
                                                       getattr(ds, "factor_names", None), seed=config.seed))
         if write:
-          train._atomic_json(done[m], result)
+          files.write_json(done[m], result)
         per_run.append(result)
 
-  results = evaluate.summarize(per_run, model=config.model.name, dataset=ds.name, protocol=config.protocol,
+  results = metrics.summarize(per_run, model=config.model.name, dataset=ds.name, protocol=config.protocol,
                                train_seconds=total_seconds, complexity_likelihood=complexity_likelihood(config))
   results.update(latents.summarize_disentanglement(per_run))
   results["num_devices"] = mesh.devices.size
   results["num_processes"] = jax.process_count()
   results["backend"] = jax.default_backend()
   if write:
-    train._atomic_json(os.path.join(workdir, "results.json"), results)
+    files.write_json(os.path.join(workdir, "results.json"), results)
   return results
 
 
@@ -284,7 +187,7 @@ class Trained:
   """A finished workdir, reloaded: config, data, runs, the model setup and each run's parameters.
 
   ``params[run.name]`` is one run's VAE params (a pytree without the model axis); ``encode``/``decode``
-  and ``score`` helpers for plots live in ``dcvae_jax.plots``.
+  helpers for figures: ``inference.Model``.
   """
 
   def __init__(self, config, dataset, runs, setup, params, mesh):
@@ -308,18 +211,19 @@ def load_trained(workdir: str, *, dataset: data_lib.Dataset | None = None) -> Tr
   runs = protocols.make_runs(config.protocol, ds.num_classes, config.seed, config.num_seeds)
   image_shape = (*ds.x_train.shape[1:], 1)
   num_conditions = len(runs[0].normal)
-  mesh = train.make_mesh()
-  setup = train.make_setup(config, image_shape, num_conditions, mesh.devices.size)
+  mesh = distributed.make_mesh()
+  setup = train_step.make_setup(config, image_shape, num_conditions, mesh.devices.size)
   params = {}
   for chunk in chunks(runs, int(config.train.runs_per_program)):
-    target = train.stack_states([train.init_state(setup, train.run_key(r), image_shape) for r in chunk])
+    target = train_step.stack_states([train_step.init_state(setup, train_step.run_key(r), image_shape)
+                                      for r in chunk])
     ckpt = os.path.join(workdir, "checkpoints", chunk_name(chunk))
     if not os.path.isdir(ckpt):
       raise WorkdirError(f"{workdir}: runs {chunk_name(chunk)} were not trained (no {ckpt})")
-    with train.checkpoint_manager(ckpt, config.train.keep_checkpoints) as manager:
-      state, _ = train.restore_latest(manager, target)
+    with checkpoints.checkpoint_manager(ckpt, config.train.keep_checkpoints) as manager:
+      state, _ = checkpoints.restore_latest(manager, target)
     if state is None:
       raise WorkdirError(f"{ckpt} holds no checkpoint")
     for m, run in enumerate(chunk):
-      params[run.name] = train.unstack(state.params, m)
+      params[run.name] = train_step.unstack(state.params, m)
   return Trained(config, ds, runs, setup, params, mesh)

@@ -1,11 +1,11 @@
-"""Encoder means of the test set, and the disentanglement of each run's codes (issue 5).
+"""Encoder means of the test set, and the disentanglement of each run's codes.
 
 * :func:`encode_test_set` -- the encoder means mu(x[, c]) of every test image under every stacked model,
   (M, N, d): one jit(vmap over models) call per batch, the batch sharded over the mesh exactly as
-  ``evaluate.score_test_set`` does (the last batch padded to the batch size and cut back).
+  ``scoring.score_test_set`` does (``inference.map_batches``) (the last batch padded to the batch size and cut back).
 * :func:`condition_ids` -- the condition of each test image for each run of a chunk: its class's position in
   ``run.normal``, or ``len(run.normal)`` for a class that is not a condition (``one_hot`` maps that id to the
-  all-zero vector, as in ``evaluate``).
+  all-zero vector, as in ``scoring``).
 * :func:`disentanglement_results` -- one run's metrics, a flat JSON-ready dict, on the run's **normal** test
   images only (the data it was trained on):
     - where the dataset knows its generative factors (procedural shapes): ``disentangle.compute_all`` as
@@ -30,8 +30,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from dcvae_jax import disentangle, distributed, networks, objectives
-from dcvae_jax.train import Setup, preprocess
+from dcvae_jax import disentangle, inference, objectives, protocols
+from dcvae_jax.input_pipeline import preprocess
+from dcvae_jax.train_step import Setup
 
 COMPUTE_ALL_KEYS = ("mig", "factor_vae", "dci_disentanglement", "dci_completeness", "dci_informativeness", "sap")
 
@@ -42,7 +43,7 @@ COMPUTE_ALL_KEYS = ("mig", "factor_vae", "dci_disentanglement", "dci_completenes
 def encode_batch(setup: Setup, params, x, cond_ids):
   """Encoder means of one model on a float batch x (B,H,W,1) with int condition ids (B,): (B, d)."""
   c = objectives.one_hot_condition(setup.spec, cond_ids, setup.num_conditions)
-  mu, _ = setup.module.apply(params, x, c, method=networks.VAE.encode)
+  mu, _ = objectives.encode(setup.module, params, x, c)
   return mu
 
 
@@ -64,9 +65,7 @@ def condition_ids(runs, y: np.ndarray) -> np.ndarray:
   y = np.asarray(y)
   out = np.empty((len(runs), y.shape[0]), np.int32)
   for m, run in enumerate(runs):
-    lookup = np.full(int(max(y.max(initial=0), *run.normal)) + 1, len(run.normal), np.int32)
-    lookup[list(run.normal)] = np.arange(len(run.normal), dtype=np.int32)
-    out[m] = lookup[y]
+    out[m] = protocols.condition_ids(run, y, missing=len(run.normal))
   return out
 
 
@@ -80,7 +79,7 @@ def _num_models(params) -> int:
 def encode_test_set(setup: Setup, params, x_test: np.ndarray, mesh, *, batch_size: int, conditions=None):
   """Encoder means of every test image under every stacked model: float32 numpy (M, N, d).
 
-  params: a stacked params tree (leading model axis M), e.g. ``state.params`` of ``train.train_runs``.
+  params: a stacked params tree (leading model axis M), e.g. ``state.params`` of ``trainer.train_runs``.
   x_test: uint8 (N, H, W). conditions: int condition ids, (N,) for all models or (M, N) per model (see
   :func:`condition_ids`); id ``setup.num_conditions`` is the all-zero condition. Required for conditional
   models, ignored for unconditional ones. Each image is encoded exactly once: the batch size is rounded down
@@ -108,21 +107,10 @@ def encode_test_set(setup: Setup, params, x_test: np.ndarray, mesh, *, batch_siz
     ids = np.zeros((num_models, n), np.int32)
   if n == 0:
     return np.zeros((num_models, 0, int(setup.hp.latent_dim)), np.float32)
-  ndev = mesh.devices.size
-  batch_size = max(ndev, (int(batch_size) // ndev) * ndev)
   fn = compile_encode_fn(setup, mesh)
-  x_sharding, c_sharding = NamedSharding(mesh, P("data")), NamedSharding(mesh, P(None, "data"))
-  out = []
-  for start in range(0, n, batch_size):
-    xb, cb = x_test[start:start + batch_size], ids[:, start:start + batch_size]
-    pad = batch_size - xb.shape[0]
-    if pad:
-      xb = np.concatenate([xb, np.zeros((pad, *xb.shape[1:]), xb.dtype)])
-      cb = np.concatenate([cb, np.zeros((num_models, pad), cb.dtype)], axis=1)
-    mu = distributed.to_host(fn(params, distributed.batch_sharded(xb, x_sharding, 0),
-                                distributed.batch_sharded(cb, c_sharding, 1)))
-    out.append(mu[:, :batch_size - pad])
-  return np.concatenate(out, axis=1).astype(np.float32, copy=False)
+  mu = inference.map_batches(lambda i, xb, cb: fn(params, xb, cb), [(x_test, 0), (ids, 1)], mesh=mesh,
+                             batch_size=batch_size)
+  return mu.astype(np.float32, copy=False)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ def main(argv):
   # Imports after flag parsing: JAX must not start before XLA_FLAGS are final.
   from dcvae_jax import distributed
   distributed.maybe_initialize()
-  from dcvae_jax import errors, evaluate, experiment
+  from dcvae_jax import errors, experiment, metrics
   config_arg = FLAGS["config"].value and FLAGS["config"].config_filename
   workdir = FLAGS.workdir or default_workdir(config_arg or _DEFAULT_CONFIG)
   try:
@@ -70,11 +70,10 @@ def main(argv):
     print(f"error: {e}", file=sys.stderr)
     sys.exit(130)
   except errors.EXPECTED as e:
-    msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-    print(f"error: {msg}", file=sys.stderr)
+    print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   if distributed.is_primary():
-    print(evaluate.format_table(results))
+    print(metrics.format_table(results))
     print(f"results: {os.path.join(workdir, 'results.json')}")
 
 

@@ -1,96 +1,27 @@
-"""Pure loss functions, one regulariser per model, and the model registry.
+"""Pure loss functions: likelihoods, the forward pass, the KL decomposition, one regulariser per model.
 
 Every model minimises   recon + regulariser,   where recon = -log p(x|z[,c]) summed over pixels, and every
 term is summed over pixels / latent dimensions and averaged over the batch. Each model logs the same terms:
 recon, kl (analytic KL(q(z|x[,c]) || prior)), elbo (= recon + kl, the negative ELBO), and the decomposition
 kl ≈ mi + tc + dwkl (Chen et al. 2018; for conditional models the conditional one, see ``decompose``).
 
-A model is a ``ModelSpec`` in ``MODELS``, chosen by ``config.model.name``; it contributes only its regulariser.
+A model (``models.MODELS``, chosen by ``config.model.name``) contributes only its regulariser. Functions here
+take arrays, a Flax module and its params; they build nothing. The math: docs/design.md "Objectives".
 """
 
 from __future__ import annotations
-
-import dataclasses
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dcvae_jax import estimators
-from dcvae_jax import networks
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelSpec:
-  name: str
-  regularizer: Callable          # (out, hp, tc_d) -> (scalar, terms)
-  conditional: bool = False      # encoder and decoder see the one-hot condition
-  learned_prior: bool = False    # factorised conditional prior r(z|c)
-  relevance: bool = False        # RF-VAE relevance vector r
-  discriminator: bool = False    # FactorVAE density-ratio discriminator
-
-
-MODELS: dict[str, ModelSpec] = {}
-
-
-def register(name: str, **flags):
-  def wrap(fn):
-    MODELS[name] = ModelSpec(name=name, regularizer=fn, **flags)
-    return fn
-  return wrap
-
-
-def get_model(name: str) -> ModelSpec:
-  if name not in MODELS:
-    raise KeyError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
-  return MODELS[name]
-
-
-def make_module(spec: ModelSpec, model_cfg, image_shape, num_conditions: int) -> networks.VAE:
-  return networks.VAE(arch=model_cfg.arch, hidden=tuple(model_cfg.hidden), latent_dim=model_cfg.latent_dim,
-                      image_shape=tuple(image_shape), num_conditions=max(num_conditions, 1),
-                      learned_prior=spec.learned_prior, relevance=spec.relevance,
-                      obs_variance=learned_obs_variance(model_cfg), dtype=compute_dtype(model_cfg))
-
-
-LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "gaussian")
-GAUSSIAN_VARIANCES = ("fixed", "global", "per_pixel")
-
-
-def learned_obs_variance(model_cfg) -> str:
-  """"global" / "per_pixel" for a Gaussian likelihood whose variance is learned, else "none"."""
-  if model_cfg.likelihood != "gaussian":
-    return "none"
-  kind = model_cfg.get("gaussian_variance", "fixed")
-  return "none" if kind == "fixed" else kind
-
-
-def make_discriminator(model_cfg) -> networks.Discriminator:
-  return networks.Discriminator(layers=model_cfg.disc_layers, width=model_cfg.disc_width,
-                                dtype=compute_dtype(model_cfg))
-
-
-def compute_dtype(model_cfg):
-  """model.compute_dtype: "float32", or "bfloat16" for mixed precision (bf16 matmuls, fp32 params and losses)."""
-  name = model_cfg.get("compute_dtype", "float32")
-  if name not in ("float32", "bfloat16"):
-    raise ValueError(f"model.compute_dtype must be 'float32' or 'bfloat16', got {name!r}")
-  return jnp.dtype(name)
+from dcvae_jax import estimators, networks
+from dcvae_jax.fast_ops import sum_per_example
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Likelihoods and the forward pass.
-
-def sum_per_example(a):
-  """sum over all axes but the first, as the matrix-vector product (B, P) @ ones(P).
-
-  Same value as ``a.sum(axes)``; XLA:CPU hands a reduce_sum fused with transcendental ops to YNNPACK, which
-  evaluates it several times slower than a fused elementwise pass followed by a dot (benchmarks/xla_flags.py)."""
-  flat = a.reshape(a.shape[0], -1)
-  return flat @ jnp.ones((flat.shape[1],), flat.dtype)
-
 
 def continuous_bernoulli_log_norm(logits):
   """log C(lambda) of the continuous Bernoulli, lambda = sigmoid(l) (Loaiza-Ganem & Cunningham 2019).
@@ -158,20 +89,30 @@ def is_density(likelihood: str, binarize: bool) -> bool:
   return binarize if likelihood == "bernoulli" else True
 
 
-def one_hot_condition(spec: ModelSpec, cond_ids, num_conditions: int):
+def one_hot_condition(spec, cond_ids, num_conditions: int):
   return jax.nn.one_hot(cond_ids, max(num_conditions, 1)) if spec.conditional else None
 
 
-def forward(spec: ModelSpec, module: networks.VAE, params, x, cond_ids, rng, num_conditions: int, eps=None):
+def encode(module, params, x, c):
+  """The encoder's (mu, logvar), each (B, d), of float images x under one-hot conditions c (or None)."""
+  return module.apply(params, x, c, method=networks.VAE.encode)
+
+
+def decode(module, params, z, c):
+  """The decoder's output (logits, or the mean for a Gaussian) of codes z under one-hot conditions c (or None)."""
+  return module.apply(params, z, c, method=networks.VAE.decode)
+
+
+def forward(spec, module, params, x, cond_ids, rng, num_conditions: int, eps=None):
   """Encode, reparameterise z = mu + sigma * eps, decode. Returns a dict of arrays.
 
   eps ~ N(0, I) of shape (B, d) is drawn from ``rng`` unless given (the train step draws it ahead of time)."""
   c = one_hot_condition(spec, cond_ids, num_conditions)
-  mu, logvar = module.apply(params, x, c, method=networks.VAE.encode)
+  mu, logvar = encode(module, params, x, c)
   if eps is None:
     eps = jax.random.normal(rng, mu.shape, mu.dtype)
   z = mu + jnp.exp(0.5 * logvar) * eps
-  logits = module.apply(params, z, c, method=networks.VAE.decode)
+  logits = decode(module, params, z, c)
   prior_mu, prior_logvar = module.apply(params, cond_ids, method=networks.VAE.prior)
   relevance = module.apply(params, method=networks.VAE.relevance_vector)
   obs_logvar = module.apply(params, method=networks.VAE.obs_logvar)
@@ -179,7 +120,7 @@ def forward(spec: ModelSpec, module: networks.VAE, params, x, cond_ids, rng, num
               relevance=relevance, cond_ids=cond_ids, obs_logvar=obs_logvar)
 
 
-def decompose(spec: ModelSpec, out, *, dataset_size, condition_counts, method: str, groups: int = 1):
+def decompose(spec, out, *, dataset_size, condition_counts, method: str, groups: int = 1):
   """MI / TC / dimension-wise KL of the batch (batch means).
 
   Unconditional models: the decomposition of E_x KL(q(z|x) || p(z)) with q(z) the minibatch mixture over N.
@@ -221,7 +162,7 @@ def discriminator_loss(disc: networks.Discriminator, disc_params, z, rng):
   return loss, acc
 
 
-def discriminator_input(spec: ModelSpec, out):
+def discriminator_input(spec, out):
   """What the discriminator judges: z (FactorVAE) or r * z (RF-VAE)."""
   return out["z"] * out["relevance"] if spec.relevance else out["z"]
 
@@ -229,33 +170,23 @@ def discriminator_input(spec: ModelSpec, out):
 # ----------------------------------------------------------------------------------------------------------
 # The models: each returns (regulariser, extra terms). ``out`` carries kl_dims (B,d) and mi/tc/dwkl.
 
-@register("vae")
-def _vae(out, hp, tc_d):
+def vae_regularizer(out, hp, tc_d):
+  """vae, cvae: KL(q(z|x[,c]) || p(z))."""
   return out["kl"], {}
 
 
-@register("cvae", conditional=True)
-def _cvae(out, hp, tc_d):
-  return out["kl"], {}
-
-
-@register("beta_vae")
-def _beta_vae(out, hp, tc_d):
+def beta_vae_regularizer(out, hp, tc_d):
+  """beta_vae: beta KL."""
   return hp.beta * out["kl"], {}
 
 
-@register("beta_tcvae")
-def _beta_tcvae(out, hp, tc_d):
+def decomposed_regularizer(out, hp, tc_d):
+  """beta_tcvae (unconditional) and dcvae (conditional): alpha MI + tc_beta TC + gamma DWKL."""
   return hp.alpha * out["mi"] + hp.tc_beta * out["tc"] + hp.gamma * out["dwkl"], {}
 
 
-@register("dcvae", conditional=True, learned_prior=True)
-def _dcvae(out, hp, tc_d):
-  return hp.alpha * out["mi"] + hp.tc_beta * out["tc"] + hp.gamma * out["dwkl"], {}
-
-
-@register("factor_vae", discriminator=True)
-def _factor_vae(out, hp, tc_d):
+def factor_vae_regularizer(out, hp, tc_d):
+  """factor_vae: KL + factor_gamma TC_D."""
   tc = tc_d(out["z"])
   return out["kl"] + hp.factor_gamma * tc, {"tc_d": tc}
 
@@ -265,8 +196,8 @@ def binary_entropy(r, eps: float = 1e-7):
   return -(r * jnp.log(r) + (1 - r) * jnp.log(1 - r))
 
 
-@register("rf_vae", relevance=True, discriminator=True)
-def _rf_vae(out, hp, tc_d):
+def rf_vae_regularizer(out, hp, tc_d):
+  """rf_vae: relevance-weighted KL + factor_gamma TC_D(r * z) + eta_s |r|_1 + eta_h H(r)."""
   r = out["relevance"]
   lam = hp.lambda_max + (hp.lambda_min - hp.lambda_max) * r
   weighted_kl = jnp.mean(jnp.sum(lam * out["kl_dims"], axis=-1))
@@ -279,7 +210,7 @@ def _rf_vae(out, hp, tc_d):
 
 # ----------------------------------------------------------------------------------------------------------
 
-def model_loss(spec: ModelSpec, module, params, x, cond_ids, rng, *, hp, num_conditions: int,
+def model_loss(spec, module, params, x, cond_ids, rng, *, hp, num_conditions: int,
                dataset_size, condition_counts, groups: int = 1, disc=None, disc_params=None, eps=None):
   """The model's loss and every logged term: (loss, (terms, out)). ``eps``: see ``forward``."""
   out = forward(spec, module, params, x, cond_ids, rng, num_conditions, eps=eps)

@@ -9,7 +9,7 @@ Figures (Neloy & Turgeon's numbering):
   score_histograms  the distribution of each score for normal vs anomalous test images
 
 Nothing here trains or scores: the functions take arrays, and where pictures must be decoded, a callable
-``decode(z (n, d), condition: int | None) -> images (n, H, W) in [0, 1]``. ``Model`` (bottom) builds those
+``decode(z (n, d), condition: int | None) -> images (n, H, W) in [0, 1]``. ``inference.Model`` builds those
 callables from a trained workdir's setup and parameters (jitted, batched); ``dcvae_jax.report`` ties it together.
 
 Figures are drawn with ``matplotlib.figure.Figure`` and the Agg canvas directly (no pyplot, no display, no
@@ -311,80 +311,3 @@ def score_histograms(path: str, scores: Mapping[str, tuple], *, bins: int = 40, 
     ax.tick_params(labelsize=7)
     ax.legend(fontsize=7, frameon=False)
   return _save(fig, path)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Model access: jitted, batched encoder / decoder of a trained setup (used by dcvae_jax.report).
-
-class Model:
-  """Compiled encode / decode / prior of one ``train.Setup``; ``bind(params)`` gives one run's callables.
-
-  Conditions are integer ids: 0..C-1 the run's normal classes (position in ``run.normal``), C the all-zero
-  condition vector; ignored for unconditional models. Arrays are padded to ``batch_size`` so each function
-  compiles once for every run of a workdir.
-  """
-
-  def __init__(self, setup, batch_size: int = 256):
-    import jax
-    from dcvae_jax import networks, objectives
-    from dcvae_jax.train import preprocess
-    self.setup, self.batch_size = setup, int(batch_size)
-    spec, module, num_c = setup.spec, setup.module, setup.num_conditions
-    self.conditional = spec.conditional
-    self.latent_dim = int(setup.hp.latent_dim)
-
-    def cond(ids):
-      return objectives.one_hot_condition(spec, ids, num_c)
-
-    def encode(params, x_uint8, ids):
-      return module.apply(params, preprocess(x_uint8, setup.binarize, setup.dequantize), cond(ids), method=networks.VAE.encode)
-
-    def decode(params, z, ids):
-      logits = module.apply(params, z, cond(ids), method=networks.VAE.decode)
-      return objectives.mean_image(logits, setup.hp.likelihood)[..., 0]
-
-    def prior(params, ids):
-      return module.apply(params, ids, method=networks.VAE.prior)
-
-    self._encode, self._decode, self._prior = jax.jit(encode), jax.jit(decode), jax.jit(prior)
-
-  def _batched(self, fn, params, arr, ids):
-    import jax
-    n = arr.shape[0]
-    outs = []
-    for start in range(0, n, self.batch_size):
-      a, i = arr[start:start + self.batch_size], ids[start:start + self.batch_size]
-      pad = self.batch_size - a.shape[0]
-      if pad:
-        a = np.concatenate([a, np.zeros((pad, *a.shape[1:]), a.dtype)])
-        i = np.concatenate([i, np.zeros((pad,), i.dtype)])
-      outs.append(jax.tree.map(lambda o, m=self.batch_size - pad: np.asarray(o)[:m], fn(params, a, i)))
-    return jax.tree.map(lambda *o: np.concatenate(o), *outs)
-
-  def _ids(self, cond, n):
-    return np.broadcast_to(np.asarray(0 if cond is None else cond, np.int32), (n,)).copy()
-
-  def encode(self, params, x_uint8, cond=None):
-    """Encoder (mu, logvar), each (N, d), of uint8 images (N, H, W) under condition id(s) ``cond``."""
-    x = np.asarray(x_uint8)
-    return self._batched(self._encode, params, x, self._ids(cond, x.shape[0]))
-
-  def decode(self, params, z, cond=None):
-    """Mean images (N, H, W) in [0, 1] of codes z (N, d) under condition id(s) ``cond``."""
-    z = np.asarray(z, np.float32)
-    return self._batched(self._decode, params, z, self._ids(cond, z.shape[0]))
-
-  def reconstruct(self, params, x_uint8, cond=None):
-    """D(E(x)) with the encoder mean (the reconstruction the score A uses)."""
-    mu, _ = self.encode(params, x_uint8, cond)
-    return self.decode(params, mu, cond)
-
-  def prior(self, params):
-    """(means, stds) of the prior, each (K, d): one row per normal condition (K = 1 if unconditional)."""
-    k = self.setup.num_conditions if self.conditional else 1
-    mu, logvar = self._prior(params, np.arange(k, dtype=np.int32))
-    return np.asarray(mu), np.exp(0.5 * np.asarray(logvar))
-
-  def decoder(self, params) -> Decoder:
-    """The ``decode(z, condition)`` callable the figure functions take."""
-    return lambda z, cond=None: self.decode(params, z, cond)

@@ -1,4 +1,5 @@
-"""Anomaly-detection protocols (DESIGN.md §4): which classes are normal, which anomalous, for each run.
+"""Anomaly-detection protocols (docs/design.md "Protocols and metrics"): which classes are normal, which
+anomalous, for each run, and the condition id of an image in a run.
 
 one_vs_rest:   normal = {k}, anomalous = all others; one run per k (reported under class k).
 leave_one_out: normal = all classes but k, anomalous = {k}; one run per k (reported under class k).
@@ -10,11 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
+from dcvae_jax.errors import ProtocolError
+
 PROTOCOLS = ("one_vs_rest", "leave_one_out", "split")
-
-
-class ProtocolError(ValueError):
-  """A protocol that cannot be run (unknown name, class out of range, no normal or no anomalous data)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,3 +62,12 @@ def make_runs(protocol, num_classes: int, seed: int, num_seeds: int = 1) -> list
       runs.append(Run(name=f"class{label}_seed{s}" if label != "split" else f"split_seed{s}",
                       label=label, seed=s, normal=normal, anomalous=anomalous, uid=uid))
   return runs
+
+
+def condition_ids(run: Run, y, missing: int) -> np.ndarray:
+  """int32 (N,): the condition id of each label in ``y`` for ``run``, i.e. its position in ``run.normal``, and
+  ``missing`` for a class that is not a normal class of the run."""
+  y = np.asarray(y)
+  lookup = np.full(int(max(y.max(initial=0), *run.normal)) + 1, missing, np.int32)
+  lookup[list(run.normal)] = np.arange(len(run.normal), dtype=np.int32)
+  return lookup[y]

@@ -25,7 +25,8 @@ import os
 
 import numpy as np
 
-from dcvae_jax import anomaly_scores, evaluate, experiment, plots
+from dcvae_jax import anomaly_scores, experiment, inference, input_pipeline, plots, protocols, scoring
+from dcvae_jax.errors import WorkdirError
 from dcvae_jax.messages import log as _log
 
 RUN_FIGURES = ("reconstructions", "latent", "manifold", "traversals", "histograms")
@@ -35,7 +36,7 @@ MAX_TRAVERSAL_DIMS = 10
 def load_scores(workdir: str, run_name: str) -> dict:
   path = os.path.join(workdir, "scores", f"{run_name}.npz")
   if not os.path.exists(path):
-    raise experiment.WorkdirError(f"{workdir}: run {run_name} has no scores ({path}); train it first")
+    raise WorkdirError(f"{workdir}: run {run_name} has no scores ({path}); train it first")
   with np.load(path) as f:
     return {k: f[k] for k in f.files}
 
@@ -43,7 +44,7 @@ def load_scores(workdir: str, run_name: str) -> dict:
 def load_results(workdir: str) -> dict:
   path = os.path.join(workdir, "results.json")
   if not os.path.exists(path):
-    raise experiment.WorkdirError(f"{workdir} has no results.json: training has not finished")
+    raise WorkdirError(f"{workdir} has no results.json: training has not finished")
   with open(path) as f:
     return json.load(f)
 
@@ -67,13 +68,12 @@ class RunView:
     keep = np.isin(y, run.normal + run.anomalous)
     self.run, self.x, self.y = run, ds.x_test[keep], y[keep]
     self.is_anomaly = np.isin(self.y, run.anomalous)
-    lookup = np.full(int(max(self.y.max(), *run.normal)) + 1, -1)
-    lookup[list(run.normal)] = np.arange(len(run.normal))
-    counts = np.array([(ds.y_train == k).sum() for k in run.normal], np.float64)
-    self.reduced = {name: evaluate.reduce_conditions(scores[name][keep], name, protocol.score_condition,
-                                                     conditional=conditional, cond_of_example=lookup[self.y],
-                                                     weights=counts)
-                    for name in evaluate.DEVICE_SCORES if name in scores}
+    cond_of_example = protocols.condition_ids(run, self.y, missing=-1)
+    counts = input_pipeline.condition_counts(run, ds.y_train)
+    self.reduced = {name: scoring.reduce_conditions(scores[name][keep], name, protocol.score_condition,
+                                                    conditional=conditional, cond_of_example=cond_of_example,
+                                                    weights=counts)
+                    for name in scoring.DEVICE_SCORES if name in scores}
     if "iwae" in self.reduced and "length_bits" in scores:
       offset = anomaly_scores.density_offset_bits(
           int(np.prod(ds.x_test.shape[1:])), is_continuous=trained.config.model.likelihood != "bernoulli",
@@ -87,22 +87,21 @@ class RunView:
                                  conditional=conditional, cond_of_example=lookup[self.y])
 
 
-def run_figures(trained, run, out_dir: str, *, scores: dict | None = None, model: plots.Model | None = None,
+def run_figures(trained, run, out_dir: str, *, scores: dict | None = None, model: inference.Model | None = None,
                 workdir: str | None = None, per_group: int = 8, grid: int = 15, seed: int = 0) -> dict:
   """Every per-run figure of ``run`` (a protocols.Run of ``trained``) under ``out_dir``: {name: path}.
 
-  ``scores``: the run's saved scores (default: read from ``workdir``/scores); ``model``: a ``plots.Model``
+  ``scores``: the run's saved scores (default: read from ``workdir``/scores); ``model``: an ``inference.Model``
   to reuse across runs (compiles once).
   """
   if scores is None:
     if workdir is None:
       raise ValueError("run_figures needs scores= or workdir=")
     scores = load_scores(workdir, run.name)
-  model = model or plots.Model(trained.setup)
+  model = model or inference.Model(trained.setup, mesh=trained.mesh)
   params = trained.params[run.name]
   view = RunView(trained, run, scores)
   conditional = trained.setup.spec.conditional
-  binarize = trained.setup.binarize
   decode = model.decoder(params)
   name = f"{trained.config.model.name} {run.name} (normal {_classes(run.normal)}, anomalous {_classes(run.anomalous)})"
   out = {}
@@ -110,7 +109,7 @@ def run_figures(trained, run, out_dir: str, *, scores: dict | None = None, model
   # Reconstructions: the first per_group normal and anomalous test images.
   shown = np.concatenate([np.flatnonzero(~view.is_anomaly)[:per_group], np.flatnonzero(view.is_anomaly)[:per_group]])
   x_shown = view.x[shown]
-  inputs = (x_shown > 127).astype(np.float32) if binarize else x_shown.astype(np.float32) / 255.0
+  inputs = np.asarray(input_pipeline.preprocess(x_shown, trained.setup.binarize, trained.setup.dequantize))[..., 0]
   recons = model.reconstruct(params, x_shown, view.cond[shown])
   out["reconstructions"] = plots.reconstructions(
       os.path.join(out_dir, "reconstructions.png"), inputs, recons, view.is_anomaly[shown],
@@ -177,7 +176,7 @@ def make_report(workdir: str, *, dataset=None, max_runs: int | None = None, log=
   fig_dir = os.path.join(workdir, "figures")
   os.makedirs(fig_dir, exist_ok=True)
   roc = roc_figure(trained, workdir, os.path.join(fig_dir, "roc.png"), scores)
-  model = plots.Model(trained.setup)
+  model = inference.Model(trained.setup, mesh=trained.mesh)
   runs = trained.runs if max_runs is None else trained.runs[:max(int(max_runs), 0)]
   per_run = {}
   for i, run in enumerate(runs):

@@ -15,7 +15,7 @@ import copy
 import csv
 import os
 
-from dcvae_jax import experiment, objectives, train
+from dcvae_jax import experiment, files, models
 from dcvae_jax.messages import log as _log
 
 PAPER_MODELS = ("vae", "cvae", "beta_vae", "factor_vae", "rf_vae", "dcvae")
@@ -26,7 +26,7 @@ COLUMNS = ("model", "auroc_mean", "auroc_std", "aupr_mean", "aupr_std", "E_norma
 def run_table(config, workdir: str, *, log=_log, dataset=None) -> list[dict]:
   models = tuple(config.table.models) or PAPER_MODELS
   for name in models:
-    objectives.get_model(name)  # fail before any training on an unknown name
+    models.get_model(name)  # fail before any training on an unknown name
   ds = dataset if dataset is not None else experiment.load_data(config)
   rows = []
   for name in models:
@@ -48,7 +48,7 @@ def run_table(config, workdir: str, *, log=_log, dataset=None) -> list[dict]:
 
 def write_table(rows: list[dict], workdir: str):
   os.makedirs(workdir, exist_ok=True)
-  train._atomic_json(os.path.join(workdir, "results.json"), {"rows": rows})
+  files.write_json(os.path.join(workdir, "results.json"), {"rows": rows})
   with open(os.path.join(workdir, "results.csv"), "w", newline="") as f:
     w = csv.DictWriter(f, fieldnames=list(COLUMNS) + ["dataset", "protocol", "score", "workdir"])
     w.writeheader()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dcvae_jax import anomaly_scores, evaluate, experiment, networks, objectives, train
+from dcvae_jax import anomaly_scores, experiment, input_pipeline, models, networks, objectives, scoring, train_step
 from tests.helpers import ToyDataset, tiny_config
 
 
@@ -115,8 +115,8 @@ def test_gaussian_learned_variance_nll_is_the_normal_density():
 
 def test_preprocess_dequantize():
   x = np.array([[0, 255]], np.uint8)
-  np.testing.assert_allclose(train.preprocess(x, False, True)[..., 0], [[0.5 / 256, 255.5 / 256]])
-  np.testing.assert_allclose(train.preprocess(x, False, True, noise=jnp.array([[0.0, 0.999]]))[..., 0],
+  np.testing.assert_allclose(input_pipeline.preprocess(x, False, True)[..., 0], [[0.5 / 256, 255.5 / 256]])
+  np.testing.assert_allclose(input_pipeline.preprocess(x, False, True, noise=jnp.array([[0.0, 0.999]]))[..., 0],
                              [[0.0, 255.999 / 256]], rtol=1e-6)
 
 
@@ -148,8 +148,8 @@ def test_complexity_is_iwae_in_bits_plus_offset_minus_length():
 def test_rapp_sap_and_nap_equal_a_hand_computation():
   config = ml_collections.ConfigDict({"name": "vae", "arch": "mlp", "hidden": (3,), "latent_dim": 2,
                                       "likelihood": "bernoulli", "compute_dtype": "float32"})
-  spec = objectives.get_model("vae")
-  module = objectives.make_module(spec, config, (2, 2, 1), 1)
+  spec = models.get_model("vae")
+  module = models.make_module(spec, config, (2, 2, 1), 1)
   params = module.init(jax.random.PRNGKey(0), jnp.zeros((1, 2, 2, 1)), None, jnp.zeros((1,), jnp.int32))
   rng = np.random.default_rng(1)
   x = rng.uniform(size=(4, 2, 2, 1)).astype(np.float32)
@@ -167,9 +167,9 @@ def test_rapp_sap_and_nap_equal_a_hand_computation():
   d = np.concatenate([(x - x_hat).reshape(4, -1), h_x - h_r, mu_x - mu_r], axis=1)
   sap_want = np.sum(d ** 2, axis=1)
 
-  setup = train.Setup(spec=spec, module=module, disc=None, tx=None, disc_tx=None, hp=config, num_conditions=1,
+  setup = train_step.Setup(spec=spec, module=module, disc=None, tx=None, disc_tx=None, hp=config, num_conditions=1,
                       binarize=False, dequantize=False, groups=1, skip_nonfinite=False)
-  d_got = evaluate.rapp_differences_batch(setup, params, jnp.asarray(x), jnp.zeros((4,), jnp.int32))
+  d_got = scoring.rapp_differences_batch(setup, params, jnp.asarray(x), jnp.zeros((4,), jnp.int32))
   np.testing.assert_allclose(d_got, d, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(anomaly_scores.sap(d_got), sap_want, rtol=1e-5)
 
@@ -220,7 +220,7 @@ def test_every_score_ranks_anomalies_higher(tmp_path, model, likelihood):
   config.eval.iwae_chunk = 8
   config.eval.rapp_fit_examples = 128
   results = experiment.train_and_evaluate(config, str(tmp_path / "wd"), dataset=ds, log=lambda *_: None)
-  assert set(results["auroc_by_score"]) == set(evaluate.SCORES)
+  assert set(results["auroc_by_score"]) == set(scoring.SCORES)
   for name, auroc in results["auroc_by_score"].items():
     # complexity needs a density that beats the PNG coder on the anomalies; the briefly trained Gaussian
     # (its learned variance still near its start) does not, and then noise, expensive for PNG, ranks as normal.
@@ -266,4 +266,4 @@ def test_rescore_recomputes_scores_from_checkpoints(tmp_path):
                                         rescore=True)
   assert again["auroc_by_score"]["recon"] == first["auroc_by_score"]["recon"]      # same model, same score
   assert len(open(tmp_path / "wd" / "metrics.jsonl").readlines()) == steps_logged   # nothing was retrained
-  assert set(again["auroc_by_score"]) == set(evaluate.SCORES)
+  assert set(again["auroc_by_score"]) == set(scoring.SCORES)

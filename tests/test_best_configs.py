@@ -5,7 +5,7 @@ import pathlib
 
 import pytest
 
-from dcvae_jax import evaluate, objectives
+from dcvae_jax import models, objectives, scoring
 from dcvae_jax.config import BEST_DETECTOR
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
@@ -22,8 +22,8 @@ def _load(name):
 def test_best_config_is_the_chosen_detector_and_default_stays_the_papers_model(name):
   module = _load(name)
   best = module.get_config("best")
-  assert best.model.name in objectives.MODELS and best.protocol.score in evaluate.SCORES
-  assert best.model.likelihood in objectives.LIKELIHOODS
+  assert best.model.name in models.MODELS and best.protocol.score in scoring.SCORES
+  assert best.model.likelihood in models.LIKELIHOODS
   assert best.train.num_epochs >= 50
   assert "BEST_ROW" in module.__doc__ or "best" in module.__doc__
   default = module.get_config("")

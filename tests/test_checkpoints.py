@@ -7,7 +7,7 @@ import os
 import jax
 import numpy as np
 
-from dcvae_jax import protocols, train
+from dcvae_jax import checkpoints, protocols, trainer
 from tests.helpers import tiny_config, toy_dataset
 
 
@@ -16,7 +16,7 @@ def _trained(tmp_path):
   config = tiny_config("vae")
   config.protocol.classes = (0,)
   runs = protocols.make_runs(config.protocol, ds.num_classes, config.seed)
-  state, seconds, steps = train.train_runs(config, ds.x_train, ds.y_train, runs, str(tmp_path / "ck"),
+  state, seconds, steps = trainer.train_runs(config, ds.x_train, ds.y_train, runs, str(tmp_path / "ck"),
                                            image_shape=(8, 8, 1), num_conditions=len(runs[0].normal),
                                            log=lambda *_: None)
   return config, ds, runs, state, seconds, steps
@@ -26,13 +26,13 @@ def test_meta_item_holds_step_and_train_seconds(tmp_path):
   config, ds, runs, state, seconds, steps = _trained(tmp_path)
   assert {"meta", "state"} <= set(os.listdir(tmp_path / "ck" / str(steps)))
   assert not (tmp_path / "ck" / "train_seconds.json").exists()
-  with train.checkpoint_manager(str(tmp_path / "ck"), 2) as manager:
-    restored, step, meta = train.restore_latest(manager, state, with_meta=True)
+  with checkpoints.checkpoint_manager(str(tmp_path / "ck"), 2) as manager:
+    restored, step, meta = checkpoints.restore_latest(manager, state, with_meta=True)
   assert step == steps == meta["step"] and 0 < meta["train_seconds"] <= seconds  # the time when the save began
   for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   # A rerun finds the run finished and reports the training time recorded in the checkpoint.
-  again, again_seconds, again_steps = train.train_runs(
+  again, again_seconds, again_steps = trainer.train_runs(
       config, ds.x_train, ds.y_train, runs, str(tmp_path / "ck"), image_shape=(8, 8, 1),
       num_conditions=len(runs[0].normal), log=lambda *_: None)
   assert again_steps == steps and again_seconds == meta["train_seconds"]
@@ -45,8 +45,8 @@ def test_single_item_checkpoint_of_earlier_versions_restores(tmp_path):
   with ocp.CheckpointManager(os.path.abspath(old), options=ocp.CheckpointManagerOptions(create=True)) as manager:
     manager.save(steps, args=ocp.args.StandardSave(state))
   (old / "train_seconds.json").write_text(json.dumps({str(steps): 12.5}))
-  with train.checkpoint_manager(str(old), 2) as manager:
-    restored, step, meta = train.restore_latest(manager, state, with_meta=True)
+  with checkpoints.checkpoint_manager(str(old), 2) as manager:
+    restored, step, meta = checkpoints.restore_latest(manager, state, with_meta=True)
   assert step == steps and meta == {"train_seconds": 12.5}
   for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

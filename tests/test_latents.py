@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from dcvae_jax import data, latents, networks, protocols, shapes, train
+from dcvae_jax import data, distributed, latents, networks, protocols, shapes, train_step, trainer
 from tests.helpers import tiny_config, toy_dataset
 
 
@@ -21,10 +21,10 @@ def trained(request, tmp_path_factory):
   config = tiny_config(request.param)
   config.protocol.classes = (0, 1, 2)
   runs = protocols.make_runs(config.protocol, ds.num_classes, config.seed)
-  mesh = train.make_mesh()
-  state, _, _ = train.train_runs(config, ds.x_train, ds.y_train, runs, str(tmp_path_factory.mktemp("ckpt")),
+  mesh = distributed.make_mesh()
+  state, _, _ = trainer.train_runs(config, ds.x_train, ds.y_train, runs, str(tmp_path_factory.mktemp("ckpt")),
                                  image_shape=(8, 8, 1), num_conditions=2, mesh=mesh, log=lambda *_: None)
-  setup = train.make_setup(config, (8, 8, 1), 2, mesh.devices.size)
+  setup = train_step.make_setup(config, (8, 8, 1), 2, mesh.devices.size)
   return config, ds, runs, setup, state
 
 
@@ -34,7 +34,7 @@ def _direct(setup, params, x_uint8, ids, binarize):
   out = []
   for m in range(ids.shape[0]):
     c = jax.nn.one_hot(ids[m], setup.num_conditions) if setup.spec.conditional else None
-    mu, _ = setup.module.apply(train.unstack(params, m), x, c, method=networks.VAE.encode)
+    mu, _ = setup.module.apply(train_step.unstack(params, m), x, c, method=networks.VAE.encode)
     out.append(np.asarray(mu))
   return np.stack(out)
 
@@ -43,7 +43,7 @@ def _direct(setup, params, x_uint8, ids, binarize):
 def test_encode_equals_direct_apply(trained, num_devices, batch_size):
   """61 images: batches of 24 (or 20 -> 16 on 8 devices) leave a padded last batch; 1000 is one padded batch."""
   config, ds, runs, setup, state = trained
-  mesh = train.make_mesh(jax.devices()[:num_devices])
+  mesh = distributed.make_mesh(jax.devices()[:num_devices])
   ids = latents.condition_ids(runs, ds.y_test)
   codes = latents.encode_test_set(setup, state.params, ds.x_test, mesh, batch_size=batch_size, conditions=ids)
   assert codes.shape == (3, 61, 4) and codes.dtype == np.float32
@@ -59,7 +59,7 @@ def test_condition_ids_and_zero_condition(trained):
     np.testing.assert_array_equal(ids[m][ds.y_test == run.anomalous[0]], 2)
     for pos, k in enumerate(run.normal):
       np.testing.assert_array_equal(ids[m][ds.y_test == k], pos)
-  mesh = train.make_mesh()
+  mesh = distributed.make_mesh()
   if not setup.spec.conditional:
     codes = latents.encode_test_set(setup, state.params, ds.x_test, mesh, batch_size=16)  # conditions optional
     np.testing.assert_array_equal(
@@ -74,7 +74,7 @@ def test_condition_ids_and_zero_condition(trained):
                                  conditions=np.full(61, 2))
   x = data.to_float(ds.x_test, binarize=True)
   for m in range(3):
-    mu, _ = setup.module.apply(train.unstack(state.params, m), x, np.zeros((61, 2), np.float32),
+    mu, _ = setup.module.apply(train_step.unstack(state.params, m), x, np.zeros((61, 2), np.float32),
                                method=networks.VAE.encode)
     np.testing.assert_allclose(zero[m], mu, rtol=1e-5, atol=1e-6)
   own = latents.encode_test_set(setup, state.params, ds.x_test, mesh, batch_size=16, conditions=ids)
@@ -84,7 +84,7 @@ def test_condition_ids_and_zero_condition(trained):
 def test_pipeline_fragment_is_json_ready(trained):
   """What experiment.py does after scoring a chunk: encode, score each run, summarise."""
   config, ds, runs, setup, state = trained
-  codes = latents.encode_test_set(setup, state.params, ds.x_test, train.make_mesh(), batch_size=32,
+  codes = latents.encode_test_set(setup, state.params, ds.x_test, distributed.make_mesh(), batch_size=32,
                                   conditions=latents.condition_ids(runs, ds.y_test))
   per_run = [latents.disentanglement_results(run, codes[m], ds.y_test, getattr(ds, "factors_test", None),
                                              getattr(ds, "factor_names", None), seed=config.seed)
@@ -191,9 +191,9 @@ def test_shapes_end_to_end():
   config.protocol.classes = (0,)
   config.data.binarize = False
   runs = protocols.make_runs(config.protocol, ds.num_classes, config.seed)
-  mesh = train.make_mesh()
-  setup = train.make_setup(config, (28, 28, 1), 2, mesh.devices.size)
-  params = train.stack_states([train.init_state(setup, train.run_key(r), (28, 28, 1)) for r in runs]).params
+  mesh = distributed.make_mesh()
+  setup = train_step.make_setup(config, (28, 28, 1), 2, mesh.devices.size)
+  params = train_step.stack_states([train_step.init_state(setup, train_step.run_key(r), (28, 28, 1)) for r in runs]).params
   x, y, f = ds.x_test[:900], ds.y_test[:900], ds.factors_test[:900]
   codes = latents.encode_test_set(setup, params, x, mesh, batch_size=256)
   assert codes.shape == (1, 900, 4) and np.all(np.isfinite(codes))

@@ -18,7 +18,7 @@ import pytest
 import scipy.stats
 from scipy.special import logsumexp
 
-from dcvae_jax import data, networks, objectives, protocols, train
+from dcvae_jax import data, distributed, models, networks, objectives, protocols, trainer
 from tests.helpers import tiny_config
 
 
@@ -35,8 +35,8 @@ def _module(name, image_shape, num_conditions, **hp):
   config = tiny_config(name)
   for k, v in hp.items():
     setattr(config.model, k, v)
-  spec = objectives.get_model(name)
-  module = objectives.make_module(spec, config.model, image_shape, num_conditions)
+  spec = models.get_model(name)
+  module = models.make_module(spec, config.model, image_shape, num_conditions)
   return config, spec, module
 
 
@@ -241,9 +241,9 @@ def test_dcvae_tc_is_conditional():
              cond_ids=c)
   out = {k: jnp.asarray(v, jnp.int32 if k == "cond_ids" else jnp.float32) for k, v in out.items()}
   counts = jnp.asarray(np.bincount(c), jnp.float32)
-  dc = objectives.decompose(objectives.get_model("dcvae"), out, dataset_size=float(b), condition_counts=counts,
+  dc = objectives.decompose(models.get_model("dcvae"), out, dataset_size=float(b), condition_counts=counts,
                             method="mss")
-  btc = objectives.decompose(objectives.get_model("beta_tcvae"), dict(out, prior_mu=jnp.zeros((b, 4))),
+  btc = objectives.decompose(models.get_model("beta_tcvae"), dict(out, prior_mu=jnp.zeros((b, 4))),
                              dataset_size=float(b), condition_counts=None, method="mss")
   # exact TC of q(z) = 0.5 N(m 1, I) + 0.5 N(-m 1, I), Monte Carlo over the same z
   comp = np.stack([scipy.stats.norm.logpdf(z, s, 1.0) for s in (m, -m)])        # (2, b, 4)
@@ -265,7 +265,7 @@ def _rf_loss(rho, x, **hp):
   cond = jnp.zeros((x.shape[0],), jnp.int32)
   params = _init(spec, mod, x, cond, 1)
   params = {"params": dict(params["params"], relevance_logit=jnp.asarray(rho, jnp.float32))}
-  disc = objectives.make_discriminator(cfg.model)
+  disc = models.make_discriminator(cfg.model)
   disc_params = disc.init(jax.random.PRNGKey(1), jnp.zeros((1, 4)))
   loss, (t, out) = objectives.model_loss(spec, mod, params, x, cond, jax.random.PRNGKey(2), hp=cfg.model,
                                          num_conditions=1, dataset_size=1000.0, condition_counts=None,
@@ -314,7 +314,7 @@ def mnist5k():
   return data.load_dataset("mnist5k")
 
 
-@pytest.mark.parametrize("model", sorted(objectives.MODELS))
+@pytest.mark.parametrize("model", sorted(models.MODELS))
 def test_every_model_learns_on_real_digits(tmp_path, mnist5k, model):
   """5 epochs x 56 steps (batch 64, MLP (128, 64), d = 8, D 2 x 64) on the 3,600 non-zero digits of mnist5k."""
   config = tiny_config(model, num_epochs=5, batch_size=64, log_every_steps=1, steps_per_call=70)
@@ -324,12 +324,12 @@ def test_every_model_learns_on_real_digits(tmp_path, mnist5k, model):
   config.protocol.classes = (0,)
   runs = protocols.make_runs(config.protocol, mnist5k.num_classes, config.seed)
   with open(tmp_path / "m.jsonl", "w") as f:
-    _, _, steps = train.train_runs(config, mnist5k.x_train, mnist5k.y_train, runs, str(tmp_path / "ck"),
+    _, _, steps = trainer.train_runs(config, mnist5k.x_train, mnist5k.y_train, runs, str(tmp_path / "ck"),
                                    image_shape=(28, 28, 1), num_conditions=len(runs[0].normal), log_file=f,
-                                   mesh=train.make_mesh(jax.devices()[:1]), log=lambda *_: None)
+                                   mesh=distributed.make_mesh(jax.devices()[:1]), log=lambda *_: None)
   lines = [json.loads(l) for l in open(tmp_path / "m.jsonl")]
   assert steps == 5 * (3600 // 64) == len(lines)
-  spec = objectives.MODELS[model]
+  spec = models.MODELS[model]
   keys = LOGGED + (DISC_LOGGED if spec.discriminator else ()) + (RF_LOGGED if spec.relevance else ())
   for key in keys:
     assert all(key in l for l in lines), (model, key)

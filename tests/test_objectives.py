@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dcvae_jax import objectives
+from dcvae_jax import errors, models, objectives
 from tests.helpers import tiny_config
 
 
@@ -32,27 +32,27 @@ def test_gaussian_recon_matches_numpy():
 
 
 def test_unknown_model_is_a_clear_error():
-  with pytest.raises(KeyError, match="unknown model 'nope'.*dcvae"):
-    objectives.get_model("nope")
+  with pytest.raises(errors.ConfigError, match="unknown model 'nope'.*dcvae"):
+    models.get_model("nope")
 
 
 def test_all_seven_models_registered():
-  assert set(objectives.MODELS) == {"vae", "cvae", "beta_vae", "factor_vae", "rf_vae", "beta_tcvae", "dcvae"}
-  assert objectives.MODELS["cvae"].conditional and not objectives.MODELS["vae"].conditional
-  assert objectives.MODELS["dcvae"].learned_prior and objectives.MODELS["dcvae"].conditional
+  assert set(models.MODELS) == {"vae", "cvae", "beta_vae", "factor_vae", "rf_vae", "beta_tcvae", "dcvae"}
+  assert models.MODELS["cvae"].conditional and not models.MODELS["vae"].conditional
+  assert models.MODELS["dcvae"].learned_prior and models.MODELS["dcvae"].conditional
 
 
 def _loss(name, x, cond, *, num_conditions=2, **hp):
   config = tiny_config(name)
   for k, v in hp.items():
     setattr(config.model, k, v)
-  spec = objectives.get_model(name)
-  module = objectives.make_module(spec, config.model, x.shape[1:], num_conditions)
+  spec = models.get_model(name)
+  module = models.make_module(spec, config.model, x.shape[1:], num_conditions)
   c = objectives.one_hot_condition(spec, cond, num_conditions)
   params = module.init(jax.random.PRNGKey(0), x, c, cond)
   disc = disc_params = None
   if spec.discriminator:
-    disc = objectives.make_discriminator(config.model)
+    disc = models.make_discriminator(config.model)
     disc_params = disc.init(jax.random.PRNGKey(1), jnp.zeros((1, config.model.latent_dim)))
   loss, (terms, out) = objectives.model_loss(
       spec, module, params, x, cond, jax.random.PRNGKey(2), hp=config.model, num_conditions=num_conditions,
@@ -103,7 +103,7 @@ def test_cvae_decoder_sees_the_condition(batch):
 
 def test_every_model_returns_finite_terms(batch):
   x, cond = batch
-  for name in objectives.MODELS:
+  for name in models.MODELS:
     loss, terms, _ = _loss(name, x, cond)
     assert np.isfinite(loss), name
     for k, v in terms.items():

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from dcvae_jax import experiment, train
+from dcvae_jax import checkpoints, errors, experiment, trainer
 from tests.cli import SMOKE, error_line, popen_cli, run_cli
 from tests.helpers import tiny_config, toy_dataset
 
@@ -34,7 +34,7 @@ def _steps(wd):
 
 def _final_state(wd):
   config = tiny_config()
-  with train.checkpoint_manager(_ckpt_dir(wd), 3) as manager:
+  with checkpoints.checkpoint_manager(_ckpt_dir(wd), 3) as manager:
     step = manager.latest_step()
   import orbax.checkpoint as ocp
   with ocp.CheckpointManager(os.path.abspath(_ckpt_dir(wd))) as manager:
@@ -140,23 +140,23 @@ def test_damaged_latest_checkpoint_falls_back_to_previous(tmp_path):
   wd = str(tmp_path / "wd")
   runs = experiment.protocols.make_runs(config.protocol, 3, 0)
   ckpt = os.path.join(wd, "ck")
-  state, _, steps = train.train_runs(config, ds.x_train, ds.y_train, runs, ckpt, image_shape=(8, 8, 1),
+  state, _, steps = trainer.train_runs(config, ds.x_train, ds.y_train, runs, ckpt, image_shape=(8, 8, 1),
                                      num_conditions=2, log=lambda *_: None)
   all_steps = sorted(int(s) for s in os.listdir(ckpt) if s.isdigit())
   assert all_steps[-1] == steps and len(all_steps) >= 2
   _damage(os.path.join(ckpt, str(steps)))
   messages = []
-  with train.checkpoint_manager(ckpt, 3) as manager:
-    restored, step = train.restore_latest(manager, state, log=messages.append)
+  with checkpoints.checkpoint_manager(ckpt, 3) as manager:
+    restored, step = checkpoints.restore_latest(manager, state, log=messages.append)
   assert step == all_steps[-2]
   assert any("damaged" in m for m in messages)
   # Every checkpoint damaged: a clear error, nothing deleted.
   for s in all_steps:
     _damage(os.path.join(ckpt, str(s)))
   before = sorted(os.listdir(ckpt))
-  with train.checkpoint_manager(ckpt, 3) as manager:
-    with pytest.raises(train.CheckpointError, match="no readable checkpoint.*nothing was deleted"):
-      train.restore_latest(manager, state)
+  with checkpoints.checkpoint_manager(ckpt, 3) as manager:
+    with pytest.raises(errors.CheckpointError, match="no readable checkpoint.*nothing was deleted"):
+      checkpoints.restore_latest(manager, state)
   assert sorted(os.listdir(ckpt)) == before
 
 

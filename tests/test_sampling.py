@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from dcvae_jax import objectives, protocols, train
+from dcvae_jax import validation, distributed, errors, input_pipeline, models, objectives, protocols, trainer
 from dcvae_jax.protocols import Run
 from tests.helpers import tiny_config, toy_dataset
 
@@ -23,7 +23,7 @@ def _labels(seed=0):
 
 
 def _stratified(y, p=8, k=4, epochs=3, run=RUN):
-  return train.RunData.build(run, y, p * k, epochs, sampling="stratified", per_condition=p,
+  return input_pipeline.RunData.build(run, y, p * k, epochs, sampling="stratified", per_condition=p,
                              conditions_per_batch=k)
 
 
@@ -78,7 +78,7 @@ def test_order_is_a_pure_function_of_seed_uid_epoch():
 def test_uniform_sampling_is_unchanged():
   """The uniform order is bitwise the one before stratified sampling existed."""
   y = _labels()
-  d = train.RunData.build(RUN, y, 32, 2)
+  d = input_pipeline.RunData.build(RUN, y, 32, 2)
   assert d.sampling == "uniform" and d.steps_per_epoch == (y != 5).sum() // 32
   for step in (0, 5, d.steps_per_epoch, d.steps_per_epoch + 3):
     epoch, pos = divmod(step, d.steps_per_epoch)
@@ -94,10 +94,10 @@ def _cfg(**train_fields):
 
 
 def test_sampling_options_and_config_errors():
-  assert train.sampling_options(_cfg()) == dict(sampling="uniform")
-  opts = train.sampling_options(_cfg(batch_sampling="stratified", per_condition=8))  # batch 32 -> 4 x 8
+  assert input_pipeline.sampling_options(_cfg()) == dict(sampling="uniform")
+  opts = input_pipeline.sampling_options(_cfg(batch_sampling="stratified", per_condition=8))  # batch 32 -> 4 x 8
   assert opts == dict(sampling="stratified", per_condition=8, conditions_per_batch=4)
-  assert train.sampling_options(_cfg(batch_sampling="stratified", per_condition=0, conditions_per_batch=2)) == \
+  assert input_pipeline.sampling_options(_cfg(batch_sampling="stratified", per_condition=0, conditions_per_batch=2)) == \
       dict(sampling="stratified", per_condition=16, conditions_per_batch=2)
   bad = [(dict(batch_sampling="balanced"), "train.batch_sampling must be one of uniform, stratified"),
          (dict(batch_sampling="stratified", per_condition=6),
@@ -107,19 +107,20 @@ def test_sampling_options_and_config_errors():
           "got batch_size=32, conditions_per_batch=3, per_condition=8$"),
          (dict(batch_sampling="stratified", per_condition=0, conditions_per_batch=0), "needs train.per_condition")]
   for fields, msg in bad:
-    with pytest.raises(train.ConfigError) as e:
-      train.sampling_options(_cfg(**fields))
+    with pytest.raises(errors.ConfigError) as e:
+      validation.validate(_cfg(**fields))
     assert msg in str(e.value) + "$" and "\n" not in str(e.value), str(e.value)
   local = _cfg(batch_sampling="stratified", per_condition=8)
   local.model.tc_scope = "local"
-  assert train.sampling_options(local, 4)["conditions_per_batch"] == 4
-  with pytest.raises(train.ConfigError, match="multiple of 8"):
-    train.sampling_options(local, 8)
+  validation.validate(local, num_devices=4)
+  assert input_pipeline.sampling_options(local)["conditions_per_batch"] == 4
+  with pytest.raises(errors.ConfigError, match="multiple of 8"):
+    validation.validate(local, num_devices=8)
   local.model.tc_scope = "global"
-  assert train.sampling_options(local, 8)["conditions_per_batch"] == 4    # global scope: any layout
-  with pytest.raises(train.ConfigError, match="exceeds its 5 normal condition"):
+  validation.validate(local, num_devices=8)    # global scope: any layout
+  with pytest.raises(errors.ConfigError, match="exceeds its 5 normal condition"):
     _stratified(_labels(), p=4, k=6)
-  with pytest.raises(train.ConfigError, match="no stratified batch"):
+  with pytest.raises(errors.ConfigError, match="no stratified batch"):
     _stratified(_labels(), p=128, k=4)
 
 
@@ -130,7 +131,7 @@ def _toy_runs(config, num_classes=9):
 
 
 def _train(config, ds, runs, ckpt, mesh=None, log=lambda *_: None):
-  return train.train_runs(config, ds.x_train, ds.y_train, runs, str(ckpt), image_shape=(8, 8, 1),
+  return trainer.train_runs(config, ds.x_train, ds.y_train, runs, str(ckpt), image_shape=(8, 8, 1),
                           num_conditions=len(runs[0].normal), mesh=mesh, log=log)
 
 
@@ -145,7 +146,7 @@ def _decompose(cond, groups, seed=0):
   out = dict(z=rng.normal(size=(b, d)), mu=rng.normal(size=(b, d)), logvar=np.full((b, d), -1.0),
              prior_mu=np.zeros((b, d)), prior_logvar=np.zeros((b, d)), cond_ids=cond)
   out = {k: v.astype(np.int32 if k == "cond_ids" else np.float32) for k, v in out.items()}
-  return objectives.decompose(objectives.get_model("dcvae"), out, dataset_size=720.0,
+  return objectives.decompose(models.get_model("dcvae"), out, dataset_size=720.0,
                               condition_counts=np.full(8, 80.0, np.float32), method="mss", groups=groups)
 
 
@@ -157,7 +158,7 @@ def test_local_shards_hold_whole_groups_on_eight_devices(tmp_path):
   config = _cfg(batch_sampling="stratified", per_condition=4, conditions_per_batch=8, num_epochs=1)
   config.model.tc_scope = "local"
   ds, runs = _toy_runs(config)
-  data = train.RunData.build(runs[0], ds.y_train, 32, 1, **train.sampling_options(config, 8))
+  data = input_pipeline.RunData.build(runs[0], ds.y_train, 32, 1, **input_pipeline.sampling_options(config))
   for s in range(data.steps_per_epoch):
     shards = data.cond_all[data.batch_indices(s, 32)].reshape(8, 4)
     assert np.all(shards == shards[:, :1]) and len(set(shards[:, 0].tolist())) == 8
@@ -165,7 +166,7 @@ def test_local_shards_hold_whole_groups_on_eight_devices(tmp_path):
   local, glob = _decompose(cond, 8), _decompose(cond, 1)
   for t in ("mi", "tc", "dwkl"):
     np.testing.assert_allclose(float(local[t]), float(glob[t]), rtol=1e-5, atol=1e-5)
-  uniform = train.RunData.build(runs[0], ds.y_train, 32, 1)
+  uniform = input_pipeline.RunData.build(runs[0], ds.y_train, 32, 1)
   cond = uniform.cond_all[uniform.batch_indices(0, 32)]
   assert abs(float(_decompose(cond, 8)["tc"]) - float(_decompose(cond, 1)["tc"])) > 0.05
   state, _, steps = _train(config, ds, runs, tmp_path / "local")
@@ -178,16 +179,16 @@ def test_stratified_resume_is_bitwise(tmp_path):
                 keep_checkpoints=100, steps_per_call=4)
   ds, runs = _toy_runs(config, num_classes=5)
   one = jax.devices()[:1]
-  straight, _, total = _train(config, ds, runs, tmp_path / "a", mesh=train.make_mesh(one))
+  straight, _, total = _train(config, ds, runs, tmp_path / "a", mesh=distributed.make_mesh(one))
   steps = sorted(int(s) for s in os.listdir(tmp_path / "a") if s.isdigit())
-  spe = train.RunData.build(runs[0], ds.y_train, 32, 1, **train.sampling_options(config)).steps_per_epoch
+  spe = input_pipeline.RunData.build(runs[0], ds.y_train, 32, 1, **input_pipeline.sampling_options(config)).steps_per_epoch
   cut = [s for s in steps if s % spe and s < total][0]                # a mid-epoch checkpoint
   shutil.copytree(tmp_path / "a", tmp_path / "b")
   for s in steps:
     if s > cut:
       shutil.rmtree(tmp_path / "b" / str(s))
   logged = []
-  resumed, _, total_b = _train(config, ds, runs, tmp_path / "b", mesh=train.make_mesh(one), log=logged.append)
+  resumed, _, total_b = _train(config, ds, runs, tmp_path / "b", mesh=distributed.make_mesh(one), log=logged.append)
   assert logged == [f"resuming 1 run(s) from step {cut} of {total}"]
   assert total_b == total
   _leaves_equal(straight, resumed)

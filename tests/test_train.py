@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from dcvae_jax import protocols, train
+from dcvae_jax import validation, checkpoints, distributed, errors, input_pipeline, protocols, train_step, trainer
 from tests.helpers import tiny_config, toy_dataset
 
 
@@ -16,7 +16,7 @@ def _runs(config, ds, classes=(0,)):
 
 
 def _train(config, ds, runs, ckpt, mesh=None, log_file=None):
-  return train.train_runs(config, ds.x_train, ds.y_train, runs, str(ckpt), image_shape=(8, 8, 1),
+  return trainer.train_runs(config, ds.x_train, ds.y_train, runs, str(ckpt), image_shape=(8, 8, 1),
                           num_conditions=len(runs[0].normal), mesh=mesh, log_file=log_file, log=lambda *_: None)
 
 
@@ -31,10 +31,10 @@ def test_eight_devices_equal_one_device(tmp_path, model):
   ds = toy_dataset()
   config = tiny_config(model, num_epochs=2)
   runs = _runs(config, ds)
-  one, _, _ = _train(config, ds, runs, tmp_path / "one", mesh=train.make_mesh(jax.devices()[:1]))
-  eight, _, _ = _train(config, ds, runs, tmp_path / "eight", mesh=train.make_mesh())
+  one, _, _ = _train(config, ds, runs, tmp_path / "one", mesh=distributed.make_mesh(jax.devices()[:1]))
+  eight, _, _ = _train(config, ds, runs, tmp_path / "eight", mesh=distributed.make_mesh())
   assert int(one.step[0]) == int(eight.step[0]) == 2 * (len(runs[0].normal) and
-                                                        train.RunData.build(runs[0], ds.y_train, 32, 1).total_steps)
+                                                        input_pipeline.RunData.build(runs[0], ds.y_train, 32, 1).total_steps)
   _assert_trees_close(one.params, eight.params, rtol=2e-4, atol=2e-6)
   _assert_trees_close(one.disc_params, eight.disc_params, rtol=2e-4, atol=2e-6)
 
@@ -48,7 +48,7 @@ def test_local_tc_scope_splits_the_batch_per_device(tmp_path):
   glob, _, _ = _train(config, ds, runs, tmp_path / "g")
   config.model.tc_scope = "local"
   loc, _, _ = _train(config, ds, runs, tmp_path / "l")
-  one_dev = train.make_mesh(jax.devices()[:1])
+  one_dev = distributed.make_mesh(jax.devices()[:1])
   loc1, _, _ = _train(config, ds, runs, tmp_path / "l1", mesh=one_dev)
   config.model.tc_scope = "global"
   glob1, _, _ = _train(config, ds, runs, tmp_path / "g1", mesh=one_dev)
@@ -67,18 +67,20 @@ def test_vmapped_runs_equal_sequential_runs(tmp_path, ensemble):
   together, _, _ = _train(config, ds, runs, tmp_path / "all")
   for m, run in enumerate(runs):
     alone, _, _ = _train(config, ds, [run], tmp_path / run.name)
-    _assert_trees_close(train.unstack(together.params, m), train.unstack(alone.params, 0), rtol=1e-5, atol=1e-6)
+    _assert_trees_close(train_step.unstack(together.params, m), train_step.unstack(alone.params, 0), rtol=1e-5, atol=1e-6)
     assert int(together.step[m]) == int(alone.step[0])
 
 
 def test_ensemble_mode_resolution():
-  assert train.resolve_ensemble("auto", "cpu") == "map"
-  assert train.resolve_ensemble("auto", "gpu") == "vmap"
-  assert train.resolve_ensemble("auto", "tpu") == "vmap"
-  assert train.resolve_ensemble("vmap", "cpu") == "vmap"
-  assert train.resolve_ensemble("map", "tpu") == "map"
-  with pytest.raises(train.ConfigError, match="train.ensemble"):
-    train.resolve_ensemble("pmap", "cpu")
+  assert train_step.resolve_ensemble("auto", "cpu") == "map"
+  assert train_step.resolve_ensemble("auto", "gpu") == "vmap"
+  assert train_step.resolve_ensemble("auto", "tpu") == "vmap"
+  assert train_step.resolve_ensemble("vmap", "cpu") == "vmap"
+  assert train_step.resolve_ensemble("map", "tpu") == "map"
+  config = tiny_config("vae")
+  config.train.ensemble = "pmap"
+  with pytest.raises(errors.ConfigError, match="train.ensemble"):
+    validation.validate(config)
 
 
 def test_groups_of_runs_share_one_compiled_program(tmp_path):
@@ -88,8 +90,8 @@ def test_groups_of_runs_share_one_compiled_program(tmp_path):
   runs = _runs(config, ds, classes=(0, 1, 2))
   for run in runs:
     _train(config, ds, [run], tmp_path / run.name)
-  ensemble = train.resolve_ensemble(config.train.ensemble)
-  _, fn = train._compiled(config, (8, 8, 1), len(runs[0].normal), train.make_mesh(), ensemble)
+  ensemble = train_step.resolve_ensemble(config.train.ensemble)
+  _, fn = trainer._compiled(config, (8, 8, 1), len(runs[0].normal), distributed.make_mesh(), ensemble)
   assert fn._cache_size() == 1
 
 
@@ -114,9 +116,9 @@ def test_checkpoint_round_trip(tmp_path):
   config = tiny_config("rf_vae")
   runs = _runs(config, ds)
   state, _, steps = _train(config, ds, runs, tmp_path / "ck")
-  with train.checkpoint_manager(str(tmp_path / "ck"), 2) as manager:
+  with checkpoints.checkpoint_manager(str(tmp_path / "ck"), 2) as manager:
     assert manager.latest_step() == steps
-    restored, step = train.restore_latest(manager, state)
+    restored, step = checkpoints.restore_latest(manager, state)
   assert step == steps
   for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -138,7 +140,7 @@ def test_metrics_log_has_every_term(tmp_path):
 def test_batch_not_divisible_by_devices_is_refused(tmp_path):
   ds = toy_dataset()
   config = tiny_config("vae", batch_size=30)
-  with pytest.raises(train.ConfigError, match="not divisible by the 8 devices"):
+  with pytest.raises(errors.ConfigError, match="not divisible by the 8 devices"):
     _train(config, ds, _runs(config, ds), tmp_path / "ck")
 
 
