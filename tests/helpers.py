@@ -1,24 +1,12 @@
 """Small shared pieces for the tests: a tiny config and a synthetic dataset."""
 
-import dataclasses
-
 import numpy as np
 
 from dcvae_jax.config import base_config
+from dcvae_jax.data import Dataset
 
 
-@dataclasses.dataclass(frozen=True)
-class ToyDataset:
-  name: str
-  x_train: np.ndarray
-  y_train: np.ndarray
-  x_test: np.ndarray
-  y_test: np.ndarray
-  num_classes: int
-  source: str = "toy"
-
-
-def toy_dataset(n_train=256, n_test=64, num_classes=3, size=8, seed=0) -> ToyDataset:
+def toy_dataset(n_train=256, n_test=64, num_classes=3, size=8, seed=0) -> Dataset:
   """Class k = a bright square at a class-specific place, plus noise (uint8, N x size x size)."""
   rng = np.random.default_rng(seed)
 
@@ -31,7 +19,7 @@ def toy_dataset(n_train=256, n_test=64, num_classes=3, size=8, seed=0) -> ToyDat
     return x, y
   x_tr, y_tr = make(n_train)
   x_te, y_te = make(n_test)
-  return ToyDataset("toy", x_tr, y_tr, x_te, y_te, num_classes)
+  return Dataset("toy", x_tr, y_tr, x_te, y_te, num_classes, source="toy")
 
 
 def tiny_config(model="vae", **train):

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from dcvae_jax import anomaly_scores, experiment, input_pipeline, models, networks, objectives, scoring, train_step
-from tests.helpers import ToyDataset, tiny_config
+from dcvae_jax.data import Dataset
+from tests.helpers import tiny_config
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -202,7 +203,7 @@ def _blank_vs_noise(n_train=512, n_test=64, size=8, seed=0):
   x_norm[:, 2:6, 2:6] = rng.integers(150, 256, (n_test, 4, 4))
   x_anom = rng.integers(0, 256, (n_test, size, size)).astype(np.uint8)
   y_test = np.concatenate([np.zeros(n_test, np.int32), np.ones(n_test, np.int32)])
-  return ToyDataset("blank_vs_noise", x_train, y_train, np.concatenate([x_norm, x_anom]), y_test, 2)
+  return Dataset("blank_vs_noise", x_train, y_train, np.concatenate([x_norm, x_anom]), y_test, 2, source="toy")
 
 
 @pytest.mark.parametrize("model,likelihood", [("vae", "continuous_bernoulli"), ("cvae", "gaussian")])

@@ -1,5 +1,5 @@
-"""Tests for dcvae_jax.data: npz / IDX directories, embedded mnist5k, procedural shapes, TFDS (mocked),
-errors.
+"""Tests for dcvae_jax.data and its readers (dcvae_jax.data_sources): npz / IDX directories,
+embedded mnist5k, procedural shapes, TFDS (mocked), errors.
 
 Offline and fast: every file is generated in tmp_path; TFDS runs under its mock or on a
 tiny builder prepared locally; the network probe is stubbed or aimed at localhost.
@@ -16,8 +16,8 @@ import time
 import numpy as np
 import pytest
 
-from dcvae_jax import data
-from dcvae_jax.data import DataError, Dataset, load_dataset, to_float
+from dcvae_jax import data, data_sources
+from dcvae_jax.data import DataError, Dataset, load_dataset
 
 SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                       "..", "shared", "data")
@@ -228,6 +228,15 @@ def test_emnist_idx_unshifted_labels(tmp_path, name, k):
 # ---------------------------------------------------------------------------------------
 # Validation errors
 # ---------------------------------------------------------------------------------------
+
+
+def test_data_reexports_the_readers_names():
+    """dcvae_jax.data is the public surface; the definitions live in data_sources (one-way)."""
+    assert data.DataError is data_sources.DataError and issubclass(DataError, ValueError)
+    assert data.DatasetSpec is data_sources.DatasetSpec
+    assert data.read_idx is data_sources.read_idx
+    assert data.MNIST5K_FILE == data_sources.MNIST5K_FILE
+    assert not hasattr(data_sources, "data") and not hasattr(data_sources, "Dataset")
 
 
 def test_unknown_name():
@@ -479,29 +488,6 @@ def test_other_sources_have_no_factors(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------
-# to_float
-# ---------------------------------------------------------------------------------------
-
-
-def test_to_float():
-    x = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
-    f = to_float(x)
-    assert f.dtype == np.float32 and f.shape == (1, 16, 16, 1)
-    assert f.min() == 0.0 and f.max() == 1.0
-    np.testing.assert_allclose(f[..., 0], x / 255.0, rtol=1e-6)
-    b = to_float(x, binarize=True)
-    assert b.dtype == np.float32 and b.shape == (1, 16, 16, 1)
-    assert set(np.unique(b)) == {0.0, 1.0}
-    np.testing.assert_array_equal(b[..., 0], (x / 255.0 > 0.5).astype(np.float32))
-    assert b.reshape(-1)[127] == 0.0 and b.reshape(-1)[128] == 1.0
-    assert to_float(x[..., None]).shape == (1, 16, 16, 1)
-    with pytest.raises(DataError, match="uint8"):
-        to_float(x.astype(np.float32))
-    with pytest.raises(DataError, match="shape"):
-        to_float(x[0])
-
-
-# ---------------------------------------------------------------------------------------
 # TFDS (offline: mocked, or a tiny builder prepared locally)
 # ---------------------------------------------------------------------------------------
 
@@ -522,7 +508,7 @@ def no_download(monkeypatch, tfds):
 def test_tfds_mock_mnist(tfds, tmp_path, monkeypatch):
     # Under the mock nothing is prepared and download_and_prepare is a no-op; the probe
     # is stubbed so the loader proceeds to the (mocked) download.
-    monkeypatch.setattr(data, "_network_reachable", lambda *a, **k: True)
+    monkeypatch.setattr(data_sources, "_network_reachable", lambda *a, **k: True)
     with tfds.testing.mock_data(num_examples=7):
         ds = load_dataset("mnist", tfds_data_dir=str(tmp_path))
     check_dataset(ds, "mnist", 7, 7, 10)  # mock: (28, 28, 1) uint8 images -> (7, 28, 28)
@@ -531,7 +517,7 @@ def test_tfds_mock_mnist(tfds, tmp_path, monkeypatch):
 
 def test_tfds_mock_emnist_letters_conversion(tfds, tmp_path, monkeypatch):
     import tensorflow as tf
-    monkeypatch.setattr(data, "_network_reachable", lambda *a, **k: True)
+    monkeypatch.setattr(data_sources, "_network_reachable", lambda *a, **k: True)
     raw = np.zeros((3, 28, 28, 1), np.uint8)
     raw[:, :, 0, 0] = 255  # raw EMNIST: left column == upright top row
     raw[:, 4, 2, 0] = [7, 8, 9]
@@ -609,7 +595,7 @@ def test_tfds_not_prepared_offline_is_fast(tfds, tmp_path, no_download, monkeypa
         calls.append((host, port))
         return False
 
-    monkeypatch.setattr(data, "_network_reachable", unreachable)
+    monkeypatch.setattr(data_sources, "_network_reachable", unreachable)
     for var in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
     t0 = time.perf_counter()
@@ -625,11 +611,11 @@ def test_network_probe_localhost():
     server.listen(1)
     port = server.getsockname()[1]
     try:
-        assert data._network_reachable("127.0.0.1", port, timeout=2.0)
+        assert data_sources._network_reachable("127.0.0.1", port, timeout=2.0)
     finally:
         server.close()
     t0 = time.perf_counter()
-    assert not data._network_reachable("127.0.0.1", port, timeout=2.0)  # now closed
+    assert not data_sources._network_reachable("127.0.0.1", port, timeout=2.0)  # now closed
     assert time.perf_counter() - t0 < 30  # refused at once, no retry loop
 
 
@@ -637,10 +623,10 @@ def test_probe_target_honours_proxy(monkeypatch):
     for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy",
                 "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
-    assert data._probe_target("https://example.org/x") == ("example.org", 443)
-    assert data._probe_target("http://example.org:8080/x") == ("example.org", 8080)
+    assert data_sources._probe_target("https://example.org/x") == ("example.org", 443)
+    assert data_sources._probe_target("http://example.org:8080/x") == ("example.org", 8080)
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.local:3128")
-    assert data._probe_target("https://example.org/x") == ("proxy.local", 3128)
+    assert data_sources._probe_target("https://example.org/x") == ("proxy.local", 3128)
 
 
 # ---------------------------------------------------------------------------------------

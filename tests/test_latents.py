@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from dcvae_jax import data, distributed, latents, networks, protocols, shapes, train_step, trainer
+from dcvae_jax import data, distributed, input_pipeline, latents, networks, protocols, shapes, train_step, trainer
 from tests.helpers import tiny_config, toy_dataset
 
 
@@ -30,7 +30,7 @@ def trained(request, tmp_path_factory):
 
 def _direct(setup, params, x_uint8, ids, binarize):
   """Unjitted reference: each model alone, the whole test set in one call."""
-  x = data.to_float(x_uint8, binarize=binarize)
+  x = input_pipeline.preprocess(x_uint8, binarize)
   out = []
   for m in range(ids.shape[0]):
     c = jax.nn.one_hot(ids[m], setup.num_conditions) if setup.spec.conditional else None
@@ -72,7 +72,7 @@ def test_condition_ids_and_zero_condition(trained):
   # (N,) ids are shared by every model; id num_conditions is the all-zero condition vector.
   zero = latents.encode_test_set(setup, state.params, ds.x_test, mesh, batch_size=16,
                                  conditions=np.full(61, 2))
-  x = data.to_float(ds.x_test, binarize=True)
+  x = input_pipeline.preprocess(ds.x_test, True)
   for m in range(3):
     mu, _ = setup.module.apply(train_step.unstack(state.params, m), x, np.zeros((61, 2), np.float32),
                                method=networks.VAE.encode)

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from dcvae_jax import validation, distributed, errors, input_pipeline, models, objectives, protocols, trainer
+from dcvae_jax import distributed, errors, input_pipeline, models, objectives, protocols, trainer, validation
 from dcvae_jax.protocols import Run
 from tests.helpers import tiny_config, toy_dataset
 

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from dcvae_jax import validation, checkpoints, distributed, errors, input_pipeline, protocols, train_step, trainer
+from dcvae_jax import checkpoints, distributed, errors, input_pipeline, protocols, train_step, trainer, validation
 from tests.helpers import tiny_config, toy_dataset
 
 
