@@ -57,7 +57,7 @@ from typing import Optional
 
 import numpy as np
 
-from dcvae_jax import data_sources
+from dcvae_jax import data_sources, data_tfds
 from dcvae_jax.data_sources import (  # noqa: F401 - re-exported
     MNIST5K_FILE, DataError, DatasetSpec, read_idx)
 
@@ -169,7 +169,7 @@ def load_dataset(name: str, data_dir: str = "", *, tfds_data_dir: str | None = N
         return _finish(spec, source, parts, raw=raw)
     if spec.embedded:
         return _load_embedded(spec)
-    return _finish(spec, "tfds", data_sources.read_tfds(spec, tfds_data_dir, download), raw=True)
+    return _finish(spec, "tfds", data_tfds.read_tfds(spec, tfds_data_dir, download), raw=True)
 
 
 # --------------------------------------------------------------------------------------

@@ -7,7 +7,11 @@ class ConfigError(ValueError):
 
 
 class DataError(ValueError):
-  """A dataset that cannot be loaded: missing, unreadable, or not what its spec says it is."""
+  """A dataset that cannot be loaded: missing, unreadable, or not what its spec says it is. The message is
+  always one line (whatever an underlying exception contributed is collapsed)."""
+
+  def __init__(self, message: str):
+    super().__init__(" ".join(str(message).split()))
 
 
 class ProtocolError(ValueError):

@@ -166,8 +166,8 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True, resc
                                        offset_bits=offset_bits, reference=references[m])
         result["chunk_train_seconds"] = seconds
         result["skipped_updates"] = int(distributed.to_host(state.skipped)[m])
-        result.update(latents.disentanglement_results(run, codes[m], ds.y_test, getattr(ds, "factors_test", None),
-                                                      getattr(ds, "factor_names", None), seed=config.seed))
+        result.update(latents.disentanglement_results(run, codes[m], ds.y_test, ds.factors_test,
+                                                      ds.factor_names, seed=config.seed))
         if write:
           files.write_json(done[m], result)
         per_run.append(result)

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 
-from dcvae_jax import data, data_sources
+from dcvae_jax import data, data_sources, data_tfds
 from dcvae_jax.data import DataError, Dataset, load_dataset
 
 SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -508,7 +508,7 @@ def no_download(monkeypatch, tfds):
 def test_tfds_mock_mnist(tfds, tmp_path, monkeypatch):
     # Under the mock nothing is prepared and download_and_prepare is a no-op; the probe
     # is stubbed so the loader proceeds to the (mocked) download.
-    monkeypatch.setattr(data_sources, "_network_reachable", lambda *a, **k: True)
+    monkeypatch.setattr(data_tfds, "_network_reachable", lambda *a, **k: True)
     with tfds.testing.mock_data(num_examples=7):
         ds = load_dataset("mnist", tfds_data_dir=str(tmp_path))
     check_dataset(ds, "mnist", 7, 7, 10)  # mock: (28, 28, 1) uint8 images -> (7, 28, 28)
@@ -517,7 +517,7 @@ def test_tfds_mock_mnist(tfds, tmp_path, monkeypatch):
 
 def test_tfds_mock_emnist_letters_conversion(tfds, tmp_path, monkeypatch):
     import tensorflow as tf
-    monkeypatch.setattr(data_sources, "_network_reachable", lambda *a, **k: True)
+    monkeypatch.setattr(data_tfds, "_network_reachable", lambda *a, **k: True)
     raw = np.zeros((3, 28, 28, 1), np.uint8)
     raw[:, :, 0, 0] = 255  # raw EMNIST: left column == upright top row
     raw[:, 4, 2, 0] = [7, 8, 9]
@@ -595,7 +595,7 @@ def test_tfds_not_prepared_offline_is_fast(tfds, tmp_path, no_download, monkeypa
         calls.append((host, port))
         return False
 
-    monkeypatch.setattr(data_sources, "_network_reachable", unreachable)
+    monkeypatch.setattr(data_tfds, "_network_reachable", unreachable)
     for var in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
     t0 = time.perf_counter()
@@ -611,11 +611,11 @@ def test_network_probe_localhost():
     server.listen(1)
     port = server.getsockname()[1]
     try:
-        assert data_sources._network_reachable("127.0.0.1", port, timeout=2.0)
+        assert data_tfds._network_reachable("127.0.0.1", port, timeout=2.0)
     finally:
         server.close()
     t0 = time.perf_counter()
-    assert not data_sources._network_reachable("127.0.0.1", port, timeout=2.0)  # now closed
+    assert not data_tfds._network_reachable("127.0.0.1", port, timeout=2.0)  # now closed
     assert time.perf_counter() - t0 < 30  # refused at once, no retry loop
 
 
@@ -623,10 +623,10 @@ def test_probe_target_honours_proxy(monkeypatch):
     for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy",
                 "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
-    assert data_sources._probe_target("https://example.org/x") == ("example.org", 443)
-    assert data_sources._probe_target("http://example.org:8080/x") == ("example.org", 8080)
+    assert data_tfds._probe_target("https://example.org/x") == ("example.org", 443)
+    assert data_tfds._probe_target("http://example.org:8080/x") == ("example.org", 8080)
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.local:3128")
-    assert data_sources._probe_target("https://example.org/x") == ("proxy.local", 3128)
+    assert data_tfds._probe_target("https://example.org/x") == ("proxy.local", 3128)
 
 
 # ---------------------------------------------------------------------------------------

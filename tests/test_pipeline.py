@@ -5,13 +5,13 @@ import json
 import numpy as np
 import pytest
 
-from dcvae_jax import data, data_sources, experiment
+from dcvae_jax import data, data_sources, data_tfds, experiment
 from tests.helpers import tiny_config
 
 
 def test_train_step_on_tfds_mock_data(tmp_path, monkeypatch):
   tfds = pytest.importorskip("tensorflow_datasets")
-  monkeypatch.setattr(data_sources, "_network_reachable", lambda *a, **k: True)  # the mock never downloads
+  monkeypatch.setattr(data_tfds, "_network_reachable", lambda *a, **k: True)  # the mock never downloads
   config = tiny_config("cvae", batch_size=8)
   config.data.name = "mnist"
   config.data.tfds_data_dir = str(tmp_path / "tfds")
