@@ -87,7 +87,7 @@ def sum_per_example(a):
   """sum over all axes but the first, as the matrix-vector product (B, P) @ ones(P).
 
   Same value as ``a.sum(axes)``; XLA:CPU hands a reduce_sum fused with transcendental ops to YNNPACK, which
-  evaluates it several times slower than a fused elementwise pass followed by a dot (benchmarks/xla_flags.py)."""
+  evaluates it several times slower than a fused elementwise pass followed by a dot (benchmarks/README.md)."""
   flat = a.reshape(a.shape[0], -1)
   return flat @ jnp.ones((flat.shape[1],), flat.dtype)
 
