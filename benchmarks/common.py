@@ -1,18 +1,155 @@
-"""Shared pieces of the benchmarks: a synthetic training set, a compiled train call, timing, JSON output."""
+"""Shared pieces of the benchmarks.
+
+Machine load (this machine is small and shared): wait for a quiet CPU, measure the CPU time other processes use
+while timing, interleave the things compared (A, B, C, A, B, C, ...) and report medians of per-repetition ratios.
+The pipeline's step: a synthetic training set, the pipeline's compiled train call ready to time, FLOPs, the
+machine's matmul peak, JSON output.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
 
-from dcvae_jax import protocols, train
-from dcvae_jax.config import base_config
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
+
+from dcvae_jax import protocols, train  # noqa: E402
+from dcvae_jax.config import base_config  # noqa: E402
+
+# ----------------------------------------------------------------------------------------------------------
+# Machine load.
+
+
+def _cpu_ticks():
+  """(busy, total) jiffies of the whole machine since boot."""
+  with open("/proc/stat") as f:
+    vals = [int(v) for v in f.readline().split()[1:]]
+  idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
+  return sum(vals) - idle, sum(vals)
+
+
+def _own_ticks(pids=()):
+  """Jiffies used by this process (all its threads), by its children that have been waited for, and by ``pids``."""
+  total = 0
+  for pid in ("self", *pids):
+    try:
+      with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+      continue
+    total += sum(int(v) for v in fields[11:15])
+  return total
+
+
+class ForeignLoad:
+  """Context manager: the CPU time other processes used while it was open, as a fraction of all cores
+  (this process, its finished children and the processes ``pids`` do not count)."""
+
+  def __init__(self, pids=()):
+    self.pids = tuple(pids)
+
+  def __enter__(self):
+    self.busy0, self.total0 = _cpu_ticks()
+    self.own0 = _own_ticks(self.pids)
+    return self
+
+  def __exit__(self, *exc):
+    busy, total = _cpu_ticks()
+    own = _own_ticks(self.pids)
+    span = max(total - self.total0, 1)
+    self.fraction = max(busy - self.busy0 - (own - self.own0), 0) / span
+    return False
+
+
+def foreign_cpu_fraction(seconds=2.0) -> float:
+  with ForeignLoad() as load:
+    time.sleep(seconds)
+  return load.fraction
+
+
+def _print(msg):
+  print(msg, flush=True)
+
+
+def wait_for_quiet(threshold=0.1, window=3.0, max_wait=None, log=_print) -> dict:
+  """Wait until other processes use < ``threshold`` of the CPUs over ``window`` seconds (at most max_wait
+  seconds, default $BENCH_MAX_WAIT or 900), then go on either way (the result says whether it was quiet)."""
+  if max_wait is None:
+    max_wait = float(os.environ.get("BENCH_MAX_WAIT", 900))
+  start = time.time()
+  frac = foreign_cpu_fraction(window)
+  while frac >= threshold and time.time() - start < max_wait:
+    log(f"[bench] machine busy: other processes use {frac:.0%} of the CPUs; waiting")
+    time.sleep(10)
+    frac = foreign_cpu_fraction(window)
+  return {"foreign_cpu_fraction_before": frac, "waited_seconds": time.time() - start,
+          "quiet": frac < threshold, "load_average_before": os.getloadavg()}
+
+
+def interleave(fns: dict, reps: int, log=None, pids=(), max_foreign=0.15, max_discards=None) -> dict:
+  """Call every fn (a thunk returning a rate) once per repetition, in rotating order; returns
+  {name: [rate per rep]}, the foreign CPU fraction of each kept repetition under '_foreign', and the number of
+  repetitions thrown away under '_discarded': a repetition during which other processes used more than
+  ``max_foreign`` of the CPUs is discarded and repeated after waiting for a quiet machine (at most
+  ``max_discards`` times, default 2 * reps; then it is kept and its foreign fraction says so)."""
+  names = list(fns)
+  out = {n: [] for n in names}
+  out["_foreign"], out["_discarded"] = [], 0
+  max_discards = 2 * reps if max_discards is None else max_discards
+  r = 0
+  while r < reps:
+    order = names[r % len(names):] + names[:r % len(names)]
+    got = {}
+    with ForeignLoad(pids) as load:
+      for n in order:
+        got[n] = float(fns[n]())
+    if log:
+      log(f"[rep {r}] " + ", ".join(f"{n}={got[n]:.0f}" for n in names) + f", foreign={load.fraction:.0%}")
+    if load.fraction > max_foreign and out["_discarded"] < max_discards:
+      out["_discarded"] += 1
+      if log:
+        log(f"[rep {r}] discarded: other processes used {load.fraction:.0%} of the CPUs")
+      wait_for_quiet(log=log or (lambda msg: None))
+      continue
+    for n in names:
+      out[n].append(got[n])
+    out["_foreign"].append(load.fraction)
+    r += 1
+  return out
+
+
+def median_ratio(a, b) -> float:
+  """Median over repetitions of a[r] / b[r] (paired within a repetition)."""
+  return float(np.median(np.asarray(a) / np.asarray(b)))
+
+
+def summary(rates: dict) -> dict:
+  return {n: {"median": float(np.median(v)), "min": float(np.min(v)), "max": float(np.max(v)), "reps": v}
+          for n, v in rates.items() if not n.startswith("_")}
+
+
+def load_info(rates: dict | None = None, quiet: dict | None = None) -> dict:
+  info = {"load_average_after": os.getloadavg()}
+  if quiet:
+    info.update(quiet)
+  if rates and "_discarded" in rates:
+    info["discarded_busy_reps"] = rates["_discarded"]
+  if rates and rates.get("_foreign"):
+    info["foreign_cpu_fraction_per_rep"] = rates["_foreign"]
+    info["foreign_cpu_fraction_median"] = float(np.median(rates["_foreign"]))
+  return info
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The pipeline's step.
 
 
 def bench_config(model: str, batch_size: int, *, hidden=(512, 256), latent_dim=10, estimator="mss",
@@ -51,20 +188,23 @@ class CompiledTrainer:
   def __init__(self, config, num_models: int = 1, num_conditions: int = 10, mesh=None, ensemble="vmap"):
     self.config = config
     self.ensemble = ensemble
-    self.mesh = mesh or train.make_mesh(jax.devices()[:1])
+    self.mesh = mesh or distributed.make_mesh(jax.devices()[:1])
     x, y = synthetic_digits(num_classes=num_conditions + 1)
     config.protocol.name = "leave_one_out"
     runs = protocols.make_runs(config.protocol, num_conditions + 1, 0)[:num_models]
     self.runs = runs
-    setup = train.make_setup(config, (28, 28, 1), num_conditions, self.mesh.devices.size)
+    setup = train_step.make_setup(config, (28, 28, 1), num_conditions, self.mesh.devices.size)
     self.setup = setup
-    self.datas = [train.RunData.build(r, y, config.train.batch_size, 10_000) for r in runs]
-    self.state = train.stack_states([train.init_state(setup, train.run_key(r), (28, 28, 1)) for r in runs])
-    self.stats = dict(dataset_size=jnp.asarray([d.indices.size for d in self.datas], jnp.float32),
-                      condition_counts=jnp.asarray(np.stack([d.condition_counts for d in self.datas])))
-    self.cond_all = jnp.asarray(np.stack([d.cond_all for d in self.datas]))
-    self.x = jnp.asarray(x)
-    self.fn = train.compile_train_fn(setup, self.mesh, ensemble)
+    self.datas = [input_pipeline.RunData.build(r, y, config.train.batch_size, 10_000) for r in runs]
+    # Everything the call keeps between calls is placed as the compiled function returns it (replicated over
+    # the mesh), so the second call finds the same input shardings and does not compile again.
+    replicated = NamedSharding(self.mesh, P())
+    self.state, self.stats, self.cond_all, self.x = jax.device_put((
+        train_step.stack_states([train_step.init_state(setup, train_step.run_key(r), (28, 28, 1)) for r in runs]),
+        dict(dataset_size=np.asarray([d.indices.size for d in self.datas], np.float32),
+             condition_counts=np.stack([d.condition_counts for d in self.datas])),
+        np.stack([d.cond_all for d in self.datas]), x), replicated)
+    self.fn = train_step.compile_train_fn(setup, self.mesh, ensemble)
     self.step = 0
 
   def inputs(self, steps_per_call):
@@ -81,7 +221,7 @@ class CompiledTrainer:
 
   def flops_per_image(self) -> float:
     """XLA's cost analysis of ONE compiled step (a scanned loop body is counted once), per image."""
-    fn = train.compile_train_fn(self.setup, self.mesh, self.ensemble)
+    fn = train_step.compile_train_fn(self.setup, self.mesh, self.ensemble)
     idx, active = self.inputs(1)
     compiled = fn.lower(self.state, self.x, self.cond_all, idx, self.stats, active).compile()
     cost = compiled.cost_analysis()
@@ -122,9 +262,11 @@ def machine() -> dict:
           "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
-def write_json(path: str | None, obj: dict):
+def write_json(path: str | None, obj: dict, echo: bool = True):
+  """Writes ``obj`` to ``path`` (if given) and prints it (if ``echo``)."""
   text = json.dumps(obj, indent=1, sort_keys=True)
-  print(text)
+  if echo:
+    print(text)
   if path:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:

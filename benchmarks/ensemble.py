@@ -1,4 +1,4 @@
-"""The vmap-ensemble speed-up: K runs trained as ONE vmapped program vs K single-model programs in sequence.
+"""K runs trained in ONE program (vmapped, or mapped with lax.map) against K single-run programs in sequence.
 
   python benchmarks/ensemble.py --json=benchmarks/results/ensemble.json
 
@@ -24,11 +24,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import common  # noqa: E402  (first: puts the repository root on sys.path)
+
 import jax  # noqa: E402
 
-import benchutil  # noqa: E402
 from dcvae_jax import train  # noqa: E402
-from common import CompiledTrainer, bench_config, machine, write_json  # noqa: E402
 
 
 def round_rate(trainer, calls, spc, seconds):
@@ -52,39 +52,40 @@ def main():
   p.add_argument("--steps_per_call", type=int, default=50)
   p.add_argument("--reps", type=int, default=5)
   p.add_argument("--seconds", type=float, default=2.0)
-  p.add_argument("--no_wait", action="store_true")
+  p.add_argument("--no_wait", action="store_true",
+                 help="measure at once: no waiting for a quiet machine, busy repetitions kept")
   p.add_argument("--json", default=None)
   a = p.parse_args()
   k, spc = a.num_models, a.steps_per_call
-  quiet = None if a.no_wait else benchutil.wait_for_quiet()
+  quiet = None if a.no_wait else common.wait_for_quiet()
   results = []
   for model in a.models.split(","):
     for hidden in a.hiddens.split(";"):
       h = [int(x) for x in hidden.split(",")]
-      cfg = lambda: bench_config(model, a.batch_size, hidden=h, steps_per_call=spc)  # noqa: E731
-      vm = CompiledTrainer(cfg(), num_models=k, ensemble="vmap")
-      mp = CompiledTrainer(cfg(), num_models=k, ensemble="map")
-      seq = CompiledTrainer(cfg(), num_models=1)
-      for t in (vm, mp, seq):  # compile (twice: the second call recompiles for the mesh-sharded state)
-        for _ in range(2):
-          jax.block_until_ready(t.call(spc))
+      cfg = lambda: common.bench_config(model, a.batch_size, hidden=h, steps_per_call=spc)  # noqa: E731
+      vm = common.CompiledTrainer(cfg(), num_models=k, ensemble="vmap")
+      mp = common.CompiledTrainer(cfg(), num_models=k, ensemble="map")
+      seq = common.CompiledTrainer(cfg(), num_models=1)
+      for t in (vm, mp, seq):  # compile
+        jax.block_until_ready(t.call(spc))
       params = sum(int(x.size) for x in jax.tree.leaves(seq.state.params))
-      rates = benchutil.interleave({"vmapped": lambda: round_rate(vm, 1, spc, a.seconds),
-                                    "mapped": lambda: round_rate(mp, 1, spc, a.seconds),
-                                    "sequential": lambda: round_rate(seq, k, spc, a.seconds)}, a.reps,
-                                   log=lambda s, m=model, h=hidden: print(f"{m} {h} {s}", flush=True))
+      rates = common.interleave({"vmapped": lambda: round_rate(vm, 1, spc, a.seconds),
+                                 "mapped": lambda: round_rate(mp, 1, spc, a.seconds),
+                                 "sequential": lambda: round_rate(seq, k, spc, a.seconds)}, a.reps,
+                                log=lambda s, m=model, h=hidden: print(f"{m} {h} {s}", flush=True),
+                                max_discards=0 if a.no_wait else None)
       results.append({"model": model, "hidden": hidden, "params_per_model": params,
-                      "auto": train.resolve_ensemble("auto"),
-                      "images_per_second": benchutil.summary(rates),
-                      "speedup_vmapped_over_sequential": benchutil.median_ratio(rates["vmapped"],
-                                                                                rates["sequential"]),
-                      "speedup_mapped_over_sequential": benchutil.median_ratio(rates["mapped"],
-                                                                               rates["sequential"]),
-                      "load": benchutil.load_info(rates)})
-  write_json(a.json, {"benchmark": "ensemble", "num_models": k, "batch_size": a.batch_size, "steps_per_call": spc,
-                      "protocol": "leave_one_out", "reps": a.reps, "results": results, "wait_for_quiet": quiet,
-                      "xla_flags": os.environ.get("XLA_FLAGS", ""),
-                      "machine": machine()})
+                      "auto": train_step.resolve_ensemble("auto"),
+                      "images_per_second": common.summary(rates),
+                      "speedup_vmapped_over_sequential": common.median_ratio(rates["vmapped"],
+                                                                             rates["sequential"]),
+                      "speedup_mapped_over_sequential": common.median_ratio(rates["mapped"],
+                                                                            rates["sequential"]),
+                      "load": common.load_info(rates)})
+  common.write_json(a.json, {"benchmark": "ensemble", "num_models": k, "batch_size": a.batch_size,
+                             "steps_per_call": spc, "protocol": "leave_one_out", "reps": a.reps,
+                             "results": results, "wait_for_quiet": quiet,
+                             "xla_flags": os.environ.get("XLA_FLAGS", ""), "machine": common.machine()})
 
 
 if __name__ == "__main__":

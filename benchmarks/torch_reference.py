@@ -2,7 +2,7 @@
 
 torch is NOT a dependency of dcvae_jax. To run this benchmark install the CPU build into the same venv:
 
-  /work/venv/bin/pip install torch==2.13.0        # or: pip install torch --index-url .../whl/cpu
+  pip install torch==2.13.0        # or: pip install torch --index-url .../whl/cpu
   python benchmarks/torch_reference.py --json=benchmarks/results/torch_reference.json
 
 The step is the same computation as the pipeline's ``dcvae`` step (dcvae_jax.objectives / estimators):
@@ -31,7 +31,7 @@ try:
   import torch.nn.functional as F
 except ImportError as e:  # pragma: no cover
   raise SystemExit("torch is not installed (it is not a dcvae_jax dependency): "
-                   "/work/venv/bin/pip install torch==2.13.0") from e
+                   "pip install torch==2.13.0") from e
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -186,31 +186,32 @@ def time_torch(trainer: TorchTrainer, seconds: float, min_steps: int = 20) -> fl
 
 
 def main():
-  import benchutil
-  from common import machine, write_json
+  import common
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--batch_sizes", default="64,256")
   p.add_argument("--reps", type=int, default=5)
   p.add_argument("--seconds", type=float, default=2.0, help="per repetition and batch size")
-  p.add_argument("--no_wait", action="store_true")
+  p.add_argument("--no_wait", action="store_true",
+                 help="measure at once: no waiting for a quiet machine, busy repetitions kept")
   p.add_argument("--json", default=None)
   a = p.parse_args()
-  quiet = None if a.no_wait else benchutil.wait_for_quiet()
+  quiet = None if a.no_wait else common.wait_for_quiet()
   sizes = [int(b) for b in a.batch_sizes.split(",")]
   trainers = {b: TorchTrainer(b) for b in sizes}
   for t in trainers.values():
     t.run(30)  # warm-up
-  rates = benchutil.interleave({b: (lambda t=t: time_torch(t, a.seconds)) for b, t in trainers.items()}, a.reps,
-                               log=print)
+  rates = common.interleave({b: (lambda t=t: time_torch(t, a.seconds)) for b, t in trainers.items()}, a.reps,
+                            log=print, max_discards=0 if a.no_wait else None)
   foreign = rates.pop("_foreign")
   discarded = rates.pop("_discarded")
-  write_json(a.json, {
+  common.write_json(a.json, {
       "benchmark": "torch_reference", "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
       "images_per_second": {str(b): float(np.median(r)) for b, r in rates.items()},
       "images_per_second_reps": {str(b): r for b, r in rates.items()},
-      "load": {"foreign_cpu_fraction_per_rep": foreign, "discarded_busy_reps": discarded, "foreign_cpu_fraction_median": float(np.median(foreign)),
-               "wait_for_quiet": quiet, "load_average_after": os.getloadavg()},
-      "machine": machine()})
+      "load": {"foreign_cpu_fraction_per_rep": foreign, "discarded_busy_reps": discarded,
+               "foreign_cpu_fraction_median": float(np.median(foreign)), "wait_for_quiet": quiet,
+               "load_average_after": os.getloadavg()},
+      "machine": common.machine()})
 
 
 if __name__ == "__main__":

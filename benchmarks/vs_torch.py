@@ -1,6 +1,6 @@
 """Our compiled dcvae train step against the straightforward PyTorch eager step (torch_reference.py).
 
-  /work/venv/bin/pip install torch==2.13.0    # torch is not a dcvae_jax dependency
+  pip install torch==2.13.0    # torch is not a dcvae_jax dependency
   python benchmarks/vs_torch.py --json=benchmarks/results/vs_torch.json
 
 1. Check: the PyTorch step computes the same thing. Our Flax params (after a few training steps, prior params
@@ -21,14 +21,15 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import common  # noqa: E402  (first: puts the repository root on sys.path)
+from common import CompiledTrainer, bench_config  # noqa: E402
+
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import benchutil  # noqa: E402
 import torch_reference as tr  # noqa: E402
-from common import CompiledTrainer, bench_config, call_rate, machine, write_json  # noqa: E402
 from dcvae_jax import objectives, train  # noqa: E402
 
 TERMS = ("loss", "recon", "kl", "elbo", "mi", "tc", "dwkl")
@@ -40,7 +41,7 @@ def check_same_loss(batch_size=64, rtol=1e-4) -> dict:
   for _ in range(5):
     trainer.call(1)
   setup = trainer.setup
-  params = train.unstack(trainer.state.params, 0)
+  params = train_step.unstack(trainer.state.params, 0)
   rng = np.random.default_rng(1)
   p = params["params"]
   p = {**p, "prior_mu": p["prior_mu"] + jnp.asarray(rng.normal(0, 0.5, p["prior_mu"].shape), jnp.float32),
@@ -60,7 +61,7 @@ def check_same_loss(batch_size=64, rtol=1e-4) -> dict:
   out = {"batch_size": batch_size, "rtol": rtol, "cases": {}}
   ok = True
   for name, cond in (("pipeline_batch", cond_natural), ("group_of_one_and_two", cond_edge)):
-    x = train.preprocess(trainer.x[idx], True)
+    x = input_pipeline.preprocess(trainer.x[idx], True)
     key = jax.random.PRNGKey(7)
     eps = jax.random.normal(key, (batch_size, setup.hp.latent_dim), jnp.float32)
 
@@ -98,7 +99,7 @@ def check_same_loss(batch_size=64, rtol=1e-4) -> dict:
 
 
 def jax_rate(trainer: CompiledTrainer, spc: int, seconds: float) -> float:
-  return call_rate(trainer, spc, trainer.config.train.batch_size, seconds)
+  return common.call_rate(trainer, spc, trainer.config.train.batch_size, seconds)
 
 
 def torch_rate(trainer: tr.TorchTrainer, threads: int, seconds: float) -> float:
@@ -119,9 +120,8 @@ def _worker(kind, batch_size, seconds, conn):
     info = {"torch_default_threads": threads}
   else:
     jt = {spc: CompiledTrainer(bench_config("dcvae", batch_size, steps_per_call=spc)) for spc in (50, 1)}
-    for spc, t in jt.items():  # compile; the second call compiles again (CompiledTrainer's first state is
-      for _ in range(2):         # not on the mesh, the state it returns is)
-        jax.block_until_ready(t.call(spc))
+    for spc, t in jt.items():  # compile, warm up
+      jax.block_until_ready(t.call(spc))
       jax_rate(t, spc, 0.5)
     fns = {f"jax_spc{spc}": (lambda t=t, spc=spc: jax_rate(t, spc, seconds)) for spc, t in jt.items()}
     info = {}
@@ -157,7 +157,8 @@ def main():
   p.add_argument("--batch_sizes", default="64,256")
   p.add_argument("--reps", type=int, default=5)
   p.add_argument("--seconds", type=float, default=2.0, help="per variant and repetition")
-  p.add_argument("--no_wait", action="store_true", help="do not wait for a quiet machine")
+  p.add_argument("--no_wait", action="store_true",
+                 help="measure at once: no waiting for a quiet machine, busy repetitions kept")
   p.add_argument("--json", default=None)
   a = p.parse_args()
   default_threads = torch.get_num_threads()
@@ -165,7 +166,7 @@ def main():
   print(f"torch/jax agreement: ok={check['ok']}", {k: v["max_term_rel_err"] for k, v in check["cases"].items()},
         {k: v["max_grad_rel_err"] for k, v in check["cases"].items()}, flush=True)
   results = {}
-  quiet = None if a.no_wait else benchutil.wait_for_quiet()
+  quiet = None if a.no_wait else common.wait_for_quiet()
   for b in [int(s) for s in a.batch_sizes.split(",")]:
     # torch and JAX each in their own warm process, driven alternately: in one process torch's OpenMP threads
     # and XLA's thread pool slow each other down (see README)
@@ -174,25 +175,26 @@ def main():
     fns = {n: (lambda n=n, w=w: w.rate(n)) for w, names in ((wt, ("torch_default_threads", "torch_1_thread")),
                                                               (wj, ("jax_spc50", "jax_spc1")))
            for n in names}
-    rates = benchutil.interleave(fns, a.reps, log=lambda s, b=b: print(f"b={b} {s}", flush=True),
-                                 pids=(wt.proc.pid, wj.proc.pid))
+    rates = common.interleave(fns, a.reps, log=lambda s, b=b: print(f"b={b} {s}", flush=True),
+                              pids=(wt.proc.pid, wj.proc.pid), max_discards=0 if a.no_wait else None)
     wt.close()
     wj.close()
     best_torch = np.maximum(rates["torch_default_threads"], rates["torch_1_thread"])
     results[str(b)] = {
-        "images_per_second": benchutil.summary(rates),
-        "ratio_jax_spc50_over_torch_default": benchutil.median_ratio(rates["jax_spc50"],
-                                                                     rates["torch_default_threads"]),
-        "ratio_jax_spc1_over_torch_default": benchutil.median_ratio(rates["jax_spc1"], rates["torch_default_threads"]),
-        "ratio_jax_spc50_over_best_torch": benchutil.median_ratio(rates["jax_spc50"], best_torch),
-        "ratio_jax_spc1_over_best_torch": benchutil.median_ratio(rates["jax_spc1"], best_torch),
-        "load": benchutil.load_info(rates),
+        "images_per_second": common.summary(rates),
+        "ratio_jax_spc50_over_torch_default": common.median_ratio(rates["jax_spc50"],
+                                                                  rates["torch_default_threads"]),
+        "ratio_jax_spc1_over_torch_default": common.median_ratio(rates["jax_spc1"],
+                                                                 rates["torch_default_threads"]),
+        "ratio_jax_spc50_over_best_torch": common.median_ratio(rates["jax_spc50"], best_torch),
+        "ratio_jax_spc1_over_best_torch": common.median_ratio(rates["jax_spc1"], best_torch),
+        "load": common.load_info(rates),
     }
-  write_json(a.json, {
+  common.write_json(a.json, {
       "benchmark": "vs_torch", "model": "dcvae", "hidden": "512,256", "latent_dim": 10, "estimator": "mss",
       "torch": torch.__version__, "torch_default_threads": default_threads, "reps": a.reps,
       "seconds_per_measurement": a.seconds, "same_loss_check": check, "results": results,
-      "wait_for_quiet": quiet, "machine": machine()})
+      "wait_for_quiet": quiet, "machine": common.machine()})
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from dcvae_jax import objectives, train
+from dcvae_jax import models, objectives, train_step
 from tests.helpers import tiny_config, toy_dataset
 
 NUM_C = 3
@@ -19,8 +19,8 @@ IMAGE = (8, 8, 1)
 def _model(name, arch="mlp"):
   config = tiny_config(name)
   config.model.arch = arch
-  spec = objectives.get_model(name)
-  module = objectives.make_module(spec, config.model, IMAGE, NUM_C)
+  spec = models.get_model(name)
+  module = models.make_module(spec, config.model, IMAGE, NUM_C)
   x = jnp.zeros((2, *IMAGE))
   ids = jnp.zeros((2,), jnp.int32)
   params = module.init(jax.random.PRNGKey(0), x, objectives.one_hot_condition(spec, ids, NUM_C), ids)
@@ -107,9 +107,9 @@ def test_dcvae_prior_rows_learn_per_condition():
   """One SGD step from the N(0, I) initialisation: the rows of the conditions in the batch move, each its own
   way; the row of a condition absent from the batch does not."""
   config = tiny_config("dcvae")
-  setup = train.make_setup(config, IMAGE, NUM_C, num_devices=1)
+  setup = train_step.make_setup(config, IMAGE, NUM_C, num_devices=1)
   setup = dataclasses.replace(setup, tx=optax.sgd(0.1))
-  state = train.init_state(setup, jax.random.PRNGKey(5), IMAGE)
+  state = train_step.init_state(setup, jax.random.PRNGKey(5), IMAGE)
   ds = toy_dataset()
   cond_all = jnp.asarray(ds.y_train % 2, jnp.int32)   # conditions 0 and 1 only; condition 2 never appears
   b = 32
@@ -117,7 +117,7 @@ def test_dcvae_prior_rows_learn_per_condition():
                condition_counts=jnp.asarray(np.bincount(np.asarray(cond_all), minlength=NUM_C), jnp.float32))
   keys = jax.random.split(jax.random.PRNGKey(6))
   eps = jax.random.normal(jax.random.PRNGKey(7), (b, LATENT))
-  new, terms = jax.jit(lambda s: train.train_step(setup, s, jnp.asarray(ds.x_train), cond_all,
+  new, terms = jax.jit(lambda s: train_step.train_step(setup, s, jnp.asarray(ds.x_train), cond_all,
                                                   jnp.arange(b, dtype=jnp.int32), stats, jnp.array(True),
                                                   keys, eps))(state)
   assert bool(terms["finite"])

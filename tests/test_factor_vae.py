@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from dcvae_jax import objectives, train
+from dcvae_jax import input_pipeline, models, objectives, train_step
 from tests.helpers import tiny_config, toy_dataset
 
 LATENT = 4
@@ -44,10 +44,10 @@ def _model(name, x, cond, **hp):
   config = tiny_config(name)
   for k, v in hp.items():
     setattr(config.model, k, v)
-  spec = objectives.get_model(name)
-  module = objectives.make_module(spec, config.model, x.shape[1:], NUM_C)
+  spec = models.get_model(name)
+  module = models.make_module(spec, config.model, x.shape[1:], NUM_C)
   params = module.init(jax.random.PRNGKey(0), x, objectives.one_hot_condition(spec, cond, NUM_C), cond)
-  disc = objectives.make_discriminator(config.model)
+  disc = models.make_discriminator(config.model)
   disc_params = disc.init(jax.random.PRNGKey(1), jnp.zeros((1, LATENT)))
   # A clear real-vs-permuted preference (logit_real - logit_perm ~ +2 by the last bias alone), so TC_D is far
   # from 0 and a dropped factor_gamma or a flipped sign changes the loss by several nats.
@@ -133,11 +133,11 @@ def _step_inputs(seed=0):
 
 def _setup(name, **train_cfg):
   config = tiny_config(name, **train_cfg)
-  return train.make_setup(config, IMAGE, NUM_C, num_devices=1)
+  return train_step.make_setup(config, IMAGE, NUM_C, num_devices=1)
 
 
 def _one_step(setup, state, inputs):
-  step = jax.jit(lambda s, *a: train.train_step(setup, s, *a))
+  step = jax.jit(lambda s, *a: train_step.train_step(setup, s, *a))
   return step(state, *inputs)
 
 
@@ -157,12 +157,12 @@ def test_train_step_updates_are_the_two_separate_gradients(name):
   stop-gradient codes. The cross gradients (VAE loss -> D params, D loss -> VAE params through z) are far from 0,
   so adding either one to an update would fail the comparison."""
   setup = dataclasses.replace(_setup(name), tx=optax.sgd(1.0), disc_tx=optax.sgd(1.0))
-  state = train.init_state(setup, jax.random.PRNGKey(3), IMAGE)
+  state = train_step.init_state(setup, jax.random.PRNGKey(3), IMAGE)
   inputs = _step_inputs()
   x_all, cond_all, idx, stats, _, keys, eps = inputs
   new, terms = _one_step(setup, state, inputs)
 
-  x = train.preprocess(x_all[idx], setup.binarize)
+  x = input_pipeline.preprocess(x_all[idx], setup.binarize)
   cond = cond_all[idx]
 
   def vae_loss(params, disc_params):
@@ -208,7 +208,7 @@ def test_each_learning_rate_moves_only_its_own_parameters(frozen):
   train.learning_rate = 0 the other way round (the two optimizers are not swapped or shared)."""
   rates = dict(disc_learning_rate=0.0) if frozen == "disc" else dict(learning_rate=0.0)
   setup = _setup("factor_vae", **rates)
-  state = train.init_state(setup, jax.random.PRNGKey(4), IMAGE)
+  state = train_step.init_state(setup, jax.random.PRNGKey(4), IMAGE)
   new, terms = _one_step(setup, state, _step_inputs(seed=1))
   assert bool(terms["finite"])
   vae_moved = _max_diff(new.params, state.params)

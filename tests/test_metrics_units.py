@@ -1,9 +1,9 @@
-"""evaluate.reduce_conditions and evaluate.detection_metrics on hand-written inputs with known answers."""
+"""scoring.reduce_conditions and metrics.detection_metrics on hand-written inputs with known answers."""
 
 import numpy as np
 import pytest
 
-from dcvae_jax import evaluate
+from dcvae_jax import metrics, scoring
 
 # Three examples x (2 conditions + the all-zero-condition column, last), as the scorer returns them.
 SCORES = np.array([[1.0, 3.0, 50.0],
@@ -14,7 +14,7 @@ COUNTS = np.array([30.0, 10.0])   # training examples per condition: pi = (0.75,
 
 def reduce(how, name="recon", **kw):
   kw.setdefault("weights", COUNTS)
-  return evaluate.reduce_conditions(SCORES, name, how, conditional=True, **kw)
+  return scoring.reduce_conditions(SCORES, name, how, conditional=True, **kw)
 
 
 def test_min_is_over_the_conditions_only():
@@ -42,7 +42,7 @@ def test_marginal_of_a_negative_log_density_is_the_mixture(name):
 def test_marginal_log_density_is_stable_for_large_scores():
   """Negative log-likelihoods of thousands of nats: exp(-S) underflows, the shifted logsumexp does not."""
   scores = np.array([[3000.0, 3002.0, 0.0], [10000.0, 10000.0, 0.0]], np.float32)
-  got = evaluate.reduce_conditions(scores, "iwae", "marginal", conditional=True, weights=[1, 3])
+  got = scoring.reduce_conditions(scores, "iwae", "marginal", conditional=True, weights=[1, 3])
   want = np.array([3000.0 - np.log(0.25 + 0.75 * np.exp(-2.0)), 10000.0])
   assert np.all(np.isfinite(got))
   np.testing.assert_allclose(got, want, rtol=1e-12)
@@ -64,8 +64,8 @@ def test_given_takes_each_examples_own_condition_and_the_zero_condition_for_anom
 
 def test_unconditional_models_have_one_column_whatever_the_reduction():
   scores = np.array([[2.5], [-1.0], [7.0]])
-  for how in evaluate.SCORE_CONDITIONS:
-    got = evaluate.reduce_conditions(scores, "nelbo", how, conditional=False, cond_of_example=np.array([0, -1, 0]),
+  for how in scoring.SCORE_CONDITIONS:
+    got = scoring.reduce_conditions(scores, "nelbo", how, conditional=False, cond_of_example=np.array([0, -1, 0]),
                                      weights=[1.0])
     np.testing.assert_array_equal(got, [2.5, -1.0, 7.0])
 
@@ -101,7 +101,7 @@ def test_known_values():
   # ranked: 0.8 (anomaly), 0.4 (normal), 0.35 (anomaly), 0.1 (normal)
   score = np.array([0.1, 0.4, 0.35, 0.8])
   is_anomaly = np.array([0, 0, 1, 1])
-  m = evaluate.detection_metrics(score, is_anomaly)
+  m = metrics.detection_metrics(score, is_anomaly)
   assert m["auroc"] == pytest.approx(0.75)                        # 3 of the 4 pairs ordered right
   assert m["aupr"] == pytest.approx(0.5 * 1.0 + 0.5 * 2 / 3)      # recall 1/2 at precision 1, then 1 at 2/3
   assert m["mean_normal"] == pytest.approx(0.25) and m["mean_anomalous"] == pytest.approx(0.575)
@@ -111,13 +111,13 @@ def test_known_values():
 def test_separated_reversed_and_tied():
   is_anomaly = np.array([False, False, False, True, True])
   right = np.array([0.0, 1.0, 2.0, 3.0, 4.0])
-  m = evaluate.detection_metrics(right, is_anomaly)
+  m = metrics.detection_metrics(right, is_anomaly)
   assert m["auroc"] == 1.0 and m["aupr"] == 1.0
-  m = evaluate.detection_metrics(-right, is_anomaly)
+  m = metrics.detection_metrics(-right, is_anomaly)
   assert m["auroc"] == 0.0
   # anomalies ranked last: recall 1/2 at precision 1/4, recall 1 at precision 2/5
   assert m["aupr"] == pytest.approx(0.5 * 0.25 + 0.5 * 0.4)
-  m = evaluate.detection_metrics(np.ones(5), is_anomaly)
+  m = metrics.detection_metrics(np.ones(5), is_anomaly)
   assert m["auroc"] == 0.5 and m["aupr"] == pytest.approx(0.4)   # all tied: one threshold, precision = prevalence
 
 
@@ -127,7 +127,7 @@ def test_against_numpy_with_ties(seed):
   is_anomaly = rng.random(60) < 0.3
   score = np.round(rng.normal(size=60) + 0.8 * is_anomaly, 1)   # rounded: many ties, also across the groups
   assert len(np.unique(score)) < 60
-  m = evaluate.detection_metrics(score, is_anomaly)
+  m = metrics.detection_metrics(score, is_anomaly)
   assert m["auroc"] == pytest.approx(np_auroc(score, is_anomaly), abs=1e-12)
   assert m["aupr"] == pytest.approx(np_average_precision(score, is_anomaly), abs=1e-12)
   assert m["mean_normal"] == pytest.approx(score[~is_anomaly].mean())
@@ -137,11 +137,11 @@ def test_against_numpy_with_ties(seed):
 def test_nonfinite_scores_rank_as_most_anomalous_and_are_counted():
   score = np.array([0.1, np.nan, 0.3, np.inf, 0.9, 0.2])
   is_anomaly = np.array([0, 0, 1, 1, 1, 0], bool)
-  m = evaluate.detection_metrics(score, is_anomaly)
+  m = metrics.detection_metrics(score, is_anomaly)
   assert m["nonfinite"] == 2
   replaced = np.array([0.1, 1.9, 0.3, 1.9, 0.9, 0.2])   # max finite score + 1
   assert m["auroc"] == pytest.approx(np_auroc(replaced, is_anomaly))
   assert m["aupr"] == pytest.approx(np_average_precision(replaced, is_anomaly))
   assert m["mean_normal"] == pytest.approx(np.mean([0.1, 1.9, 0.2]))
-  m = evaluate.detection_metrics(np.full(4, np.nan), np.array([0, 1, 0, 1], bool))   # every score diverged
+  m = metrics.detection_metrics(np.full(4, np.nan), np.array([0, 1, 0, 1], bool))   # every score diverged
   assert m["nonfinite"] == 4 and m["auroc"] == 0.5
