@@ -21,7 +21,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
 
-from dcvae_jax import protocols, train  # noqa: E402
+from dcvae_jax import distributed, input_pipeline, protocols, train_step  # noqa: E402
 from dcvae_jax.config import base_config  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------------------
@@ -90,8 +90,12 @@ def wait_for_quiet(threshold=0.1, window=3.0, max_wait=None, log=_print) -> dict
     log(f"[bench] machine busy: other processes use {frac:.0%} of the CPUs; waiting")
     time.sleep(10)
     frac = foreign_cpu_fraction(window)
-  return {"foreign_cpu_fraction_before": frac, "waited_seconds": time.time() - start,
-          "quiet": frac < threshold, "load_average_before": os.getloadavg()}
+  return {
+    "foreign_cpu_fraction_before": frac,
+    "waited_seconds": time.time() - start,
+    "quiet": frac < threshold,
+    "load_average_before": os.getloadavg(),
+  }
 
 
 def interleave(fns: dict, reps: int, log=None, pids=(), max_foreign=0.15, max_discards=None) -> dict:
@@ -106,7 +110,7 @@ def interleave(fns: dict, reps: int, log=None, pids=(), max_foreign=0.15, max_di
   max_discards = 2 * reps if max_discards is None else max_discards
   r = 0
   while r < reps:
-    order = names[r % len(names):] + names[:r % len(names)]
+    order = names[r % len(names) :] + names[: r % len(names)]
     got = {}
     with ForeignLoad(pids) as load:
       for n in order:
@@ -132,8 +136,11 @@ def median_ratio(a, b) -> float:
 
 
 def summary(rates: dict) -> dict:
-  return {n: {"median": float(np.median(v)), "min": float(np.min(v)), "max": float(np.max(v)), "reps": v}
-          for n, v in rates.items() if not n.startswith("_")}
+  return {
+    n: {"median": float(np.median(v)), "min": float(np.min(v)), "max": float(np.max(v)), "reps": v}
+    for n, v in rates.items()
+    if not n.startswith("_")
+  }
 
 
 def load_info(rates: dict | None = None, quiet: dict | None = None) -> dict:
@@ -152,8 +159,9 @@ def load_info(rates: dict | None = None, quiet: dict | None = None) -> dict:
 # The pipeline's step.
 
 
-def bench_config(model: str, batch_size: int, *, hidden=(512, 256), latent_dim=10, estimator="mss",
-                 arch="mlp", steps_per_call=50):
+def bench_config(
+  model: str, batch_size: int, *, hidden=(512, 256), latent_dim=10, estimator="mss", arch="mlp", steps_per_call=50
+):
   c = base_config()
   c.model.name = model
   c.model.arch = arch
@@ -199,11 +207,18 @@ class CompiledTrainer:
     # Everything the call keeps between calls is placed as the compiled function returns it (replicated over
     # the mesh), so the second call finds the same input shardings and does not compile again.
     replicated = NamedSharding(self.mesh, P())
-    self.state, self.stats, self.cond_all, self.x = jax.device_put((
+    self.state, self.stats, self.cond_all, self.x = jax.device_put(
+      (
         train_step.stack_states([train_step.init_state(setup, train_step.run_key(r), (28, 28, 1)) for r in runs]),
-        dict(dataset_size=np.asarray([d.indices.size for d in self.datas], np.float32),
-             condition_counts=np.stack([d.condition_counts for d in self.datas])),
-        np.stack([d.cond_all for d in self.datas]), x), replicated)
+        dict(
+          dataset_size=np.asarray([d.indices.size for d in self.datas], np.float32),
+          condition_counts=np.stack([d.condition_counts for d in self.datas]),
+        ),
+        np.stack([d.cond_all for d in self.datas]),
+        x,
+      ),
+      replicated,
+    )
     self.fn = train_step.compile_train_fn(setup, self.mesh, ensemble)
     self.step = 0
 
@@ -252,14 +267,19 @@ def matmul_peak_gflops(n=1024, seconds=2.0) -> float:
   while time.perf_counter() - start < seconds:
     t = time.perf_counter()
     jax.block_until_ready(f(a))
-    best = max(best, 2 * n ** 3 / (time.perf_counter() - t) / 1e9)
+    best = max(best, 2 * n**3 / (time.perf_counter() - t) / 1e9)
   return best
 
 
 def machine() -> dict:
-  return {"backend": jax.default_backend(), "devices": jax.device_count(), "cpu_count": os.cpu_count(),
-          "platform": platform.platform(), "jax": jax.__version__,
-          "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+  return {
+    "backend": jax.default_backend(),
+    "devices": jax.device_count(),
+    "cpu_count": os.cpu_count(),
+    "platform": platform.platform(),
+    "jax": jax.__version__,
+    "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+  }
 
 
 def write_json(path: str | None, obj: dict, echo: bool = True):

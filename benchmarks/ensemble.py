@@ -28,7 +28,7 @@ import common  # noqa: E402  (first: puts the repository root on sys.path)
 
 import jax  # noqa: E402
 
-from dcvae_jax import train  # noqa: E402
+from dcvae_jax import train_step  # noqa: E402
 
 
 def round_rate(trainer, calls, spc, seconds):
@@ -52,8 +52,9 @@ def main():
   p.add_argument("--steps_per_call", type=int, default=50)
   p.add_argument("--reps", type=int, default=5)
   p.add_argument("--seconds", type=float, default=2.0)
-  p.add_argument("--no_wait", action="store_true",
-                 help="measure at once: no waiting for a quiet machine, busy repetitions kept")
+  p.add_argument(
+    "--no_wait", action="store_true", help="measure at once: no waiting for a quiet machine, busy repetitions kept"
+  )
   p.add_argument("--json", default=None)
   a = p.parse_args()
   k, spc = a.num_models, a.steps_per_call
@@ -69,23 +70,43 @@ def main():
       for t in (vm, mp, seq):  # compile
         jax.block_until_ready(t.call(spc))
       params = sum(int(x.size) for x in jax.tree.leaves(seq.state.params))
-      rates = common.interleave({"vmapped": lambda: round_rate(vm, 1, spc, a.seconds),
-                                 "mapped": lambda: round_rate(mp, 1, spc, a.seconds),
-                                 "sequential": lambda: round_rate(seq, k, spc, a.seconds)}, a.reps,
-                                log=lambda s, m=model, h=hidden: print(f"{m} {h} {s}", flush=True),
-                                max_discards=0 if a.no_wait else None)
-      results.append({"model": model, "hidden": hidden, "params_per_model": params,
-                      "auto": train_step.resolve_ensemble("auto"),
-                      "images_per_second": common.summary(rates),
-                      "speedup_vmapped_over_sequential": common.median_ratio(rates["vmapped"],
-                                                                             rates["sequential"]),
-                      "speedup_mapped_over_sequential": common.median_ratio(rates["mapped"],
-                                                                            rates["sequential"]),
-                      "load": common.load_info(rates)})
-  common.write_json(a.json, {"benchmark": "ensemble", "num_models": k, "batch_size": a.batch_size,
-                             "steps_per_call": spc, "protocol": "leave_one_out", "reps": a.reps,
-                             "results": results, "wait_for_quiet": quiet,
-                             "xla_flags": os.environ.get("XLA_FLAGS", ""), "machine": common.machine()})
+      rates = common.interleave(
+        {
+          "vmapped": lambda: round_rate(vm, 1, spc, a.seconds),
+          "mapped": lambda: round_rate(mp, 1, spc, a.seconds),
+          "sequential": lambda: round_rate(seq, k, spc, a.seconds),
+        },
+        a.reps,
+        log=lambda s, m=model, h=hidden: print(f"{m} {h} {s}", flush=True),
+        max_discards=0 if a.no_wait else None,
+      )
+      results.append(
+        {
+          "model": model,
+          "hidden": hidden,
+          "params_per_model": params,
+          "auto": train_step.resolve_ensemble("auto"),
+          "images_per_second": common.summary(rates),
+          "speedup_vmapped_over_sequential": common.median_ratio(rates["vmapped"], rates["sequential"]),
+          "speedup_mapped_over_sequential": common.median_ratio(rates["mapped"], rates["sequential"]),
+          "load": common.load_info(rates),
+        }
+      )
+  common.write_json(
+    a.json,
+    {
+      "benchmark": "ensemble",
+      "num_models": k,
+      "batch_size": a.batch_size,
+      "steps_per_call": spc,
+      "protocol": "leave_one_out",
+      "reps": a.reps,
+      "results": results,
+      "wait_for_quiet": quiet,
+      "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      "machine": common.machine(),
+    },
+  )
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common  # noqa: E402  (first: puts the repository root on sys.path)
-from dcvae_jax import data, protocols, train  # noqa: E402
+from dcvae_jax import data, protocols, trainer  # noqa: E402
 from dcvae_jax.config import dataset_config  # noqa: E402
 
 
@@ -39,19 +39,42 @@ def main():
   quiet = None if a.no_wait else common.wait_for_quiet()
   with tempfile.TemporaryDirectory() as ckpt, common.ForeignLoad() as load:
     t0 = time.perf_counter()
-    state, train_seconds, steps = trainer.train_runs(config, ds.x_train, ds.y_train, [run], ckpt,
-                                                   image_shape=(*ds.x_train.shape[1:], 1),
-                                                   num_conditions=len(classes), log=lambda *_: None)
+    state, train_seconds, steps = trainer.train_runs(
+      config,
+      ds.x_train,
+      ds.y_train,
+      [run],
+      ckpt,
+      image_shape=(*ds.x_train.shape[1:], 1),
+      num_conditions=len(classes),
+      log=lambda *_: None,
+    )
     wall = time.perf_counter() - t0
   images = steps * config.train.batch_size
-  out = {"benchmark": "full_run", "dataset": ds.name, "source": ds.source, "model": a.model,
-         "train_images": int(ds.x_train.shape[0]), "num_epochs": a.num_epochs, "steps": int(steps),
-         "batch_size": int(config.train.batch_size), "hidden": list(config.model.hidden),
-         "wall_seconds": wall, "train_seconds": train_seconds, "images_per_second": images / wall,
-         "target_seconds": 600.0, "meets_target": wall < 600.0,
-         "foreign_cpu_fraction": load.fraction, "wait_for_quiet": quiet, "machine": common.machine()}
-  print(f"{a.model} on {ds.x_train.shape[0]} {ds.name} images, {a.num_epochs} epochs ({steps} steps): "
-        f"{wall:.1f} s wall ({images / wall:.0f} images/s), other processes {load.fraction:.0%}", flush=True)
+  out = {
+    "benchmark": "full_run",
+    "dataset": ds.name,
+    "source": ds.source,
+    "model": a.model,
+    "train_images": int(ds.x_train.shape[0]),
+    "num_epochs": a.num_epochs,
+    "steps": int(steps),
+    "batch_size": int(config.train.batch_size),
+    "hidden": list(config.model.hidden),
+    "wall_seconds": wall,
+    "train_seconds": train_seconds,
+    "images_per_second": images / wall,
+    "target_seconds": 600.0,
+    "meets_target": wall < 600.0,
+    "foreign_cpu_fraction": load.fraction,
+    "wait_for_quiet": quiet,
+    "machine": common.machine(),
+  }
+  print(
+    f"{a.model} on {ds.x_train.shape[0]} {ds.name} images, {a.num_epochs} epochs ({steps} steps): "
+    f"{wall:.1f} s wall ({images / wall:.0f} images/s), other processes {load.fraction:.0%}",
+    flush=True,
+  )
   del state
   common.write_json(a.json, out)
 

@@ -33,21 +33,40 @@ STEP_OPTIONS = ("steps_per_call", "num_models", "arch", "hidden", "latent_dim", 
 
 def measure(a, model: str, batch_size: int) -> dict:
   """One configuration, timed in this process."""
-  config = common.bench_config(model, batch_size, hidden=[int(h) for h in a.hidden.split(",")],
-                               latent_dim=a.latent_dim, estimator=a.estimator, arch=a.arch,
-                               steps_per_call=a.steps_per_call)
+  config = common.bench_config(
+    model,
+    batch_size,
+    hidden=[int(h) for h in a.hidden.split(",")],
+    latent_dim=a.latent_dim,
+    estimator=a.estimator,
+    arch=a.arch,
+    steps_per_call=a.steps_per_call,
+  )
   trainer = common.CompiledTrainer(config, num_models=a.num_models)
   flops_per_image = trainer.flops_per_image()
   per_call, compile_s = trainer.time_calls(a.steps_per_call, min_seconds=a.seconds)
   images = a.num_models * a.steps_per_call * batch_size
   peak = common.matmul_peak_gflops()
   achieved = flops_per_image * images / per_call / 1e9
-  return {"benchmark": "throughput", "model": model, "batch_size": batch_size, "arch": a.arch,
-          "hidden": a.hidden, "latent_dim": a.latent_dim, "estimator": a.estimator, "num_models": a.num_models,
-          "steps_per_call": a.steps_per_call, "images_per_second": images / per_call,
-          "seconds_per_step": per_call / a.steps_per_call, "compile_seconds": compile_s,
-          "flops_per_image": flops_per_image, "achieved_gflops": achieved, "matmul_peak_gflops": peak,
-          "fraction_of_peak": achieved / peak, "machine": common.machine()}
+  return {
+    "benchmark": "throughput",
+    "model": model,
+    "batch_size": batch_size,
+    "arch": a.arch,
+    "hidden": a.hidden,
+    "latent_dim": a.latent_dim,
+    "estimator": a.estimator,
+    "num_models": a.num_models,
+    "steps_per_call": a.steps_per_call,
+    "images_per_second": images / per_call,
+    "seconds_per_step": per_call / a.steps_per_call,
+    "compile_seconds": compile_s,
+    "flops_per_image": flops_per_image,
+    "achieved_gflops": achieved,
+    "matmul_peak_gflops": peak,
+    "fraction_of_peak": achieved / peak,
+    "machine": common.machine(),
+  }
 
 
 def measure_in_subprocess(a, model: str, batch_size: int) -> dict:
@@ -60,22 +79,27 @@ def measure_in_subprocess(a, model: str, batch_size: int) -> dict:
       out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     if load.fraction <= 0.15 or a.no_wait:
       break
-    print(f"{model} b{batch_size}: other processes used {load.fraction:.0%} of the CPUs; measuring again",
-          flush=True)
+    print(f"{model} b{batch_size}: other processes used {load.fraction:.0%} of the CPUs; measuring again", flush=True)
   res = json.loads(out.strip().splitlines()[-1])
-  res["load"] = {"foreign_cpu_fraction_during": load.fraction, "load_average_after": os.getloadavg(),
-                 "wait_for_quiet": quiet, "attempts": attempt + 1}
+  res["load"] = {
+    "foreign_cpu_fraction_during": load.fraction,
+    "load_average_after": os.getloadavg(),
+    "wait_for_quiet": quiet,
+    "attempts": attempt + 1,
+  }
   return res
 
 
 def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--runs", default=",".join(f"{m}:64" for m in MODELS) + ",dcvae:256",
-                 help="MODEL:BATCH_SIZE, comma separated")
+  p.add_argument(
+    "--runs", default=",".join(f"{m}:64" for m in MODELS) + ",dcvae:256", help="MODEL:BATCH_SIZE, comma separated"
+  )
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--out", default=os.path.join(HERE, "results"), help="folder of the JSON files")
-  p.add_argument("--no_wait", action="store_true",
-                 help="measure at once: no waiting for a quiet machine, busy repetitions kept")
+  p.add_argument(
+    "--no_wait", action="store_true", help="measure at once: no waiting for a quiet machine, busy repetitions kept"
+  )
   p.add_argument("--steps_per_call", type=int, default=50)
   p.add_argument("--num_models", type=int, default=1)
   p.add_argument("--arch", default="mlp")
@@ -95,10 +119,13 @@ def main():
     for model, batch in configs:
       res = measure_in_subprocess(a, model, batch)
       results[(model, batch)].append(res)
-      print(f"[run {r}] {model} b{batch}: {res['images_per_second']:.0f} images/s, "
-            f"{res['fraction_of_peak']:.1%} of matmul peak ({res['achieved_gflops']:.1f} / "
-            f"{res['matmul_peak_gflops']:.1f} GFLOP/s), other processes "
-            f"{res['load']['foreign_cpu_fraction_during']:.0%}", flush=True)
+      print(
+        f"[run {r}] {model} b{batch}: {res['images_per_second']:.0f} images/s, "
+        f"{res['fraction_of_peak']:.1%} of matmul peak ({res['achieved_gflops']:.1f} / "
+        f"{res['matmul_peak_gflops']:.1f} GFLOP/s), other processes "
+        f"{res['load']['foreign_cpu_fraction_during']:.0%}",
+        flush=True,
+      )
   for (model, batch), runs in results.items():
     ips = [r["images_per_second"] for r in runs]
     med = runs[int(np.argsort(ips)[len(ips) // 2])]
@@ -106,8 +133,11 @@ def main():
     med["fraction_of_peak_runs"] = [r["fraction_of_peak"] for r in runs]
     med["kept"] = "the median run (by images/s) of images_per_second_runs"
     common.write_json(os.path.join(a.out, f"throughput_{model}_b{batch}.json"), med, echo=False)
-    print(f"{model} b{batch}: median {med['images_per_second']:.0f} images/s "
-          f"({med['fraction_of_peak']:.1%} of peak), runs {[round(x) for x in ips]}", flush=True)
+    print(
+      f"{model} b{batch}: median {med['images_per_second']:.0f} images/s "
+      f"({med['fraction_of_peak']:.1%} of peak), runs {[round(x) for x in ips]}",
+      flush=True,
+    )
 
 
 if __name__ == "__main__":

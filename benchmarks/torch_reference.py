@@ -30,8 +30,7 @@ try:
   import torch.nn as nn
   import torch.nn.functional as F
 except ImportError as e:  # pragma: no cover
-  raise SystemExit("torch is not installed (it is not a dcvae_jax dependency): "
-                   "pip install torch==2.13.0") from e
+  raise SystemExit("torch is not installed (it is not a dcvae_jax dependency): pip install torch==2.13.0") from e
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -72,8 +71,11 @@ def elbo_decomposition(z, mu, logvar, cond, counts, prior_mu, prior_logvar):
   log_qzj = torch.logsumexp(logw[:, :, None] + pair, dim=1)
   log_qz_x = gaussian_log_density(z, mu, logvar).sum(-1)
   log_pz = gaussian_log_density(z, prior_mu, prior_logvar)
-  return {"mi": (log_qz_x - log_qz).mean(), "tc": (log_qz - log_qzj.sum(-1)).mean(),
-          "dwkl": (log_qzj - log_pz).sum(-1).mean()}
+  return {
+    "mi": (log_qz_x - log_qz).mean(),
+    "tc": (log_qz - log_qzj.sum(-1)).mean(),
+    "dwkl": (log_qzj - log_pz).sum(-1).mean(),
+  }
 
 
 class DCVAE(nn.Module):
@@ -115,6 +117,7 @@ class TorchTrainer:
   def __init__(self, batch_size, hidden=(512, 256), seed=0, num_conditions=10):
     torch.manual_seed(seed)
     from common import synthetic_digits
+
     x, y = synthetic_digits(num_classes=num_conditions + 1)
     keep = y != 0  # leave-one-out run 0, as CompiledTrainer's first run: class 0 held out, conditions = y - 1
     self.x_all = torch.from_numpy(x[keep].reshape(-1, 784).copy())
@@ -130,7 +133,7 @@ class TorchTrainer:
     n = self.x_all.shape[0]
     if self.perm is None or self.pos + self.batch_size > n:
       self.perm, self.pos = torch.from_numpy(self.rng.permutation(n)), 0
-    idx = self.perm[self.pos:self.pos + self.batch_size]
+    idx = self.perm[self.pos : self.pos + self.batch_size]
     self.pos += self.batch_size
     return idx
 
@@ -153,9 +156,15 @@ def copy_flax_params(model: DCVAE, params):
   """Load the Flax params of dcvae_jax's VAE (learned_prior, MLP 2 layers) into ``model``."""
   p = params["params"]
   enc, dec = p["encoder"], p["decoder"]
-  pairs = [(model.enc1, enc["Dense_0"]), (model.enc2, enc["Dense_1"]), (model.mu, enc["mu"]),
-           (model.logvar, enc["logvar"]), (model.dec1, dec["Dense_0"]), (model.dec2, dec["Dense_1"]),
-           (model.dec3, dec["Dense_2"])]
+  pairs = [
+    (model.enc1, enc["Dense_0"]),
+    (model.enc2, enc["Dense_1"]),
+    (model.mu, enc["mu"]),
+    (model.logvar, enc["logvar"]),
+    (model.dec1, dec["Dense_0"]),
+    (model.dec2, dec["Dense_1"]),
+    (model.dec3, dec["Dense_2"]),
+  ]
   with torch.no_grad():
     for lin, d in pairs:
       lin.weight.copy_(torch.from_numpy(np.asarray(d["kernel"]).T.copy()))
@@ -166,13 +175,23 @@ def copy_flax_params(model: DCVAE, params):
 
 def torch_grads_as_flax(model: DCVAE) -> dict:
   """The model's .grad in the Flax param layout (kernel = weight.T), as numpy."""
+
   def lin(m):
     return {"kernel": m.weight.grad.numpy().T, "bias": m.bias.grad.numpy()}
-  return {"params": {
-      "encoder": {"Dense_0": lin(model.enc1), "Dense_1": lin(model.enc2), "mu": lin(model.mu),
-                  "logvar": lin(model.logvar)},
+
+  return {
+    "params": {
+      "encoder": {
+        "Dense_0": lin(model.enc1),
+        "Dense_1": lin(model.enc2),
+        "mu": lin(model.mu),
+        "logvar": lin(model.logvar),
+      },
       "decoder": {"Dense_0": lin(model.dec1), "Dense_1": lin(model.dec2), "Dense_2": lin(model.dec3)},
-      "prior_mu": model.prior_mu.grad.numpy(), "prior_logvar": model.prior_logvar.grad.numpy()}}
+      "prior_mu": model.prior_mu.grad.numpy(),
+      "prior_logvar": model.prior_logvar.grad.numpy(),
+    }
+  }
 
 
 def time_torch(trainer: TorchTrainer, seconds: float, min_steps: int = 20) -> float:
@@ -187,12 +206,14 @@ def time_torch(trainer: TorchTrainer, seconds: float, min_steps: int = 20) -> fl
 
 def main():
   import common
+
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--batch_sizes", default="64,256")
   p.add_argument("--reps", type=int, default=5)
   p.add_argument("--seconds", type=float, default=2.0, help="per repetition and batch size")
-  p.add_argument("--no_wait", action="store_true",
-                 help="measure at once: no waiting for a quiet machine, busy repetitions kept")
+  p.add_argument(
+    "--no_wait", action="store_true", help="measure at once: no waiting for a quiet machine, busy repetitions kept"
+  )
   p.add_argument("--json", default=None)
   a = p.parse_args()
   quiet = None if a.no_wait else common.wait_for_quiet()
@@ -200,18 +221,32 @@ def main():
   trainers = {b: TorchTrainer(b) for b in sizes}
   for t in trainers.values():
     t.run(30)  # warm-up
-  rates = common.interleave({b: (lambda t=t: time_torch(t, a.seconds)) for b, t in trainers.items()}, a.reps,
-                            log=print, max_discards=0 if a.no_wait else None)
+  rates = common.interleave(
+    {b: (lambda t=t: time_torch(t, a.seconds)) for b, t in trainers.items()},
+    a.reps,
+    log=print,
+    max_discards=0 if a.no_wait else None,
+  )
   foreign = rates.pop("_foreign")
   discarded = rates.pop("_discarded")
-  common.write_json(a.json, {
-      "benchmark": "torch_reference", "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+  common.write_json(
+    a.json,
+    {
+      "benchmark": "torch_reference",
+      "torch": torch.__version__,
+      "torch_threads": torch.get_num_threads(),
       "images_per_second": {str(b): float(np.median(r)) for b, r in rates.items()},
       "images_per_second_reps": {str(b): r for b, r in rates.items()},
-      "load": {"foreign_cpu_fraction_per_rep": foreign, "discarded_busy_reps": discarded,
-               "foreign_cpu_fraction_median": float(np.median(foreign)), "wait_for_quiet": quiet,
-               "load_average_after": os.getloadavg()},
-      "machine": common.machine()})
+      "load": {
+        "foreign_cpu_fraction_per_rep": foreign,
+        "discarded_busy_reps": discarded,
+        "foreign_cpu_fraction_median": float(np.median(foreign)),
+        "wait_for_quiet": quiet,
+        "load_average_after": os.getloadavg(),
+      },
+      "machine": common.machine(),
+    },
+  )
 
 
 if __name__ == "__main__":

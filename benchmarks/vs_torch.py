@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import torch_reference as tr  # noqa: E402
-from dcvae_jax import objectives, train  # noqa: E402
+from dcvae_jax import input_pipeline, objectives, train_step  # noqa: E402
 
 TERMS = ("loss", "recon", "kl", "elbo", "mi", "tc", "dwkl")
 
@@ -44,8 +44,11 @@ def check_same_loss(batch_size=64, rtol=1e-4) -> dict:
   params = train_step.unstack(trainer.state.params, 0)
   rng = np.random.default_rng(1)
   p = params["params"]
-  p = {**p, "prior_mu": p["prior_mu"] + jnp.asarray(rng.normal(0, 0.5, p["prior_mu"].shape), jnp.float32),
-       "prior_logvar": p["prior_logvar"] + jnp.asarray(rng.normal(0, 0.3, p["prior_logvar"].shape), jnp.float32)}
+  p = {
+    **p,
+    "prior_mu": p["prior_mu"] + jnp.asarray(rng.normal(0, 0.5, p["prior_mu"].shape), jnp.float32),
+    "prior_logvar": p["prior_logvar"] + jnp.asarray(rng.normal(0, 0.3, p["prior_logvar"].shape), jnp.float32),
+  }
   params = {"params": p}
   data = trainer.datas[0]
   counts = np.asarray(data.condition_counts)
@@ -66,14 +69,28 @@ def check_same_loss(batch_size=64, rtol=1e-4) -> dict:
     eps = jax.random.normal(key, (batch_size, setup.hp.latent_dim), jnp.float32)
 
     def loss_fn(prm, cond=cond, x=x, key=key):
-      return objectives.model_loss(setup.spec, setup.module, prm, x, jnp.asarray(cond), key, hp=setup.hp,
-                                   num_conditions=setup.num_conditions,
-                                   dataset_size=float(data.indices.size), condition_counts=jnp.asarray(counts))
+      return objectives.model_loss(
+        setup.spec,
+        setup.module,
+        prm,
+        x,
+        jnp.asarray(cond),
+        key,
+        hp=setup.hp,
+        num_conditions=setup.num_conditions,
+        dataset_size=float(data.indices.size),
+        condition_counts=jnp.asarray(counts),
+      )
+
     (_, (terms, _)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     model.zero_grad(set_to_none=True)
     xt = torch.from_numpy(np.asarray(x).reshape(batch_size, -1).copy())
-    loss_t, terms_t = model.loss(xt, torch.from_numpy(cond.astype(np.int64)), torch.from_numpy(counts),
-                                 eps=torch.from_numpy(np.asarray(eps).copy()))
+    loss_t, terms_t = model.loss(
+      xt,
+      torch.from_numpy(cond.astype(np.int64)),
+      torch.from_numpy(counts),
+      eps=torch.from_numpy(np.asarray(eps).copy()),
+    )
     loss_t.backward()
     term_rel = {}
     for k in TERMS:
@@ -92,8 +109,13 @@ def check_same_loss(batch_size=64, rtol=1e-4) -> dict:
     max_grad = max(grad_rel.values())
     case_ok = max_term < rtol and max_grad < 10 * rtol
     ok &= case_ok
-    out["cases"][name] = {"terms": term_rel, "grad_rel_err": grad_rel, "max_term_rel_err": max_term,
-                          "max_grad_rel_err": max_grad, "ok": bool(case_ok)}
+    out["cases"][name] = {
+      "terms": term_rel,
+      "grad_rel_err": grad_rel,
+      "max_term_rel_err": max_term,
+      "max_grad_rel_err": max_grad,
+      "ok": bool(case_ok),
+    }
   out["ok"] = bool(ok)
   return out
 
@@ -113,8 +135,10 @@ def _worker(kind, batch_size, seconds, conn):
     threads = torch.get_num_threads()
     t = tr.TorchTrainer(batch_size)
     t.run(30)
-    fns = {"torch_default_threads": lambda: torch_rate(t, threads, seconds),
-           "torch_1_thread": lambda: torch_rate(t, 1, seconds)}
+    fns = {
+      "torch_default_threads": lambda: torch_rate(t, threads, seconds),
+      "torch_1_thread": lambda: torch_rate(t, 1, seconds),
+    }
     for f in fns.values():
       f()
     info = {"torch_default_threads": threads}
@@ -136,6 +160,7 @@ def _worker(kind, batch_size, seconds, conn):
 class Worker:
   def __init__(self, kind, batch_size, seconds):
     import multiprocessing as mp
+
     ctx = mp.get_context("spawn")
     self.conn, child = ctx.Pipe()
     self.proc = ctx.Process(target=_worker, args=(kind, batch_size, seconds, child), daemon=True)
@@ -157,14 +182,19 @@ def main():
   p.add_argument("--batch_sizes", default="64,256")
   p.add_argument("--reps", type=int, default=5)
   p.add_argument("--seconds", type=float, default=2.0, help="per variant and repetition")
-  p.add_argument("--no_wait", action="store_true",
-                 help="measure at once: no waiting for a quiet machine, busy repetitions kept")
+  p.add_argument(
+    "--no_wait", action="store_true", help="measure at once: no waiting for a quiet machine, busy repetitions kept"
+  )
   p.add_argument("--json", default=None)
   a = p.parse_args()
   default_threads = torch.get_num_threads()
   check = check_same_loss()
-  print(f"torch/jax agreement: ok={check['ok']}", {k: v["max_term_rel_err"] for k, v in check["cases"].items()},
-        {k: v["max_grad_rel_err"] for k, v in check["cases"].items()}, flush=True)
+  print(
+    f"torch/jax agreement: ok={check['ok']}",
+    {k: v["max_term_rel_err"] for k, v in check["cases"].items()},
+    {k: v["max_grad_rel_err"] for k, v in check["cases"].items()},
+    flush=True,
+  )
   results = {}
   quiet = None if a.no_wait else common.wait_for_quiet()
   for b in [int(s) for s in a.batch_sizes.split(",")]:
@@ -172,29 +202,47 @@ def main():
     # and XLA's thread pool slow each other down (see README)
     wt, wj = Worker("torch", b, a.seconds), Worker("jax", b, a.seconds)
     default_threads = wt.info["torch_default_threads"]
-    fns = {n: (lambda n=n, w=w: w.rate(n)) for w, names in ((wt, ("torch_default_threads", "torch_1_thread")),
-                                                              (wj, ("jax_spc50", "jax_spc1")))
-           for n in names}
-    rates = common.interleave(fns, a.reps, log=lambda s, b=b: print(f"b={b} {s}", flush=True),
-                              pids=(wt.proc.pid, wj.proc.pid), max_discards=0 if a.no_wait else None)
+    fns = {
+      n: (lambda n=n, w=w: w.rate(n))
+      for w, names in ((wt, ("torch_default_threads", "torch_1_thread")), (wj, ("jax_spc50", "jax_spc1")))
+      for n in names
+    }
+    rates = common.interleave(
+      fns,
+      a.reps,
+      log=lambda s, b=b: print(f"b={b} {s}", flush=True),
+      pids=(wt.proc.pid, wj.proc.pid),
+      max_discards=0 if a.no_wait else None,
+    )
     wt.close()
     wj.close()
     best_torch = np.maximum(rates["torch_default_threads"], rates["torch_1_thread"])
     results[str(b)] = {
-        "images_per_second": common.summary(rates),
-        "ratio_jax_spc50_over_torch_default": common.median_ratio(rates["jax_spc50"],
-                                                                  rates["torch_default_threads"]),
-        "ratio_jax_spc1_over_torch_default": common.median_ratio(rates["jax_spc1"],
-                                                                 rates["torch_default_threads"]),
-        "ratio_jax_spc50_over_best_torch": common.median_ratio(rates["jax_spc50"], best_torch),
-        "ratio_jax_spc1_over_best_torch": common.median_ratio(rates["jax_spc1"], best_torch),
-        "load": common.load_info(rates),
+      "images_per_second": common.summary(rates),
+      "ratio_jax_spc50_over_torch_default": common.median_ratio(rates["jax_spc50"], rates["torch_default_threads"]),
+      "ratio_jax_spc1_over_torch_default": common.median_ratio(rates["jax_spc1"], rates["torch_default_threads"]),
+      "ratio_jax_spc50_over_best_torch": common.median_ratio(rates["jax_spc50"], best_torch),
+      "ratio_jax_spc1_over_best_torch": common.median_ratio(rates["jax_spc1"], best_torch),
+      "load": common.load_info(rates),
     }
-  common.write_json(a.json, {
-      "benchmark": "vs_torch", "model": "dcvae", "hidden": "512,256", "latent_dim": 10, "estimator": "mss",
-      "torch": torch.__version__, "torch_default_threads": default_threads, "reps": a.reps,
-      "seconds_per_measurement": a.seconds, "same_loss_check": check, "results": results,
-      "wait_for_quiet": quiet, "machine": common.machine()})
+  common.write_json(
+    a.json,
+    {
+      "benchmark": "vs_torch",
+      "model": "dcvae",
+      "hidden": "512,256",
+      "latent_dim": 10,
+      "estimator": "mss",
+      "torch": torch.__version__,
+      "torch_default_threads": default_threads,
+      "reps": a.reps,
+      "seconds_per_measurement": a.seconds,
+      "same_loss_check": check,
+      "results": results,
+      "wait_for_quiet": quiet,
+      "machine": common.machine(),
+    },
+  )
 
 
 if __name__ == "__main__":

@@ -20,5 +20,10 @@ from dcvae_jax.config import dataset_config
 
 
 def get_config(arg: str = ""):
-  return dataset_config(arg, dataset="mnist", num_epochs=20, batch_size=64,
-                        best=dict(binarize=True, dequantize=False, likelihood="bernoulli"))
+  return dataset_config(
+    arg,
+    dataset="mnist",
+    num_epochs=20,
+    batch_size=64,
+    best=dict(binarize=True, dequantize=False, likelihood="bernoulli"),
+  )

@@ -15,5 +15,5 @@ from dcvae_jax.config import dataset_config
 
 def get_config(arg: str = ""):
   config = dataset_config(arg, dataset="shapes", num_epochs=30)
-  config.data.binarize = False   # anti-aliased edges carry the fine scale / position information
+  config.data.binarize = False  # anti-aliased edges carry the fine scale / position information
   return config

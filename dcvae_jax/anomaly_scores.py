@@ -42,6 +42,7 @@ def iwae_nll(log_joint_minus_q, key, mu, logvar, *, num_samples: int, chunk: int
     z = mu + std * eps
     log_q = estimators.gaussian_log_density(z, mu, logvar).sum(-1)
     return jax.nn.logsumexp(log_joint_minus_q(z, log_q), axis=0)
+
   per_chunk = jax.lax.map(one, jax.random.split(key, num_samples // chunk))
   return -(jax.nn.logsumexp(per_chunk, axis=0) - math.log(num_samples))
 
@@ -77,8 +78,11 @@ def fit_nap(d_train: np.ndarray, rank: int | None = None, rtol: float = 1e-5) ->
   k = min(n, dim) if rank is None else int(rank)
   d_train = d_train[np.all(np.isfinite(d_train), axis=1)]  # a diverged model: fit on what is finite
   if d_train.shape[0] == 0:
-    return {"mean": np.zeros((dim,), np.float32), "basis": np.zeros((dim, k), np.float32),
-            "inv_scale": np.zeros((k,), np.float32)}
+    return {
+      "mean": np.zeros((dim,), np.float32),
+      "basis": np.zeros((dim, k), np.float32),
+      "inv_scale": np.zeros((k,), np.float32),
+    }
   mean = d_train.mean(axis=0)
   _, s, vt = np.linalg.svd(d_train - mean, full_matrices=False)
   basis = np.zeros((dim, k), np.float64)
@@ -93,6 +97,7 @@ def fit_nap(d_train: np.ndarray, rank: int | None = None, rtol: float = 1e-5) ->
 def png_bits(images: np.ndarray) -> np.ndarray:
   """L(x): bits of each uint8 image (N, H, W) as a PNG (Pillow, default compression). (N,) float64."""
   from PIL import Image
+
   images = np.asarray(images)
   if images.dtype != np.uint8:
     raise ValueError(f"png_bits needs uint8 images, got {images.dtype}")
@@ -140,5 +145,4 @@ def sap_complexity(sap_values, complexity_values, sap_reference, complexity_refe
   The two fail on disjoint images: SAP calls simple images (a "1") normal because they reconstruct well,
   complexity removes exactly that bias but is noisy where L(x) varies little. Standardising on normal data
   puts them on one scale without looking at any anomaly."""
-  return (robust_standardise(sap_values, sap_reference)
-          + robust_standardise(complexity_values, complexity_reference))
+  return robust_standardise(sap_values, sap_reference) + robust_standardise(complexity_values, complexity_reference)

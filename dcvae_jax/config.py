@@ -56,19 +56,19 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.hidden = (512, 256)
   c.model.latent_dim = 10
   c.model.likelihood = "bernoulli"
-  c.model.gaussian_variance = "fixed"   # gaussian: "fixed" | "global" | "per_pixel"
-  c.model.gaussian_std = 1.0            # gaussian, fixed variance: sigma
+  c.model.gaussian_variance = "fixed"  # gaussian: "fixed" | "global" | "per_pixel"
+  c.model.gaussian_std = 1.0  # gaussian, fixed variance: sigma
   c.model.compute_dtype = "float32"  # "bfloat16": mixed precision (bf16 compute, fp32 params, optimizer, losses)
-  c.model.beta = 4.0            # beta_vae: KL weight (beta_tcvae / dcvae use tc_beta)
-  c.model.alpha = 1.0           # beta_tcvae / dcvae: index-code MI weight
-  c.model.gamma = 1.0           # beta_tcvae / dcvae: dimension-wise KL weight
-  c.model.tc_beta = 6.0         # beta_tcvae / dcvae: TC weight
-  c.model.factor_gamma = 6.4    # factor_vae / rf_vae: weight of the discriminator's TC estimate
+  c.model.beta = 4.0  # beta_vae: KL weight (beta_tcvae / dcvae use tc_beta)
+  c.model.alpha = 1.0  # beta_tcvae / dcvae: index-code MI weight
+  c.model.gamma = 1.0  # beta_tcvae / dcvae: dimension-wise KL weight
+  c.model.tc_beta = 6.0  # beta_tcvae / dcvae: TC weight
+  c.model.factor_gamma = 6.4  # factor_vae / rf_vae: weight of the discriminator's TC estimate
   c.model.estimator = "mss"
   c.model.tc_scope = "global"
   c.model.disc_layers = 6
   c.model.disc_width = 1000
-  c.model.lambda_min = 0.1      # rf_vae
+  c.model.lambda_min = 0.1  # rf_vae
   c.model.lambda_max = 10.0
   c.model.eta_s = 6.4
   c.model.eta_h = 6.4
@@ -92,44 +92,54 @@ def base_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict()
   c.train.num_epochs = 20
   c.train.batch_size = 64
-  c.train.learning_rate = 1e-3        # "primary" rate: the VAE
-  c.train.lr_schedule = "constant"    # or "warmup_cosine"
-  c.train.warmup_fraction = 0.05      # warmup_cosine: linear warm-up over this fraction of the steps
-  c.train.final_lr_fraction = 0.01    # warmup_cosine: final rate = this x learning_rate
-  c.train.disc_learning_rate = 1e-4   # "secondary" rate: the FactorVAE/RF-VAE discriminator
+  c.train.learning_rate = 1e-3  # "primary" rate: the VAE
+  c.train.lr_schedule = "constant"  # or "warmup_cosine"
+  c.train.warmup_fraction = 0.05  # warmup_cosine: linear warm-up over this fraction of the steps
+  c.train.final_lr_fraction = 0.01  # warmup_cosine: final rate = this x learning_rate
+  c.train.disc_learning_rate = 1e-4  # "secondary" rate: the FactorVAE/RF-VAE discriminator
   c.train.batch_sampling = "uniform"  # or "stratified" (see the docstring)
-  c.train.per_condition = 16          # stratified: examples of each condition in a batch
-  c.train.conditions_per_batch = 0    # stratified: distinct conditions in a batch; 0 = batch_size // per_condition
-  c.train.steps_per_call = 50         # training steps fused into one compiled call (lax.scan)
-  c.train.runs_per_program = 0        # runs trained together in one compiled program; 0 = all of the protocol
-  c.train.ensemble = "auto"           # how they share it: "vmap" (batched), "map" (one after another inside
-                                      # the program) or "auto" (map on CPU, vmap on GPU/TPU)
+  c.train.per_condition = 16  # stratified: examples of each condition in a batch
+  c.train.conditions_per_batch = 0  # stratified: distinct conditions in a batch; 0 = batch_size // per_condition
+  c.train.steps_per_call = 50  # training steps fused into one compiled call (lax.scan)
+  c.train.runs_per_program = 0  # runs trained together in one compiled program; 0 = all of the protocol
+  c.train.ensemble = "auto"  # how they share it: "vmap" (batched), "map" (one after another inside
+  # the program) or "auto" (map on CPU, vmap on GPU/TPU)
   c.train.log_every_steps = 10
   c.train.checkpoint_every_steps = 1000
   c.train.keep_checkpoints = 2
-  c.train.on_nonfinite = "stop"       # "stop" | "skip" (skip the update and count it)
+  c.train.on_nonfinite = "stop"  # "stop" | "skip" (skip the update and count it)
   c.train.progress = True
-  c.train.tensorboard = True          # also write the metrics as TensorBoard event files (<workdir>/tensorboard)
+  c.train.tensorboard = True  # also write the metrics as TensorBoard event files (<workdir>/tensorboard)
 
   c.table = ml_collections.ConfigDict()
-  c.table.models = ()          # --mode=table: models to compare; () = the paper's six
-  c.table.figures = True       # draw each model's figures and report.html after it trains
-  c.table.figure_runs = 1      # how many runs per model get per-run figures
+  c.table.models = ()  # --mode=table: models to compare; () = the paper's six
+  c.table.figures = True  # draw each model's figures and report.html after it trains
+  c.table.figure_runs = 1  # how many runs per model get per-run figures
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 1000
   c.eval.elbo_samples = 4
-  c.eval.iwae_samples = 64      # K of the iwae score
-  c.eval.iwae_chunk = 16        # samples per pass (bounds memory: chunk x batch x pixels)
+  c.eval.iwae_samples = 64  # K of the iwae score
+  c.eval.iwae_chunk = 16  # samples per pass (bounds memory: chunk x batch x pixels)
   c.eval.rapp_fit_examples = 2000  # normal training images that fit NAP's mean and SVD (per run)
   c.eval.reference_examples = 200  # normal training images that standardise sap_complexity (per run)
   return c
 
 
 # The detection setting the ablation (docs/results/detection.md) chose, applied by ``configs/<dataset>.py:best``.
-BEST_DETECTOR = dict(model="vae", arch="mlp", hidden=(512, 256), latent_dim=10, binarize=False, dequantize=True,
-                     likelihood="gaussian", gaussian_variance="per_pixel", score="sap_complexity", num_epochs=50,
-                     lr_schedule="constant")
+BEST_DETECTOR = dict(
+  model="vae",
+  arch="mlp",
+  hidden=(512, 256),
+  latent_dim=10,
+  binarize=False,
+  dequantize=True,
+  likelihood="gaussian",
+  gaussian_variance="per_pixel",
+  score="sap_complexity",
+  num_epochs=50,
+  lr_schedule="constant",
+)
 
 
 def best_detector(config: ml_collections.ConfigDict, **changes) -> ml_collections.ConfigDict:
@@ -150,8 +160,16 @@ def best_detector(config: ml_collections.ConfigDict, **changes) -> ml_collection
   return config
 
 
-def dataset_config(arg: str, *, dataset: str, model: str = "dcvae", protocol: str = "leave_one_out",
-                   num_epochs: int = 20, batch_size: int = 64, best: dict | None = None) -> ml_collections.ConfigDict:
+def dataset_config(
+  arg: str,
+  *,
+  dataset: str,
+  model: str = "dcvae",
+  protocol: str = "leave_one_out",
+  num_epochs: int = 20,
+  batch_size: int = 64,
+  best: dict | None = None,
+) -> ml_collections.ConfigDict:
   """A dataset config file's ``get_config(arg)``: the base config for ``dataset``; ``arg="smoke"`` shrinks it to
   seconds, ``arg="best"`` applies the best detection setting found for it (``best``: its changes to
   BEST_DETECTOR)."""
@@ -175,8 +193,9 @@ def dataset_config(arg: str, *, dataset: str, model: str = "dcvae", protocol: st
   return config
 
 
-def paper_settings(config: ml_collections.ConfigDict, arg: str, *, batch_size: int, learning_rate: float,
-                   disc_learning_rate: float) -> ml_collections.ConfigDict:
+def paper_settings(
+  config: ml_collections.ConfigDict, arg: str, *, batch_size: int, learning_rate: float, disc_learning_rate: float
+) -> ml_collections.ConfigDict:
   """The paper's stated optimisation: 50 epochs, its batch size and "primary / secondary learning rates"."""
   config.train.batch_size = batch_size
   config.train.learning_rate = learning_rate

@@ -59,92 +59,125 @@ import numpy as np
 
 from dcvae_jax import data_sources, data_tfds
 from dcvae_jax.data_sources import (  # noqa: F401 - re-exported
-    MNIST5K_FILE, DataError, DatasetSpec, read_idx)
+  MNIST5K_FILE,
+  DataError,
+  DatasetSpec,
+  read_idx,
+)
 
 __all__ = [
-    "DATASETS",
-    "DataError",
-    "Dataset",
-    "DatasetSpec",
-    "load_dataset",
-    "read_idx",
+  "DATASETS",
+  "DataError",
+  "Dataset",
+  "DatasetSpec",
+  "load_dataset",
+  "read_idx",
 ]
 
 
 def _mnist_idx_names() -> dict:
-    return {
-        "train_images": "train-images-idx3-ubyte",
-        "train_labels": "train-labels-idx1-ubyte",
-        "test_images": "t10k-images-idx3-ubyte",
-        "test_labels": "t10k-labels-idx1-ubyte",
-    }
+  return {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+  }
 
 
 def _emnist_idx_names(split: str) -> dict:
-    return {
-        "train_images": f"emnist-{split}-train-images-idx3-ubyte",
-        "train_labels": f"emnist-{split}-train-labels-idx1-ubyte",
-        "test_images": f"emnist-{split}-test-images-idx3-ubyte",
-        "test_labels": f"emnist-{split}-test-labels-idx1-ubyte",
-    }
+  return {
+    "train_images": f"emnist-{split}-train-images-idx3-ubyte",
+    "train_labels": f"emnist-{split}-train-labels-idx1-ubyte",
+    "test_images": f"emnist-{split}-test-images-idx3-ubyte",
+    "test_labels": f"emnist-{split}-test-labels-idx1-ubyte",
+  }
 
 
 _EMNIST_URL = "https://biometrics.nist.gov/cs_links/EMNIST/gzip.zip"
 
 DATASETS: dict = {
-    "mnist": DatasetSpec(
-        "mnist", 10, tfds_name="mnist", idx_files=_mnist_idx_names(),
-        download_url="https://storage.googleapis.com/cvdf-datasets/mnist/"),
-    "fashion_mnist": DatasetSpec(
-        "fashion_mnist", 10, tfds_name="fashion_mnist", idx_files=_mnist_idx_names(),
-        download_url="http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"),
-    "kmnist": DatasetSpec(
-        "kmnist", 10, tfds_name="kmnist", idx_files=_mnist_idx_names(),
-        download_url="http://codh.rois.ac.jp/kmnist/dataset/kmnist/"),
-    "emnist/byclass": DatasetSpec(
-        "emnist/byclass", 62, tfds_name="emnist/byclass",
-        idx_files=_emnist_idx_names("byclass"), transpose=True, download_url=_EMNIST_URL),
-    "emnist/digits": DatasetSpec(
-        "emnist/digits", 10, tfds_name="emnist/digits",
-        idx_files=_emnist_idx_names("digits"), transpose=True, download_url=_EMNIST_URL),
-    "emnist/letters": DatasetSpec(
-        "emnist/letters", 26, tfds_name="emnist/letters",
-        idx_files=_emnist_idx_names("letters"), label_offset=1, transpose=True,
-        download_url=_EMNIST_URL),
-    "mnist5k": DatasetSpec("mnist5k", 10, embedded=True),
-    "shapes": DatasetSpec("shapes", 3, procedural=True),
-    "shapes64": DatasetSpec("shapes64", 3, image_shape=(64, 64), procedural=True),
+  "mnist": DatasetSpec(
+    "mnist",
+    10,
+    tfds_name="mnist",
+    idx_files=_mnist_idx_names(),
+    download_url="https://storage.googleapis.com/cvdf-datasets/mnist/",
+  ),
+  "fashion_mnist": DatasetSpec(
+    "fashion_mnist",
+    10,
+    tfds_name="fashion_mnist",
+    idx_files=_mnist_idx_names(),
+    download_url="http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+  ),
+  "kmnist": DatasetSpec(
+    "kmnist",
+    10,
+    tfds_name="kmnist",
+    idx_files=_mnist_idx_names(),
+    download_url="http://codh.rois.ac.jp/kmnist/dataset/kmnist/",
+  ),
+  "emnist/byclass": DatasetSpec(
+    "emnist/byclass",
+    62,
+    tfds_name="emnist/byclass",
+    idx_files=_emnist_idx_names("byclass"),
+    transpose=True,
+    download_url=_EMNIST_URL,
+  ),
+  "emnist/digits": DatasetSpec(
+    "emnist/digits",
+    10,
+    tfds_name="emnist/digits",
+    idx_files=_emnist_idx_names("digits"),
+    transpose=True,
+    download_url=_EMNIST_URL,
+  ),
+  "emnist/letters": DatasetSpec(
+    "emnist/letters",
+    26,
+    tfds_name="emnist/letters",
+    idx_files=_emnist_idx_names("letters"),
+    label_offset=1,
+    transpose=True,
+    download_url=_EMNIST_URL,
+  ),
+  "mnist5k": DatasetSpec("mnist5k", 10, embedded=True),
+  "shapes": DatasetSpec("shapes", 3, procedural=True),
+  "shapes64": DatasetSpec("shapes64", 3, image_shape=(64, 64), procedural=True),
 }
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
-    """A train/test pair of uint8 image arrays and int32 labels.
+  """A train/test pair of uint8 image arrays and int32 labels.
 
-    ``factors_train`` / ``factors_test``: the ground-truth generative factors of each image
-    (int32 (N, K), columns named by ``factor_names``) where the source knows them (only
-    the procedural shapes); ``None`` otherwise.
+  ``factors_train`` / ``factors_test``: the ground-truth generative factors of each image
+  (int32 (N, K), columns named by ``factor_names``) where the source knows them (only
+  the procedural shapes); ``None`` otherwise.
 
-    ``eq=False``: equality is identity (element-wise array comparison has no single truth
-    value).
-    """
+  ``eq=False``: equality is identity (element-wise array comparison has no single truth
+  value).
+  """
 
-    name: str
-    x_train: np.ndarray  # uint8 (N, H, W), upright ("original") orientation
-    y_train: np.ndarray  # int32 (N,), labels 0..num_classes-1
-    x_test: np.ndarray
-    y_test: np.ndarray
-    num_classes: int
-    source: str          # "embedded", "procedural", "dir:<path>", or "tfds"
-    factors_train: Optional[np.ndarray] = None  # int32 (N_train, K) or None
-    factors_test: Optional[np.ndarray] = None   # int32 (N_test, K) or None
-    factor_names: Optional[tuple] = None        # K names, or None
+  name: str
+  x_train: np.ndarray  # uint8 (N, H, W), upright ("original") orientation
+  y_train: np.ndarray  # int32 (N,), labels 0..num_classes-1
+  x_test: np.ndarray
+  y_test: np.ndarray
+  num_classes: int
+  source: str  # "embedded", "procedural", "dir:<path>", or "tfds"
+  factors_train: Optional[np.ndarray] = None  # int32 (N_train, K) or None
+  factors_test: Optional[np.ndarray] = None  # int32 (N_test, K) or None
+  factor_names: Optional[tuple] = None  # K names, or None
 
-    def __repr__(self) -> str:
-        extra = f", factors={self.factor_names}" if self.factor_names else ""
-        return (f"Dataset(name={self.name!r}, x_train={self.x_train.shape}, "
-                f"x_test={self.x_test.shape}, num_classes={self.num_classes}, "
-                f"source={self.source!r}{extra})")
+  def __repr__(self) -> str:
+    extra = f", factors={self.factor_names}" if self.factor_names else ""
+    return (
+      f"Dataset(name={self.name!r}, x_train={self.x_train.shape}, "
+      f"x_test={self.x_test.shape}, num_classes={self.num_classes}, "
+      f"source={self.source!r}{extra})"
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -152,24 +185,23 @@ class Dataset:
 # --------------------------------------------------------------------------------------
 
 
-def load_dataset(name: str, data_dir: str = "", *, tfds_data_dir: str | None = None,
-                 download: bool = True) -> Dataset:
-    """Loads ``name``: procedural shapes are rendered; otherwise from ``data_dir`` if given,
-    else the embedded data, else TFDS.
+def load_dataset(name: str, data_dir: str = "", *, tfds_data_dir: str | None = None, download: bool = True) -> Dataset:
+  """Loads ``name``: procedural shapes are rendered; otherwise from ``data_dir`` if given,
+  else the embedded data, else TFDS.
 
-    Raises:
-      DataError: unknown name, missing/bad files, or a TFDS dataset that is not prepared
-        and cannot be downloaded.
-    """
-    spec = _spec(name)
-    if spec.procedural:
-        return _load_shapes(spec)
-    if data_dir:
-        source, parts, raw = data_sources.read_dir(spec, str(data_dir))
-        return _finish(spec, source, parts, raw=raw)
-    if spec.embedded:
-        return _load_embedded(spec)
-    return _finish(spec, "tfds", data_tfds.read_tfds(spec, tfds_data_dir, download), raw=True)
+  Raises:
+    DataError: unknown name, missing/bad files, or a TFDS dataset that is not prepared
+      and cannot be downloaded.
+  """
+  spec = _spec(name)
+  if spec.procedural:
+    return _load_shapes(spec)
+  if data_dir:
+    source, parts, raw = data_sources.read_dir(spec, str(data_dir))
+    return _finish(spec, source, parts, raw=raw)
+  if spec.embedded:
+    return _load_embedded(spec)
+  return _finish(spec, "tfds", data_tfds.read_tfds(spec, tfds_data_dir, download), raw=True)
 
 
 # --------------------------------------------------------------------------------------
@@ -178,13 +210,13 @@ def load_dataset(name: str, data_dir: str = "", *, tfds_data_dir: str | None = N
 
 
 def _spec(name: str) -> DatasetSpec:
-    key = str(name).strip().lower()
-    if key in DATASETS:
-        return DATASETS[key]
-    for spec in DATASETS.values():  # also accept the file stem, e.g. "emnist_letters"
-        if spec.stem == key:
-            return spec
-    raise DataError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+  key = str(name).strip().lower()
+  if key in DATASETS:
+    return DATASETS[key]
+  for spec in DATASETS.values():  # also accept the file stem, e.g. "emnist_letters"
+    if spec.stem == key:
+      return spec
+  raise DataError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
 
 
 # --------------------------------------------------------------------------------------
@@ -193,67 +225,77 @@ def _spec(name: str) -> DatasetSpec:
 
 
 def _check_images(x, where: str, spec: DatasetSpec) -> np.ndarray:
-    x = np.asarray(x)
-    if x.dtype == np.uint8:
-        pass
-    elif x.dtype.kind in "iu":
-        if x.size:
-            lo, hi = int(x.min()), int(x.max())
-            if lo < 0 or hi > 255:
-                raise DataError(f"{where}: images have values {lo}..{hi}, expected uint8 "
-                                "pixels 0..255")
-        x = x.astype(np.uint8)
-    elif x.dtype.kind == "f":
-        lo, hi = (float(np.nanmin(x)), float(np.nanmax(x))) if x.size else (0.0, 0.0)
-        raise DataError(f"{where}: images have float dtype {x.dtype} (values {lo:g}..{hi:g}); "
-                        "expected uint8 pixels 0..255 (convert with "
-                        "np.round(x * 255).astype(np.uint8) if they are in [0, 1])")
-    else:
-        raise DataError(f"{where}: images have dtype {x.dtype}, expected uint8 pixels 0..255")
-    if x.ndim != 3 or tuple(x.shape[1:]) != tuple(spec.image_shape):
-        h, w = spec.image_shape
-        raise DataError(f"{where}: images have shape {x.shape}, expected (N, {h}, {w})")
-    if x.shape[0] == 0:
-        raise DataError(f"{where}: holds no images (N = 0)")
-    return x
+  x = np.asarray(x)
+  if x.dtype == np.uint8:
+    pass
+  elif x.dtype.kind in "iu":
+    if x.size:
+      lo, hi = int(x.min()), int(x.max())
+      if lo < 0 or hi > 255:
+        raise DataError(f"{where}: images have values {lo}..{hi}, expected uint8 pixels 0..255")
+    x = x.astype(np.uint8)
+  elif x.dtype.kind == "f":
+    lo, hi = (float(np.nanmin(x)), float(np.nanmax(x))) if x.size else (0.0, 0.0)
+    raise DataError(
+      f"{where}: images have float dtype {x.dtype} (values {lo:g}..{hi:g}); "
+      "expected uint8 pixels 0..255 (convert with "
+      "np.round(x * 255).astype(np.uint8) if they are in [0, 1])"
+    )
+  else:
+    raise DataError(f"{where}: images have dtype {x.dtype}, expected uint8 pixels 0..255")
+  if x.ndim != 3 or tuple(x.shape[1:]) != tuple(spec.image_shape):
+    h, w = spec.image_shape
+    raise DataError(f"{where}: images have shape {x.shape}, expected (N, {h}, {w})")
+  if x.shape[0] == 0:
+    raise DataError(f"{where}: holds no images (N = 0)")
+  return x
 
 
 def _check_labels(y, n: int, where: str, spec: DatasetSpec, offset: int) -> np.ndarray:
-    """Validates raw labels (``label + offset``) and returns 0-based int32 labels."""
-    y = np.asarray(y)
-    if y.dtype.kind not in "iu":
-        raise DataError(f"{where}: labels have dtype {y.dtype}, expected integers")
-    if y.ndim != 1:
-        raise DataError(f"{where}: labels have shape {y.shape}, expected ({n},)")
-    if y.shape[0] != n:
-        raise DataError(f"{where}: {y.shape[0]} labels for {n} images (x/y length mismatch)")
-    lo_ok, hi_ok = offset, spec.num_classes - 1 + offset
-    lo, hi = int(y.min()), int(y.max())
-    if lo < lo_ok or hi > hi_ok:
-        hint = ""
-        if offset == 0 and spec.label_offset and lo >= 1 and hi == hi_ok + spec.label_offset:
-            hint = (f" (npz labels are 0-based: subtract {spec.label_offset} from the raw "
-                    f"{lo_ok + spec.label_offset}..{hi_ok + spec.label_offset} labels)")
-        raise DataError(f"{where}: labels span {lo}..{hi}, expected {lo_ok}..{hi_ok} for "
-                        f"{spec.name} ({spec.num_classes} classes){hint}")
-    if offset:
-        return (y - offset).astype(np.int32)
-    return y.astype(np.int32, copy=False)
+  """Validates raw labels (``label + offset``) and returns 0-based int32 labels."""
+  y = np.asarray(y)
+  if y.dtype.kind not in "iu":
+    raise DataError(f"{where}: labels have dtype {y.dtype}, expected integers")
+  if y.ndim != 1:
+    raise DataError(f"{where}: labels have shape {y.shape}, expected ({n},)")
+  if y.shape[0] != n:
+    raise DataError(f"{where}: {y.shape[0]} labels for {n} images (x/y length mismatch)")
+  lo_ok, hi_ok = offset, spec.num_classes - 1 + offset
+  lo, hi = int(y.min()), int(y.max())
+  if lo < lo_ok or hi > hi_ok:
+    hint = ""
+    if offset == 0 and spec.label_offset and lo >= 1 and hi == hi_ok + spec.label_offset:
+      hint = (
+        f" (npz labels are 0-based: subtract {spec.label_offset} from the raw "
+        f"{lo_ok + spec.label_offset}..{hi_ok + spec.label_offset} labels)"
+      )
+    raise DataError(
+      f"{where}: labels span {lo}..{hi}, expected {lo_ok}..{hi_ok} for {spec.name} ({spec.num_classes} classes){hint}"
+    )
+  if offset:
+    return (y - offset).astype(np.int32)
+  return y.astype(np.int32, copy=False)
 
 
 def _finish(spec: DatasetSpec, source: str, parts: dict, *, raw: bool) -> Dataset:
-    """parts: split -> (x, y, where).  raw: undo the raw EMNIST conventions."""
-    out = {}
-    for split in ("train", "test"):
-        x, y, where = parts[split]
-        x = _check_images(x, where, spec)
-        y = _check_labels(y, x.shape[0], where, spec, spec.label_offset if raw else 0)
-        if raw and spec.transpose:
-            x = np.ascontiguousarray(x.transpose(0, 2, 1))
-        out[split] = (x, y)
-    return Dataset(name=spec.name, x_train=out["train"][0], y_train=out["train"][1],
-                   x_test=out["test"][0], y_test=out["test"][1],
-                   num_classes=spec.num_classes, source=source)
+  """parts: split -> (x, y, where).  raw: undo the raw EMNIST conventions."""
+  out = {}
+  for split in ("train", "test"):
+    x, y, where = parts[split]
+    x = _check_images(x, where, spec)
+    y = _check_labels(y, x.shape[0], where, spec, spec.label_offset if raw else 0)
+    if raw and spec.transpose:
+      x = np.ascontiguousarray(x.transpose(0, 2, 1))
+    out[split] = (x, y)
+  return Dataset(
+    name=spec.name,
+    x_train=out["train"][0],
+    y_train=out["train"][1],
+    x_test=out["test"][0],
+    y_test=out["test"][1],
+    num_classes=spec.num_classes,
+    source=source,
+  )
 
 
 # --------------------------------------------------------------------------------------
@@ -262,23 +304,38 @@ def _finish(spec: DatasetSpec, source: str, parts: dict, *, raw: bool) -> Datase
 
 
 def _load_embedded(spec: DatasetSpec) -> Dataset:
-    x, y, where = data_sources.read_mnist5k()
-    x = _check_images(x, where, spec)
-    y = _check_labels(y, x.shape[0], where, spec, 0)
-    tr, te = data_sources.mnist5k_split(y, spec.num_classes)
-    return Dataset(name=spec.name, x_train=x[tr], y_train=y[tr], x_test=x[te], y_test=y[te],
-                   num_classes=spec.num_classes, source="embedded")
+  x, y, where = data_sources.read_mnist5k()
+  x = _check_images(x, where, spec)
+  y = _check_labels(y, x.shape[0], where, spec, 0)
+  tr, te = data_sources.mnist5k_split(y, spec.num_classes)
+  return Dataset(
+    name=spec.name,
+    x_train=x[tr],
+    y_train=y[tr],
+    x_test=x[te],
+    y_test=y[te],
+    num_classes=spec.num_classes,
+    source="embedded",
+  )
 
 
 def _load_shapes(spec: DatasetSpec) -> Dataset:
-    """12,000 / 3,000 scenes from a fixed seed; labels = the shape factor (column 0)."""
-    train, test, factor_names = data_sources.render_shapes(spec)
-    where = f"procedural {spec.name}"
-    x_tr = _check_images(train.images, where, spec)
-    x_te = _check_images(test.images, where, spec)
-    y_tr = _check_labels(train.labels, x_tr.shape[0], where, spec, 0)
-    y_te = _check_labels(test.labels, x_te.shape[0], where, spec, 0)
-    return Dataset(name=spec.name, x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te,
-                   num_classes=spec.num_classes, source="procedural",
-                   factors_train=train.factors, factors_test=test.factors,
-                   factor_names=factor_names)
+  """12,000 / 3,000 scenes from a fixed seed; labels = the shape factor (column 0)."""
+  train, test, factor_names = data_sources.render_shapes(spec)
+  where = f"procedural {spec.name}"
+  x_tr = _check_images(train.images, where, spec)
+  x_te = _check_images(test.images, where, spec)
+  y_tr = _check_labels(train.labels, x_tr.shape[0], where, spec, 0)
+  y_te = _check_labels(test.labels, x_te.shape[0], where, spec, 0)
+  return Dataset(
+    name=spec.name,
+    x_train=x_tr,
+    y_train=y_tr,
+    x_test=x_te,
+    y_test=y_te,
+    num_classes=spec.num_classes,
+    source="procedural",
+    factors_train=train.factors,
+    factors_test=test.factors,
+    factor_names=factor_names,
+  )

@@ -34,8 +34,9 @@ def maybe_initialize() -> bool:
   platforms = os.environ.get("JAX_PLATFORMS", "")
   if platforms == "cpu" or os.environ.get("DCVAE_CPU_COLLECTIVES"):
     jax.config.update("jax_cpu_collectives_implementation", os.environ.get("DCVAE_CPU_COLLECTIVES", "gloo"))
-  jax.distributed.initialize(coordinator_address=address, num_processes=int(num) if num else None,
-                             process_id=int(pid) if pid else None)
+  jax.distributed.initialize(
+    coordinator_address=address, num_processes=int(num) if num else None, process_id=int(pid) if pid else None
+  )
   return True
 
 
@@ -45,11 +46,13 @@ def is_primary() -> bool:
 
 def replicated(tree, sharding: NamedSharding):
   """A pytree of host values (the same on every process) -> global arrays replicated over the mesh."""
+
   def put(a):
     a = np.asarray(a)
     if jax.process_count() == 1:
       return jax.device_put(a, sharding)
     return jax.make_array_from_process_local_data(sharding, a, a.shape)
+
   return jax.tree.map(put, tree)
 
 
@@ -68,10 +71,12 @@ def batch_sharded(x: np.ndarray, sharding: NamedSharding, axis: int):
 
 def to_host(tree):
   """Fully replicated global arrays -> numpy (works on every process)."""
+
   def get(a):
     if isinstance(a, jax.Array) and not a.is_fully_addressable:
       return np.asarray(a.addressable_data(0))
     return np.asarray(a)
+
   return jax.tree.map(get, tree)
 
 

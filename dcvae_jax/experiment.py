@@ -20,8 +20,22 @@ import jax
 import numpy as np
 
 from dcvae_jax import data as data_lib
-from dcvae_jax import (anomaly_scores, checkpoints, distributed, files, input_pipeline, latents, metrics, models,
-                       objectives, protocols, scoring, summaries, train_step, trainer)
+from dcvae_jax import (
+  anomaly_scores,
+  checkpoints,
+  distributed,
+  files,
+  input_pipeline,
+  latents,
+  metrics,
+  models,
+  objectives,
+  protocols,
+  scoring,
+  summaries,
+  train_step,
+  trainer,
+)
 from dcvae_jax.errors import WorkdirError
 from dcvae_jax.messages import log as _log
 from dcvae_jax.validation import validate
@@ -33,8 +47,11 @@ def complexity_likelihood(config) -> str:
   lik = config.model.likelihood
   if lik == "gaussian":
     lik += f" ({config.model.get('gaussian_variance', 'fixed')} variance)"
-  data = "binarised pixels" if config.data.binarize else (
-      "dequantised grey levels" if config.data.get("dequantize", False) else "grey levels")
+  data = (
+    "binarised pixels"
+    if config.data.binarize
+    else ("dequantised grey levels" if config.data.get("dequantize", False) else "grey levels")
+  )
   normalised = objectives.is_density(config.model.likelihood, bool(config.data.binarize))
   return f"{lik} on {data}" + ("" if normalised else " (NOT a normalised density: complexity is not meaningful)")
 
@@ -53,18 +70,33 @@ def reference_scores(config, ds, chunk, setup, params, mesh, nap_stats, offset_b
   n = max(1, min(int(config.eval.get("reference_examples", 200)), *(p.size for p in picks)))
   idx = np.concatenate([p[:n] for p in picks])
   x = ds.x_train[idx]
-  scores = scoring.score_test_set(setup, params, x, mesh, batch_size=config.eval.batch_size,
-                                   num_samples=config.eval.elbo_samples, seed=config.seed + 1, nap_stats=nap_stats,
-                                   iwae_samples=int(config.eval.iwae_samples), iwae_chunk=int(config.eval.iwae_chunk))
+  scores = scoring.score_test_set(
+    setup,
+    params,
+    x,
+    mesh,
+    batch_size=config.eval.batch_size,
+    num_samples=config.eval.elbo_samples,
+    seed=config.seed + 1,
+    nap_stats=nap_stats,
+    iwae_samples=int(config.eval.iwae_samples),
+    iwae_chunk=int(config.eval.iwae_chunk),
+  )
   bits = anomaly_scores.png_bits(anomaly_scores.model_view_images(x, bool(config.data.binarize)))
   spec = models.get_model(config.model.name)
   out = []
   for m, run in enumerate(chunk):
     rows = slice(m * n, (m + 1) * n)
-    reduced = scoring.reduce_scores(run, {k: v[m, rows] for k, v in scores.items()}, ds.y_train[idx[rows]],
-                                     conditional=spec.conditional,
-                                    condition_counts=input_pipeline.condition_counts(run, ds.y_train),
-                                     protocol=config.protocol, length_bits=bits[rows], offset_bits=offset_bits)
+    reduced = scoring.reduce_scores(
+      run,
+      {k: v[m, rows] for k, v in scores.items()},
+      ds.y_train[idx[rows]],
+      conditional=spec.conditional,
+      condition_counts=input_pipeline.condition_counts(run, ds.y_train),
+      protocol=config.protocol,
+      length_bits=bits[rows],
+      offset_bits=offset_bits,
+    )
     out.append({k: reduced[k] for k in ("rapp_sap", "complexity") if k in reduced})
   return out
 
@@ -81,21 +113,26 @@ def rapp_fit_data(config, ds, chunk):
 
 
 def load_data(config) -> data_lib.Dataset:
-  return data_lib.load_dataset(config.data.name, config.data.data_dir,
-                               tfds_data_dir=config.data.tfds_data_dir or None, download=config.data.download)
+  return data_lib.load_dataset(
+    config.data.name,
+    config.data.data_dir,
+    tfds_data_dir=config.data.tfds_data_dir or None,
+    download=config.data.download,
+  )
 
 
 def chunks(runs, size: int):
   size = len(runs) if size <= 0 else size
-  return [runs[i:i + size] for i in range(0, len(runs), size)]
+  return [runs[i : i + size] for i in range(0, len(runs), size)]
 
 
 def chunk_name(chunk) -> str:
   return chunk[0].name if len(chunk) == 1 else f"{chunk[0].name}--{chunk[-1].name}"
 
 
-def train_and_evaluate(config, workdir: str, *, log=_log, dataset: data_lib.Dataset | None = None,
-                       rescore: bool = False) -> dict:
+def train_and_evaluate(
+  config, workdir: str, *, log=_log, dataset: data_lib.Dataset | None = None, rescore: bool = False
+) -> dict:
   """Train every run of the protocol (groups of ``train.runs_per_program`` at once), score, summarise.
 
   rescore: score finished runs again from their final checkpoints (new scores, other eval settings)."""
@@ -116,17 +153,24 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True, resc
   mesh = distributed.make_mesh()
   if write:
     os.makedirs(os.path.join(workdir, "runs"), exist_ok=True)
-  log(f"{config.model.name} on {ds.name} ({ds.source}): {ds.x_train.shape[0]} train / {ds.x_test.shape[0]} "
-      f"test images, protocol {config.protocol.name}, {len(runs)} run(s), {mesh.devices.size} device(s)")
+  log(
+    f"{config.model.name} on {ds.name} ({ds.source}): {ds.x_train.shape[0]} train / {ds.x_test.shape[0]} "
+    f"test images, protocol {config.protocol.name}, {len(runs)} run(s), {mesh.devices.size} device(s)"
+  )
 
   per_run, total_seconds = [], 0.0
   length_bits = None
   offset_bits = anomaly_scores.density_offset_bits(
-      int(np.prod(image_shape)), is_continuous=config.model.likelihood != "bernoulli",
-      dequantize=bool(config.data.get("dequantize", False)))
+    int(np.prod(image_shape)),
+    is_continuous=config.model.likelihood != "bernoulli",
+    dequantize=bool(config.data.get("dequantize", False)),
+  )
   metrics_file = open(os.path.join(workdir, "metrics.jsonl"), "a") if write else contextlib.nullcontext()
-  tensorboard = (summaries.TensorBoardWriter(os.path.join(workdir, "tensorboard"))
-                 if write and config.train.get("tensorboard", False) else contextlib.nullcontext())
+  tensorboard = (
+    summaries.TensorBoardWriter(os.path.join(workdir, "tensorboard"))
+    if write and config.train.get("tensorboard", False)
+    else contextlib.nullcontext()
+  )
   with metrics_file as log_file, tensorboard as tb:
     for chunk in chunks(runs, int(config.train.runs_per_program)):
       done = [os.path.join(workdir, "runs", f"{r.name}.json") for r in chunk]
@@ -137,43 +181,84 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True, resc
         total_seconds += per_run[-1].get("chunk_train_seconds", 0.0)
         continue
       state, seconds, _ = trainer.train_runs(
-          config, ds.x_train, ds.y_train, chunk, os.path.join(workdir, "checkpoints", chunk_name(chunk)),
-          image_shape=image_shape, num_conditions=num_conditions, log_file=log_file, mesh=mesh, log=log,
-          tensorboard=tb)
+        config,
+        ds.x_train,
+        ds.y_train,
+        chunk,
+        os.path.join(workdir, "checkpoints", chunk_name(chunk)),
+        image_shape=image_shape,
+        num_conditions=num_conditions,
+        log_file=log_file,
+        mesh=mesh,
+        log=log,
+        tensorboard=tb,
+      )
       total_seconds += seconds
       setup = train_step.make_setup(config, image_shape, num_conditions, mesh.devices.size)
       x_fit, cond_fit = rapp_fit_data(config, ds, chunk)
       nap_stats = scoring.fit_rapp(setup, state.params, x_fit, cond_fit, mesh, batch_size=config.eval.batch_size)
-      scores = scoring.score_test_set(setup, state.params, ds.x_test, mesh, batch_size=config.eval.batch_size,
-                                       num_samples=config.eval.elbo_samples, seed=config.seed,
-                                       nap_stats=nap_stats, iwae_samples=int(config.eval.iwae_samples),
-                                       iwae_chunk=int(config.eval.iwae_chunk))
+      scores = scoring.score_test_set(
+        setup,
+        state.params,
+        ds.x_test,
+        mesh,
+        batch_size=config.eval.batch_size,
+        num_samples=config.eval.elbo_samples,
+        seed=config.seed,
+        nap_stats=nap_stats,
+        iwae_samples=int(config.eval.iwae_samples),
+        iwae_chunk=int(config.eval.iwae_chunk),
+      )
       if length_bits is None:
         length_bits = anomaly_scores.png_bits(anomaly_scores.model_view_images(ds.x_test, bool(config.data.binarize)))
       references = reference_scores(config, ds, chunk, setup, state.params, mesh, nap_stats, offset_bits)
-      codes = latents.encode_test_set(setup, state.params, ds.x_test, mesh, batch_size=config.eval.batch_size,
-                                      conditions=latents.condition_ids(chunk, ds.y_test))
+      codes = latents.encode_test_set(
+        setup,
+        state.params,
+        ds.x_test,
+        mesh,
+        batch_size=config.eval.batch_size,
+        conditions=latents.condition_ids(chunk, ds.y_test),
+      )
       if write:
         os.makedirs(os.path.join(workdir, "scores"), exist_ok=True)
       for m, run in enumerate(chunk):
         if write:
-          np.savez(os.path.join(workdir, "scores", f"{run.name}.npz"), y_test=ds.y_test, codes=codes[m],
-                   length_bits=length_bits, **{name: v[m] for name, v in scores.items()})
-        result = metrics.evaluate_run(run, {k: v[m] for k, v in scores.items()}, ds.y_test,
-                                       conditional=spec.conditional,
-                                      condition_counts=input_pipeline.condition_counts(run, ds.y_train),
-                                       protocol=config.protocol, length_bits=length_bits,
-                                       offset_bits=offset_bits, reference=references[m])
+          np.savez(
+            os.path.join(workdir, "scores", f"{run.name}.npz"),
+            y_test=ds.y_test,
+            codes=codes[m],
+            length_bits=length_bits,
+            **{name: v[m] for name, v in scores.items()},
+          )
+        result = metrics.evaluate_run(
+          run,
+          {k: v[m] for k, v in scores.items()},
+          ds.y_test,
+          conditional=spec.conditional,
+          condition_counts=input_pipeline.condition_counts(run, ds.y_train),
+          protocol=config.protocol,
+          length_bits=length_bits,
+          offset_bits=offset_bits,
+          reference=references[m],
+        )
         result["chunk_train_seconds"] = seconds
         result["skipped_updates"] = int(distributed.to_host(state.skipped)[m])
-        result.update(latents.disentanglement_results(run, codes[m], ds.y_test, ds.factors_test,
-                                                      ds.factor_names, seed=config.seed))
+        result.update(
+          latents.disentanglement_results(run, codes[m], ds.y_test, ds.factors_test, ds.factor_names, seed=config.seed)
+        )
         if write:
           files.write_json(done[m], result)
         per_run.append(result)
 
-  results = metrics.summarize(per_run, model=config.model.name, dataset=ds.name, protocol=config.protocol,
-                               train_seconds=total_seconds, complexity_likelihood=complexity_likelihood(config))
+  results = metrics.summarize(
+    per_run,
+    model=config.model.name,
+    dataset=ds.name,
+    protocol=config.protocol,
+    train_seconds=total_seconds,
+    complexity_likelihood=complexity_likelihood(config),
+  )
   results.update(latents.summarize_disentanglement(per_run))
   results["num_devices"] = mesh.devices.size
   results["num_processes"] = jax.process_count()
@@ -192,11 +277,18 @@ class Trained:
 
   def __init__(self, config, dataset, runs, setup, params, mesh):
     self.config, self.dataset, self.runs, self.setup, self.params, self.mesh = (
-        config, dataset, runs, setup, params, mesh)
+      config,
+      dataset,
+      runs,
+      setup,
+      params,
+      mesh,
+    )
 
 
 def load_config(workdir: str):
   import ml_collections
+
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     raise WorkdirError(f"{workdir} has no config.json: not a trained workdir")
@@ -215,8 +307,7 @@ def load_trained(workdir: str, *, dataset: data_lib.Dataset | None = None) -> Tr
   setup = train_step.make_setup(config, image_shape, num_conditions, mesh.devices.size)
   params = {}
   for chunk in chunks(runs, int(config.train.runs_per_program)):
-    target = train_step.stack_states([train_step.init_state(setup, train_step.run_key(r), image_shape)
-                                      for r in chunk])
+    target = train_step.stack_states([train_step.init_state(setup, train_step.run_key(r), image_shape) for r in chunk])
     ckpt = os.path.join(workdir, "checkpoints", chunk_name(chunk))
     if not os.path.isdir(ckpt):
       raise WorkdirError(f"{workdir}: runs {chunk_name(chunk)} were not trained (no {ckpt})")

@@ -43,4 +43,5 @@ def skip_when_inactive(step, state, inputs, active):
 
   def idle(s):
     return s, jax.tree.map(lambda t: jnp.zeros(t.shape, t.dtype), terms_shape)
+
   return jax.lax.cond(active, lambda s: step(s, inputs), idle, state)

@@ -84,8 +84,9 @@ class Model:
     self._encode, self._decode, self._prior = jax.jit(encode), jax.jit(decode), jax.jit(prior)
 
   def _batched(self, fn, params, arr, ids):
-    return map_batches(lambda i, a, c: fn(params, a, c), [(arr, 0), (ids, 0)], mesh=self.mesh,
-                       batch_size=self.batch_size, out_axis=0)
+    return map_batches(
+      lambda i, a, c: fn(params, a, c), [(arr, 0), (ids, 0)], mesh=self.mesh, batch_size=self.batch_size, out_axis=0
+    )
 
   def _ids(self, cond, n):
     return np.broadcast_to(np.asarray(0 if cond is None else cond, np.int32), (n,)).copy()

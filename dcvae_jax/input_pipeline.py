@@ -82,30 +82,41 @@ class RunData:
   up the excess. The kept chunks, listed class after class in a random class order, go round-robin into the S
   batches (so no batch holds two chunks of a class), then the chunks in every batch and the batches are shuffled.
   With balanced classes an epoch sees every example once up to the remainders."""
+
   run: Run
-  indices: np.ndarray          # int32 (N_run,)
-  cond_all: np.ndarray         # int32 (N_train,): condition id of every training example (0 where not normal)
+  indices: np.ndarray  # int32 (N_run,)
+  cond_all: np.ndarray  # int32 (N_train,): condition id of every training example (0 where not normal)
   condition_counts: np.ndarray  # float32 (C,)
   steps_per_epoch: int
   total_steps: int
   sampling: str = "uniform"
-  per_condition: int = 0        # stratified: examples of each condition in a batch
+  per_condition: int = 0  # stratified: examples of each condition in a batch
   conditions_per_batch: int = 0  # stratified: distinct conditions in a batch
   chunks_per_epoch: np.ndarray | None = dataclasses.field(default=None, repr=False)  # stratified: (C,) kept
   _epoch: int = dataclasses.field(default=-1, repr=False)
   _perm: np.ndarray | None = dataclasses.field(default=None, repr=False)
 
   @classmethod
-  def build(cls, run: Run, y_train: np.ndarray, batch_size: int, num_epochs: int, *, sampling: str = "uniform",
-            per_condition: int = 0, conditions_per_batch: int = 0) -> "RunData":
+  def build(
+    cls,
+    run: Run,
+    y_train: np.ndarray,
+    batch_size: int,
+    num_epochs: int,
+    *,
+    sampling: str = "uniform",
+    per_condition: int = 0,
+    conditions_per_batch: int = 0,
+  ) -> "RunData":
     """``sampling`` and the rest: see ``sampling_options`` (``validation.validate`` checks the config first)."""
     cond_all = condition_ids(run, y_train, missing=0)
     indices = np.flatnonzero(np.isin(y_train, run.normal)).astype(np.int32)
     if indices.size == 0:
       raise ConfigError(f"run {run.name}: no training examples of the normal classes {list(run.normal)}")
     if indices.size < batch_size:
-      raise ConfigError(f"run {run.name}: only {indices.size} normal training examples, fewer than "
-                        f"train.batch_size={batch_size}")
+      raise ConfigError(
+        f"run {run.name}: only {indices.size} normal training examples, fewer than train.batch_size={batch_size}"
+      )
     counts = condition_counts(run, y_train)
     common = dict(run=run, indices=indices, cond_all=cond_all, condition_counts=counts)
     if sampling == "uniform":
@@ -115,23 +126,34 @@ class RunData:
       raise ConfigError(f"train.batch_sampling must be one of {', '.join(BATCH_SAMPLING)}, got {sampling!r}")
     p, k = int(per_condition), int(conditions_per_batch)
     if p < 1 or k < 1 or p * k != batch_size:
-      raise ConfigError(f"stratified batches need batch_size = conditions_per_batch x per_condition, got "
-                        f"{batch_size} != {k} x {p}")
+      raise ConfigError(
+        f"stratified batches need batch_size = conditions_per_batch x per_condition, got {batch_size} != {k} x {p}"
+      )
     if k > len(run.normal):
-      raise ConfigError(f"run {run.name}: train.conditions_per_batch={k} exceeds its {len(run.normal)} normal "
-                        "condition(s)")
+      raise ConfigError(
+        f"run {run.name}: train.conditions_per_batch={k} exceeds its {len(run.normal)} normal condition(s)"
+      )
     chunks = counts.astype(np.int64) // p
     spe = int(chunks.sum()) // k
     while spe > 0 and np.minimum(chunks, spe).sum() < k * spe:
       spe -= 1
     if spe == 0:
-      raise ConfigError(f"run {run.name}: no stratified batch of {k} conditions x {p} examples can be formed "
-                        f"(examples per condition: {counts.astype(int).tolist()})")
+      raise ConfigError(
+        f"run {run.name}: no stratified batch of {k} conditions x {p} examples can be formed "
+        f"(examples per condition: {counts.astype(int).tolist()})"
+      )
     kept = np.minimum(chunks, spe)
     for _ in range(int(kept.sum()) - k * spe):  # give up the excess from the classes with the most chunks
       kept[np.argmax(kept)] -= 1
-    return cls(**common, steps_per_epoch=spe, total_steps=spe * int(num_epochs), sampling="stratified",
-               per_condition=p, conditions_per_batch=k, chunks_per_epoch=kept)
+    return cls(
+      **common,
+      steps_per_epoch=spe,
+      total_steps=spe * int(num_epochs),
+      sampling="stratified",
+      per_condition=p,
+      conditions_per_batch=k,
+      chunks_per_epoch=kept,
+    )
 
   def epoch_order(self, epoch: int) -> np.ndarray:
     """The training-set indices of epoch ``epoch``, batch after batch (steps_per_epoch x batch_size of them
@@ -145,11 +167,12 @@ class RunData:
     for c in rng.permutation(self.condition_counts.size):
       members = self.indices[cond == c]
       members = members[rng.permutation(members.size)]
-      listed.append(members[:int(self.chunks_per_epoch[c]) * p].reshape(-1, p))
-    listed = np.concatenate(listed)                        # (k S, p), one class after another
+      listed.append(members[: int(self.chunks_per_epoch[c]) * p].reshape(-1, p))
+    listed = np.concatenate(listed)  # (k S, p), one class after another
     batches = listed.reshape(self.conditions_per_batch, s, p).transpose(1, 0, 2)  # chunk j -> batch j mod S
-    batches = np.take_along_axis(batches, rng.permuted(np.tile(np.arange(self.conditions_per_batch), (s, 1)),
-                                                       axis=1)[:, :, None], axis=1)
+    batches = np.take_along_axis(
+      batches, rng.permuted(np.tile(np.arange(self.conditions_per_batch), (s, 1)), axis=1)[:, :, None], axis=1
+    )
     return batches[rng.permutation(s)].reshape(-1)
 
   def batch_indices(self, step: int, batch_size: int) -> np.ndarray:
@@ -157,4 +180,4 @@ class RunData:
     epoch, pos = divmod(step, self.steps_per_epoch)
     if self._epoch != epoch:
       self._perm, self._epoch = self.epoch_order(epoch), epoch
-    return self._perm[pos * batch_size:(pos + 1) * batch_size]
+    return self._perm[pos * batch_size : (pos + 1) * batch_size]

@@ -26,7 +26,6 @@ from __future__ import annotations
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
@@ -39,6 +38,7 @@ COMPUTE_ALL_KEYS = ("mig", "factor_vae", "dci_disentanglement", "dci_completenes
 
 # ----------------------------------------------------------------------------------------------------------
 # Codes.
+
 
 def encode_batch(setup: Setup, params, x, cond_ids):
   """Encoder means of one model on a float batch x (B,H,W,1) with int condition ids (B,): (B, d)."""
@@ -54,9 +54,12 @@ def compile_encode_fn(setup: Setup, mesh):
 
   def wrapped(params, x_uint8, cond_ids):
     return fn(params, preprocess(x_uint8, setup.binarize, setup.dequantize), cond_ids)
-  return jax.jit(wrapped, in_shardings=(NamedSharding(mesh, P()), NamedSharding(mesh, P("data")),
-                                        NamedSharding(mesh, P(None, "data"))),
-                 out_shardings=NamedSharding(mesh, P()))
+
+  return jax.jit(
+    wrapped,
+    in_shardings=(NamedSharding(mesh, P()), NamedSharding(mesh, P("data")), NamedSharding(mesh, P(None, "data"))),
+    out_shardings=NamedSharding(mesh, P()),
+  )
 
 
 def condition_ids(runs, y: np.ndarray) -> np.ndarray:
@@ -90,8 +93,10 @@ def encode_test_set(setup: Setup, params, x_test: np.ndarray, mesh, *, batch_siz
   num_models = _num_models(params)
   if setup.spec.conditional:
     if conditions is None:
-      raise ValueError("a conditional model needs the condition of each image: pass conditions= (int ids, "
-                       f"(N,) or (M, N); id {setup.num_conditions} = the all-zero condition)")
+      raise ValueError(
+        "a conditional model needs the condition of each image: pass conditions= (int ids, "
+        f"(N,) or (M, N); id {setup.num_conditions} = the all-zero condition)"
+      )
     ids = np.asarray(conditions)
     if ids.dtype.kind not in "iu":
       raise ValueError(f"conditions must be integer ids, got dtype {ids.dtype}")
@@ -100,29 +105,34 @@ def encode_test_set(setup: Setup, params, x_test: np.ndarray, mesh, *, batch_siz
     if ids.shape != (num_models, n):
       raise ValueError(f"conditions have shape {np.shape(conditions)}, expected ({n},) or ({num_models}, {n})")
     if ids.size and (ids.min() < 0 or ids.max() > setup.num_conditions):
-      raise ValueError(f"condition ids span {ids.min()}..{ids.max()}, expected 0..{setup.num_conditions} "
-                       f"({setup.num_conditions} = the all-zero condition)")
+      raise ValueError(
+        f"condition ids span {ids.min()}..{ids.max()}, expected 0..{setup.num_conditions} "
+        f"({setup.num_conditions} = the all-zero condition)"
+      )
     ids = ids.astype(np.int32)
   else:
     ids = np.zeros((num_models, n), np.int32)
   if n == 0:
     return np.zeros((num_models, 0, int(setup.hp.latent_dim)), np.float32)
   fn = compile_encode_fn(setup, mesh)
-  mu = inference.map_batches(lambda i, xb, cb: fn(params, xb, cb), [(x_test, 0), (ids, 1)], mesh=mesh,
-                             batch_size=batch_size)
+  mu = inference.map_batches(
+    lambda i, xb, cb: fn(params, xb, cb), [(x_test, 0), (ids, 1)], mesh=mesh, batch_size=batch_size
+  )
   return mu.astype(np.float32, copy=False)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Metrics.
 
+
 def _none_if_nan(v):
   v = float(v)
   return v if np.isfinite(v) else None
 
 
-def disentanglement_results(run, codes: np.ndarray, y_test: np.ndarray, factors_test=None, factor_names=None,
-                            seed: int = 0) -> dict:
+def disentanglement_results(
+  run, codes: np.ndarray, y_test: np.ndarray, factors_test=None, factor_names=None, seed: int = 0
+) -> dict:
   """One run's disentanglement metrics on its normal test images (see the module docstring).
 
   codes: (N_test, d) this run's encoder means of the whole test set; y_test: (N_test,) labels;
@@ -164,8 +174,7 @@ def disentanglement_results(run, codes: np.ndarray, y_test: np.ndarray, factors_
     out["class_mig_note"] = error
   elif len(run.normal) < 2:
     out["class_mig"] = None
-    out["class_mig_note"] = ("one normal class: the class is constant on the run's data, so its MIG is "
-                             "undefined")
+    out["class_mig_note"] = "one normal class: the class is constant on the run's data, so its MIG is undefined"
   else:
     out["class_mig"] = float(disentangle.mig(z, y))
   return out

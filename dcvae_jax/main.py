@@ -13,24 +13,28 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
-                               "default.py")
+_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "default.py")
 if not os.path.exists(_DEFAULT_CONFIG):
   _DEFAULT_CONFIG = os.path.join("configs", "default.py")
 
 
 def _define_config_flag():
   # Defining the flag already reads the default config and the --config.* overrides in sys.argv.
-  config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Experiment config file (path[:argument]).",
-                                  lock_config=True)
+  config_flags.DEFINE_config_file(
+    "config", _DEFAULT_CONFIG, "Experiment config file (path[:argument]).", lock_config=True
+  )
 
 
 flags.DEFINE_string("workdir", None, "Where checkpoints and results go (default: workdirs/<config name>).")
-flags.DEFINE_enum("mode", "train", ["train", "report", "table", "rescore"],
-                  "train: train, evaluate, write results.json (resumes by itself); report: figures and "
-                  "report.html of a trained workdir; table: every model of config.table.models (Table 1); "
-                  "rescore: recompute every score of a trained workdir from its checkpoints (its own config, "
-                  "the command line's eval settings).")
+flags.DEFINE_enum(
+  "mode",
+  "train",
+  ["train", "report", "table", "rescore"],
+  "train: train, evaluate, write results.json (resumes by itself); report: figures and "
+  "report.html of a trained workdir; table: every model of config.table.models (Table 1); "
+  "rescore: recompute every score of a trained workdir from its checkpoints (its own config, "
+  "the command line's eval settings).",
+)
 FLAGS = flags.FLAGS
 
 
@@ -42,20 +46,25 @@ def default_workdir(config_arg: str) -> str:
 
 def main(argv):
   from dcvae_jax import messages
+
   messages.quiet_other_libraries()  # our INFO messages show by default (--verbosity=-1: warnings only); Orbax's not
   # Imports after flag parsing: JAX must not start before XLA_FLAGS are final.
   from dcvae_jax import distributed
+
   distributed.maybe_initialize()
   from dcvae_jax import errors, experiment, metrics
+
   config_arg = FLAGS["config"].value and FLAGS["config"].config_filename
   workdir = FLAGS.workdir or default_workdir(config_arg or _DEFAULT_CONFIG)
   try:
     if FLAGS.mode == "report":
       from dcvae_jax import report
+
       print(f"report: {report.make_report(workdir)}")
       return
     if FLAGS.mode == "table":
       from dcvae_jax import table
+
       rows = table.run_table(FLAGS.config, workdir)
       print(table.format_markdown(rows), end="")
       print(f"table: {os.path.join(workdir, 'results.md')}")

@@ -19,14 +19,16 @@ from dcvae_jax.errors import ConfigError
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
   name: str
-  regularizer: Callable          # (out, hp, tc_d) -> (scalar, terms)
-  conditional: bool = False      # encoder and decoder see the one-hot condition
-  learned_prior: bool = False    # factorised conditional prior r(z|c)
-  relevance: bool = False        # RF-VAE relevance vector r
-  discriminator: bool = False    # FactorVAE density-ratio discriminator
+  regularizer: Callable  # (out, hp, tc_d) -> (scalar, terms)
+  conditional: bool = False  # encoder and decoder see the one-hot condition
+  learned_prior: bool = False  # factorised conditional prior r(z|c)
+  relevance: bool = False  # RF-VAE relevance vector r
+  discriminator: bool = False  # FactorVAE density-ratio discriminator
 
 
-MODELS: dict[str, ModelSpec] = {s.name: s for s in (
+MODELS: dict[str, ModelSpec] = {
+  s.name: s
+  for s in (
     ModelSpec("vae", objectives.vae_regularizer),
     ModelSpec("cvae", objectives.vae_regularizer, conditional=True),
     ModelSpec("beta_vae", objectives.beta_vae_regularizer),
@@ -34,7 +36,8 @@ MODELS: dict[str, ModelSpec] = {s.name: s for s in (
     ModelSpec("dcvae", objectives.decomposed_regularizer, conditional=True, learned_prior=True),
     ModelSpec("factor_vae", objectives.factor_vae_regularizer, discriminator=True),
     ModelSpec("rf_vae", objectives.rf_vae_regularizer, relevance=True, discriminator=True),
-)}
+  )
+}
 LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "gaussian")
 GAUSSIAN_VARIANCES = ("fixed", "global", "per_pixel")
 COMPUTE_DTYPES = ("float32", "bfloat16")
@@ -47,21 +50,31 @@ def get_model(name: str) -> ModelSpec:
 
 
 def make_module(spec: ModelSpec, model_cfg, image_shape, num_conditions: int) -> networks.VAE:
-  return networks.VAE(arch=model_cfg.arch, hidden=tuple(model_cfg.hidden), latent_dim=model_cfg.latent_dim,
-                      image_shape=tuple(image_shape), num_conditions=max(num_conditions, 1),
-                      learned_prior=spec.learned_prior, relevance=spec.relevance,
-                      obs_variance=learned_obs_variance(model_cfg), dtype=compute_dtype(model_cfg))
+  return networks.VAE(
+    arch=model_cfg.arch,
+    hidden=tuple(model_cfg.hidden),
+    latent_dim=model_cfg.latent_dim,
+    image_shape=tuple(image_shape),
+    num_conditions=max(num_conditions, 1),
+    learned_prior=spec.learned_prior,
+    relevance=spec.relevance,
+    obs_variance=learned_obs_variance(model_cfg),
+    dtype=compute_dtype(model_cfg),
+  )
+
 
 def learned_obs_variance(model_cfg) -> str:
-  """"global" / "per_pixel" for a Gaussian likelihood whose variance is learned, else "none"."""
+  """ "global" / "per_pixel" for a Gaussian likelihood whose variance is learned, else "none"."""
   if model_cfg.likelihood != "gaussian":
     return "none"
   kind = model_cfg.get("gaussian_variance", "fixed")
   return "none" if kind == "fixed" else kind
 
+
 def make_discriminator(model_cfg) -> networks.Discriminator:
-  return networks.Discriminator(layers=model_cfg.disc_layers, width=model_cfg.disc_width,
-                                dtype=compute_dtype(model_cfg))
+  return networks.Discriminator(
+    layers=model_cfg.disc_layers, width=model_cfg.disc_width, dtype=compute_dtype(model_cfg)
+  )
 
 
 def compute_dtype(model_cfg):

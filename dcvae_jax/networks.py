@@ -23,6 +23,7 @@ def _with_condition(h: jnp.ndarray, c: jnp.ndarray | None) -> jnp.ndarray:
 
 class MLPEncoder(nn.Module):
   """x (B,H,W,C) [, c (B,K)] -> (mu, logvar), each (B, latent_dim)."""
+
   hidden: Sequence[int]
   latent_dim: int
   dtype: Any = jnp.float32
@@ -41,6 +42,7 @@ class MLPEncoder(nn.Module):
 
 class MLPDecoder(nn.Module):
   """z (B,d) [, c] -> Bernoulli/Gaussian-mean logits (B,H,W,C)."""
+
   hidden: Sequence[int]
   image_shape: Sequence[int]
   dtype: Any = jnp.float32
@@ -58,6 +60,7 @@ class MLPDecoder(nn.Module):
 
 class ConvEncoder(nn.Module):
   """Stride-2 4x4 convolutions (channels ``hidden[:-1]``), then Dense(hidden[-1]); c joins after flattening."""
+
   hidden: Sequence[int]
   latent_dim: int
   dtype: Any = jnp.float32
@@ -80,6 +83,7 @@ class ConvEncoder(nn.Module):
 
 class ConvDecoder(nn.Module):
   """Mirror of ConvEncoder: Dense -> (H/4, W/4, ch) -> two stride-2 transposed convolutions -> logits."""
+
   hidden: Sequence[int]
   image_shape: Sequence[int]
   dtype: Any = jnp.float32
@@ -99,8 +103,8 @@ class ConvDecoder(nn.Module):
     return _f32(nn.ConvTranspose(out_ch, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype)(h))
 
 
-OBS_LOGVAR_INIT = -2.0    # sigma ~ 0.37 on [0, 1] pixels
-OBS_LOGVAR_MIN = -9.0     # sigma ~ 0.011, about 3 grey levels: a floor, so no pixel's density is unbounded
+OBS_LOGVAR_INIT = -2.0  # sigma ~ 0.37 on [0, 1] pixels
+OBS_LOGVAR_MIN = -9.0  # sigma ~ 0.011, about 3 grey levels: a floor, so no pixel's density is unbounded
 OBS_LOGVAR_MAX = 3.0
 
 ENCODERS = {"mlp": MLPEncoder, "conv": ConvEncoder}
@@ -113,6 +117,7 @@ class VAE(nn.Module):
   learned_prior: r(z|c) = prod_j N(z_j; m_j(c), exp(s_j(c))), one row of (m, s) per condition, initialised
   to N(0, I). relevance: r = sigmoid(rho) in [0,1]^d (RF-VAE), initialised at r = 0.5.
   """
+
   arch: str
   hidden: Sequence[int]
   latent_dim: int
@@ -120,16 +125,15 @@ class VAE(nn.Module):
   num_conditions: int = 0
   learned_prior: bool = False
   relevance: bool = False
-  obs_variance: str = "none"     # Gaussian likelihood: "none" (no learned variance), "global" or "per_pixel"
-  dtype: Any = jnp.float32       # compute dtype (bfloat16 for mixed precision); params stay float32
+  obs_variance: str = "none"  # Gaussian likelihood: "none" (no learned variance), "global" or "per_pixel"
+  dtype: Any = jnp.float32  # compute dtype (bfloat16 for mixed precision); params stay float32
 
   def setup(self):
     self.encoder = ENCODERS[self.arch](self.hidden, self.latent_dim, dtype=self.dtype)
     self.decoder = DECODERS[self.arch](self.hidden, self.image_shape, dtype=self.dtype)
     if self.learned_prior:
       self.prior_mu = self.param("prior_mu", nn.initializers.zeros, (self.num_conditions, self.latent_dim))
-      self.prior_logvar = self.param("prior_logvar", nn.initializers.zeros,
-                                     (self.num_conditions, self.latent_dim))
+      self.prior_logvar = self.param("prior_logvar", nn.initializers.zeros, (self.num_conditions, self.latent_dim))
     if self.relevance:
       self.rho = self.param("relevance_logit", nn.initializers.zeros, (self.latent_dim,))
     if self.obs_variance != "none":
@@ -176,6 +180,7 @@ class Discriminator(nn.Module):
 
   logit 0: "z drawn from q(z)"; logit 1: "z drawn from prod_j q(z_j)" (dimension-wise permuted codes).
   """
+
   layers: int = 6
   width: int = 1000
   dtype: Any = jnp.float32

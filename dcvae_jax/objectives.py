@@ -23,6 +23,7 @@ from dcvae_jax.fast_ops import sum_per_example
 # ----------------------------------------------------------------------------------------------------------
 # Likelihoods and the forward pass.
 
+
 def continuous_bernoulli_log_norm(logits):
   """log C(lambda) of the continuous Bernoulli, lambda = sigmoid(l) (Loaiza-Ganem & Cunningham 2019).
 
@@ -116,8 +117,17 @@ def forward(spec, module, params, x, cond_ids, rng, num_conditions: int, eps=Non
   prior_mu, prior_logvar = module.apply(params, cond_ids, method=networks.VAE.prior)
   relevance = module.apply(params, method=networks.VAE.relevance_vector)
   obs_logvar = module.apply(params, method=networks.VAE.obs_logvar)
-  return dict(mu=mu, logvar=logvar, z=z, logits=logits, prior_mu=prior_mu, prior_logvar=prior_logvar,
-              relevance=relevance, cond_ids=cond_ids, obs_logvar=obs_logvar)
+  return dict(
+    mu=mu,
+    logvar=logvar,
+    z=z,
+    logits=logits,
+    prior_mu=prior_mu,
+    prior_logvar=prior_logvar,
+    relevance=relevance,
+    cond_ids=cond_ids,
+    obs_logvar=obs_logvar,
+  )
 
 
 def decompose(spec, out, *, dataset_size, condition_counts, method: str, groups: int = 1):
@@ -136,9 +146,17 @@ def decompose(spec, out, *, dataset_size, condition_counts, method: str, groups:
     arrays = [a.reshape((groups, a.shape[0] // groups) + a.shape[1:]) for a in arrays]
 
   def one(z, mu, logvar, pmu, plogvar, cond):
-    return estimators.elbo_decomposition(z, mu, logvar, dataset_size=size, method=method,
-                                         conditions=cond if conditional else None,
-                                         prior_mu=pmu, prior_logvar=plogvar)
+    return estimators.elbo_decomposition(
+      z,
+      mu,
+      logvar,
+      dataset_size=size,
+      method=method,
+      conditions=cond if conditional else None,
+      prior_mu=pmu,
+      prior_logvar=plogvar,
+    )
+
   if groups > 1:
     return jax.tree.map(jnp.mean, jax.vmap(one)(*arrays))
   return one(*arrays)
@@ -169,6 +187,7 @@ def discriminator_input(spec, out):
 
 # ----------------------------------------------------------------------------------------------------------
 # The models: each returns (regulariser, extra terms). ``out`` carries kl_dims (B,d) and mi/tc/dwkl.
+
 
 def vae_regularizer(out, hp, tc_d):
   """vae, cvae: KL(q(z|x[,c]) || p(z))."""
@@ -210,20 +229,40 @@ def rf_vae_regularizer(out, hp, tc_d):
 
 # ----------------------------------------------------------------------------------------------------------
 
-def model_loss(spec, module, params, x, cond_ids, rng, *, hp, num_conditions: int,
-               dataset_size, condition_counts, groups: int = 1, disc=None, disc_params=None, eps=None):
+
+def model_loss(
+  spec,
+  module,
+  params,
+  x,
+  cond_ids,
+  rng,
+  *,
+  hp,
+  num_conditions: int,
+  dataset_size,
+  condition_counts,
+  groups: int = 1,
+  disc=None,
+  disc_params=None,
+  eps=None,
+):
   """The model's loss and every logged term: (loss, (terms, out)). ``eps``: see ``forward``."""
   out = forward(spec, module, params, x, cond_ids, rng, num_conditions, eps=eps)
   rec = recon_nll(out["logits"], x, hp.likelihood, likelihood_logvar(hp, out["obs_logvar"])).mean()
   out["kl_dims"] = estimators.kl_diag_gaussians(out["mu"], out["logvar"], out["prior_mu"], out["prior_logvar"])
   out["kl"] = out["kl_dims"].sum(-1).mean()
-  out.update(decompose(spec, out, dataset_size=dataset_size, condition_counts=condition_counts,
-                       method=hp.estimator, groups=groups))
+  out.update(
+    decompose(
+      spec, out, dataset_size=dataset_size, condition_counts=condition_counts, method=hp.estimator, groups=groups
+    )
+  )
   tc_d = None
   if spec.discriminator:
     tc_d = lambda z: discriminator_tc(disc, disc_params, z)  # noqa: E731
   reg, extra = spec.regularizer(out, hp, tc_d)
   loss = rec + reg
-  terms = dict(loss=loss, recon=rec, kl=out["kl"], elbo=rec + out["kl"], mi=out["mi"], tc=out["tc"],
-               dwkl=out["dwkl"], **extra)
+  terms = dict(
+    loss=loss, recon=rec, kl=out["kl"], elbo=rec + out["kl"], mi=out["mi"], tc=out["tc"], dwkl=out["dwkl"], **extra
+  )
   return loss, (terms, out)

@@ -20,12 +20,12 @@ PROTOCOLS = ("one_vs_rest", "leave_one_out", "split")
 
 @dataclasses.dataclass(frozen=True)
 class Run:
-  name: str                    # e.g. "class3_seed0"
-  label: str                   # the key under which results are reported ("3" or "split")
+  name: str  # e.g. "class3_seed0"
+  label: str  # the key under which results are reported ("3" or "split")
   seed: int
-  normal: tuple[int, ...]      # training classes; condition id = position in this tuple
+  normal: tuple[int, ...]  # training classes; condition id = position in this tuple
   anomalous: tuple[int, ...]
-  uid: int                     # stable integer naming this run's random stream (fold_in(seed key, uid))
+  uid: int  # stable integer naming this run's random stream (fold_in(seed key, uid))
 
 
 def make_runs(protocol, num_classes: int, seed: int, num_seeds: int = 1) -> list[Run]:
@@ -59,8 +59,16 @@ def make_runs(protocol, num_classes: int, seed: int, num_seeds: int = 1) -> list
   runs = []
   for s in range(seed, seed + max(int(num_seeds), 1)):
     for label, normal, anomalous, uid in cells:
-      runs.append(Run(name=f"class{label}_seed{s}" if label != "split" else f"split_seed{s}",
-                      label=label, seed=s, normal=normal, anomalous=anomalous, uid=uid))
+      runs.append(
+        Run(
+          name=f"class{label}_seed{s}" if label != "split" else f"split_seed{s}",
+          label=label,
+          seed=s,
+          normal=normal,
+          anomalous=anomalous,
+          uid=uid,
+        )
+      )
   return runs
 
 

@@ -70,25 +70,47 @@ class RunView:
     self.is_anomaly = np.isin(self.y, run.anomalous)
     cond_of_example = protocols.condition_ids(run, self.y, missing=-1)
     counts = input_pipeline.condition_counts(run, ds.y_train)
-    self.reduced = {name: scoring.reduce_conditions(scores[name][keep], name, protocol.score_condition,
-                                                    conditional=conditional, cond_of_example=cond_of_example,
-                                                    weights=counts)
-                    for name in scoring.DEVICE_SCORES if name in scores}
+    self.reduced = {
+      name: scoring.reduce_conditions(
+        scores[name][keep],
+        name,
+        protocol.score_condition,
+        conditional=conditional,
+        cond_of_example=cond_of_example,
+        weights=counts,
+      )
+      for name in scoring.DEVICE_SCORES
+      if name in scores
+    }
     if "iwae" in self.reduced and "length_bits" in scores:
       offset = anomaly_scores.density_offset_bits(
-          int(np.prod(ds.x_test.shape[1:])), is_continuous=trained.config.model.likelihood != "bernoulli",
-          dequantize=bool(trained.config.data.get("dequantize", False)))
-      self.reduced["complexity"] = anomaly_scores.complexity(self.reduced["iwae"],
-                                                             np.asarray(scores["length_bits"])[keep], offset)
+        int(np.prod(ds.x_test.shape[1:])),
+        is_continuous=trained.config.model.likelihood != "bernoulli",
+        dequantize=bool(trained.config.data.get("dequantize", False)),
+      )
+      self.reduced["complexity"] = anomaly_scores.complexity(
+        self.reduced["iwae"], np.asarray(scores["length_bits"])[keep], offset
+      )
     self.headline = protocol.score
     # complexity = iwae - L(x) + const: the same condition minimises both.
     per_condition = scores["iwae" if protocol.score == "complexity" else protocol.score]
-    self.cond = chosen_condition(per_condition[keep], protocol.score_condition,
-                                 conditional=conditional, cond_of_example=lookup[self.y])
+    self.cond = chosen_condition(
+      per_condition[keep], protocol.score_condition, conditional=conditional, cond_of_example=cond_of_example
+    )
 
 
-def run_figures(trained, run, out_dir: str, *, scores: dict | None = None, model: inference.Model | None = None,
-                workdir: str | None = None, per_group: int = 8, grid: int = 15, seed: int = 0) -> dict:
+def run_figures(
+  trained,
+  run,
+  out_dir: str,
+  *,
+  scores: dict | None = None,
+  model: inference.Model | None = None,
+  workdir: str | None = None,
+  per_group: int = 8,
+  grid: int = 15,
+  seed: int = 0,
+) -> dict:
   """Every per-run figure of ``run`` (a protocols.Run of ``trained``) under ``out_dir``: {name: path}.
 
   ``scores``: the run's saved scores (default: read from ``workdir``/scores); ``model``: an ``inference.Model``
@@ -112,14 +134,22 @@ def run_figures(trained, run, out_dir: str, *, scores: dict | None = None, model
   inputs = np.asarray(input_pipeline.preprocess(x_shown, trained.setup.binarize, trained.setup.dequantize))[..., 0]
   recons = model.reconstruct(params, x_shown, view.cond[shown])
   out["reconstructions"] = plots.reconstructions(
-      os.path.join(out_dir, "reconstructions.png"), inputs, recons, view.is_anomaly[shown],
-      nelbo=view.reduced["nelbo"][shown], recon=view.reduced["recon"][shown], labels=view.y[shown],
-      per_group=per_group, title=f"{name}\nE: negative ELBO, A: reconstruction error")
+    os.path.join(out_dir, "reconstructions.png"),
+    inputs,
+    recons,
+    view.is_anomaly[shown],
+    nelbo=view.reduced["nelbo"][shown],
+    recon=view.reduced["recon"][shown],
+    labels=view.y[shown],
+    per_group=per_group,
+    title=f"{name}\nE: negative ELBO, A: reconstruction error",
+  )
 
   # Latent space of the test images (encoder means under the pictured condition).
   mu, _ = model.encode(params, view.x, view.cond)
-  out["latent"] = plots.latent_umap(os.path.join(out_dir, "latent.png"), mu, view.y, view.is_anomaly, seed=seed,
-                                    title=f"{run.name}")
+  out["latent"] = plots.latent_umap(
+    os.path.join(out_dir, "latent.png"), mu, view.y, view.is_anomaly, seed=seed, title=f"{run.name}"
+  )
 
   # Most active latent dimensions: variance of the encoder mean over the normal test images.
   activity = mu[~view.is_anomaly].std(axis=0) if (~view.is_anomaly).any() else mu.std(axis=0)
@@ -127,11 +157,18 @@ def run_figures(trained, run, out_dir: str, *, scores: dict | None = None, model
   means, stds = model.prior(params)
   dims = tuple(int(d) for d in order[:2]) if mu.shape[1] >= 2 else (0, 0)
   conds = list(range(len(run.normal))) if conditional else [None]
-  labels = ([f"c = class {k}" for k in run.normal] if conditional else ["N(0, I) prior"])
+  labels = [f"c = class {k}" for k in run.normal] if conditional else ["N(0, I) prior"]
   out["manifold"] = plots.manifold_2d(
-      os.path.join(out_dir, "manifold.png"), decode, means, stds, conditions=conds, labels=labels, dims=dims,
-      grid=grid, title=f"{run.name}: decodings over z{dims[0]} (across), z{dims[1]} (down)\n"
-                       "the other dims at the prior mean")
+    os.path.join(out_dir, "manifold.png"),
+    decode,
+    means,
+    stds,
+    conditions=conds,
+    labels=labels,
+    dims=dims,
+    grid=grid,
+    title=f"{run.name}: decodings over z{dims[0]} (across), z{dims[1]} (down)\nthe other dims at the prior mean",
+  )
 
   # Traversals around the first normal test image's code, most active dimensions first.
   base_i = int(np.flatnonzero(~view.is_anomaly)[0]) if (~view.is_anomaly).any() else 0
@@ -139,16 +176,26 @@ def run_figures(trained, run, out_dir: str, *, scores: dict | None = None, model
   pc = min(c0, means.shape[0] - 1)
   tdims = [int(d) for d in order[:MAX_TRAVERSAL_DIMS]]
   out["traversals"] = plots.traversals(
-      os.path.join(out_dir, "traversals.png"), decode, mu[base_i], condition=c0 if conditional else None,
-      dims=tdims, means=means[pc], stds=stds[pc], dim_labels=[f"z{d} (sd {activity[d]:.2f})" for d in tdims],
-      title=f"{run.name}: traversals of a class-{int(view.y[base_i])} image" +
-            (f" under c = class {run.normal[c0]}" if conditional and c0 < len(run.normal) else ""))
+    os.path.join(out_dir, "traversals.png"),
+    decode,
+    mu[base_i],
+    condition=c0 if conditional else None,
+    dims=tdims,
+    means=means[pc],
+    stds=stds[pc],
+    dim_labels=[f"z{d} (sd {activity[d]:.2f})" for d in tdims],
+    title=f"{run.name}: traversals of a class-{int(view.y[base_i])} image"
+    + (f" under c = class {run.normal[c0]}" if conditional and c0 < len(run.normal) else ""),
+  )
 
   out["histograms"] = plots.score_histograms(
-      os.path.join(out_dir, "histograms.png"),
-      {"A (reconstruction error)": (view.reduced["recon"], view.is_anomaly),
-       "E (negative ELBO)": (view.reduced["nelbo"], view.is_anomaly)},
-      title=f"{run.name}: scores of normal vs anomalous test images")
+    os.path.join(out_dir, "histograms.png"),
+    {
+      "A (reconstruction error)": (view.reduced["recon"], view.is_anomaly),
+      "E (negative ELBO)": (view.reduced["nelbo"], view.is_anomaly),
+    },
+    title=f"{run.name}: scores of normal vs anomalous test images",
+  )
   return out
 
 
@@ -158,10 +205,13 @@ def roc_figure(trained, workdir: str, path: str, scores_by_run: dict) -> str:
   for run in trained.runs:
     view = RunView(trained, run, scores_by_run[run.name])
     curves[run.name if trained.config.num_seeds > 1 else f"class {run.label}"] = (
-        view.reduced[view.headline], view.is_anomaly)
+      view.reduced[view.headline],
+      view.is_anomaly,
+    )
   protocol = trained.config.protocol
-  return plots.roc_curves(path, curves, title=f"{trained.config.model.name}: ROC of {protocol.score} "
-                                               f"({protocol.score_condition})")
+  return plots.roc_curves(
+    path, curves, title=f"{trained.config.model.name}: ROC of {protocol.score} ({protocol.score_condition})"
+  )
 
 
 def make_report(workdir: str, *, dataset=None, max_runs: int | None = None, log=_log) -> str:
@@ -177,12 +227,13 @@ def make_report(workdir: str, *, dataset=None, max_runs: int | None = None, log=
   os.makedirs(fig_dir, exist_ok=True)
   roc = roc_figure(trained, workdir, os.path.join(fig_dir, "roc.png"), scores)
   model = inference.Model(trained.setup, mesh=trained.mesh)
-  runs = trained.runs if max_runs is None else trained.runs[:max(int(max_runs), 0)]
+  runs = trained.runs if max_runs is None else trained.runs[: max(int(max_runs), 0)]
   per_run = {}
   for i, run in enumerate(runs):
     log(f"figures {i + 1}/{len(runs)}: {run.name}")
-    per_run[run.name] = run_figures(trained, run, os.path.join(fig_dir, run.name), scores=scores[run.name],
-                                    model=model, seed=int(trained.config.seed))
+    per_run[run.name] = run_figures(
+      trained, run, os.path.join(fig_dir, run.name), scores=scores[run.name], model=model, seed=int(trained.config.seed)
+    )
   path = os.path.join(workdir, "report.html")
   with open(path + ".tmp", "w") as f:
     f.write(render_html(results, roc, per_run, trained.runs, root=workdir))
@@ -218,37 +269,66 @@ def _img(path: str, root: str, alt: str) -> str:
 def render_html(results: dict, roc_path: str, per_run: dict, runs, *, root: str) -> str:
   e = html.escape
   r = results
-  cols = [("AUROC", "auroc"), ("AUPR", "aupr"), ("AUROC A", "recon_auroc"), ("AUROC E", "nelbo_auroc"),
-          ("A normal", "A_normal"), ("A anomalous", "A_anomalous"), ("E normal", "E_normal"),
-          ("E anomalous", "E_anomalous")]
+  cols = [
+    ("AUROC", "auroc"),
+    ("AUPR", "aupr"),
+    ("AUROC A", "recon_auroc"),
+    ("AUROC E", "nelbo_auroc"),
+    ("A normal", "A_normal"),
+    ("A anomalous", "A_anomalous"),
+    ("E normal", "E_normal"),
+    ("E anomalous", "E_anomalous"),
+  ]
   fmt = {k: "{:.1f}" if k[:2] in ("A_", "E_") else "{:.3f}" for _, k in cols}
   rows = []
   for run in r.get("runs", []):
-    rows.append("<tr><td>" + e(str(run["run"])) + "</td><td>" + e(_classes(run["normal"])) + "</td><td>" +
-                e(_classes(run["anomalous"])) + "</td>" +
-                "".join(f"<td>{_f(run.get(k), fmt[k])}</td>" for _, k in cols) + "</tr>")
-  rows.append('<tr class="mean"><td>mean ± std</td><td></td><td></td>' + "".join(
-      f"<td>{_f(r.get(k + '_mean'), fmt[k])} ± {_f(r.get(k + '_std'), fmt[k])}</td>" for _, k in cols) + "</tr>")
+    rows.append(
+      "<tr><td>"
+      + e(str(run["run"]))
+      + "</td><td>"
+      + e(_classes(run["normal"]))
+      + "</td><td>"
+      + e(_classes(run["anomalous"]))
+      + "</td>"
+      + "".join(f"<td>{_f(run.get(k), fmt[k])}</td>" for _, k in cols)
+      + "</tr>"
+    )
+  rows.append(
+    '<tr class="mean"><td>mean ± std</td><td></td><td></td>'
+    + "".join(f"<td>{_f(r.get(k + '_mean'), fmt[k])} ± {_f(r.get(k + '_std'), fmt[k])}</td>" for _, k in cols)
+    + "</tr>"
+  )
   head = "<tr><th>run</th><th>normal</th><th>anomalous</th>" + "".join(f"<th>{e(c)}</th>" for c, _ in cols) + "</tr>"
-  meta = (f"protocol <b>{e(str(r.get('protocol')))}</b>, headline score <b>{e(str(r.get('score')))}</b> "
-          f"(A = reconstruction error, E = negative ELBO), score_condition <b>{e(str(r.get('score_condition')))}</b>, "
-          f"{r.get('num_runs')} run(s), training {_f(r.get('train_seconds'), '{:.1f}')} s on "
-          f"{e(str(r.get('num_devices', '?')))} {e(str(r.get('backend', '')))} device(s)")
-  parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(str(r.get('model')))} on "
-           f"{e(str(r.get('dataset')))}</title><style>{_CSS}</style></head><body>",
-           f"<h1>{e(str(r.get('model')))} on {e(str(r.get('dataset')))}</h1>", f"<p>{meta}</p>"]
+  meta = (
+    f"protocol <b>{e(str(r.get('protocol')))}</b>, headline score <b>{e(str(r.get('score')))}</b> "
+    f"(A = reconstruction error, E = negative ELBO), score_condition <b>{e(str(r.get('score_condition')))}</b>, "
+    f"{r.get('num_runs')} run(s), training {_f(r.get('train_seconds'), '{:.1f}')} s on "
+    f"{e(str(r.get('num_devices', '?')))} {e(str(r.get('backend', '')))} device(s)"
+  )
+  parts = [
+    f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(str(r.get('model')))} on "
+    f"{e(str(r.get('dataset')))}</title><style>{_CSS}</style></head><body>",
+    f"<h1>{e(str(r.get('model')))} on {e(str(r.get('dataset')))}</h1>",
+    f"<p>{meta}</p>",
+  ]
   if r.get("warning"):
     parts.append(f'<p class="warn">{e(r["warning"])}</p>')
-  parts += ["<h2>Results</h2>", f"<table>{head}{''.join(rows)}</table>",
-            "<h2>ROC curves</h2>", f'<div class="figs">{_img(roc_path, root, "ROC curves")}</div>']
+  parts += [
+    "<h2>Results</h2>",
+    f"<table>{head}{''.join(rows)}</table>",
+    "<h2>ROC curves</h2>",
+    f'<div class="figs">{_img(roc_path, root, "ROC curves")}</div>',
+  ]
   if per_run:
     parts.append("<h2>Per run</h2>")
   by_name = {run.name: run for run in runs}
   auroc = {x["run"]: x.get("auroc") for x in r.get("runs", [])}
   for name, figs in per_run.items():
     run = by_name[name]
-    parts.append(f"<h3>{e(name)}: normal {e(_classes(run.normal))}, anomalous {e(_classes(run.anomalous))}, "
-                 f"AUROC {_f(auroc.get(name))}</h3>")
+    parts.append(
+      f"<h3>{e(name)}: normal {e(_classes(run.normal))}, anomalous {e(_classes(run.anomalous))}, "
+      f"AUROC {_f(auroc.get(name))}</h3>"
+    )
     parts.append('<div class="figs">' + "".join(_img(p, root, f"{name} {k}") for k, p in figs.items()) + "</div>")
   skipped = [run.name for run in runs if run.name not in per_run]
   if skipped:

@@ -15,7 +15,6 @@ A conditional model scores x under every normal condition c; ``score_condition``
 complexity is computed from the reduced iwae, so it follows iwae's reduction.
 """
 
-
 from __future__ import annotations
 
 import functools
@@ -32,7 +31,7 @@ from dcvae_jax.train_step import Setup
 
 SCORES = ("recon", "nelbo", "iwae", "complexity", "rapp", "rapp_sap", "sap_complexity")
 
-DEVICE_SCORES = ("recon", "nelbo", "iwae", "rapp", "rapp_sap")   # complexity is derived from iwae on the host
+DEVICE_SCORES = ("recon", "nelbo", "iwae", "rapp", "rapp_sap")  # complexity is derived from iwae on the host
 
 LOG_DENSITY_SCORES = ("nelbo", "iwae")
 
@@ -70,20 +69,24 @@ def score_batch(setup: Setup, params, nap_stats, x, key, num_samples: int, iwae_
     mu, logvar = objectives.encode(module, params, x, c)
     mean = objectives.mean_image(objectives.decode(module, params, mu, c), hp.likelihood)
     recon = jnp.square(x - mean).reshape((b, -1)).sum(-1)
-    pmu, plogvar = module.apply(params, jnp.minimum(ids, setup.num_conditions - 1 if spec.conditional else 0),
-                                method=networks.VAE.prior)
+    pmu, plogvar = module.apply(
+      params, jnp.minimum(ids, setup.num_conditions - 1 if spec.conditional else 0), method=networks.VAE.prior
+    )
     kl = estimators.kl_diag_gaussians(mu, logvar, pmu, plogvar).sum(-1)
 
     def nll(k):
       z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(k, mu.shape)
       return nll_of(z, c)
+
     rec = jnp.mean(jax.vmap(nll)(jax.random.split(key, num_samples)), axis=0)
 
     def log_w(z, log_q):  # (S, B, d) -> log p(x|z) + log p(z) - log q(z|x): (S, B)
       log_px = -jax.lax.map(lambda zs: nll_of(zs, c), z)
       return log_px + estimators.gaussian_log_density(z, pmu, plogvar).sum(-1) - log_q
-    iwae = anomaly_scores.iwae_nll(log_w, jax.random.fold_in(key, 0x1AE), mu, logvar,
-                                   num_samples=iwae_samples, chunk=iwae_chunk)
+
+    iwae = anomaly_scores.iwae_nll(
+      log_w, jax.random.fold_in(key, 0x1AE), mu, logvar, num_samples=iwae_samples, chunk=iwae_chunk
+    )
     d = rapp_differences_batch(setup, params, x, ids)
     return recon, rec + kl, iwae, anomaly_scores.nap(d, nap_stats), anomaly_scores.sap(d)
 
@@ -93,12 +96,14 @@ def score_batch(setup: Setup, params, nap_stats, x, key, num_samples: int, iwae_
 
 def compile_score_fn(setup: Setup, mesh, num_samples: int, iwae_samples: int = 64, iwae_chunk: int = 16):
   """jit(map over models) of score_batch, the test batch sharded over the mesh."""
-  one = functools.partial(score_batch, setup, num_samples=num_samples, iwae_samples=iwae_samples,
-                          iwae_chunk=min(iwae_chunk, iwae_samples))
+  one = functools.partial(
+    score_batch, setup, num_samples=num_samples, iwae_samples=iwae_samples, iwae_chunk=min(iwae_chunk, iwae_samples)
+  )
 
   def wrapped(params, nap_stats, x_uint8, key):
     x = preprocess(x_uint8, setup.binarize, setup.dequantize)
     return jax.lax.map(lambda a: one(a[0], a[1], x, key), (params, nap_stats))
+
   rep = NamedSharding(mesh, P())
   return jax.jit(wrapped, in_shardings=(rep, rep, NamedSharding(mesh, P("data")), rep), out_shardings=rep)
 
@@ -111,20 +116,38 @@ def fit_rapp(setup: Setup, params, x_fit: np.ndarray, cond_fit: np.ndarray, mesh
   rep = NamedSharding(mesh, P())
   one = functools.partial(rapp_differences_batch, setup)
 
-  @functools.partial(jax.jit, in_shardings=(rep, NamedSharding(mesh, P(None, "data")),
-                                            NamedSharding(mesh, P(None, "data"))), out_shardings=rep)
+  @functools.partial(
+    jax.jit,
+    in_shardings=(rep, NamedSharding(mesh, P(None, "data")), NamedSharding(mesh, P(None, "data"))),
+    out_shardings=rep,
+  )
   def diffs(params, x_uint8, cond):
     x = preprocess(x_uint8, setup.binarize, setup.dequantize)
     return jax.lax.map(lambda a: one(a[0], a[1], a[2]), (params, x, cond))
 
-  d = inference.map_batches(lambda i, xb, cb: diffs(params, xb, cb),
-                            [(x_fit, 1), (np.asarray(cond_fit, np.int32), 1)], mesh=mesh, batch_size=batch_size)
+  d = inference.map_batches(
+    lambda i, xb, cb: diffs(params, xb, cb),
+    [(x_fit, 1), (np.asarray(cond_fit, np.int32), 1)],
+    mesh=mesh,
+    batch_size=batch_size,
+  )
   fits = [anomaly_scores.fit_nap(d[m]) for m in range(d.shape[0])]
   return {k: np.stack([f[k] for f in fits]) for k in fits[0]}
 
 
-def score_test_set(setup: Setup, params, x_test: np.ndarray, mesh, *, batch_size: int, num_samples: int,
-                   seed: int = 0, nap_stats=None, iwae_samples: int = 64, iwae_chunk: int = 16):
+def score_test_set(
+  setup: Setup,
+  params,
+  x_test: np.ndarray,
+  mesh,
+  *,
+  batch_size: int,
+  num_samples: int,
+  seed: int = 0,
+  nap_stats=None,
+  iwae_samples: int = 64,
+  iwae_chunk: int = 16,
+):
   """Scores of every test image under every stacked model: dict name -> (M, N_test, C'). Each image is scored
   exactly once: the last batch is padded to the batch size (a multiple of the device count) and cut back.
   ``nap_stats`` from :func:`fit_rapp` (None: an identity normalisation, so rapp equals rapp_sap)."""
@@ -136,6 +159,7 @@ def score_test_set(setup: Setup, params, x_test: np.ndarray, mesh, *, batch_size
   def call(i, xb):
     key = distributed.replicated(jax.random.fold_in(jax.random.PRNGKey(seed), i), NamedSharding(mesh, P()))
     return {k: v for k, v in fn(params, stats, xb, key).items() if k in DEVICE_SCORES}
+
   return inference.map_batches(call, [(x_test, 0)], mesh=mesh, batch_size=batch_size)
 
 
@@ -146,11 +170,16 @@ def _identity_nap(setup: Setup, params, image_shape):
   first = jax.tree.map(lambda a: a[0], params)
   dim = jax.eval_shape(lambda p: rapp_differences_batch(setup, p, x, jnp.zeros((1,), jnp.int32)), first).shape[-1]
   eye = np.eye(dim, dtype=np.float32)
-  return {"mean": np.zeros((m, dim), np.float32), "basis": np.broadcast_to(eye, (m, dim, dim)),
-          "inv_scale": np.ones((m, dim), np.float32)}
+  return {
+    "mean": np.zeros((m, dim), np.float32),
+    "basis": np.broadcast_to(eye, (m, dim, dim)),
+    "inv_scale": np.ones((m, dim), np.float32),
+  }
 
-def reduce_conditions(scores: np.ndarray, name: str, how: str, *, conditional: bool, cond_of_example=None,
-                      weights=None) -> np.ndarray:
+
+def reduce_conditions(
+  scores: np.ndarray, name: str, how: str, *, conditional: bool, cond_of_example=None, weights=None
+) -> np.ndarray:
   """(N, C') per-condition scores -> (N,) (see the module docstring)."""
   if not conditional:
     return scores[:, 0]
@@ -170,16 +199,31 @@ def reduce_conditions(scores: np.ndarray, name: str, how: str, *, conditional: b
   raise ValueError(f"unknown score_condition {how!r}; known: {', '.join(SCORE_CONDITIONS)}")
 
 
-def reduce_scores(run, scores: dict, y: np.ndarray, *, conditional: bool, condition_counts, protocol,
-                  length_bits=None, offset_bits: float = 0.0) -> dict:
+def reduce_scores(
+  run,
+  scores: dict,
+  y: np.ndarray,
+  *,
+  conditional: bool,
+  condition_counts,
+  protocol,
+  length_bits=None,
+  offset_bits: float = 0.0,
+) -> dict:
   """Per-condition scores (name -> (N, C')) of images with labels ``y`` -> name -> (N,), with complexity
   from the reduced iwae and ``length_bits`` (N,) when both are there."""
   cond_of_example = condition_ids(run, y, missing=-1)
   reduced = {}
   for name in DEVICE_SCORES:
     if name in scores:
-      reduced[name] = reduce_conditions(scores[name], name, protocol.score_condition, conditional=conditional,
-                                        cond_of_example=cond_of_example, weights=condition_counts)
+      reduced[name] = reduce_conditions(
+        scores[name],
+        name,
+        protocol.score_condition,
+        conditional=conditional,
+        cond_of_example=cond_of_example,
+        weights=condition_counts,
+      )
   if "iwae" in reduced and length_bits is not None:
     reduced["complexity"] = anomaly_scores.complexity(reduced["iwae"], np.asarray(length_bits), offset_bits)
   return reduced

@@ -39,8 +39,10 @@ class TensorBoardWriter:
     writer = self._writers.get(run)
     if writer is None:
       from tensorboardX import SummaryWriter
-      writer = self._writers[run] = SummaryWriter(os.path.join(self.logdir, run),
-                                                  flush_secs=max(int(self.flush_seconds), 1))
+
+      writer = self._writers[run] = SummaryWriter(
+        os.path.join(self.logdir, run), flush_secs=max(int(self.flush_seconds), 1)
+      )
     for tag, value in values.items():
       writer.add_scalar(tag, float(value), global_step=int(step))
 

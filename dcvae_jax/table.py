@@ -19,29 +19,41 @@ from dcvae_jax import experiment, files, models
 from dcvae_jax.messages import log as _log
 
 PAPER_MODELS = ("vae", "cvae", "beta_vae", "factor_vae", "rf_vae", "dcvae")
-COLUMNS = ("model", "auroc_mean", "auroc_std", "aupr_mean", "aupr_std", "E_normal_mean", "E_anomalous_mean",
-           "A_normal_mean", "A_anomalous_mean", "train_seconds", "num_runs")
+COLUMNS = (
+  "model",
+  "auroc_mean",
+  "auroc_std",
+  "aupr_mean",
+  "aupr_std",
+  "E_normal_mean",
+  "E_anomalous_mean",
+  "A_normal_mean",
+  "A_anomalous_mean",
+  "train_seconds",
+  "num_runs",
+)
 
 
 def run_table(config, workdir: str, *, log=_log, dataset=None) -> list[dict]:
-  models = tuple(config.table.models) or PAPER_MODELS
-  for name in models:
+  names = tuple(config.table.models) or PAPER_MODELS
+  for name in names:
     models.get_model(name)  # fail before any training on an unknown name
   ds = dataset if dataset is not None else experiment.load_data(config)
   rows = []
-  for name in models:
+  for name in names:
     cfg = copy.deepcopy(config)
     cfg.unlock() if hasattr(cfg, "unlock") else None
     cfg.model.name = name
     sub = os.path.join(workdir, name)
     results = experiment.train_and_evaluate(cfg, sub, log=log, dataset=ds)
-    rows.append({k: results[k] for k in COLUMNS if k in results} | {"workdir": sub,
-                                                                    "dataset": results["dataset"],
-                                                                    "protocol": results["protocol"],
-                                                                    "score": results["score"]})
+    rows.append(
+      {k: results[k] for k in COLUMNS if k in results}
+      | {"workdir": sub, "dataset": results["dataset"], "protocol": results["protocol"], "score": results["score"]}
+    )
     write_table(rows, workdir)
     if config.table.figures:
       from dcvae_jax import report
+
       report.make_report(sub, dataset=ds, max_runs=int(config.table.figure_runs), log=log)
   return rows
 
@@ -60,13 +72,19 @@ def write_table(rows: list[dict], workdir: str):
 def format_markdown(rows: list[dict]) -> str:
   if not rows:
     return ""
-  head = (f"Dataset {rows[0]['dataset']}, protocol {rows[0]['protocol']}, score {rows[0]['score']} "
-          f"(mean +- std over classes and seeds)\n\n")
-  lines = ["| model | AUROC | AUPR | E normal | E anomalous | A normal | A anomalous | train time (s) | runs |",
-           "|---|---|---|---|---|---|---|---|---|"]
+  head = (
+    f"Dataset {rows[0]['dataset']}, protocol {rows[0]['protocol']}, score {rows[0]['score']} "
+    f"(mean +- std over classes and seeds)\n\n"
+  )
+  lines = [
+    "| model | AUROC | AUPR | E normal | E anomalous | A normal | A anomalous | train time (s) | runs |",
+    "|---|---|---|---|---|---|---|---|---|",
+  ]
   for r in rows:
-    lines.append(f"| {r['model']} | {r['auroc_mean']:.3f} +- {r['auroc_std']:.3f} | "
-                 f"{r['aupr_mean']:.3f} +- {r['aupr_std']:.3f} | {r['E_normal_mean']:.1f} | "
-                 f"{r['E_anomalous_mean']:.1f} | {r['A_normal_mean']:.2f} | {r['A_anomalous_mean']:.2f} | "
-                 f"{r['train_seconds']:.0f} | {r['num_runs']} |")
+    lines.append(
+      f"| {r['model']} | {r['auroc_mean']:.3f} +- {r['auroc_std']:.3f} | "
+      f"{r['aupr_mean']:.3f} +- {r['aupr_std']:.3f} | {r['E_normal_mean']:.1f} | "
+      f"{r['E_anomalous_mean']:.1f} | {r['A_normal_mean']:.2f} | {r['A_anomalous_mean']:.2f} | "
+      f"{r['train_seconds']:.0f} | {r['num_runs']} |"
+    )
   return head + "\n".join(lines) + "\n"

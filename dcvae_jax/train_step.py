@@ -32,28 +32,29 @@ from dcvae_jax.protocols import Run
 
 
 class TrainState(struct.PyTreeNode):
-  step: jnp.ndarray             # int32: steps taken by this run
+  step: jnp.ndarray  # int32: steps taken by this run
   params: Any
   opt_state: Any
-  disc_params: Any              # None for models without a discriminator
+  disc_params: Any  # None for models without a discriminator
   disc_opt_state: Any
-  rng: jnp.ndarray              # uint32 (2,): the run's root key
-  skipped: jnp.ndarray          # int32: non-finite updates skipped (train.on_nonfinite = "skip")
+  rng: jnp.ndarray  # uint32 (2,): the run's root key
+  skipped: jnp.ndarray  # int32: non-finite updates skipped (train.on_nonfinite = "skip")
 
 
 @dataclasses.dataclass(frozen=True)
 class Setup:
   """Everything static a compiled step needs (hashable pieces only used at trace time)."""
+
   spec: models.ModelSpec
   module: Any
   disc: Any
   tx: Any
   disc_tx: Any
-  hp: Any                        # config.model (a frozen ConfigDict)
+  hp: Any  # config.model (a frozen ConfigDict)
   num_conditions: int
   binarize: bool
-  dequantize: bool               # grey levels k -> (k + u) / 256, u ~ U(0, 1) in training, u = 1/2 in evaluation
-  groups: int                    # 1, or number of devices for tc_scope = "local"
+  dequantize: bool  # grey levels k -> (k + u) / 256, u ~ U(0, 1) in training, u = 1/2 in evaluation
+  groups: int  # 1, or number of devices for tc_scope = "local"
   skip_nonfinite: bool
 
 
@@ -68,8 +69,13 @@ def make_optimizer(train_cfg, total_steps: int = 0):
   if name == "warmup_cosine":
     total = max(int(total_steps), 2)
     warmup = min(max(int(round(float(train_cfg.warmup_fraction) * total)), 1), total - 1)
-    lr = optax.warmup_cosine_decay_schedule(0.0, train_cfg.learning_rate, warmup, total,
-                                            end_value=train_cfg.learning_rate * float(train_cfg.final_lr_fraction))
+    lr = optax.warmup_cosine_decay_schedule(
+      0.0,
+      train_cfg.learning_rate,
+      warmup,
+      total,
+      end_value=train_cfg.learning_rate * float(train_cfg.final_lr_fraction),
+    )
     return optax.adam(lr)
   raise ValueError(f"train.lr_schedule must be 'constant' or 'warmup_cosine', got {name!r}")
 
@@ -77,20 +83,28 @@ def make_optimizer(train_cfg, total_steps: int = 0):
 def make_setup(config, image_shape, num_conditions: int, num_devices: int, total_steps: int = 0) -> Setup:
   """The static pieces of one config's step (``validation.validate`` has checked the config)."""
   import ml_collections
+
   spec = models.get_model(config.model.name)
   module = models.make_module(spec, config.model, image_shape, num_conditions)
   disc = models.make_discriminator(config.model) if spec.discriminator else None
-  return Setup(spec=spec, module=module, disc=disc,
-               tx=make_optimizer(config.train, total_steps),
-               disc_tx=optax.adam(config.train.disc_learning_rate, b1=0.5, b2=0.9) if disc else None,
-               hp=ml_collections.FrozenConfigDict(config.model), num_conditions=num_conditions,
-               binarize=bool(config.data.binarize), dequantize=bool(config.data.get("dequantize", False)),
-               groups=num_devices if config.model.tc_scope == "local" else 1,
-               skip_nonfinite=config.train.on_nonfinite == "skip")
+  return Setup(
+    spec=spec,
+    module=module,
+    disc=disc,
+    tx=make_optimizer(config.train, total_steps),
+    disc_tx=optax.adam(config.train.disc_learning_rate, b1=0.5, b2=0.9) if disc else None,
+    hp=ml_collections.FrozenConfigDict(config.model),
+    num_conditions=num_conditions,
+    binarize=bool(config.data.binarize),
+    dequantize=bool(config.data.get("dequantize", False)),
+    groups=num_devices if config.model.tc_scope == "local" else 1,
+    skip_nonfinite=config.train.on_nonfinite == "skip",
+  )
 
 
 def run_key(run: Run):
   return jax.random.fold_in(jax.random.PRNGKey(run.seed), run.uid)
+
 
 def init_state(setup: Setup, key, image_shape) -> TrainState:
   """A fresh state for one run; ``key`` is the run's root key."""
@@ -104,13 +118,21 @@ def init_state(setup: Setup, key, image_shape) -> TrainState:
   if setup.disc is not None:
     disc_params = setup.disc.init(k_disc, jnp.zeros((2, setup.hp.latent_dim)))
     disc_opt = setup.disc_tx.init(disc_params)
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=setup.tx.init(params),
-                    disc_params=disc_params, disc_opt_state=disc_opt, rng=key,
-                    skipped=jnp.zeros((), jnp.int32))
+  return TrainState(
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    opt_state=setup.tx.init(params),
+    disc_params=disc_params,
+    disc_opt_state=disc_opt,
+    rng=key,
+    skipped=jnp.zeros((), jnp.int32),
+  )
+
 
 def _all_finite(tree):
   leaves = jax.tree.leaves(tree)
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in leaves])) if leaves else jnp.array(True)
+
 
 def step_keys(state: TrainState, active):
   """The keys of the steps of one call: step s uses fold_in(run key, step number) -> (k_z, k_perm)."""
@@ -133,10 +155,22 @@ def train_step(setup: Setup, state: TrainState, batch: dict, rng):
   x, cond, active = batch["x"], batch["cond"], batch["active"]
 
   def loss_fn(params):
-    return objectives.model_loss(setup.spec, setup.module, params, x, cond, None, hp=setup.hp,
-                                 num_conditions=setup.num_conditions, dataset_size=batch["dataset_size"],
-                                 condition_counts=batch["condition_counts"], groups=setup.groups,
-                                 disc=setup.disc, disc_params=state.disc_params, eps=batch["eps"])
+    return objectives.model_loss(
+      setup.spec,
+      setup.module,
+      params,
+      x,
+      cond,
+      None,
+      hp=setup.hp,
+      num_conditions=setup.num_conditions,
+      dataset_size=batch["dataset_size"],
+      condition_counts=batch["condition_counts"],
+      groups=setup.groups,
+      disc=setup.disc,
+      disc_params=state.disc_params,
+      eps=batch["eps"],
+    )
 
   (_, (terms, out)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = setup.tx.update(grads, state.opt_state, state.params)
@@ -146,7 +180,8 @@ def train_step(setup: Setup, state: TrainState, batch: dict, rng):
   if setup.disc is not None:
     z = jax.lax.stop_gradient(objectives.discriminator_input(setup.spec, out))
     (d_loss, d_acc), d_grads = jax.value_and_grad(
-        lambda p: objectives.discriminator_loss(setup.disc, p, z, rng), has_aux=True)(state.disc_params)
+      lambda p: objectives.discriminator_loss(setup.disc, p, z, rng), has_aux=True
+    )(state.disc_params)
     d_updates, d_opt = setup.disc_tx.update(d_grads, state.disc_opt_state, state.disc_params)
     new = new.replace(disc_params=optax.apply_updates(state.disc_params, d_updates), disc_opt_state=d_opt)
     terms.update(disc_loss=d_loss, disc_acc=d_acc, disc_grad_norm=fast_ops.global_norm(d_grads))
@@ -170,8 +205,9 @@ def scan_steps(setup: Setup, state, x_all, cond_all, idx, stats, active):
 
   def step(s, inputs):
     idx_s, active_s, keys_s, eps_s = inputs
-    batch = input_pipeline.device_batch(x_all, cond_all, idx_s, keys_s[0], binarize=setup.binarize,
-                                        dequantize=setup.dequantize)
+    batch = input_pipeline.device_batch(
+      x_all, cond_all, idx_s, keys_s[0], binarize=setup.binarize, dequantize=setup.dequantize
+    )
     batch.update(stats, eps=eps_s, active=active_s)
     return train_step(setup, s, batch, keys_s[1])
 
@@ -179,6 +215,7 @@ def scan_steps(setup: Setup, state, x_all, cond_all, idx, stats, active):
     if setup.skip_nonfinite:
       return step(s, inputs)
     return fast_ops.skip_when_inactive(step, s, inputs, inputs[1])
+
   state, terms = jax.lax.scan(body, state, (idx, active, keys, eps))
   terms["param_norm"] = jnp.broadcast_to(fast_ops.global_norm(state.params), active.shape)
   return state, terms
@@ -186,8 +223,8 @@ def scan_steps(setup: Setup, state, x_all, cond_all, idx, stats, active):
 
 ENSEMBLE_MODES = ("auto", "vmap", "map")
 LR_SCHEDULES = ("constant", "warmup_cosine")
-TC_SCOPES = ("global", "local")          # model.tc_scope
-ON_NONFINITE = ("stop", "skip")          # train.on_nonfinite
+TC_SCOPES = ("global", "local")  # model.tc_scope
+ON_NONFINITE = ("stop", "skip")  # train.on_nonfinite
 
 
 def resolve_ensemble(mode: str, platform: str | None = None) -> str:
@@ -212,6 +249,7 @@ def compile_train_fn(setup: Setup, mesh: Mesh, ensemble: str = "vmap"):
   if ensemble == "vmap":
     many = jax.vmap(one, in_axes=(0, None, 0, 0, 0, 0))
   elif ensemble == "map":
+
     def many(state, x_all, cond_all, idx, stats, active):
       return jax.lax.map(lambda a: one(a[0], x_all, *a[1:]), (state, cond_all, idx, stats, active))
   else:
@@ -223,14 +261,20 @@ def compile_train_fn(setup: Setup, mesh: Mesh, ensemble: str = "vmap"):
     first = lambda t: jax.tree.map(lambda a: a[0], t)  # noqa: E731
     out = one(first(state), x_all, first(cond_all), idx[0], first(stats), active[0])
     return jax.tree.map(lambda a: a[None], out)
+
   replicated = NamedSharding(mesh, P())
   idx_sharding = NamedSharding(mesh, P(None, None, "data"))
-  return jax.jit(fn, in_shardings=(replicated, replicated, replicated, idx_sharding, replicated, replicated),
-                 out_shardings=(replicated, replicated), donate_argnums=(0,))
+  return jax.jit(
+    fn,
+    in_shardings=(replicated, replicated, replicated, idx_sharding, replicated, replicated),
+    out_shardings=(replicated, replicated),
+    donate_argnums=(0,),
+  )
 
 
 def stack_states(states: Sequence[TrainState]) -> TrainState:
   return jax.tree.map(lambda *a: jnp.stack(a), *states)
+
 
 def unstack(tree, i: int):
   return jax.tree.map(lambda a: a[i], tree)

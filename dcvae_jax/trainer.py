@@ -36,8 +36,7 @@ class StopFlag:
     self._old = {}
     self._manager = manager
     self._calls = 0
-    self._agree = (manager is not None and jax.process_count() > 1
-                   and bool(jax.config.jax_enable_preemption_service))
+    self._agree = manager is not None and jax.process_count() > 1 and bool(jax.config.jax_enable_preemption_service)
 
   def __enter__(self):
     for sig in (signal.SIGINT,) if self._agree else (signal.SIGTERM, signal.SIGINT):
@@ -77,8 +76,16 @@ _COMPILED: dict = {}
 def _compiled(config, image_shape, num_conditions: int, mesh: Mesh, ensemble: str, total_steps: int = 0):
   """(Setup, jitted train fn), shared by every group of runs with the same settings: a protocol trained in
   several programs (train.runs_per_program) compiles once per group size, not once per group."""
-  key = (config.model.to_json(sort_keys=True), config.train.to_json(sort_keys=True), bool(config.data.binarize),
-         image_shape, num_conditions, tuple(d.id for d in mesh.devices.flat), ensemble, total_steps)
+  key = (
+    config.model.to_json(sort_keys=True),
+    config.train.to_json(sort_keys=True),
+    bool(config.data.binarize),
+    image_shape,
+    num_conditions,
+    tuple(d.id for d in mesh.devices.flat),
+    ensemble,
+    total_steps,
+  )
   if key not in _COMPILED:
     if len(_COMPILED) >= 8:
       _COMPILED.pop(next(iter(_COMPILED)))
@@ -87,9 +94,20 @@ def _compiled(config, image_shape, num_conditions: int, mesh: Mesh, ensemble: st
   return _COMPILED[key]
 
 
-def train_runs(config, x_train: np.ndarray, y_train: np.ndarray, runs: Sequence[Run], ckpt_dir: str,
-               *, image_shape, num_conditions: int, log_file=None, mesh: Mesh | None = None, log=_log,
-               tensorboard=None):
+def train_runs(
+  config,
+  x_train: np.ndarray,
+  y_train: np.ndarray,
+  runs: Sequence[Run],
+  ckpt_dir: str,
+  *,
+  image_shape,
+  num_conditions: int,
+  log_file=None,
+  mesh: Mesh | None = None,
+  log=_log,
+  tensorboard=None,
+):
   """Trains ``runs`` in one program (train.ensemble: vmap or lax.map over runs) and returns (stacked TrainState, train seconds, step count).
 
   Resumes from the newest good checkpoint in ``ckpt_dir``; saves every ``train.checkpoint_every_steps``,
@@ -111,10 +129,13 @@ def train_runs(config, x_train: np.ndarray, y_train: np.ndarray, runs: Sequence[
   replicated = NamedSharding(mesh, P())
   idx_sharding = NamedSharding(mesh, P(None, None, "data"))
   state = distributed.replicated(
-      train_step.stack_states([train_step.init_state(setup, train_step.run_key(r), image_shape) for r in runs]),
-                                 replicated)
-  stats = dict(dataset_size=np.asarray([d.indices.size for d in datas], np.float32),
-               condition_counts=np.stack([d.condition_counts for d in datas]))
+    train_step.stack_states([train_step.init_state(setup, train_step.run_key(r), image_shape) for r in runs]),
+    replicated,
+  )
+  stats = dict(
+    dataset_size=np.asarray([d.indices.size for d in datas], np.float32),
+    condition_counts=np.stack([d.condition_counts for d in datas]),
+  )
   cond_all = np.stack([d.cond_all for d in datas])
   x_dev, cond_all, stats = distributed.replicated((x_train, cond_all, stats), replicated)
   primary = distributed.is_primary()
@@ -150,15 +171,22 @@ def train_runs(config, x_train: np.ndarray, y_train: np.ndarray, runs: Sequence[
             if s < d.total_steps:
               idx[m, s_i] = d.batch_indices(int(s), batch_size)
               active[m, s_i] = True
-        new_state, terms = fn(state, x_dev, cond_all, distributed.batch_sharded(idx, idx_sharding, axis=2),
-                              stats, distributed.replicated(active, replicated))
+        new_state, terms = fn(
+          state,
+          x_dev,
+          cond_all,
+          distributed.batch_sharded(idx, idx_sharding, axis=2),
+          stats,
+          distributed.replicated(active, replicated),
+        )
         terms_host = distributed.to_host(terms)
         bad = active & ~terms_host["finite"]
         if bad.any() and not setup.skip_nonfinite:
           m, s_i = np.argwhere(bad)[0]
           raise NonFiniteError(
-              f"non-finite {_describe_nonfinite(terms_host, m, s_i)} at step {int(steps[s_i])} of run "
-              f"{runs[m].name}; the last good checkpoint (step {last_saved}) is kept in {ckpt_dir}")
+            f"non-finite {_describe_nonfinite(terms_host, m, s_i)} at step {int(steps[s_i])} of run "
+            f"{runs[m].name}; the last good checkpoint (step {last_saved}) is kept in {ckpt_dir}"
+          )
         state = new_state
         _write_metrics(log_file, runs, steps, active, terms_host, log_every, tensorboard)
         n_done = int(min(step + steps_per_call, max_steps)) - step
@@ -181,7 +209,9 @@ def _progress(config, start, total, n_runs):
   if not config.train.progress:
     return None
   from tqdm.auto import tqdm
+
   return tqdm(total=total, initial=start, desc=f"train {n_runs} run(s)", unit="step", leave=False)
+
 
 def _write_metrics(log_file, runs, steps, active, terms_host, log_every, tensorboard=None):
   """Every log_every-th step's terms (and each run's last step): a JSON line each, and TensorBoard scalars."""

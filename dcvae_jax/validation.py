@@ -41,10 +41,14 @@ def validate(config, num_devices: int = 1) -> None:
   _one_of(t.get("ensemble", "auto"), ENSEMBLE_MODES, "train.ensemble")
   _check_sampling(config, num_devices)
 
-  if int(e.iwae_samples) < 1 or int(e.iwae_chunk) < 1 or (
-      int(e.iwae_samples) % min(int(e.iwae_chunk), int(e.iwae_samples))):
-    raise ConfigError(f"eval.iwae_samples ({e.iwae_samples}) must be a positive multiple of "
-                      f"eval.iwae_chunk ({e.iwae_chunk})")
+  if (
+    int(e.iwae_samples) < 1
+    or int(e.iwae_chunk) < 1
+    or (int(e.iwae_samples) % min(int(e.iwae_chunk), int(e.iwae_samples)))
+  ):
+    raise ConfigError(
+      f"eval.iwae_samples ({e.iwae_samples}) must be a positive multiple of eval.iwae_chunk ({e.iwae_chunk})"
+    )
   if int(e.rapp_fit_examples) < 2 or int(e.get("reference_examples", 200)) < 2:
     raise ConfigError("eval.rapp_fit_examples and eval.reference_examples must be at least 2")
 
@@ -66,15 +70,21 @@ def _check_sampling(config, num_devices: int) -> None:
     return
   batch, p, k = int(t.batch_size), int(t.get("per_condition", 0)), int(t.get("conditions_per_batch", 0))
   if p < 0 or k < 0 or (p == 0 and k == 0):
-    raise ConfigError("train.batch_sampling='stratified' needs train.per_condition or train.conditions_per_batch "
-                      f">= 1, got per_condition={p}, conditions_per_batch={k}")
+    raise ConfigError(
+      "train.batch_sampling='stratified' needs train.per_condition or train.conditions_per_batch "
+      f">= 1, got per_condition={p}, conditions_per_batch={k}"
+    )
   p0, k0 = p, k
   p, k = p or batch // k, k or batch // max(p, 1)
   if p < 1 or k < 1 or p * k != batch:
-    raise ConfigError(f"train.batch_sampling='stratified' needs train.batch_size = train.conditions_per_batch x "
-                      f"train.per_condition, got batch_size={batch}, conditions_per_batch={k0}, per_condition={p0}"
-                      + (" (0 = batch_size / the other, which must divide it)" if 0 in (p0, k0) else ""))
+    raise ConfigError(
+      f"train.batch_sampling='stratified' needs train.batch_size = train.conditions_per_batch x "
+      f"train.per_condition, got batch_size={batch}, conditions_per_batch={k0}, per_condition={p0}"
+      + (" (0 = batch_size / the other, which must divide it)" if 0 in (p0, k0) else "")
+    )
   shards = int(num_devices) if config.model.get("tc_scope", "global") == "local" else 1
   if k % shards:
-    raise ConfigError(f"model.tc_scope='local' splits each batch over {shards} devices, so "
-                      f"train.conditions_per_batch={k} must be a multiple of {shards} (whole groups per device)")
+    raise ConfigError(
+      f"model.tc_scope='local' splits each batch over {shards} devices, so "
+      f"train.conditions_per_batch={k} must be a multiple of {shards} (whole groups per device)"
+    )

@@ -13,13 +13,25 @@ from dcvae_jax.messages import log as _log
 
 
 # Config fields that define what is trained: a workdir trained with other values cannot be resumed.
-IDENTITY_KEYS = ("model.name", "model.arch", "model.hidden", "model.latent_dim", "model.likelihood",
-                 "data.name", "data.binarize", "protocol.name", "train.batch_size", "seed")
+IDENTITY_KEYS = (
+  "model.name",
+  "model.arch",
+  "model.hidden",
+  "model.latent_dim",
+  "model.likelihood",
+  "data.name",
+  "data.binarize",
+  "protocol.name",
+  "train.batch_size",
+  "seed",
+)
+
 
 def _get(cfg: dict, dotted: str):
   for part in dotted.split("."):
     cfg = cfg.get(part, {}) if isinstance(cfg, dict) else {}
   return cfg
+
 
 def check_workdir(config, workdir: str):
   """Refuse a workdir whose saved config trained something else; then (re)write config.json."""
@@ -28,13 +40,16 @@ def check_workdir(config, workdir: str):
   if os.path.exists(path):
     with open(path) as f:
       old = json.load(f)
-    diffs = [f"{k}: {_get(old, k)!r} -> {_get(new, k)!r}" for k in IDENTITY_KEYS
-             if json.dumps(_get(old, k)) != json.dumps(_get(new, k))]
+    diffs = [
+      f"{k}: {_get(old, k)!r} -> {_get(new, k)!r}"
+      for k in IDENTITY_KEYS
+      if json.dumps(_get(old, k)) != json.dumps(_get(new, k))
+    ]
     if diffs:
-      raise WorkdirError(f"workdir {workdir} holds a different run ({'; '.join(diffs)}); "
-                         "use another --workdir")
+      raise WorkdirError(f"workdir {workdir} holds a different run ({'; '.join(diffs)}); use another --workdir")
   os.makedirs(workdir, exist_ok=True)
   files.write_json(path, new)
+
 
 class WorkdirLock:
   """One run per workdir: ``<workdir>/.lock`` holds the holder's pid and host.
@@ -59,8 +74,10 @@ class WorkdirLock:
           self.log(f"warning: taking over the stale lock of dead process {holder.get('pid')} in {self.path}")
           os.remove(self.path)
           continue
-        raise WorkdirError(f"workdir {os.path.dirname(self.path)} is in use by pid {holder.get('pid')} on host "
-                           f"{holder.get('host')} (lock {self.path}); use another --workdir") from None
+        raise WorkdirError(
+          f"workdir {os.path.dirname(self.path)} is in use by pid {holder.get('pid')} on host "
+          f"{holder.get('host')} (lock {self.path}); use another --workdir"
+        ) from None
       with os.fdopen(fd, "w") as f:
         json.dump(me, f)
       return self
@@ -76,6 +93,7 @@ class WorkdirLock:
   def __exit__(self, *exc):
     if self._read().get("pid") == os.getpid():
       os.remove(self.path)
+
 
 def _pid_alive(pid) -> bool:
   try:

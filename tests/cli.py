@@ -16,13 +16,26 @@ def env(devices: int = 8):
 
 
 def run_cli(*args, timeout=300, devices=8, **kw):
-  return subprocess.run([sys.executable, "-m", "dcvae_jax.main", *args], cwd=REPO, env=env(devices),
-                        capture_output=True, text=True, timeout=timeout, **kw)
+  return subprocess.run(
+    [sys.executable, "-m", "dcvae_jax.main", *args],
+    cwd=REPO,
+    env=env(devices),
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+    **kw,
+  )
 
 
 def popen_cli(*args, devices=8):
-  return subprocess.Popen([sys.executable, "-m", "dcvae_jax.main", *args], cwd=REPO, env=env(devices),
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  return subprocess.Popen(
+    [sys.executable, "-m", "dcvae_jax.main", *args],
+    cwd=REPO,
+    env=env(devices),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
 
 
 def error_line(proc) -> str:

@@ -1,4 +1,5 @@
 """Test set-up: 8 fake CPU devices, no network, float32."""
+
 import os
 
 # Must happen before JAX initialises its backends.

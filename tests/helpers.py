@@ -15,8 +15,9 @@ def toy_dataset(n_train=256, n_test=64, num_classes=3, size=8, seed=0) -> Datase
     x = rng.integers(0, 60, (n, size, size)).astype(np.uint8)
     for k in range(num_classes):
       r = (2 * k) % (size - 2)
-      x[y == k, r:r + 3, r:r + 3] = 250
+      x[y == k, r : r + 3, r : r + 3] = 250
     return x, y
+
   x_tr, y_tr = make(n_train)
   x_te, y_te = make(n_test)
   return Dataset("toy", x_tr, y_tr, x_te, y_te, num_classes, source="toy")

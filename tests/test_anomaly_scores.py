@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dcvae_jax import anomaly_scores, experiment, input_pipeline, models, networks, objectives, scoring, train_step
+from dcvae_jax import anomaly_scores, experiment, input_pipeline, models, objectives, scoring, train_step
 from dcvae_jax.data import Dataset
 from tests.helpers import tiny_config
 
@@ -18,14 +18,16 @@ from tests.helpers import tiny_config
 # ----------------------------------------------------------------------------------------------------------
 # iwae on a linear-Gaussian model: z ~ N(0, I), x | z ~ N(W z + b, s2 I), so p(x) = N(b, W W^T + s2 I).
 
+
 def _linear_gaussian(seed=0, d=2, p=3, s2=0.3):
   rng = np.random.default_rng(seed)
   w, b = rng.normal(size=(p, d)), rng.normal(size=p)
   x = rng.normal(size=(5, p)) * 2.0
   cov = w @ w.T + s2 * np.eye(p)
   diff = x - b
-  exact = -0.5 * (np.einsum("bi,ij,bj->b", diff, np.linalg.inv(cov), diff) + np.linalg.slogdet(cov)[1]
-                  + p * math.log(2 * math.pi))
+  exact = -0.5 * (
+    np.einsum("bi,ij,bj->b", diff, np.linalg.inv(cov), diff) + np.linalg.slogdet(cov)[1] + p * math.log(2 * math.pi)
+  )
   # True posterior N(m, S); the proposal q is deliberately off: shifted mean, inflated diagonal variance.
   s_post = np.linalg.inv(np.eye(d) + w.T @ w / s2)
   m_post = (diff @ w / s2) @ s_post
@@ -37,6 +39,7 @@ def _linear_gaussian(seed=0, d=2, p=3, s2=0.3):
     log_px = -0.5 * (jnp.sum(jnp.square(x - mean), -1) / s2 + p * math.log(2 * math.pi * s2))
     log_pz = -0.5 * (jnp.sum(jnp.square(z), -1) + d * math.log(2 * math.pi))
     return log_px + log_pz - log_q
+
   return exact, log_joint_minus_q, jnp.asarray(mu_q, jnp.float32), jnp.asarray(logvar_q, jnp.float32)
 
 
@@ -45,14 +48,16 @@ def test_iwae_rises_with_k_and_reaches_the_exact_log_likelihood():
   expected = []  # E[log p_K(x)], averaged over 64 independent keys: a lower bound that rises with K
   for k in (1, 4, 32):
     draws = jax.vmap(lambda key: anomaly_scores.iwae_nll(fn, key, mu, logvar, num_samples=k, chunk=k))(
-        jax.random.split(jax.random.PRNGKey(k), 256))
+      jax.random.split(jax.random.PRNGKey(k), 256)
+    )
     expected.append(-np.asarray(draws, np.float64).mean(axis=0))
   expected = np.stack(expected)
-  assert np.all(expected[:-1] < expected[1:])                  # tighter as K grows, for every example
-  assert np.all(expected[:2] < exact)                          # and below log p(x) (K = 32: within noise)
-  large = -np.asarray(anomaly_scores.iwae_nll(fn, jax.random.PRNGKey(0), mu, logvar, num_samples=8192,
-                                              chunk=1024), np.float64)
-  np.testing.assert_allclose(large, exact, atol=0.05)          # within 0.05 nats at large K
+  assert np.all(expected[:-1] < expected[1:])  # tighter as K grows, for every example
+  assert np.all(expected[:2] < exact)  # and below log p(x) (K = 32: within noise)
+  large = -np.asarray(
+    anomaly_scores.iwae_nll(fn, jax.random.PRNGKey(0), mu, logvar, num_samples=8192, chunk=1024), np.float64
+  )
+  np.testing.assert_allclose(large, exact, atol=0.05)  # within 0.05 nats at large K
 
 
 def test_iwae_chunking_does_not_change_the_value():
@@ -67,18 +72,26 @@ def test_iwae_chunking_does_not_change_the_value():
 # ----------------------------------------------------------------------------------------------------------
 # Likelihoods.
 
+
 @pytest.mark.parametrize("lam", [0.02, 0.3, 0.4999, 0.5, 0.5004, 0.5 - 1e-3, 0.8, 0.97])
 def test_continuous_bernoulli_integrates_to_one(lam):
   logit = jnp.asarray([[math.log(lam) - math.log1p(-lam)]], jnp.float32)
   grid = np.linspace(0.0, 1.0, 20001)
-  nll = np.array([float(objectives.recon_nll(logit, jnp.asarray([[v]], jnp.float32), "continuous_bernoulli")[0])
-                  for v in grid[::200]])
+  nll = np.array(
+    [
+      float(objectives.recon_nll(logit, jnp.asarray([[v]], jnp.float32), "continuous_bernoulli")[0])
+      for v in grid[::200]
+    ]
+  )
   # The density is exp(-nll); its log is linear in x, so 101 points and the trapezoid rule on the exact
   # exponential of the interpolated line are enough: integrate the closed form of each segment.
   xs = grid[::200]
   logp = -nll
-  seg = np.where(np.abs(np.diff(logp)) < 1e-9, np.exp(logp[:-1]) * np.diff(xs),
-                 np.diff(np.exp(logp)) / np.where(np.abs(np.diff(logp)) < 1e-9, 1.0, np.diff(logp) / np.diff(xs)))
+  seg = np.where(
+    np.abs(np.diff(logp)) < 1e-9,
+    np.exp(logp[:-1]) * np.diff(xs),
+    np.diff(np.exp(logp)) / np.where(np.abs(np.diff(logp)) < 1e-9, 1.0, np.diff(logp) / np.diff(xs)),
+  )
   assert abs(seg.sum() - 1.0) < 1e-4
 
 
@@ -100,7 +113,7 @@ def test_continuous_bernoulli_mean():
   xs = np.linspace(0, 1, 200001)
   want = []
   for l in lam:
-    dens = l ** xs * (1 - l) ** (1 - xs)
+    dens = l**xs * (1 - l) ** (1 - xs)
     want.append(np.trapezoid(xs * dens, xs) / np.trapezoid(dens, xs))
   np.testing.assert_allclose(objectives.mean_image(logits, "continuous_bernoulli"), want, atol=1e-5)
 
@@ -109,20 +122,28 @@ def test_gaussian_learned_variance_nll_is_the_normal_density():
   x = jnp.asarray([[0.2, 0.9]])
   mean = jnp.asarray([[0.25, 0.5]])
   logvar = jnp.asarray([-3.0, -1.0])
-  want = -np.sum([-0.5 * ((0.2 - 0.25) ** 2 / math.exp(-3.0) + -3.0 + math.log(2 * math.pi)),
-                  -0.5 * ((0.9 - 0.5) ** 2 / math.exp(-1.0) + -1.0 + math.log(2 * math.pi))])
+  want = -np.sum(
+    [
+      -0.5 * ((0.2 - 0.25) ** 2 / math.exp(-3.0) + -3.0 + math.log(2 * math.pi)),
+      -0.5 * ((0.9 - 0.5) ** 2 / math.exp(-1.0) + -1.0 + math.log(2 * math.pi)),
+    ]
+  )
   np.testing.assert_allclose(objectives.recon_nll(mean, x, "gaussian", logvar), [want], rtol=1e-6)
 
 
 def test_preprocess_dequantize():
   x = np.array([[0, 255]], np.uint8)
   np.testing.assert_allclose(input_pipeline.preprocess(x, False, True)[..., 0], [[0.5 / 256, 255.5 / 256]])
-  np.testing.assert_allclose(input_pipeline.preprocess(x, False, True, noise=jnp.array([[0.0, 0.999]]))[..., 0],
-                             [[0.0, 255.999 / 256]], rtol=1e-6)
+  np.testing.assert_allclose(
+    input_pipeline.preprocess(x, False, True, noise=jnp.array([[0.0, 0.999]]))[..., 0],
+    [[0.0, 255.999 / 256]],
+    rtol=1e-6,
+  )
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Complexity.
+
 
 def test_png_bits_blank_below_noise_and_equals_the_compressor_bytes():
   rng = np.random.default_rng(0)
@@ -146,9 +167,18 @@ def test_complexity_is_iwae_in_bits_plus_offset_minus_length():
 # ----------------------------------------------------------------------------------------------------------
 # RaPP on a 2-layer encoder, by hand.
 
+
 def test_rapp_sap_and_nap_equal_a_hand_computation():
-  config = ml_collections.ConfigDict({"name": "vae", "arch": "mlp", "hidden": (3,), "latent_dim": 2,
-                                      "likelihood": "bernoulli", "compute_dtype": "float32"})
+  config = ml_collections.ConfigDict(
+    {
+      "name": "vae",
+      "arch": "mlp",
+      "hidden": (3,),
+      "latent_dim": 2,
+      "likelihood": "bernoulli",
+      "compute_dtype": "float32",
+    }
+  )
   spec = models.get_model("vae")
   module = models.make_module(spec, config, (2, 2, 1), 1)
   params = module.init(jax.random.PRNGKey(0), jnp.zeros((1, 2, 2, 1)), None, jnp.zeros((1,), jnp.int32))
@@ -161,15 +191,27 @@ def test_rapp_sap_and_nap_equal_a_hand_computation():
   def encode(v):
     h = relu(v.reshape(v.shape[0], -1) @ enc["Dense_0"]["kernel"] + enc["Dense_0"]["bias"])
     return h, h @ enc["mu"]["kernel"] + enc["mu"]["bias"]
+
   h_x, mu_x = encode(x)
   g = relu(mu_x @ dec["Dense_0"]["kernel"] + dec["Dense_0"]["bias"])
   x_hat = (1 / (1 + np.exp(-(g @ dec["Dense_1"]["kernel"] + dec["Dense_1"]["bias"])))).reshape(x.shape)
   h_r, mu_r = encode(x_hat)
   d = np.concatenate([(x - x_hat).reshape(4, -1), h_x - h_r, mu_x - mu_r], axis=1)
-  sap_want = np.sum(d ** 2, axis=1)
+  sap_want = np.sum(d**2, axis=1)
 
-  setup = train_step.Setup(spec=spec, module=module, disc=None, tx=None, disc_tx=None, hp=config, num_conditions=1,
-                      binarize=False, dequantize=False, groups=1, skip_nonfinite=False)
+  setup = train_step.Setup(
+    spec=spec,
+    module=module,
+    disc=None,
+    tx=None,
+    disc_tx=None,
+    hp=config,
+    num_conditions=1,
+    binarize=False,
+    dequantize=False,
+    groups=1,
+    skip_nonfinite=False,
+  )
   d_got = scoring.rapp_differences_batch(setup, params, jnp.asarray(x), jnp.zeros((4,), jnp.int32))
   np.testing.assert_allclose(d_got, d, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(anomaly_scores.sap(d_got), sap_want, rtol=1e-5)
@@ -193,6 +235,7 @@ def test_fit_nap_drops_directions_without_spread():
 
 # ----------------------------------------------------------------------------------------------------------
 # Direction: every score is larger for anomalies (here: noise images against a model of blank-ish images).
+
 
 def _blank_vs_noise(n_train=512, n_test=64, size=8, seed=0):
   rng = np.random.default_rng(seed)
@@ -243,11 +286,11 @@ def test_fit_nap_ignores_non_finite_rows():
 
 
 def test_robust_standardise_and_sap_complexity_by_hand():
-  ref = np.array([1.0, 2.0, 3.0, 4.0, 100.0])           # median 3, MAD 1
+  ref = np.array([1.0, 2.0, 3.0, 4.0, 100.0])  # median 3, MAD 1
   np.testing.assert_allclose(anomaly_scores.robust_standardise([3.0, 4.4826], ref), [0.0, 1.0])
-  sap_ref, comp_ref = np.array([0.0, 1.0, 2.0]), np.array([10.0, 20.0, 30.0])   # MADs 1 and 10
+  sap_ref, comp_ref = np.array([0.0, 1.0, 2.0]), np.array([10.0, 20.0, 30.0])  # MADs 1 and 10
   got = anomaly_scores.sap_complexity(np.array([1.0 + 1.4826]), np.array([20.0 - 14.826]), sap_ref, comp_ref)
-  np.testing.assert_allclose(got, [0.0], atol=1e-12)      # +1 sd in one, -1 sd in the other
+  np.testing.assert_allclose(got, [0.0], atol=1e-12)  # +1 sd in one, -1 sd in the other
   assert np.isnan(anomaly_scores.robust_standardise([1.0], [np.nan])).all()
 
 
@@ -263,8 +306,7 @@ def test_rescore_recomputes_scores_from_checkpoints(tmp_path):
   first = experiment.train_and_evaluate(config, str(tmp_path / "wd"), dataset=ds, log=lambda *_: None)
   steps_logged = len(open(tmp_path / "wd" / "metrics.jsonl").readlines())
   config.eval.reference_examples = 50
-  again = experiment.train_and_evaluate(config, str(tmp_path / "wd"), dataset=ds, log=lambda *_: None,
-                                        rescore=True)
-  assert again["auroc_by_score"]["recon"] == first["auroc_by_score"]["recon"]      # same model, same score
-  assert len(open(tmp_path / "wd" / "metrics.jsonl").readlines()) == steps_logged   # nothing was retrained
+  again = experiment.train_and_evaluate(config, str(tmp_path / "wd"), dataset=ds, log=lambda *_: None, rescore=True)
+  assert again["auroc_by_score"]["recon"] == first["auroc_by_score"]["recon"]  # same model, same score
+  assert len(open(tmp_path / "wd" / "metrics.jsonl").readlines()) == steps_logged  # nothing was retrained
   assert set(again["auroc_by_score"]) == set(scoring.SCORES)

@@ -5,7 +5,7 @@ import pathlib
 
 import pytest
 
-from dcvae_jax import models, objectives, scoring
+from dcvae_jax import models, scoring
 from dcvae_jax.config import BEST_DETECTOR
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"

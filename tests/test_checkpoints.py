@@ -16,9 +16,16 @@ def _trained(tmp_path):
   config = tiny_config("vae")
   config.protocol.classes = (0,)
   runs = protocols.make_runs(config.protocol, ds.num_classes, config.seed)
-  state, seconds, steps = trainer.train_runs(config, ds.x_train, ds.y_train, runs, str(tmp_path / "ck"),
-                                           image_shape=(8, 8, 1), num_conditions=len(runs[0].normal),
-                                           log=lambda *_: None)
+  state, seconds, steps = trainer.train_runs(
+    config,
+    ds.x_train,
+    ds.y_train,
+    runs,
+    str(tmp_path / "ck"),
+    image_shape=(8, 8, 1),
+    num_conditions=len(runs[0].normal),
+    log=lambda *_: None,
+  )
   return config, ds, runs, state, seconds, steps
 
 
@@ -33,13 +40,21 @@ def test_meta_item_holds_step_and_train_seconds(tmp_path):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   # A rerun finds the run finished and reports the training time recorded in the checkpoint.
   again, again_seconds, again_steps = trainer.train_runs(
-      config, ds.x_train, ds.y_train, runs, str(tmp_path / "ck"), image_shape=(8, 8, 1),
-      num_conditions=len(runs[0].normal), log=lambda *_: None)
+    config,
+    ds.x_train,
+    ds.y_train,
+    runs,
+    str(tmp_path / "ck"),
+    image_shape=(8, 8, 1),
+    num_conditions=len(runs[0].normal),
+    log=lambda *_: None,
+  )
   assert again_steps == steps and again_seconds == meta["train_seconds"]
 
 
 def test_single_item_checkpoint_of_earlier_versions_restores(tmp_path):
   import orbax.checkpoint as ocp
+
   _, _, _, state, _, steps = _trained(tmp_path)
   old = tmp_path / "old"
   with ocp.CheckpointManager(os.path.abspath(old), options=ocp.CheckpointManagerOptions(create=True)) as manager:

@@ -19,8 +19,18 @@ def test_smoke_run_end_to_end_then_resume(tmp_path):
   assert "mnist5k" in proc.stderr and "train /" in proc.stderr  # progress: absl logging, INFO shown by default
   assert "train /" not in proc.stdout and "results: " not in proc.stderr
   results = json.load(open(os.path.join(wd, "results.json")))
-  for key in ("model", "dataset", "protocol", "auroc_mean", "auroc_per_class", "aupr_mean", "train_seconds",
-              "A_normal_mean", "E_anomalous_mean", "nelbo_auroc_mean"):
+  for key in (
+    "model",
+    "dataset",
+    "protocol",
+    "auroc_mean",
+    "auroc_per_class",
+    "aupr_mean",
+    "train_seconds",
+    "A_normal_mean",
+    "E_anomalous_mean",
+    "nelbo_auroc_mean",
+  ):
     assert key in results
   assert results["model"] == "cvae" and results["dataset"] == "mnist5k"
   assert results["protocol"] == "leave_one_out" and list(results["auroc_per_class"]) == ["0"]
@@ -52,20 +62,22 @@ def test_more_epochs_continue_training(tmp_path):
   assert steps[-1] == 112 and 57 <= min(s for s in steps if s > 56)
 
 
-@pytest.mark.parametrize("args, message", [
+@pytest.mark.parametrize(
+  "args, message",
+  [
     (["--config.model.name=nope"], "unknown model 'nope'"),
     (["--config.data.name=nope"], "nope"),
     (["--config.protocol.name=nope"], "unknown protocol 'nope'"),
     (["--config.protocol.score=nope"], "unknown score 'nope'"),
     (["--config.protocol.score_condition=nope"], "unknown score_condition 'nope'"),
     (["--config.protocol.classes=(12,)"], "out of range"),
-    (["--config.protocol.name=split", "--config.protocol.normal=()", "--config.protocol.anomalous=(1,)"],
-     "non-empty"),
-    (["--config.model.nme=x"], "Did you mean \"name\""),
+    (["--config.protocol.name=split", "--config.protocol.normal=()", "--config.protocol.anomalous=(1,)"], "non-empty"),
+    (["--config.model.nme=x"], 'Did you mean "name"'),
     (["--config.train.batch_size=60"], "not divisible by the 8 devices"),
     (["--config=configs/missing.py"], "No such file"),
     (["--config.model.arch=resnet"], "model.arch"),
-])
+  ],
+)
 def test_bad_input_is_one_error_line(tmp_path, args, message):
   proc = run_cli(*SMOKE, f"--workdir={tmp_path / 'wd'}", *args, timeout=120)
   assert message in error_line(proc)
@@ -73,8 +85,13 @@ def test_bad_input_is_one_error_line(tmp_path, args, message):
 
 def test_data_dir_without_files(tmp_path):
   (tmp_path / "empty").mkdir()
-  proc = run_cli(*SMOKE, f"--workdir={tmp_path / 'wd'}", "--config.data.name=mnist",
-                 f"--config.data.data_dir={tmp_path / 'empty'}", timeout=120)
+  proc = run_cli(
+    *SMOKE,
+    f"--workdir={tmp_path / 'wd'}",
+    "--config.data.name=mnist",
+    f"--config.data.data_dir={tmp_path / 'empty'}",
+    timeout=120,
+  )
   assert "mnist_train.npz" in error_line(proc)
 
 
@@ -92,11 +109,18 @@ def test_console_command_from_another_directory(tmp_path):
   """``dcvae-jax`` (pyproject [project.scripts]) run outside the checkout, with the config given by path."""
   script = os.path.join(sysconfig.get_path("scripts"), "dcvae-jax")
   if not os.path.exists(script):
-    pytest.skip(f"the dcvae-jax console script is not installed next to this interpreter ({script}); "
-                "pip install -e . installs it")
+    pytest.skip(
+      f"the dcvae-jax console script is not installed next to this interpreter ({script}); pip install -e . installs it"
+    )
   config = os.path.join(REPO, "configs", "default.py")  # imports dcvae_jax.config: must work from any cwd
-  proc = subprocess.run([script, f"--config={config}:smoke", *SMOKE[1:], f"--workdir={tmp_path / 'wd'}"],
-                        cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=300)
+  proc = subprocess.run(
+    [script, f"--config={config}:smoke", *SMOKE[1:], f"--workdir={tmp_path / 'wd'}"],
+    cwd=tmp_path,
+    env=env(),
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert proc.returncode == 0, proc.stderr
   assert proc.stdout.splitlines()[-1] == f"results: {tmp_path / 'wd' / 'results.json'}"
   assert json.load(open(tmp_path / "wd" / "results.json"))["dataset"] == "mnist5k"

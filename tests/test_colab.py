@@ -36,11 +36,18 @@ def _kernel_manager(tmp_path, python) -> KernelManager:
   """A kernel that runs ``python``, whatever kernelspecs are installed."""
   spec_dir = tmp_path / "kernels" / "dcvae-test"
   spec_dir.mkdir(parents=True)
-  (spec_dir / "kernel.json").write_text(json.dumps({
-      "argv": [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-      "display_name": "dcvae_jax test", "language": "python"}))
-  return KernelManager(kernel_name="dcvae-test",
-                       kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")]))
+  (spec_dir / "kernel.json").write_text(
+    json.dumps(
+      {
+        "argv": [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "dcvae_jax test",
+        "language": "python",
+      }
+    )
+  )
+  return KernelManager(
+    kernel_name="dcvae-test", kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")])
+  )
 
 
 def _text(cell) -> str:
@@ -58,8 +65,12 @@ def _fresh_env(tmp_path):
   venv = tmp_path / "venv"
   subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
   python = venv / "bin" / "python"
-  site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                        capture_output=True, text=True, check=True).stdout.strip()
+  site = subprocess.run(
+    [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+    capture_output=True,
+    text=True,
+    check=True,
+  ).stdout.strip()
   shared = tmp_path / "runtime_packages"
   shared.mkdir()
   ours = sysconfig.get_path("purelib")
@@ -73,8 +84,9 @@ def _fresh_env(tmp_path):
 
 
 def _execute(nb, tmp_path, python, cwd):
-  client = nbclient.NotebookClient(nb, timeout=600, km=_kernel_manager(tmp_path, python),
-                                   resources={"metadata": {"path": str(cwd)}})
+  client = nbclient.NotebookClient(
+    nb, timeout=600, km=_kernel_manager(tmp_path, python), resources={"metadata": {"path": str(cwd)}}
+  )
   client.execute()  # raises CellExecutionError, with the cell's traceback, if any cell fails
   return [c for c in nb.cells if c.cell_type == "code"]
 
@@ -91,16 +103,28 @@ def notebook_env(monkeypatch):
 
 def test_colab_notebook_runs_end_to_end_from_an_archive(tmp_path, monkeypatch, notebook_env):
   python, site = _fresh_env(tmp_path)
-  probe = subprocess.run([str(python), "-c", "import importlib.util as u; print(u.find_spec('tensorflow'), "
-                          "u.find_spec('dcvae_jax'), u.find_spec('jax') is not None)"],
-                         capture_output=True, text=True, check=True, cwd=str(tmp_path))
+  probe = subprocess.run(
+    [
+      str(python),
+      "-c",
+      "import importlib.util as u; print(u.find_spec('tensorflow'), "
+      "u.find_spec('dcvae_jax'), u.find_spec('jax') is not None)",
+    ],
+    capture_output=True,
+    text=True,
+    check=True,
+    cwd=str(tmp_path),
+  )
   assert probe.stdout.split() == ["None", "None", "True"], probe.stdout  # jax, but no TensorFlow nor dcvae_jax
 
   archive = tmp_path / "dcvae_jax-main.tar.gz"  # what a user uploads: the repository in one top folder
   with tarfile.open(archive, "w:gz") as t:
     for name in ("pyproject.toml", "README.md", "dcvae_jax", "configs"):
-      t.add(os.path.join(REPO, name), arcname=f"dcvae_jax-main/{name}",
-            filter=lambda m: None if "__pycache__" in m.name or m.name.endswith(".egg-info") else m)
+      t.add(
+        os.path.join(REPO, name),
+        arcname=f"dcvae_jax-main/{name}",
+        filter=lambda m: None if "__pycache__" in m.name or m.name.endswith(".egg-info") else m,
+      )
   workdir = tmp_path / "workdir"
   monkeypatch.setenv("DCVAE_SOURCE", str(archive))
   monkeypatch.setenv("DCVAE_WORKDIR", str(workdir))
@@ -137,12 +161,13 @@ def test_colab_install_cell_in_a_checkout_installs_nothing(tmp_path, notebook_en
   """Started inside this checkout (where dcvae_jax is installed from it), the first cells find it and install
   nothing."""
   import importlib.metadata
+
   url = json.loads(importlib.metadata.distribution("dcvae_jax").read_text("direct_url.json") or "{}")
   if os.path.realpath(url.get("url", "").replace("file://", "", 1)) != os.path.realpath(REPO):
     pytest.skip("dcvae_jax is not installed from this checkout")
   nb = nbformat.read(NOTEBOOK, as_version=4)
   first_code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"][:2]
-  nb.cells = nb.cells[:first_code[-1] + 1]
+  nb.cells = nb.cells[: first_code[-1] + 1]
   code = _execute(nb, tmp_path, sys.executable, os.path.join(REPO, "launch"))
   install = _text(code[1])
   assert "dcvae_jax is already installed" in install and "pip install" not in install, install

@@ -56,10 +56,10 @@ def test_decoder_output_has_a_nonzero_gradient_in_the_condition(name, arch):
   c = objectives.one_hot_condition(spec, jnp.array([0, 1, 2, 1], jnp.int32), NUM_C)
   # d(image) / d(c): (B, H, W, 1, B, C); example i's image depends on example i's condition only
   jac = np.asarray(jax.jacobian(lambda c: module.apply(params, z, c, method="decode"))(c))
-  per_example = np.abs(jac).reshape(4, -1, 4, NUM_C).max(1)   # (B image, B condition, C)
+  per_example = np.abs(jac).reshape(4, -1, 4, NUM_C).max(1)  # (B image, B condition, C)
   for i in range(4):
-    assert np.all(per_example[i, i] > 1e-4), per_example[i, i]     # every condition entry matters
-    assert np.all(np.delete(per_example[i], i, axis=0) == 0.0)      # no other example's condition does
+    assert np.all(per_example[i, i] > 1e-4), per_example[i, i]  # every condition entry matters
+    assert np.all(np.delete(per_example[i], i, axis=0) == 0.0)  # no other example's condition does
 
 
 @pytest.mark.parametrize("name", ["cvae", "dcvae"])
@@ -80,11 +80,12 @@ def test_forward_decodes_under_the_examples_condition(name):
 def test_unconditional_vae_gets_no_condition():
   _, spec, module, params = _model("vae")
   assert objectives.one_hot_condition(spec, jnp.array([0, 1]), NUM_C) is None
-  assert params["params"]["decoder"]["Dense_0"]["kernel"].shape[0] == LATENT   # z only
+  assert params["params"]["decoder"]["Dense_0"]["kernel"].shape[0] == LATENT  # z only
 
 
 # ---------------------------------------------------------------------------------------------------------
 # dCVAE's conditional prior r(z|c).
+
 
 def test_dcvae_prior_is_the_row_of_each_examples_condition():
   _, _, module, params = _model("dcvae")
@@ -111,15 +112,19 @@ def test_dcvae_prior_rows_learn_per_condition():
   setup = dataclasses.replace(setup, tx=optax.sgd(0.1))
   state = train_step.init_state(setup, jax.random.PRNGKey(5), IMAGE)
   ds = toy_dataset()
-  cond_all = jnp.asarray(ds.y_train % 2, jnp.int32)   # conditions 0 and 1 only; condition 2 never appears
+  cond_all = jnp.asarray(ds.y_train % 2, jnp.int32)  # conditions 0 and 1 only; condition 2 never appears
   b = 32
-  stats = dict(dataset_size=jnp.float32(ds.x_train.shape[0]),
-               condition_counts=jnp.asarray(np.bincount(np.asarray(cond_all), minlength=NUM_C), jnp.float32))
+  stats = dict(
+    dataset_size=jnp.float32(ds.x_train.shape[0]),
+    condition_counts=jnp.asarray(np.bincount(np.asarray(cond_all), minlength=NUM_C), jnp.float32),
+  )
   keys = jax.random.split(jax.random.PRNGKey(6))
   eps = jax.random.normal(jax.random.PRNGKey(7), (b, LATENT))
-  new, terms = jax.jit(lambda s: train_step.train_step(setup, s, jnp.asarray(ds.x_train), cond_all,
-                                                  jnp.arange(b, dtype=jnp.int32), stats, jnp.array(True),
-                                                  keys, eps))(state)
+  new, terms = jax.jit(
+    lambda s: train_step.train_step(
+      setup, s, jnp.asarray(ds.x_train), cond_all, jnp.arange(b, dtype=jnp.int32), stats, jnp.array(True), keys, eps
+    )
+  )(state)
   assert bool(terms["finite"])
   for key in ("prior_mu", "prior_logvar"):
     old, now = np.asarray(state.params["params"][key]), np.asarray(new.params["params"][key])

@@ -17,7 +17,8 @@ import pytest
 from dcvae_jax import estimators as est
 
 _SPEC = importlib.util.spec_from_file_location(
-    "estimator_bias", os.path.join(os.path.dirname(__file__), "..", "docs", "results", "estimator_bias.py"))
+  "estimator_bias", os.path.join(os.path.dirname(__file__), "..", "docs", "results", "estimator_bias.py")
+)
 eb = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(eb)
 
@@ -91,8 +92,7 @@ def test_small_table_matches_numpy_reference(method):
       z, mu, logvar, cond = _batch(mu_all, sizes, 0.1, rng)
       conditional = len(sizes) > 1
       n = np.full(len(sizes), 6000.0, np.float32) if conditional else 6000.0
-      got = _decompose(z, mu, logvar, dataset_size=n, method=method,
-                                   conditions=cond if conditional else None)
+      got = _decompose(z, mu, logvar, dataset_size=n, method=method, conditions=cond if conditional else None)
       want = numpy_decomposition(z, mu, logvar, 6000.0, method, cond if conditional else None)
       for t in ("mi", "tc", "dwkl"):
         np.testing.assert_allclose(float(got[t]), want[t], rtol=2e-4, atol=2e-3, err_msg=f"{t} {sizes}")
@@ -149,10 +149,10 @@ def test_stratified_conditional_estimate_is_the_mean_of_its_groups():
   mu_all = _codes("correlated", n=2000)
   z, mu, logvar, cond = _batch(mu_all, (16, 16, 16, 16), 0.1, np.random.default_rng(0))
   for method in ("mss", "mws"):
-    got = _decompose(z, mu, logvar, dataset_size=np.full(4, 2000.0, np.float32), method=method,
-                     conditions=cond)
-    parts = [_decompose(z[cond == c], mu[cond == c], logvar[cond == c], dataset_size=2000.0,
-                        method=method) for c in range(4)]
+    got = _decompose(z, mu, logvar, dataset_size=np.full(4, 2000.0, np.float32), method=method, conditions=cond)
+    parts = [
+      _decompose(z[cond == c], mu[cond == c], logvar[cond == c], dataset_size=2000.0, method=method) for c in range(4)
+    ]
     for t in ("mi", "tc", "dwkl"):
       np.testing.assert_allclose(float(got[t]), np.mean([float(p[t]) for p in parts]), rtol=1e-5, atol=1e-4)
 

@@ -58,9 +58,21 @@ def _model(name, x, cond, **hp):
 
 
 def _model_loss(config, spec, module, params, x, cond, eps, disc, disc_params):
-  return objectives.model_loss(spec, module, params, x, cond, None, hp=config.model, num_conditions=NUM_C,
-                               dataset_size=1000.0, condition_counts=jnp.array([500.0, 500.0]), disc=disc,
-                               disc_params=disc_params, eps=eps)
+  return objectives.model_loss(
+    spec,
+    module,
+    params,
+    x,
+    cond,
+    None,
+    hp=config.model,
+    num_conditions=NUM_C,
+    dataset_size=1000.0,
+    condition_counts=jnp.array([500.0, 500.0]),
+    disc=disc,
+    disc_params=disc_params,
+    eps=eps,
+  )
 
 
 def _hand_pieces(module, params, x, eps):
@@ -69,7 +81,7 @@ def _hand_pieces(module, params, x, eps):
   z = mu + np.exp(0.5 * logvar) * np.asarray(eps, np.float64)
   logits = module.apply(params, jnp.asarray(z, jnp.float32), None, method="decode")
   recon = np_bce(logits, x).sum((1, 2, 3)).mean()
-  kl_dims = 0.5 * (np.exp(logvar) + mu ** 2 - 1.0 - logvar)
+  kl_dims = 0.5 * (np.exp(logvar) + mu**2 - 1.0 - logvar)
   return recon, kl_dims, z
 
 
@@ -82,13 +94,13 @@ def test_factor_vae_loss_is_recon_plus_kl_plus_gamma_tc_d(gamma):
   kl = kl_dims.sum(1).mean()
   logits = np_disc_logits(dp, z, config.model.disc_layers)
   tc_d = np.mean(logits[:, 0] - logits[:, 1])
-  assert tc_d > 1.0   # the bias set in _model: the sign and weight of the term are visible
+  assert tc_d > 1.0  # the bias set in _model: the sign and weight of the term are visible
   np.testing.assert_allclose(terms["recon"], recon, rtol=1e-5)
   np.testing.assert_allclose(terms["kl"], kl, rtol=1e-5)
   np.testing.assert_allclose(terms["tc_d"], tc_d, rtol=1e-5)
   np.testing.assert_allclose(loss, recon + kl + gamma * tc_d, rtol=1e-5)
   np.testing.assert_allclose(terms["loss"], loss, rtol=0)
-  np.testing.assert_allclose(terms["elbo"], recon + kl, rtol=1e-5)   # the ELBO carries no TC_D
+  np.testing.assert_allclose(terms["elbo"], recon + kl, rtol=1e-5)  # the ELBO carries no TC_D
 
 
 @pytest.mark.parametrize("gamma", [6.4, 1.5])
@@ -103,7 +115,7 @@ def test_rf_vae_loss_by_hand(gamma):
   r = 1.0 / (1.0 + np.exp(-rho))
   lam = 10.0 + (0.1 - 10.0) * r
   wkl = np.mean((lam * kl_dims).sum(1))
-  logits = np_disc_logits(dp, z * r, config.model.disc_layers)      # D judges r * z
+  logits = np_disc_logits(dp, z * r, config.model.disc_layers)  # D judges r * z
   tc_d = np.mean(logits[:, 0] - logits[:, 1])
   l1 = r.sum()
   ent = -(r * np.log(r) + (1 - r) * np.log(1 - r)).sum()
@@ -137,8 +149,16 @@ def _setup(name, **train_cfg):
 
 
 def _one_step(setup, state, inputs):
-  step = jax.jit(lambda s, *a: train_step.train_step(setup, s, *a))
-  return step(state, *inputs)
+  x_all, cond_all, idx, stats, active, keys, eps = inputs
+
+  def step(s):
+    batch = input_pipeline.device_batch(
+      x_all, cond_all, idx, keys[0], binarize=setup.binarize, dequantize=setup.dequantize
+    )
+    batch.update(stats, eps=eps, active=active)
+    return train_step.train_step(setup, s, batch, keys[1])
+
+  return jax.jit(step)(state)
 
 
 def _norm(tree):
@@ -146,8 +166,10 @@ def _norm(tree):
 
 
 def _max_diff(a, b):
-  return max(float(np.max(np.abs(np.asarray(u, np.float64) - np.asarray(v, np.float64))))
-             for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  return max(
+    float(np.max(np.abs(np.asarray(u, np.float64) - np.asarray(v, np.float64))))
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+  )
 
 
 @pytest.mark.parametrize("name", ["factor_vae", "rf_vae"])
@@ -166,31 +188,46 @@ def test_train_step_updates_are_the_two_separate_gradients(name):
   cond = cond_all[idx]
 
   def vae_loss(params, disc_params):
-    return objectives.model_loss(setup.spec, setup.module, params, x, cond, None, hp=setup.hp,
-                                 num_conditions=NUM_C, dataset_size=stats["dataset_size"],
-                                 condition_counts=stats["condition_counts"], disc=setup.disc,
-                                 disc_params=disc_params, eps=eps)[0]
+    return objectives.model_loss(
+      setup.spec,
+      setup.module,
+      params,
+      x,
+      cond,
+      None,
+      hp=setup.hp,
+      num_conditions=NUM_C,
+      dataset_size=stats["dataset_size"],
+      condition_counts=stats["condition_counts"],
+      disc=setup.disc,
+      disc_params=disc_params,
+      eps=eps,
+    )[0]
 
-  def disc_loss(params, disc_params):   # no stop_gradient: the leak a correct step must not have
+  def disc_loss(params, disc_params):  # no stop_gradient: the leak a correct step must not have
     out = objectives.forward(setup.spec, setup.module, params, x, cond, None, NUM_C, eps=eps)
     z = objectives.discriminator_input(setup.spec, out)
     return objectives.discriminator_loss(setup.disc, disc_params, z, keys[1])[0]
 
-  def cut_loss(params):   # D's loss on the codes as the step feeds them: through stop_gradient
+  def cut_loss(params):  # D's loss on the codes as the step feeds them: through stop_gradient
     out = objectives.forward(setup.spec, setup.module, params, x, cond, None, NUM_C, eps=eps)
     z = jax.lax.stop_gradient(objectives.discriminator_input(setup.spec, out))
     return objectives.discriminator_loss(setup.disc, state.disc_params, z, keys[1])[0]
 
   @jax.jit
   def gradients(params, disc_params):
-    return (jax.value_and_grad(vae_loss, argnums=(0, 1))(params, disc_params),
-            jax.value_and_grad(disc_loss, argnums=(0, 1))(params, disc_params), jax.grad(cut_loss)(params))
+    return (
+      jax.value_and_grad(vae_loss, argnums=(0, 1))(params, disc_params),
+      jax.value_and_grad(disc_loss, argnums=(0, 1))(params, disc_params),
+      jax.grad(cut_loss)(params),
+    )
 
-  ((l_vae, (g_vae, g_vae_to_disc)), (l_disc, (g_disc_to_vae, g_disc)),
-   g_cut) = gradients(state.params, state.disc_params)
+  ((l_vae, (g_vae, g_vae_to_disc)), (l_disc, (g_disc_to_vae, g_disc)), g_cut) = gradients(
+    state.params, state.disc_params
+  )
   want_params = jax.tree.map(lambda p, g: p - g, state.params, g_vae)
   want_disc = jax.tree.map(lambda p, g: p - g, state.disc_params, g_disc)
-  tol = 2e-6   # measured: 1.2e-7 (float32 rounding of the same gradients)
+  tol = 2e-6  # measured: 1.2e-7 (float32 rounding of the same gradients)
   assert _max_diff(new.params, want_params) < tol
   assert _max_diff(new.disc_params, want_disc) < tol
   np.testing.assert_allclose(terms["loss"], l_vae, rtol=1e-5)

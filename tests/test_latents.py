@@ -14,6 +14,7 @@ from tests.helpers import tiny_config, toy_dataset
 # ----------------------------------------------------------------------------------------------------------
 # encode_test_set
 
+
 @pytest.fixture(scope="module", params=["vae", "cvae"])
 def trained(request, tmp_path_factory):
   """A chunk of 3 leave-one-out runs trained together on the toy data (1 epoch); 61 test images."""
@@ -22,8 +23,17 @@ def trained(request, tmp_path_factory):
   config.protocol.classes = (0, 1, 2)
   runs = protocols.make_runs(config.protocol, ds.num_classes, config.seed)
   mesh = distributed.make_mesh()
-  state, _, _ = trainer.train_runs(config, ds.x_train, ds.y_train, runs, str(tmp_path_factory.mktemp("ckpt")),
-                                 image_shape=(8, 8, 1), num_conditions=2, mesh=mesh, log=lambda *_: None)
+  state, _, _ = trainer.train_runs(
+    config,
+    ds.x_train,
+    ds.y_train,
+    runs,
+    str(tmp_path_factory.mktemp("ckpt")),
+    image_shape=(8, 8, 1),
+    num_conditions=2,
+    mesh=mesh,
+    log=lambda *_: None,
+  )
   setup = train_step.make_setup(config, (8, 8, 1), 2, mesh.devices.size)
   return config, ds, runs, setup, state
 
@@ -63,19 +73,20 @@ def test_condition_ids_and_zero_condition(trained):
   if not setup.spec.conditional:
     codes = latents.encode_test_set(setup, state.params, ds.x_test, mesh, batch_size=16)  # conditions optional
     np.testing.assert_array_equal(
-        codes, latents.encode_test_set(setup, state.params, ds.x_test, mesh, batch_size=16, conditions=ids))
+      codes, latents.encode_test_set(setup, state.params, ds.x_test, mesh, batch_size=16, conditions=ids)
+    )
     return
   with pytest.raises(ValueError, match="conditional model needs"):
     latents.encode_test_set(setup, state.params, ds.x_test, mesh, batch_size=16)
   with pytest.raises(ValueError, match="expected 0..2"):
     latents.encode_test_set(setup, state.params, ds.x_test, mesh, batch_size=16, conditions=ids + 1)
   # (N,) ids are shared by every model; id num_conditions is the all-zero condition vector.
-  zero = latents.encode_test_set(setup, state.params, ds.x_test, mesh, batch_size=16,
-                                 conditions=np.full(61, 2))
+  zero = latents.encode_test_set(setup, state.params, ds.x_test, mesh, batch_size=16, conditions=np.full(61, 2))
   x = input_pipeline.preprocess(ds.x_test, True)
   for m in range(3):
-    mu, _ = setup.module.apply(train_step.unstack(state.params, m), x, np.zeros((61, 2), np.float32),
-                               method=networks.VAE.encode)
+    mu, _ = setup.module.apply(
+      train_step.unstack(state.params, m), x, np.zeros((61, 2), np.float32), method=networks.VAE.encode
+    )
     np.testing.assert_allclose(zero[m], mu, rtol=1e-5, atol=1e-6)
   own = latents.encode_test_set(setup, state.params, ds.x_test, mesh, batch_size=16, conditions=ids)
   assert np.abs(own - zero).max() > 1e-4  # the condition reaches the encoder
@@ -84,11 +95,20 @@ def test_condition_ids_and_zero_condition(trained):
 def test_pipeline_fragment_is_json_ready(trained):
   """What experiment.py does after scoring a chunk: encode, score each run, summarise."""
   config, ds, runs, setup, state = trained
-  codes = latents.encode_test_set(setup, state.params, ds.x_test, distributed.make_mesh(), batch_size=32,
-                                  conditions=latents.condition_ids(runs, ds.y_test))
-  per_run = [latents.disentanglement_results(run, codes[m], ds.y_test, getattr(ds, "factors_test", None),
-                                             getattr(ds, "factor_names", None), seed=config.seed)
-             for m, run in enumerate(runs)]
+  codes = latents.encode_test_set(
+    setup,
+    state.params,
+    ds.x_test,
+    distributed.make_mesh(),
+    batch_size=32,
+    conditions=latents.condition_ids(runs, ds.y_test),
+  )
+  per_run = [
+    latents.disentanglement_results(
+      run, codes[m], ds.y_test, getattr(ds, "factors_test", None), getattr(ds, "factor_names", None), seed=config.seed
+    )
+    for m, run in enumerate(runs)
+  ]
   for run, r in zip(runs, per_run):
     assert set(r) == {"dis_num_images", "class_mig"}
     assert r["dis_num_images"] == int(np.isin(ds.y_test, run.normal).sum())
@@ -101,6 +121,7 @@ def test_pipeline_fragment_is_json_ready(trained):
 
 # ----------------------------------------------------------------------------------------------------------
 # disentanglement_results
+
 
 @pytest.fixture(scope="module")
 def scenes():
@@ -149,8 +170,7 @@ def test_one_normal_class_and_no_factors(scenes):
   # MNIST-family data: only the class is known.
   r = latents.disentanglement_results(LEAVE_OUT_0, codes, y, None, None)
   assert set(r) == {"dis_num_images", "class_mig"} and r["class_mig"] > 0.9
-  summary = latents.summarize_disentanglement(
-      [latents.disentanglement_results(ONE_CLASS, codes, y, None, None)])
+  summary = latents.summarize_disentanglement([latents.disentanglement_results(ONE_CLASS, codes, y, None, None)])
   assert summary["class_mig_mean"] is None and "one normal class" in summary["class_mig_note"]
 
 
@@ -167,12 +187,12 @@ def test_nonfinite_codes_do_not_raise(scenes):
 
 
 def test_summarize_over_runs():
-  per_run = [{"run": "a", "auroc": 0.5, "dis_num_images": 10, "dis_mig": 0.2, "dis_mig_shape": None,
-              "class_mig": 0.4},
-             {"run": "b", "auroc": 0.6, "dis_num_images": 10, "dis_mig": 0.4, "dis_mig_shape": 0.3,
-              "class_mig": 0.6},
-             {"run": "c", "auroc": 0.7, "dis_error": "non-finite codes", "dis_mig": None, "class_mig": None},
-             {"run": "old", "auroc": 0.8}]  # a run from a workdir written before these metrics
+  per_run = [
+    {"run": "a", "auroc": 0.5, "dis_num_images": 10, "dis_mig": 0.2, "dis_mig_shape": None, "class_mig": 0.4},
+    {"run": "b", "auroc": 0.6, "dis_num_images": 10, "dis_mig": 0.4, "dis_mig_shape": 0.3, "class_mig": 0.6},
+    {"run": "c", "auroc": 0.7, "dis_error": "non-finite codes", "dis_mig": None, "class_mig": None},
+    {"run": "old", "auroc": 0.8},
+  ]  # a run from a workdir written before these metrics
   s = latents.summarize_disentanglement(per_run)
   np.testing.assert_allclose([s["dis_mig_mean"], s["dis_mig_std"]], [0.3, 0.1])
   np.testing.assert_allclose([s["class_mig_mean"], s["dis_mig_shape_mean"], s["dis_mig_shape_std"]], [0.5, 0.3, 0])
@@ -184,6 +204,7 @@ def test_summarize_over_runs():
 # ----------------------------------------------------------------------------------------------------------
 # The shapes source end to end (tiny)
 
+
 def test_shapes_end_to_end():
   """The real shapes source through encode + metrics (an untrained 28x28 model: training is tested above)."""
   ds = data.load_dataset("shapes")
@@ -193,7 +214,9 @@ def test_shapes_end_to_end():
   runs = protocols.make_runs(config.protocol, ds.num_classes, config.seed)
   mesh = distributed.make_mesh()
   setup = train_step.make_setup(config, (28, 28, 1), 2, mesh.devices.size)
-  params = train_step.stack_states([train_step.init_state(setup, train_step.run_key(r), (28, 28, 1)) for r in runs]).params
+  params = train_step.stack_states(
+    [train_step.init_state(setup, train_step.run_key(r), (28, 28, 1)) for r in runs]
+  ).params
   x, y, f = ds.x_test[:900], ds.y_test[:900], ds.factors_test[:900]
   codes = latents.encode_test_set(setup, params, x, mesh, batch_size=256)
   assert codes.shape == (1, 900, 4) and np.all(np.isfinite(codes))

@@ -25,11 +25,38 @@ MULTI = os.path.join(LAUNCH, "multi_gpu.sh")
 SCRIPTS = [TPU, SLURM, MULTI]
 CLUSTER_TOOLS = ["gcloud", "gsutil", "srun", "sbatch", "scontrol", "nvidia-smi"]
 # Variables a user may have set that would change what the scripts print.
-USER_VARS = ["TPU_NAME", "ZONE", "PROJECT", "BUCKET", "MOUNT_ROOT", "POLL_SECONDS", "ACCELERATOR_TYPE",
-             "RUNTIME_VERSION", "SPOT", "CONFIG", "WORKDIR",
-             "RESULTS_DIR", "REPO_URL", "REPO_REF", "REMOTE_DIR", "PYTHON", "PIP_EXTRAS", "EXTRA_ARGS", "STEPS",
-             "DRY_RUN", "REPO_DIR", "VENV", "COORDINATOR_PORT", "GPUS", "JAX_PLATFORMS", "DCVAE_DISTRIBUTED",
-             "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "CUDA_VISIBLE_DEVICES"]
+USER_VARS = [
+  "TPU_NAME",
+  "ZONE",
+  "PROJECT",
+  "BUCKET",
+  "MOUNT_ROOT",
+  "POLL_SECONDS",
+  "ACCELERATOR_TYPE",
+  "RUNTIME_VERSION",
+  "SPOT",
+  "CONFIG",
+  "WORKDIR",
+  "RESULTS_DIR",
+  "REPO_URL",
+  "REPO_REF",
+  "REMOTE_DIR",
+  "PYTHON",
+  "PIP_EXTRAS",
+  "EXTRA_ARGS",
+  "STEPS",
+  "DRY_RUN",
+  "REPO_DIR",
+  "VENV",
+  "COORDINATOR_PORT",
+  "GPUS",
+  "JAX_PLATFORMS",
+  "DCVAE_DISTRIBUTED",
+  "JAX_COORDINATOR_ADDRESS",
+  "JAX_NUM_PROCESSES",
+  "JAX_PROCESS_ID",
+  "CUDA_VISIBLE_DEVICES",
+]
 
 
 def _write_exe(path, text):
@@ -45,12 +72,15 @@ def fakes(tmp_path):
   bin_dir.mkdir()
   log = tmp_path / "calls.jsonl"
   for tool in CLUSTER_TOOLS:
-    _write_exe(bin_dir / tool, f"""#!{sys.executable}
+    _write_exe(
+      bin_dir / tool,
+      f"""#!{sys.executable}
 import json, os, sys
 with open({str(log)!r}, "a") as f:
   f.write(json.dumps([os.path.basename(sys.argv[0])] + sys.argv[1:]) + "\\n")
 sys.exit(97)
-""")
+""",
+    )
   return bin_dir, log
 
 
@@ -63,8 +93,7 @@ def _env(bin_dir, tmp_path, **overrides):
 
 
 def _run(script, env, *args, check=True, cwd=None):
-  proc = subprocess.run(["bash", script, *args], env=env, cwd=cwd or REPO, capture_output=True, text=True,
-                        timeout=300)
+  proc = subprocess.run(["bash", script, *args], env=env, cwd=cwd or REPO, capture_output=True, text=True, timeout=300)
   if check:
     assert proc.returncode == 0, f"rc={proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
   return proc
@@ -101,6 +130,7 @@ def _main_argv(remote):
 # ----------------------------------------------------------------------------------------------------------
 # All scripts.
 
+
 @pytest.mark.parametrize("script", SCRIPTS, ids=os.path.basename)
 def test_syntax_and_executable(script):
   proc = subprocess.run(["bash", "-n", script], capture_output=True, text=True)
@@ -128,28 +158,44 @@ def test_readme_documents_every_script_and_variable():
 # ----------------------------------------------------------------------------------------------------------
 # TPU VM pod.
 
+
 def _detached_argv(remote):
   """The program's words inside the run step's ``setsid nohup bash -c '...'`` job."""
   words = shlex.split(remote)
   i = words.index("setsid")
-  assert words[i - 1] == "DCVAE_DISTRIBUTED=1" and words[i + 1:i + 4] == ["nohup", "bash", "-c"], words
+  assert words[i - 1] == "DCVAE_DISTRIBUTED=1" and words[i + 1 : i + 4] == ["nohup", "bash", "-c"], words
   job = [part.strip() for part in words[i + 4].split(";")]
   assert len(job) == 2 and job[-1] == "echo $? > logs/run.exit", job
-  assert words[i + 5:i + 13] == [">", "logs/run.log", "2>&1", "<", "/dev/null", "&", "echo", "$!"], words
+  assert words[i + 5 : i + 13] == [">", "logs/run.log", "2>&1", "<", "/dev/null", "&", "echo", "$!"], words
   return _main_argv(job[0])
 
 
 def test_tpu_dry_run_defaults(fakes, tmp_path):
   """Defaults: a gs:// workdir in the project's bucket, mounted on every worker; the run detached."""
   bin_dir, log = fakes
-  env = _env(bin_dir, tmp_path, DRY_RUN=1, TPU_NAME="my-tpu", ZONE="europe-west4-a", ACCELERATOR_TYPE="v4-32",
-             CONFIG="configs/default.py:smoke", EXTRA_ARGS="--config.seed=3 --config.train.num_epochs=2")
+  env = _env(
+    bin_dir,
+    tmp_path,
+    DRY_RUN=1,
+    TPU_NAME="my-tpu",
+    ZONE="europe-west4-a",
+    ACCELERATOR_TYPE="v4-32",
+    CONFIG="configs/default.py:smoke",
+    EXTRA_ARGS="--config.seed=3 --config.train.num_epochs=2",
+  )
   out = _run(TPU, env, "--config.model.latent_dim=4").stdout
   _no_calls(log)
   assert [l for l in out.splitlines() if l.startswith("# step:")] == [
-      "# step: create", "# step: install", "# step: run", "# step: wait", "# step: fetch"]
-  assert "# workdir: gs://PROJECT-dcvae/dcvae/default_smoke (every worker: /tmp/gcs/PROJECT-dcvae/dcvae/" \
-         "default_smoke, gcsfuse mount of gs://PROJECT-dcvae)" in out
+    "# step: create",
+    "# step: install",
+    "# step: run",
+    "# step: wait",
+    "# step: fetch",
+  ]
+  assert (
+    "# workdir: gs://PROJECT-dcvae/dcvae/default_smoke (every worker: /tmp/gcs/PROJECT-dcvae/dcvae/"
+    "default_smoke, gcsfuse mount of gs://PROJECT-dcvae)" in out
+  )
   assert "PROJECT is not set; a real run takes it from `gcloud config get-value project`" in out
   lines = [l for l in out.splitlines() if l.startswith("+ ")]
 
@@ -185,28 +231,55 @@ def test_tpu_dry_run_defaults(fakes, tmp_path):
   remote = _flag(run, "--command")
   _bash_syntax_ok(remote)
   assert remote.startswith("cd dcvae_jax && mkdir -p logs /tmp/gcs/PROJECT-dcvae && ")
-  assert "{ mountpoint -q /tmp/gcs/PROJECT-dcvae || gcsfuse --implicit-dirs PROJECT-dcvae /tmp/gcs/PROJECT-dcvae; }" \
-      in remote
+  assert (
+    "{ mountpoint -q /tmp/gcs/PROJECT-dcvae || gcsfuse --implicit-dirs PROJECT-dcvae /tmp/gcs/PROJECT-dcvae; }"
+    in remote
+  )
   assert not any("rsync" in w for c in (install, run) for w in c) and " cp " not in remote
-  assert _detached_argv(remote) == ["python3", "-m", "dcvae_jax.main", "--config=configs/default.py:smoke",
-                                    "--workdir=/tmp/gcs/PROJECT-dcvae/dcvae/default_smoke", "--config.seed=3",
-                                    "--config.train.num_epochs=2", "--config.model.latent_dim=4"]
+  assert _detached_argv(remote) == [
+    "python3",
+    "-m",
+    "dcvae_jax.main",
+    "--config=configs/default.py:smoke",
+    "--workdir=/tmp/gcs/PROJECT-dcvae/dcvae/default_smoke",
+    "--config.seed=3",
+    "--config.train.num_epochs=2",
+    "--config.model.latent_dim=4",
+  ]
 
   # Wait on worker 0, then fetch the results (not the checkpoints) from the bucket.
   assert wait[4:6] == ["ssh", "my-tpu"] and "--worker=0" in wait
   _bash_syntax_ok(_flag(wait, "--command"))
   results_dir = "workdirs/tpu_my-tpu_default_smoke"
   assert mkdir == ["mkdir", "-p", results_dir]
-  assert fetch == ["gcloud", "storage", "rsync", "-r", "--exclude=^checkpoints/",
-                   "gs://PROJECT-dcvae/dcvae/default_smoke", results_dir]
+  assert fetch == [
+    "gcloud",
+    "storage",
+    "rsync",
+    "-r",
+    "--exclude=^checkpoints/",
+    "gs://PROJECT-dcvae/dcvae/default_smoke",
+    results_dir,
+  ]
 
 
 def test_tpu_dry_run_repo_url_bucket_project(fakes, tmp_path):
   bin_dir, log = fakes
-  env = _env(bin_dir, tmp_path, TPU_NAME="pod", PROJECT="my-proj", SPOT=1, ACCELERATOR_TYPE="v5litepod-16",
-             RUNTIME_VERSION="v2-alpha-tpuv5-lite", REPO_URL="https://github.com/me/dcvae_jax", REPO_REF="v0.1",
-             WORKDIR="gs://bucket/runs/mnist", RESULTS_DIR=str(tmp_path / "res"), CONFIG="configs/mnist.py",
-             STEPS="create install run fetch delete")
+  env = _env(
+    bin_dir,
+    tmp_path,
+    TPU_NAME="pod",
+    PROJECT="my-proj",
+    SPOT=1,
+    ACCELERATOR_TYPE="v5litepod-16",
+    RUNTIME_VERSION="v2-alpha-tpuv5-lite",
+    REPO_URL="https://github.com/me/dcvae_jax",
+    REPO_REF="v0.1",
+    WORKDIR="gs://bucket/runs/mnist",
+    RESULTS_DIR=str(tmp_path / "res"),
+    CONFIG="configs/mnist.py",
+    STEPS="create install run fetch delete",
+  )
   out = _run(TPU, env, "--dry-run").stdout
   _no_calls(log)
   lines = [l for l in out.splitlines() if l.startswith("+ ")]
@@ -236,16 +309,30 @@ def test_tpu_dry_run_repo_url_bucket_project(fakes, tmp_path):
   assert "gcsfuse --implicit-dirs bucket /tmp/gcs/bucket" in remote
   assert _detached_argv(remote)[3:] == ["--config=configs/mnist.py", "--workdir=/tmp/gcs/bucket/runs/mnist"]
   assert mkdir == ["mkdir", "-p", str(tmp_path / "res")]
-  assert fetch == ["gcloud", "storage", "rsync", "-r", "--exclude=^checkpoints/", "gs://bucket/runs/mnist",
-                   str(tmp_path / "res")]
+  assert fetch == [
+    "gcloud",
+    "storage",
+    "rsync",
+    "-r",
+    "--exclude=^checkpoints/",
+    "gs://bucket/runs/mnist",
+    str(tmp_path / "res"),
+  ]
   assert delete[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "delete", "pod"] and "--quiet" in delete
 
 
 def test_tpu_dry_run_local_workdir(fakes, tmp_path):
   """A non-gs:// WORKDIR is a folder on each worker (one-host slices): no bucket, no mount; fetched by tar."""
   bin_dir, log = fakes
-  env = _env(bin_dir, tmp_path, DRY_RUN=1, TPU_NAME="one", WORKDIR="workdirs/here", ACCELERATOR_TYPE="v4-8",
-             STEPS="create run fetch")
+  env = _env(
+    bin_dir,
+    tmp_path,
+    DRY_RUN=1,
+    TPU_NAME="one",
+    WORKDIR="workdirs/here",
+    ACCELERATOR_TYPE="v4-8",
+    STEPS="create run fetch",
+  )
   out = _run(TPU, env).stdout
   _no_calls(log)
   assert "gcsfuse" not in out and "storage" not in out
@@ -254,8 +341,9 @@ def test_tpu_dry_run_local_workdir(fakes, tmp_path):
   _bash_syntax_ok(remote)
   assert remote.startswith("cd dcvae_jax && mkdir -p logs && if ")
   assert _detached_argv(remote)[3:] == ["--config=configs/mnist.py", "--workdir=workdirs/here"]
-  assert _flag(pack, "--command") == \
-      "tar -czf dcvae_jax_results.tgz --exclude=./checkpoints -C dcvae_jax/workdirs/here ."
+  assert (
+    _flag(pack, "--command") == "tar -czf dcvae_jax_results.tgz --exclude=./checkpoints -C dcvae_jax/workdirs/here ."
+  )
   assert fetch[4] == "scp" and fetch[5] == "one:dcvae_jax_results.tgz" and "--worker=0" in fetch
   assert unpack == ["tar", "-xzf", fetch[6], "-C", "workdirs/tpu_one_mnist"]
 
@@ -268,7 +356,9 @@ def test_tpu_run_survives_its_session_and_wait_reports_it(fakes, tmp_path):
   home = tmp_path / "home"
   (home / "dcvae_jax").mkdir(parents=True)
   marker = tmp_path / "program.json"
-  fake = _write_exe(tmp_path / "fakepython", f"""#!{sys.executable}
+  fake = _write_exe(
+    tmp_path / "fakepython",
+    f"""#!{sys.executable}
 import json, os, sys, time
 time.sleep(4)
 with open({str(marker)!r}, "w") as f:
@@ -276,21 +366,23 @@ with open({str(marker)!r}, "w") as f:
              "distributed": os.environ.get("DCVAE_DISTRIBUTED")}}, f)
 print("trained")
 sys.exit(7)
-""")
-  env = _env(bin_dir, tmp_path, DRY_RUN=1, TPU_NAME="t", WORKDIR="wd", PYTHON=fake, STEPS="run wait",
-             POLL_SECONDS=1)
+""",
+  )
+  env = _env(bin_dir, tmp_path, DRY_RUN=1, TPU_NAME="t", WORKDIR="wd", PYTHON=fake, STEPS="run wait", POLL_SECONDS=1)
   out = _run(TPU, env).stdout
   run, wait = _commands(out)
   start = _flag(run, "--command")
   t0 = time.monotonic()
-  proc = subprocess.run(["bash", "-c", start], cwd=str(home), capture_output=True, text=True, timeout=60,
-                        start_new_session=True)  # as an ssh session would
+  proc = subprocess.run(
+    ["bash", "-c", start], cwd=str(home), capture_output=True, text=True, timeout=60, start_new_session=True
+  )  # as an ssh session would
   assert proc.returncode == 0 and "started, log dcvae_jax/logs/run.log" in proc.stdout, proc
   assert time.monotonic() - t0 < 3.5 and not marker.exists()  # detached: did not wait for the program
   again = subprocess.run(["bash", "-c", start], cwd=str(home), capture_output=True, text=True, timeout=60)
   assert "already running" in again.stdout, again
-  waited = subprocess.run(["bash", "-c", _flag(wait, "--command")], cwd=str(home), capture_output=True,
-                          text=True, timeout=60)
+  waited = subprocess.run(
+    ["bash", "-c", _flag(wait, "--command")], cwd=str(home), capture_output=True, text=True, timeout=60
+  )
   assert waited.returncode == 7 and "trained" in waited.stdout, waited
   program = json.loads(marker.read_text())
   assert program["argv"][:2] == ["-m", "dcvae_jax.main"] and "--workdir=wd" in program["argv"]
@@ -319,7 +411,9 @@ def test_tpu_real_mode_runs_what_dry_run_prints(tmp_path, workdir):
   (tmp_path / "payload" / "results.json").write_text('{"auroc_mean": 0.5}')
   with tarfile.open(payload, "w:gz") as t:
     t.add(tmp_path / "payload" / "results.json", arcname="./results.json")
-  _write_exe(bin_dir / "gcloud", f"""#!{sys.executable}
+  _write_exe(
+    bin_dir / "gcloud",
+    f"""#!{sys.executable}
 import json, shutil, sys
 args = sys.argv[1:]
 with open({str(log)!r}, "a") as f:
@@ -330,10 +424,17 @@ if "scp" in args and ":" not in args[args.index("scp") + 2]:  # remote -> local
   shutil.copy({str(payload)!r}, args[args.index("scp") + 2])
 if args[:2] == ["storage", "rsync"]:  # bucket -> local
   shutil.copy({str(tmp_path / "payload" / "results.json")!r}, args[-1])
-""")
+""",
+  )
   results = tmp_path / "results"
-  common = dict(TPU_NAME="t1", ZONE="us-central2-b", CONFIG="configs/default.py:smoke", RESULTS_DIR=results,
-                WORKDIR=workdir, PROJECT="proj")
+  common = dict(
+    TPU_NAME="t1",
+    ZONE="us-central2-b",
+    CONFIG="configs/default.py:smoke",
+    RESULTS_DIR=results,
+    WORKDIR=workdir,
+    PROJECT="proj",
+  )
   dry = _run(TPU, _env(bin_dir, tmp_path, DRY_RUN=1, **common)).stdout
   assert not log.exists()
   real = _run(TPU, _env(bin_dir, tmp_path, **common))
@@ -344,8 +445,11 @@ if args[:2] == ["storage", "rsync"]:  # bucket -> local
   printed = []
   for line in dry.splitlines():
     if line.startswith("+ "):
-      parts = line[2:].split(" || ") if line.startswith(("+ gcloud storage buckets describe",
-                                                          "+ gcloud compute tpus tpu-vm describe")) else [line[2:]]
+      parts = (
+        line[2:].split(" || ")
+        if line.startswith(("+ gcloud storage buckets describe", "+ gcloud compute tpus tpu-vm describe"))
+        else [line[2:]]
+      )
       printed += [norm(shlex.split(re.sub(r" >/dev/null$", "", part))) for part in parts]
   assert called == [c for c in printed if c[0] == "gcloud"]
   assert not list(tmp_path.glob("dcvae_jax_*_*.tgz"))  # temporary tarballs removed
@@ -354,6 +458,7 @@ if args[:2] == ["storage", "rsync"]:  # bucket -> local
 
 # ----------------------------------------------------------------------------------------------------------
 # SLURM GPU cluster.
+
 
 def _slurm_tasks(out):
   """{task id: (node, env, argv)} from the dry run's '# task i on node: cd ... && env ... python ...' lines."""
@@ -383,14 +488,29 @@ def test_slurm_dry_run_expands_nodelist(fakes, tmp_path):
   path = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
   if subprocess.run(["bash", "-c", "command -v scontrol"], env={"PATH": path}, capture_output=True).returncode == 0:
     pytest.skip("a real scontrol is installed; the fallback expander is not used")
-  env = _env(bin_dir, tmp_path, DRY_RUN=1, SLURM_JOB_ID=777, SLURM_JOB_NODELIST="gpu[009-011],login5",
-             SLURM_NTASKS=4, SLURM_CPUS_PER_TASK=12, CONFIG="configs/default.py:smoke",
-             WORKDIR="/shared/wd", VENV="/shared/venv", EXTRA_ARGS="--config.seed=1")
+  env = _env(
+    bin_dir,
+    tmp_path,
+    DRY_RUN=1,
+    SLURM_JOB_ID=777,
+    SLURM_JOB_NODELIST="gpu[009-011],login5",
+    SLURM_NTASKS=4,
+    SLURM_CPUS_PER_TASK=12,
+    CONFIG="configs/default.py:smoke",
+    WORKDIR="/shared/wd",
+    VENV="/shared/venv",
+    EXTRA_ARGS="--config.seed=1",
+  )
   out = _run(SLURM, env, "--config.train.num_epochs=2").stdout
   _no_calls(log)
-  (export, srun), = [_commands(out)]
-  assert export == ["export", "DCVAE_DISTRIBUTED=1", "JAX_COORDINATOR_ADDRESS=gpu009:20777",
-                    "JAX_NUM_PROCESSES=4", "JAX_PLATFORMS=cuda"]
+  ((export, srun),) = [_commands(out)]
+  assert export == [
+    "export",
+    "DCVAE_DISTRIBUTED=1",
+    "JAX_COORDINATOR_ADDRESS=gpu009:20777",
+    "JAX_NUM_PROCESSES=4",
+    "JAX_PLATFORMS=cuda",
+  ]
   assert srun[:5] == ["srun", "--nodes=4", "--ntasks=4", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
   assert "--cpus-per-task=12" in srun
   assert srun[-3:-1] == ["bash", "-c"]
@@ -398,24 +518,37 @@ def test_slurm_dry_run_expands_nodelist(fakes, tmp_path):
   _bash_syntax_ok(task_script)
   assert task_script.startswith(f"cd {REPO} && source /shared/venv/bin/activate && ")
   assert 'export JAX_PROCESS_ID="$SLURM_PROCID"' in task_script  # evaluated by each task
-  argv = ["python", "-m", "dcvae_jax.main", "--config=configs/default.py:smoke", "--workdir=/shared/wd",
-          "--config.seed=1", "--config.train.num_epochs=2"]
+  argv = [
+    "python",
+    "-m",
+    "dcvae_jax.main",
+    "--config=configs/default.py:smoke",
+    "--workdir=/shared/wd",
+    "--config.seed=1",
+    "--config.train.num_epochs=2",
+  ]
   assert shlex.split(task_script.split("&&")[-1]) == ["exec"] + argv
 
   tasks = _slurm_tasks(out)
   assert sorted(tasks) == [0, 1, 2, 3]
   for i, node in enumerate(["gpu009", "gpu010", "gpu011", "login5"]):
     assert tasks[i][0] == node
-    assert tasks[i][1] == {"DCVAE_DISTRIBUTED": "1", "JAX_COORDINATOR_ADDRESS": "gpu009:20777",
-                           "JAX_NUM_PROCESSES": "4", "JAX_PROCESS_ID": str(i), "JAX_PLATFORMS": "cuda"}
+    assert tasks[i][1] == {
+      "DCVAE_DISTRIBUTED": "1",
+      "JAX_COORDINATOR_ADDRESS": "gpu009:20777",
+      "JAX_NUM_PROCESSES": "4",
+      "JAX_PROCESS_ID": str(i),
+      "JAX_PLATFORMS": "cuda",
+    }
     assert tasks[i][2] == argv
 
 
 def test_slurm_dry_run_uses_scontrol_and_port(tmp_path):
   bin_dir = tmp_path / "bin"
   bin_dir.mkdir()
-  _write_exe(bin_dir / "scontrol", '#!/usr/bin/env bash\n[ "$1 $2 $3" = "show hostnames a[1-2]" ] && '
-                                   'printf "alpha\\nbeta\\n"\n')
+  _write_exe(
+    bin_dir / "scontrol", '#!/usr/bin/env bash\n[ "$1 $2 $3" = "show hostnames a[1-2]" ] && printf "alpha\\nbeta\\n"\n'
+  )
   env = _env(bin_dir, tmp_path, DRY_RUN=1, SLURM_JOB_NODELIST="a[1-2]", COORDINATOR_PORT=4567)
   out = _run(SLURM, env).stdout
   tasks = _slurm_tasks(out)
@@ -442,39 +575,72 @@ def test_slurm_real_mode_sets_each_tasks_env(tmp_path):
   bin_dir = tmp_path / "bin"
   bin_dir.mkdir()
   _write_exe(bin_dir / "scontrol", '#!/usr/bin/env bash\nprintf "n1\\nn2\\nn3\\n"\n')
-  _write_exe(bin_dir / "srun", f"""#!{sys.executable}
+  _write_exe(
+    bin_dir / "srun",
+    f"""#!{sys.executable}
 import os, subprocess, sys
 args = sys.argv[1:]
 n = int([a for a in args if a.startswith("--ntasks=")][0].split("=")[1])
 cmd = args[args.index("bash"):]
 for i in range(n):
   subprocess.run(cmd, env=dict(os.environ, SLURM_PROCID=str(i)), check=True)
-""")
-  fake_python = _write_exe(tmp_path / "fakepython", f"""#!{sys.executable}
+""",
+  )
+  fake_python = _write_exe(
+    tmp_path / "fakepython",
+    f"""#!{sys.executable}
 import json, os, sys
 with open(os.path.join({str(tmp_path)!r}, "task" + os.environ["JAX_PROCESS_ID"] + ".json"), "w") as f:
   json.dump({{"argv": sys.argv[1:], "cwd": os.getcwd(),
              "env": {{k: v for k, v in os.environ.items() if k.startswith(("JAX_", "DCVAE_"))}}}}, f)
-""")
-  env = _env(bin_dir, tmp_path, SLURM_JOB_ID=123, SLURM_JOB_NODELIST="n[1-3]", SLURM_NTASKS=3,
-             SLURM_SUBMIT_DIR=REPO, PYTHON=fake_python, CONFIG="configs/mnist.py", WORKDIR="/shared/w")
+""",
+  )
+  env = _env(
+    bin_dir,
+    tmp_path,
+    SLURM_JOB_ID=123,
+    SLURM_JOB_NODELIST="n[1-3]",
+    SLURM_NTASKS=3,
+    SLURM_SUBMIT_DIR=REPO,
+    PYTHON=fake_python,
+    CONFIG="configs/mnist.py",
+    WORKDIR="/shared/w",
+  )
   _run(SLURM, env, "--config.seed=5")
   for i in range(3):
     task = json.loads((tmp_path / f"task{i}.json").read_text())
-    assert task["env"] == {"DCVAE_DISTRIBUTED": "1", "JAX_COORDINATOR_ADDRESS": "n1:20123",
-                           "JAX_NUM_PROCESSES": "3", "JAX_PROCESS_ID": str(i), "JAX_PLATFORMS": "cuda"}
-    assert task["argv"] == ["-m", "dcvae_jax.main", "--config=configs/mnist.py", "--workdir=/shared/w",
-                            "--config.seed=5"]
+    assert task["env"] == {
+      "DCVAE_DISTRIBUTED": "1",
+      "JAX_COORDINATOR_ADDRESS": "n1:20123",
+      "JAX_NUM_PROCESSES": "3",
+      "JAX_PROCESS_ID": str(i),
+      "JAX_PLATFORMS": "cuda",
+    }
+    assert task["argv"] == [
+      "-m",
+      "dcvae_jax.main",
+      "--config=configs/mnist.py",
+      "--workdir=/shared/w",
+      "--config.seed=5",
+    ]
     assert task["cwd"] == REPO
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Single host, several GPUs.
 
+
 def test_multi_gpu_dry_run(fakes, tmp_path):
   bin_dir, log = fakes
-  env = _env(bin_dir, tmp_path, DRY_RUN=1, GPUS="0,1,2,3", CONFIG="configs/fashion_mnist.py",
-             DCVAE_DISTRIBUTED=1, JAX_COORDINATOR_ADDRESS="x:1")
+  env = _env(
+    bin_dir,
+    tmp_path,
+    DRY_RUN=1,
+    GPUS="0,1,2,3",
+    CONFIG="configs/fashion_mnist.py",
+    DCVAE_DISTRIBUTED=1,
+    JAX_COORDINATOR_ADDRESS="x:1",
+  )
   out = _run(MULTI, env, "--config.train.batch_size=256", cwd=str(tmp_path)).stdout
   _no_calls(log)
   cd, cmd = _commands(out)
@@ -485,8 +651,14 @@ def test_multi_gpu_dry_run(fakes, tmp_path):
     assert ("-u", var) in pairs, var  # removed: one process, no jax.distributed
   assert "CUDA_VISIBLE_DEVICES=0,1,2,3" in cmd and "JAX_PLATFORMS=cuda" in cmd
   i = cmd.index("python")
-  assert cmd[i:] == ["python", "-m", "dcvae_jax.main", "--config=configs/fashion_mnist.py",
-                     "--workdir=workdirs/fashion_mnist", "--config.train.batch_size=256"]
+  assert cmd[i:] == [
+    "python",
+    "-m",
+    "dcvae_jax.main",
+    "--config=configs/fashion_mnist.py",
+    "--workdir=workdirs/fashion_mnist",
+    "--config.train.batch_size=256",
+  ]
   out = _run(MULTI, _env(bin_dir, tmp_path), "--dry-run").stdout  # no GPUS: all GPUs, no CUDA_VISIBLE_DEVICES
   assert "CUDA_VISIBLE_DEVICES" not in out and "--config=configs/mnist.py" in out
   _no_calls(log)
@@ -496,8 +668,15 @@ def test_multi_gpu_really_trains_on_cpu(fakes, tmp_path):
   """The real command line, on CPU (JAX_PLATFORMS=cpu) with the smoke config: trains and writes results."""
   bin_dir, log = fakes
   workdir = tmp_path / "wd"
-  env = _env(bin_dir, tmp_path, JAX_PLATFORMS="cpu", CONFIG="configs/default.py:smoke", WORKDIR=workdir,
-             PYTHON=sys.executable, DCVAE_DISTRIBUTED=1)
+  env = _env(
+    bin_dir,
+    tmp_path,
+    JAX_PLATFORMS="cpu",
+    CONFIG="configs/default.py:smoke",
+    WORKDIR=workdir,
+    PYTHON=sys.executable,
+    DCVAE_DISTRIBUTED=1,
+  )
   env.pop("XLA_FLAGS", None)
   proc = _run(MULTI, env, "--config.protocol.classes=(0,)", cwd=str(tmp_path))
   results = json.loads((workdir / "results.json").read_text())

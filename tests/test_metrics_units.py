@@ -6,10 +6,8 @@ import pytest
 from dcvae_jax import metrics, scoring
 
 # Three examples x (2 conditions + the all-zero-condition column, last), as the scorer returns them.
-SCORES = np.array([[1.0, 3.0, 50.0],
-                   [4.0, 2.0, 60.0],
-                   [5.0, 5.0, -70.0]])
-COUNTS = np.array([30.0, 10.0])   # training examples per condition: pi = (0.75, 0.25)
+SCORES = np.array([[1.0, 3.0, 50.0], [4.0, 2.0, 60.0], [5.0, 5.0, -70.0]])
+COUNTS = np.array([30.0, 10.0])  # training examples per condition: pi = (0.75, 0.25)
 
 
 def reduce(how, name="recon", **kw):
@@ -18,13 +16,12 @@ def reduce(how, name="recon", **kw):
 
 
 def test_min_is_over_the_conditions_only():
-  np.testing.assert_array_equal(reduce("min"), [1.0, 2.0, 5.0])   # the zero-condition column (-70) is not one
+  np.testing.assert_array_equal(reduce("min"), [1.0, 2.0, 5.0])  # the zero-condition column (-70) is not one
 
 
 @pytest.mark.parametrize("name", ["recon", "rapp", "rapp_sap"])
 def test_marginal_of_an_error_score_is_the_frequency_weighted_mean(name):
-  np.testing.assert_allclose(reduce("marginal", name), [0.75 * 1 + 0.25 * 3, 0.75 * 4 + 0.25 * 2, 5.0],
-                             rtol=1e-12)
+  np.testing.assert_allclose(reduce("marginal", name), [0.75 * 1 + 0.25 * 3, 0.75 * 4 + 0.25 * 2, 5.0], rtol=1e-12)
 
 
 @pytest.mark.parametrize("name", ["nelbo", "iwae"])
@@ -33,7 +30,7 @@ def test_marginal_of_a_negative_log_density_is_the_mixture(name):
   want = -np.log(0.75 * np.exp(-SCORES[:, 0]) + 0.25 * np.exp(-SCORES[:, 1]))
   got = reduce("marginal", name)
   np.testing.assert_allclose(got, want, rtol=1e-12)
-  assert got[2] == pytest.approx(5.0, abs=1e-12)     # equal per-condition scores: the mixture is that score
+  assert got[2] == pytest.approx(5.0, abs=1e-12)  # equal per-condition scores: the mixture is that score
   # the mixture lies between the best condition and the best condition plus -log of its weight
   assert np.all(got >= SCORES[:, :2].min(1) - 1e-12)
   np.testing.assert_allclose(got[0], 1.0 - np.log(0.75 + 0.25 * np.exp(-2.0)), rtol=1e-12)
@@ -57,7 +54,7 @@ def test_marginal_weights_are_normalised_and_a_zero_weight_condition_drops_out()
 
 
 def test_given_takes_each_examples_own_condition_and_the_zero_condition_for_anomalies():
-  cond_of_example = np.array([1, -1, 0])   # the second example's class is no condition: an anomaly
+  cond_of_example = np.array([1, -1, 0])  # the second example's class is no condition: an anomaly
   np.testing.assert_array_equal(reduce("given", cond_of_example=cond_of_example), [3.0, 60.0, 5.0])
   np.testing.assert_array_equal(reduce("given", cond_of_example=np.array([0, 1, 1])), [1.0, 2.0, 5.0])
 
@@ -65,8 +62,9 @@ def test_given_takes_each_examples_own_condition_and_the_zero_condition_for_anom
 def test_unconditional_models_have_one_column_whatever_the_reduction():
   scores = np.array([[2.5], [-1.0], [7.0]])
   for how in scoring.SCORE_CONDITIONS:
-    got = scoring.reduce_conditions(scores, "nelbo", how, conditional=False, cond_of_example=np.array([0, -1, 0]),
-                                     weights=[1.0])
+    got = scoring.reduce_conditions(
+      scores, "nelbo", how, conditional=False, cond_of_example=np.array([0, -1, 0]), weights=[1.0]
+    )
     np.testing.assert_array_equal(got, [2.5, -1.0, 7.0])
 
 
@@ -77,6 +75,7 @@ def test_unknown_reduction_is_an_error():
 
 # ---------------------------------------------------------------------------------------------------------
 # AUROC / AUPR (anomalies are the positive class).
+
 
 def np_auroc(score, is_anomaly):
   """P(score of an anomaly > score of a normal example), ties counted 1/2, over all pairs."""
@@ -102,8 +101,8 @@ def test_known_values():
   score = np.array([0.1, 0.4, 0.35, 0.8])
   is_anomaly = np.array([0, 0, 1, 1])
   m = metrics.detection_metrics(score, is_anomaly)
-  assert m["auroc"] == pytest.approx(0.75)                        # 3 of the 4 pairs ordered right
-  assert m["aupr"] == pytest.approx(0.5 * 1.0 + 0.5 * 2 / 3)      # recall 1/2 at precision 1, then 1 at 2/3
+  assert m["auroc"] == pytest.approx(0.75)  # 3 of the 4 pairs ordered right
+  assert m["aupr"] == pytest.approx(0.5 * 1.0 + 0.5 * 2 / 3)  # recall 1/2 at precision 1, then 1 at 2/3
   assert m["mean_normal"] == pytest.approx(0.25) and m["mean_anomalous"] == pytest.approx(0.575)
   assert m["nonfinite"] == 0
 
@@ -118,14 +117,14 @@ def test_separated_reversed_and_tied():
   # anomalies ranked last: recall 1/2 at precision 1/4, recall 1 at precision 2/5
   assert m["aupr"] == pytest.approx(0.5 * 0.25 + 0.5 * 0.4)
   m = metrics.detection_metrics(np.ones(5), is_anomaly)
-  assert m["auroc"] == 0.5 and m["aupr"] == pytest.approx(0.4)   # all tied: one threshold, precision = prevalence
+  assert m["auroc"] == 0.5 and m["aupr"] == pytest.approx(0.4)  # all tied: one threshold, precision = prevalence
 
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_against_numpy_with_ties(seed):
   rng = np.random.default_rng(seed)
   is_anomaly = rng.random(60) < 0.3
-  score = np.round(rng.normal(size=60) + 0.8 * is_anomaly, 1)   # rounded: many ties, also across the groups
+  score = np.round(rng.normal(size=60) + 0.8 * is_anomaly, 1)  # rounded: many ties, also across the groups
   assert len(np.unique(score)) < 60
   m = metrics.detection_metrics(score, is_anomaly)
   assert m["auroc"] == pytest.approx(np_auroc(score, is_anomaly), abs=1e-12)
@@ -139,9 +138,9 @@ def test_nonfinite_scores_rank_as_most_anomalous_and_are_counted():
   is_anomaly = np.array([0, 0, 1, 1, 1, 0], bool)
   m = metrics.detection_metrics(score, is_anomaly)
   assert m["nonfinite"] == 2
-  replaced = np.array([0.1, 1.9, 0.3, 1.9, 0.9, 0.2])   # max finite score + 1
+  replaced = np.array([0.1, 1.9, 0.3, 1.9, 0.9, 0.2])  # max finite score + 1
   assert m["auroc"] == pytest.approx(np_auroc(replaced, is_anomaly))
   assert m["aupr"] == pytest.approx(np_average_precision(replaced, is_anomaly))
   assert m["mean_normal"] == pytest.approx(np.mean([0.1, 1.9, 0.2]))
-  m = metrics.detection_metrics(np.full(4, np.nan), np.array([0, 1, 0, 1], bool))   # every score diverged
+  m = metrics.detection_metrics(np.full(4, np.nan), np.array([0, 1, 0, 1], bool))  # every score diverged
   assert m["nonfinite"] == 4 and m["auroc"] == 0.5

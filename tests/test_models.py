@@ -24,7 +24,7 @@ from tests.helpers import tiny_config
 
 def np_bce(logits, x):
   logits = np.asarray(logits, np.float64)
-  return np.logaddexp(0.0, logits) - x * logits   # -log Bernoulli(x; sigmoid(logits))
+  return np.logaddexp(0.0, logits) - x * logits  # -log Bernoulli(x; sigmoid(logits))
 
 
 def np_log_normal(z, mu, logvar):
@@ -54,9 +54,7 @@ def _binary_batch(b=24, size=6, seed=0):
 # 1. The FactorVAE discriminator estimates TC by the density-ratio trick.
 
 D_TC = 3
-COV = np.array([[1.0, 0.8, 0.3],
-                [0.8, 1.0, 0.4],
-                [0.3, 0.4, 1.0]])
+COV = np.array([[1.0, 0.8, 0.3], [0.8, 1.0, 0.4], [0.3, 0.4, 1.0]])
 
 
 def _closed_tc(cov):
@@ -91,19 +89,19 @@ def test_discriminator_recovers_closed_form_tc():
       p, o = carry
       k_z, k_perm = jax.random.split(k)
       z = jax.random.normal(k_z, (batch, D_TC)) @ l_factor.T
-      (loss, acc), g = jax.value_and_grad(
-          lambda p: objectives.discriminator_loss(disc, p, z, k_perm), has_aux=True)(p)
+      (loss, acc), g = jax.value_and_grad(lambda p: objectives.discriminator_loss(disc, p, z, k_perm), has_aux=True)(p)
       u, o = tx.update(g, o, p)
       return (optax.apply_updates(p, u), o), (loss, acc)
 
-    (params, _), (losses, accs) = jax.lax.scan(step, (params, tx.init(params)),
-                                               jax.random.split(k_train, steps))
+    (params, _), (losses, accs) = jax.lax.scan(step, (params, tx.init(params)), jax.random.split(k_train, steps))
     return params, losses[-200:].mean(), accs[-200:].mean()
 
   params, loss, acc = jax.jit(jax.vmap(fit))(chol, jax.random.split(jax.random.PRNGKey(0), 2))
   z_test = np.random.default_rng(1).standard_normal((20000, D_TC)) @ np.linalg.cholesky(covs).transpose(0, 2, 1)
-  tc_d = [float(objectives.discriminator_tc(disc, jax.tree.map(lambda a: a[m], params),
-                                            jnp.asarray(z_test[m], jnp.float32))) for m in range(2)]
+  tc_d = [
+    float(objectives.discriminator_tc(disc, jax.tree.map(lambda a: a[m], params), jnp.asarray(z_test[m], jnp.float32)))
+    for m in range(2)
+  ]
   closed = _closed_tc(COV)
   print(f"TC_D {tc_d[0]:.4f} (closed form {closed:.4f}), independent {tc_d[1]:.4f}; acc {acc}, loss {loss}")
   assert closed == pytest.approx(0.5987, abs=1e-3)
@@ -145,17 +143,18 @@ def test_discriminator_loss_labels_and_column_permutation():
   seen = np.asarray(fake.seen)
   np.testing.assert_array_equal(seen[:64], np.asarray(z))
   zp, zn = seen[64:], np.asarray(z)
-  for k in range(5):   # each column keeps its values ...
+  for k in range(5):  # each column keeps its values ...
     np.testing.assert_array_equal(np.sort(zp[:, k]), np.sort(zn[:, k]))
   # ... under different permutations, so (almost) no permuted row is a row of z
   rows = {tuple(r) for r in zn}
   assert sum(tuple(r) in rows for r in zp) <= 2
-  fake.halves = False   # TC_D on real codes reads the gap logit_real - logit_perm = 2a
+  fake.halves = False  # TC_D on real codes reads the gap logit_real - logit_perm = 2a
   assert float(objectives.discriminator_tc(fake, None, z)) == pytest.approx(3.0)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # 2-4. dCVAE.
+
 
 @pytest.mark.parametrize("method", ["mss", "mws"])
 def test_dcvae_one_condition_fixed_prior_equals_beta_tcvae(method):
@@ -176,21 +175,31 @@ def test_dcvae_one_condition_fixed_prior_equals_beta_tcvae(method):
           val = jnp.concatenate([val, jnp.zeros((1, val.shape[1]))], axis=0)
         assert pd[part][layer][leaf].shape == val.shape, (part, layer, leaf)
         pd[part][layer][leaf] = val
-  np.testing.assert_array_equal(pd["prior_mu"], 0.0)       # N(0, I) at init
+  np.testing.assert_array_equal(pd["prior_mu"], 0.0)  # N(0, I) at init
   np.testing.assert_array_equal(pd["prior_logvar"], 0.0)
   p_d = {"params": pd}
   rng = jax.random.PRNGKey(7)
-  loss_b, (t_b, out_b) = objectives.model_loss(spec_b, mod_b, p_b, x, cond, rng, hp=cfg_b.model, num_conditions=1,
-                                               dataset_size=n, condition_counts=None)
+  loss_b, (t_b, out_b) = objectives.model_loss(
+    spec_b, mod_b, p_b, x, cond, rng, hp=cfg_b.model, num_conditions=1, dataset_size=n, condition_counts=None
+  )
   # dcvae reads the per-condition count (its dataset_size is deliberately wrong: it must be unused)
-  loss_d, (t_d, out_d) = objectives.model_loss(spec_d, mod_d, p_d, x, cond, rng, hp=cfg_d.model, num_conditions=1,
-                                               dataset_size=17.0, condition_counts=jnp.array([n]))
+  loss_d, (t_d, out_d) = objectives.model_loss(
+    spec_d,
+    mod_d,
+    p_d,
+    x,
+    cond,
+    rng,
+    hp=cfg_d.model,
+    num_conditions=1,
+    dataset_size=17.0,
+    condition_counts=jnp.array([n]),
+  )
   np.testing.assert_allclose(out_d["z"], out_b["z"], rtol=1e-6, atol=1e-6)
   for k in ("loss", "recon", "kl", "elbo", "mi", "tc", "dwkl"):
     np.testing.assert_allclose(t_d[k], t_b[k], rtol=1e-5, atol=1e-4, err_msg=k)
-  assert abs(float(t_b["tc"])) > 1e-3 and float(t_b["mi"]) > 0.1   # the terms are not trivially zero
-  np.testing.assert_allclose(loss_d, t_b["recon"] + 1.3 * t_b["mi"] + 6.0 * t_b["tc"] + 0.7 * t_b["dwkl"],
-                             rtol=1e-5)
+  assert abs(float(t_b["tc"])) > 1e-3 and float(t_b["mi"]) > 0.1  # the terms are not trivially zero
+  np.testing.assert_allclose(loss_d, t_b["recon"] + 1.3 * t_b["mi"] + 6.0 * t_b["tc"] + 0.7 * t_b["dwkl"], rtol=1e-5)
 
 
 @pytest.mark.parametrize("method", ["mss", "mws"])
@@ -207,8 +216,18 @@ def test_dcvae_with_unit_weights_is_conditional_elbo_with_learned_prior(method):
   prior_lv = rng.normal(0, 0.5, (num_c, 4)).astype(np.float32)
   params = {"params": dict(params["params"], prior_mu=jnp.asarray(prior_mu), prior_logvar=jnp.asarray(prior_lv))}
   counts = jnp.array([400.0, 250.0, 900.0])
-  loss, (t, out) = objectives.model_loss(spec, mod, params, x, cond, jax.random.PRNGKey(4), hp=cfg.model,
-                                         num_conditions=num_c, dataset_size=1550.0, condition_counts=counts)
+  loss, (t, out) = objectives.model_loss(
+    spec,
+    mod,
+    params,
+    x,
+    cond,
+    jax.random.PRNGKey(4),
+    hp=cfg.model,
+    num_conditions=num_c,
+    dataset_size=1550.0,
+    condition_counts=counts,
+  )
   z, mu, lv = (np.asarray(out[k], np.float64) for k in ("z", "mu", "logvar"))
   c = np.asarray(cond)
   pm, pl = prior_mu[c].astype(np.float64), prior_lv[c].astype(np.float64)
@@ -235,18 +254,25 @@ def test_dcvae_tc_is_conditional():
   rng = np.random.default_rng(11)
   c = rng.integers(0, 2, b).astype(np.int32)
   means = np.where(c[:, None] == 0, m, -m) * np.ones((1, 4))
-  mu = means + math.sqrt(1 - s2) * rng.standard_normal((b, 4))   # q(z|c) = N(m_c, I)
+  mu = means + math.sqrt(1 - s2) * rng.standard_normal((b, 4))  # q(z|c) = N(m_c, I)
   z = mu + math.sqrt(s2) * rng.standard_normal((b, 4))
-  out = dict(z=z, mu=mu, logvar=np.full((b, 4), math.log(s2)), prior_mu=means, prior_logvar=np.zeros((b, 4)),
-             cond_ids=c)
+  out = dict(
+    z=z, mu=mu, logvar=np.full((b, 4), math.log(s2)), prior_mu=means, prior_logvar=np.zeros((b, 4)), cond_ids=c
+  )
   out = {k: jnp.asarray(v, jnp.int32 if k == "cond_ids" else jnp.float32) for k, v in out.items()}
   counts = jnp.asarray(np.bincount(c), jnp.float32)
-  dc = objectives.decompose(models.get_model("dcvae"), out, dataset_size=float(b), condition_counts=counts,
-                            method="mss")
-  btc = objectives.decompose(models.get_model("beta_tcvae"), dict(out, prior_mu=jnp.zeros((b, 4))),
-                             dataset_size=float(b), condition_counts=None, method="mss")
+  dc = objectives.decompose(
+    models.get_model("dcvae"), out, dataset_size=float(b), condition_counts=counts, method="mss"
+  )
+  btc = objectives.decompose(
+    models.get_model("beta_tcvae"),
+    dict(out, prior_mu=jnp.zeros((b, 4))),
+    dataset_size=float(b),
+    condition_counts=None,
+    method="mss",
+  )
   # exact TC of q(z) = 0.5 N(m 1, I) + 0.5 N(-m 1, I), Monte Carlo over the same z
-  comp = np.stack([scipy.stats.norm.logpdf(z, s, 1.0) for s in (m, -m)])        # (2, b, 4)
+  comp = np.stack([scipy.stats.norm.logpdf(z, s, 1.0) for s in (m, -m)])  # (2, b, 4)
   log_qz = logsumexp(comp.sum(2), axis=0) + math.log(0.5)
   log_qzj = logsumexp(comp, axis=0) + math.log(0.5)
   tc_pooled = float(np.mean(log_qz - log_qzj.sum(1)))
@@ -254,11 +280,12 @@ def test_dcvae_tc_is_conditional():
   assert tc_pooled > 1.2
   assert abs(float(dc["tc"])) < 0.08, dc
   assert float(btc["tc"]) == pytest.approx(tc_pooled, abs=0.1)
-  assert abs(float(dc["dwkl"])) < 0.05   # q(z_j|c) = r(z_j|c) = N(m_c, 1)
+  assert abs(float(dc["dwkl"])) < 0.05  # q(z_j|c) = r(z_j|c) = N(m_c, 1)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # 5. RF-VAE.
+
 
 def _rf_loss(rho, x, **hp):
   cfg, spec, mod = _module("rf_vae", x.shape[1:], 1, **hp)
@@ -267,16 +294,27 @@ def _rf_loss(rho, x, **hp):
   params = {"params": dict(params["params"], relevance_logit=jnp.asarray(rho, jnp.float32))}
   disc = models.make_discriminator(cfg.model)
   disc_params = disc.init(jax.random.PRNGKey(1), jnp.zeros((1, 4)))
-  loss, (t, out) = objectives.model_loss(spec, mod, params, x, cond, jax.random.PRNGKey(2), hp=cfg.model,
-                                         num_conditions=1, dataset_size=1000.0, condition_counts=None,
-                                         disc=disc, disc_params=disc_params)
+  loss, (t, out) = objectives.model_loss(
+    spec,
+    mod,
+    params,
+    x,
+    cond,
+    jax.random.PRNGKey(2),
+    hp=cfg.model,
+    num_conditions=1,
+    dataset_size=1000.0,
+    condition_counts=None,
+    disc=disc,
+    disc_params=disc_params,
+  )
   return loss, t, out, (disc, disc_params)
 
 
 def test_rf_vae_relevance_weighting_and_penalties():
   x = _binary_batch(16, seed=3)
   hp = dict(lambda_min=0.1, lambda_max=10.0, eta_s=6.4, eta_h=3.2, factor_gamma=2.0)
-  for rho, lam, l1 in ((-40.0, 10.0, 0.0), (40.0, 0.1, 4.0)):   # r = sigmoid(rho) = 0 and 1
+  for rho, lam, l1 in ((-40.0, 10.0, 0.0), (40.0, 0.1, 4.0)):  # r = sigmoid(rho) = 0 and 1
     _, t, out, _ = _rf_loss(np.full(4, rho), x, **hp)
     np.testing.assert_allclose(t["weighted_kl"], lam * t["kl"], rtol=1e-5)
     assert float(t["relevance_l1"]) == pytest.approx(l1, abs=1e-6)
@@ -286,7 +324,7 @@ def test_rf_vae_relevance_weighting_and_penalties():
   loss, t, out, (disc, dp) = _rf_loss(rho, x, **hp)
   r = 1 / (1 + np.exp(-rho))
   mu, lv = np.asarray(out["mu"], np.float64), np.asarray(out["logvar"], np.float64)
-  kl_dims = 0.5 * (np.exp(lv) + mu ** 2 - 1 - lv)
+  kl_dims = 0.5 * (np.exp(lv) + mu**2 - 1 - lv)
   lam = 10.0 + (0.1 - 10.0) * r
   wkl = np.mean((lam * kl_dims).sum(1))
   l1 = r.sum()
@@ -297,7 +335,7 @@ def test_rf_vae_relevance_weighting_and_penalties():
   np.testing.assert_allclose(t["weighted_kl"], wkl, rtol=1e-5)
   np.testing.assert_allclose(t["relevance_l1"], l1, rtol=1e-6)
   np.testing.assert_allclose(t["relevance_entropy"], ent, rtol=1e-5)
-  np.testing.assert_allclose(t["tc_d"], tc_d, rtol=1e-5, atol=1e-6)   # D judges r * z
+  np.testing.assert_allclose(t["tc_d"], tc_d, rtol=1e-5, atol=1e-6)  # D judges r * z
   np.testing.assert_allclose(loss, recon + wkl + 2.0 * tc_d + 6.4 * l1 + 3.2 * ent, rtol=1e-5)
 
 
@@ -324,9 +362,18 @@ def test_every_model_learns_on_real_digits(tmp_path, mnist5k, model):
   config.protocol.classes = (0,)
   runs = protocols.make_runs(config.protocol, mnist5k.num_classes, config.seed)
   with open(tmp_path / "m.jsonl", "w") as f:
-    _, _, steps = trainer.train_runs(config, mnist5k.x_train, mnist5k.y_train, runs, str(tmp_path / "ck"),
-                                   image_shape=(28, 28, 1), num_conditions=len(runs[0].normal), log_file=f,
-                                   mesh=distributed.make_mesh(jax.devices()[:1]), log=lambda *_: None)
+    _, _, steps = trainer.train_runs(
+      config,
+      mnist5k.x_train,
+      mnist5k.y_train,
+      runs,
+      str(tmp_path / "ck"),
+      image_shape=(28, 28, 1),
+      num_conditions=len(runs[0].normal),
+      log_file=f,
+      mesh=distributed.make_mesh(jax.devices()[:1]),
+      log=lambda *_: None,
+    )
   lines = [json.loads(l) for l in open(tmp_path / "m.jsonl")]
   assert steps == 5 * (3600 // 64) == len(lines)
   spec = models.MODELS[model]
@@ -338,4 +385,4 @@ def test_every_model_learns_on_real_digits(tmp_path, mnist5k, model):
   loss = np.array([l["loss"] for l in lines])
   first, last = loss[:20].mean(), loss[-20:].mean()
   print(f"{model}: loss {first:.1f} -> {last:.1f} ({100 * (1 - last / first):.0f}% drop)")
-  assert last < 0.7 * first, (model, first, last)   # measured: 51% (rf_vae) to 67% (cvae) lower
+  assert last < 0.7 * first, (model, first, last)  # measured: 51% (rf_vae) to 67% (cvae) lower

@@ -27,8 +27,16 @@ def test_two_processes_train_like_one(tmp_path):
   for pid in range(2):
     e = env(devices=2)  # 2 processes x 2 devices = the same 4-device mesh as the single process below
     e.update(JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(pid))
-    procs.append(subprocess.Popen([sys.executable, "-m", "dcvae_jax.main", *ARGS, f"--workdir={wd2}"],
-                                  cwd=REPO, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    procs.append(
+      subprocess.Popen(
+        [sys.executable, "-m", "dcvae_jax.main", *ARGS, f"--workdir={wd2}"],
+        cwd=REPO,
+        env=e,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+      )
+    )
   outs = [p.communicate(timeout=400) for p in procs]
   for p, (out, err) in zip(procs, outs):
     assert p.returncode == 0, err[-3000:]
@@ -47,6 +55,7 @@ def test_two_processes_train_like_one(tmp_path):
   np.testing.assert_allclose(s2["nelbo"], s1["nelbo"], rtol=1e-5)
   # Same parameters: reload both workdirs' final checkpoints and compare leaf by leaf.
   from dcvae_jax import experiment
+
   p1 = experiment.load_trained(wd1).params["class0_seed0"]
   p2 = experiment.load_trained(wd2).params["class0_seed0"]
   l1, l2 = jax.tree.leaves(p1), jax.tree.leaves(p2)

@@ -27,8 +27,7 @@ def test_gaussian_recon_matches_numpy():
   mean = rng.normal(size=(2, 3, 3, 1)).astype(np.float32)
   x = rng.random((2, 3, 3, 1)).astype(np.float32)
   want = (0.5 * (x - mean) ** 2 + 0.5 * np.log(2 * np.pi)).sum((1, 2, 3))
-  np.testing.assert_allclose(objectives.recon_nll(jnp.asarray(mean), jnp.asarray(x), "gaussian"), want,
-                             rtol=1e-5)
+  np.testing.assert_allclose(objectives.recon_nll(jnp.asarray(mean), jnp.asarray(x), "gaussian"), want, rtol=1e-5)
 
 
 def test_unknown_model_is_a_clear_error():
@@ -55,8 +54,19 @@ def _loss(name, x, cond, *, num_conditions=2, **hp):
     disc = models.make_discriminator(config.model)
     disc_params = disc.init(jax.random.PRNGKey(1), jnp.zeros((1, config.model.latent_dim)))
   loss, (terms, out) = objectives.model_loss(
-      spec, module, params, x, cond, jax.random.PRNGKey(2), hp=config.model, num_conditions=num_conditions,
-      dataset_size=1000.0, condition_counts=jnp.array([500.0, 500.0]), disc=disc, disc_params=disc_params)
+    spec,
+    module,
+    params,
+    x,
+    cond,
+    jax.random.PRNGKey(2),
+    hp=config.model,
+    num_conditions=num_conditions,
+    dataset_size=1000.0,
+    condition_counts=jnp.array([500.0, 500.0]),
+    disc=disc,
+    disc_params=disc_params,
+  )
   return loss, terms, out
 
 
@@ -72,7 +82,7 @@ def test_vae_terms_are_recon_plus_analytic_kl(batch):
   x, cond = batch
   loss, terms, out = _loss("vae", x, cond)
   mu, logvar = np.asarray(out["mu"]), np.asarray(out["logvar"])
-  kl = 0.5 * (np.exp(logvar) + mu ** 2 - 1 - logvar).sum(-1).mean()
+  kl = 0.5 * (np.exp(logvar) + mu**2 - 1 - logvar).sum(-1).mean()
   rec = np_bce(np.asarray(out["logits"], np.float64), np.asarray(x)).sum((1, 2, 3)).mean()
   np.testing.assert_allclose(terms["kl"], kl, rtol=1e-4)
   np.testing.assert_allclose(terms["recon"], rec, rtol=1e-4)

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from dcvae_jax import data, data_sources, data_tfds, experiment
+from dcvae_jax import data, data_tfds, experiment
 from tests.helpers import tiny_config
 
 
@@ -49,8 +49,14 @@ def test_results_gain_disentanglement_metrics_on_shapes(tmp_path):
   config.data.name = "shapes"
   config.protocol.classes = (0,)
   results = experiment.train_and_evaluate(config, str(tmp_path / "wd"), dataset=ds, log=lambda *_: None)
-  for key in ("dis_mig_mean", "dis_factor_vae_mean", "dis_dci_disentanglement_mean", "dis_sap_mean",
-              "dis_mig_x_mean", "class_mig_mean"):
+  for key in (
+    "dis_mig_mean",
+    "dis_factor_vae_mean",
+    "dis_dci_disentanglement_mean",
+    "dis_sap_mean",
+    "dis_mig_x_mean",
+    "class_mig_mean",
+  ):
     assert 0.0 <= results[key] <= 1.0, key
   run = json.load(open(tmp_path / "wd" / "runs" / "class0_seed0.json"))
   assert run["dis_num_images"] == int(np.isin(ds.y_test, (1, 2)).sum())
@@ -61,6 +67,7 @@ def test_tensorboard_event_files_hold_the_logged_metrics(tmp_path):
   """train.tensorboard=True: each run's event files carry exactly the steps and values of metrics.jsonl."""
   from dcvae_jax import summaries
   from tests.helpers import toy_dataset
+
   config = tiny_config("factor_vae", num_epochs=2, log_every_steps=3)
   config.train.tensorboard = True
   config.protocol.classes = (0, 2)

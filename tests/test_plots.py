@@ -6,7 +6,7 @@ import struct
 import numpy as np
 import pytest
 
-from dcvae_jax import experiment, plots, report
+from dcvae_jax import experiment, plot_style, plots, report
 from tests.helpers import tiny_config, toy_dataset
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -26,23 +26,26 @@ def assert_png(path, size):
   assert os.path.isfile(path), path
   assert png_size(path) == size, (path, png_size(path), size)
   from PIL import Image
+
   with Image.open(path) as im:
     im.load()  # decodes every chunk: a truncated or corrupt file fails here
     assert np.asarray(im).std() > 0, f"{path} is blank"
 
 
 def expected_sizes(num_conditions, per_group, latent_dim, grid=15, values=9):
-  cw, ch = plots.RECON_CELL
-  ml, mt = plots.RECON_MARGIN
+  cw, ch = plot_style.RECON_CELL
+  ml, mt = plot_style.RECON_MARGIN
   panels_x, panels_y = min(num_conditions, 3), -(-num_conditions // 3)
   rows = min(latent_dim, report.MAX_TRAVERSAL_DIMS)
   return {
-      "reconstructions": (ml + per_group * cw, mt + 4 * ch),
-      "latent": plots.SCATTER_SIZE,
-      "manifold": (panels_x * plots.MANIFOLD_PANEL[0], plots.MANIFOLD_TOP + panels_y * plots.MANIFOLD_PANEL[1]),
-      "traversals": (plots.TRAVERSAL_MARGIN[0] + values * plots.TRAVERSAL_CELL,
-                     plots.TRAVERSAL_MARGIN[1] + rows * plots.TRAVERSAL_CELL),
-      "histograms": (2 * plots.HIST_PANEL[0], plots.HIST_PANEL[1]),
+    "reconstructions": (ml + per_group * cw, mt + 4 * ch),
+    "latent": plot_style.SCATTER_SIZE,
+    "manifold": (panels_x * plot_style.MANIFOLD_PANEL[0], plot_style.MANIFOLD_TOP + panels_y * plot_style.MANIFOLD_PANEL[1]),
+    "traversals": (
+      plot_style.TRAVERSAL_MARGIN[0] + values * plot_style.TRAVERSAL_CELL,
+      plot_style.TRAVERSAL_MARGIN[1] + rows * plot_style.TRAVERSAL_CELL,
+    ),
+    "histograms": (2 * plot_style.HIST_PANEL[0], plot_style.HIST_PANEL[1]),
   }
 
 
@@ -61,7 +64,7 @@ def test_report_writes_every_figure(tmp_path, toy, model):
   with open(path) as f:
     page = f.read()
 
-  assert_png(os.path.join(tmp_path, "figures", "roc.png"), plots.ROC_SIZE)
+  assert_png(os.path.join(tmp_path, "figures", "roc.png"), plot_style.ROC_SIZE)
   assert 'src="figures/roc.png"' in page
   # Toy test set: 64 images over 3 classes; every class has >= 8 of each group; 2 normal classes per run.
   conditional = model == "dcvae"
@@ -88,24 +91,41 @@ def test_figure_functions_on_arrays(tmp_path):
     decode_calls.append(cond)
     return np.tile(np.tanh(np.abs(z[:, :1]))[:, :, None], (1, 6, 6))
 
-  p = plots.reconstructions(str(tmp_path / "r.png"), images, images[..., None], is_anomaly,
-                            nelbo=codes[:, 0], recon=codes[:, 1], labels=labels, per_group=3)
-  assert_png(p, (plots.RECON_MARGIN[0] + 3 * plots.RECON_CELL[0], plots.RECON_MARGIN[1] + 4 * plots.RECON_CELL[1]))
+  p = plots.reconstructions(
+    str(tmp_path / "r.png"),
+    images,
+    images[..., None],
+    is_anomaly,
+    nelbo=codes[:, 0],
+    recon=codes[:, 1],
+    labels=labels,
+    per_group=3,
+  )
+  assert_png(p, (plot_style.RECON_MARGIN[0] + 3 * plot_style.RECON_CELL[0], plot_style.RECON_MARGIN[1] + 4 * plot_style.RECON_CELL[1]))
   pca = plots.latent_umap(str(tmp_path / "pca.png"), codes, labels, is_anomaly, method="pca")
-  assert_png(pca, plots.SCATTER_SIZE)
+  assert_png(pca, plot_style.SCATTER_SIZE)
   xy, used, note = plots.embed_2d(codes[:20])
   assert used == "PCA" and "too few" in note and xy.shape == (20, 2)
-  p = plots.manifold_2d(str(tmp_path / "m.png"), decode, np.zeros((4, d)), np.ones((4, d)),
-                        conditions=[0, 1, 2, 3], labels=list("abcd"), dims=(2, 0), grid=5)
+  p = plots.manifold_2d(
+    str(tmp_path / "m.png"),
+    decode,
+    np.zeros((4, d)),
+    np.ones((4, d)),
+    conditions=[0, 1, 2, 3],
+    labels=list("abcd"),
+    dims=(2, 0),
+    grid=5,
+  )
   assert decode_calls == [0, 1, 2, 3]
-  assert_png(p, (3 * plots.MANIFOLD_PANEL[0], plots.MANIFOLD_TOP + 2 * plots.MANIFOLD_PANEL[1]))
+  assert_png(p, (3 * plot_style.MANIFOLD_PANEL[0], plot_style.MANIFOLD_TOP + 2 * plot_style.MANIFOLD_PANEL[1]))
   p = plots.traversals(str(tmp_path / "t.png"), decode, np.zeros(d), dims=[1, 2], values=[-1.0, 0.0, 1.0, 2.0])
-  assert_png(p, (plots.TRAVERSAL_MARGIN[0] + 4 * plots.TRAVERSAL_CELL,
-                 plots.TRAVERSAL_MARGIN[1] + 2 * plots.TRAVERSAL_CELL))
+  assert_png(
+    p, (plot_style.TRAVERSAL_MARGIN[0] + 4 * plot_style.TRAVERSAL_CELL, plot_style.TRAVERSAL_MARGIN[1] + 2 * plot_style.TRAVERSAL_CELL)
+  )
   p = plots.roc_curves(str(tmp_path / "roc.png"), {"a": (codes[:, 0], is_anomaly), "b": (-codes[:, 1], is_anomaly)})
-  assert_png(p, plots.ROC_SIZE)
+  assert_png(p, plot_style.ROC_SIZE)
   p = plots.score_histograms(str(tmp_path / "h.png"), {"A": (codes[:, 0], is_anomaly)})
-  assert_png(p, plots.HIST_PANEL)
+  assert_png(p, plot_style.HIST_PANEL)
 
 
 def test_umap_embedding(tmp_path):
@@ -116,7 +136,7 @@ def test_umap_embedding(tmp_path):
   xy, used, note = plots.embed_2d(codes)
   assert used == "UMAP" and note == "" and xy.shape == (120, 2) and np.isfinite(xy).all()
   p = plots.latent_umap(str(tmp_path / "u.png"), codes, labels, labels == 1)
-  assert_png(p, plots.SCATTER_SIZE)
+  assert_png(p, plot_style.SCATTER_SIZE)
 
 
 def test_report_refuses_an_untrained_workdir(tmp_path):

@@ -17,8 +17,12 @@ from tests.cli import REPO, SMOKE, env
 
 # 30 epochs of 56 steps (10 per compiled call): long enough that a signal sent after the first call lands well
 # before the end; no periodic checkpoint, so the only one before the end is the preemption's.
-ARGS = [*SMOKE, "--config.train.num_epochs=30", "--config.train.checkpoint_every_steps=100000",
-        "--config.train.keep_checkpoints=3"]
+ARGS = [
+  *SMOKE,
+  "--config.train.num_epochs=30",
+  "--config.train.checkpoint_every_steps=100000",
+  "--config.train.keep_checkpoints=3",
+]
 TOTAL_STEPS = 1680
 
 
@@ -34,8 +38,16 @@ def _start(workdir):
   for pid in range(2):
     e = env(devices=1)
     e.update(JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(pid))
-    procs.append(subprocess.Popen([sys.executable, "-m", "dcvae_jax.main", *ARGS, f"--workdir={workdir}"],
-                                  cwd=REPO, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    procs.append(
+      subprocess.Popen(
+        [sys.executable, "-m", "dcvae_jax.main", *ARGS, f"--workdir={workdir}"],
+        cwd=REPO,
+        env=e,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+      )
+    )
   return procs
 
 
@@ -62,15 +74,18 @@ def _steps(workdir):
 
 def _final_state(workdir):
   import orbax.checkpoint as ocp
+
   step = _steps(workdir)[-1]
   handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
   with ocp.CheckpointManager(os.path.abspath(_ckpt(workdir)), item_handlers=handlers) as manager:
     # Saved by two processes: restore onto this process's one device.
     one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one),
-                          manager.item_metadata(step).state)
-    got = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
-                                                        meta=ocp.args.JsonRestore()))
+    target = jax.tree.map(
+      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one), manager.item_metadata(step).state
+    )
+    got = manager.restore(
+      step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore())
+    )
   return step, got.state, got.meta
 
 

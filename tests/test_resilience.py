@@ -19,8 +19,12 @@ from tests.helpers import tiny_config, toy_dataset
 # Two epochs of 56 steps, a checkpoint every 10 steps (saved at call boundaries: steps_per_call = 10).
 # Long enough (1,680 steps) that a signal sent after the first call lands well before the end.
 LONG_STEPS = 1680
-LONG = [*SMOKE, "--config.train.num_epochs=30", "--config.train.checkpoint_every_steps=100",
-        "--config.train.keep_checkpoints=3"]
+LONG = [
+  *SMOKE,
+  "--config.train.num_epochs=30",
+  "--config.train.checkpoint_every_steps=100",
+  "--config.train.keep_checkpoints=3",
+]
 
 
 def _ckpt_dir(wd):
@@ -33,10 +37,10 @@ def _steps(wd):
 
 
 def _final_state(wd):
-  config = tiny_config()
   with checkpoints.checkpoint_manager(_ckpt_dir(wd), 3) as manager:
     step = manager.latest_step()
   import orbax.checkpoint as ocp
+
   with ocp.CheckpointManager(os.path.abspath(_ckpt_dir(wd))) as manager:
     return step, manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
 
@@ -89,8 +93,7 @@ def test_sigterm_saves_a_checkpoint_then_resumes(tmp_path, uninterrupted):
   wd = str(tmp_path / "wd")
   proc = popen_cli(*LONG, "--config.train.checkpoint_every_steps=1000", f"--workdir={wd}", devices=1)
   start = time.time()
-  while not os.path.exists(os.path.join(wd, "metrics.jsonl")) or not open(
-      os.path.join(wd, "metrics.jsonl")).read():
+  while not os.path.exists(os.path.join(wd, "metrics.jsonl")) or not open(os.path.join(wd, "metrics.jsonl")).read():
     assert time.time() - start < 240 and proc.poll() is None
     time.sleep(0.1)
   proc.send_signal(signal.SIGTERM)
@@ -140,8 +143,9 @@ def test_damaged_latest_checkpoint_falls_back_to_previous(tmp_path):
   wd = str(tmp_path / "wd")
   runs = experiment.protocols.make_runs(config.protocol, 3, 0)
   ckpt = os.path.join(wd, "ck")
-  state, _, steps = trainer.train_runs(config, ds.x_train, ds.y_train, runs, ckpt, image_shape=(8, 8, 1),
-                                     num_conditions=2, log=lambda *_: None)
+  state, _, steps = trainer.train_runs(
+    config, ds.x_train, ds.y_train, runs, ckpt, image_shape=(8, 8, 1), num_conditions=2, log=lambda *_: None
+  )
   all_steps = sorted(int(s) for s in os.listdir(ckpt) if s.isdigit())
   assert all_steps[-1] == steps and len(all_steps) >= 2
   _damage(os.path.join(ckpt, str(steps)))

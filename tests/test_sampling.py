@@ -23,8 +23,9 @@ def _labels(seed=0):
 
 
 def _stratified(y, p=8, k=4, epochs=3, run=RUN):
-  return input_pipeline.RunData.build(run, y, p * k, epochs, sampling="stratified", per_condition=p,
-                             conditions_per_batch=k)
+  return input_pipeline.RunData.build(
+    run, y, p * k, epochs, sampling="stratified", per_condition=p, conditions_per_batch=k
+  )
 
 
 def test_stratified_batches_are_whole_groups_of_distinct_conditions():
@@ -34,7 +35,7 @@ def test_stratified_batches_are_whole_groups_of_distinct_conditions():
     batch = d.batch_indices(step, 32)
     assert batch.shape == (32,)
     assert np.all(np.isin(y[batch], RUN.normal))
-    groups = d.cond_all[batch].reshape(4, 8)          # 4 consecutive groups of per_condition = 8
+    groups = d.cond_all[batch].reshape(4, 8)  # 4 consecutive groups of per_condition = 8
     assert np.all(groups == groups[:, :1]), groups
     assert len(set(groups[:, 0].tolist())) == 4
 
@@ -43,7 +44,7 @@ def test_stratified_epoch_sees_every_example_at_most_once_and_all_up_to_remainde
   y = _labels()
   d = _stratified(y)
   counts = np.asarray([SIZES[c] for c in RUN.normal])
-  chunks = counts // 8                                              # 37, 31, 25, 15, 5 -> 113 chunks
+  chunks = counts // 8  # 37, 31, 25, 15, 5 -> 113 chunks
   # The largest S with sum_c min(chunks_c, S) >= 4 S: 20 (20+20+20+15+5 = 80; S = 21 gives 83 < 84): with
   # one class much larger than the others, its excess chunks cannot go into batches of distinct conditions.
   assert d.steps_per_epoch == 20 == max(s for s in range(1, 200) if np.minimum(chunks, s).sum() >= 4 * s)
@@ -51,7 +52,7 @@ def test_stratified_epoch_sees_every_example_at_most_once_and_all_up_to_remainde
   seen_all = set()
   for epoch in range(3):
     order = np.concatenate([d.batch_indices(epoch * 20 + s, 32) for s in range(20)])
-    assert len(set(order.tolist())) == order.size == 20 * 32          # nobody twice in an epoch
+    assert len(set(order.tolist())) == order.size == 20 * 32  # nobody twice in an epoch
     per_class = np.bincount(d.cond_all[order], minlength=5)
     np.testing.assert_array_equal(per_class, d.chunks_per_epoch * 8)
     seen_all |= set(order.tolist())
@@ -68,11 +69,11 @@ def test_order_is_a_pure_function_of_seed_uid_epoch():
   y = _labels()
   walked = _stratified(y)
   seq = [walked.batch_indices(s, 32) for s in range(walked.total_steps)]
-  for s in (0, 19, 20, 21, 40, 59):                                  # a fresh sampler (a resumed run)
+  for s in (0, 19, 20, 21, 40, 59):  # a fresh sampler (a resumed run)
     np.testing.assert_array_equal(_stratified(y).batch_indices(s, 32), seq[s])
-  assert not np.array_equal(seq[0], seq[20])                         # epochs differ
+  assert not np.array_equal(seq[0], seq[20])  # epochs differ
   other = _stratified(y, run=Run(name="x", label="x", seed=0, normal=RUN.normal, anomalous=(5,), uid=6))
-  assert not np.array_equal(other.batch_indices(0, 32), seq[0])       # runs differ
+  assert not np.array_equal(other.batch_indices(0, 32), seq[0])  # runs differ
 
 
 def test_uniform_sampling_is_unchanged():
@@ -83,7 +84,7 @@ def test_uniform_sampling_is_unchanged():
   for step in (0, 5, d.steps_per_epoch, d.steps_per_epoch + 3):
     epoch, pos = divmod(step, d.steps_per_epoch)
     perm = d.indices[np.random.default_rng([RUN.seed, RUN.uid, epoch]).permutation(d.indices.size)]
-    np.testing.assert_array_equal(d.batch_indices(step, 32), perm[pos * 32:(pos + 1) * 32])
+    np.testing.assert_array_equal(d.batch_indices(step, 32), perm[pos * 32 : (pos + 1) * 32])
 
 
 def _cfg(**train_fields):
@@ -97,15 +98,22 @@ def test_sampling_options_and_config_errors():
   assert input_pipeline.sampling_options(_cfg()) == dict(sampling="uniform")
   opts = input_pipeline.sampling_options(_cfg(batch_sampling="stratified", per_condition=8))  # batch 32 -> 4 x 8
   assert opts == dict(sampling="stratified", per_condition=8, conditions_per_batch=4)
-  assert input_pipeline.sampling_options(_cfg(batch_sampling="stratified", per_condition=0, conditions_per_batch=2)) == \
-      dict(sampling="stratified", per_condition=16, conditions_per_batch=2)
-  bad = [(dict(batch_sampling="balanced"), "train.batch_sampling must be one of uniform, stratified"),
-         (dict(batch_sampling="stratified", per_condition=6),
-          "batch_size = train.conditions_per_batch x train.per_condition, got batch_size=32, "
-          "conditions_per_batch=0, per_condition=6 (0 = batch_size / the other, which must divide it)"),
-         (dict(batch_sampling="stratified", per_condition=8, conditions_per_batch=3),
-          "got batch_size=32, conditions_per_batch=3, per_condition=8$"),
-         (dict(batch_sampling="stratified", per_condition=0, conditions_per_batch=0), "needs train.per_condition")]
+  assert input_pipeline.sampling_options(
+    _cfg(batch_sampling="stratified", per_condition=0, conditions_per_batch=2)
+  ) == dict(sampling="stratified", per_condition=16, conditions_per_batch=2)
+  bad = [
+    (dict(batch_sampling="balanced"), "train.batch_sampling must be one of uniform, stratified"),
+    (
+      dict(batch_sampling="stratified", per_condition=6),
+      "batch_size = train.conditions_per_batch x train.per_condition, got batch_size=32, "
+      "conditions_per_batch=0, per_condition=6 (0 = batch_size / the other, which must divide it)",
+    ),
+    (
+      dict(batch_sampling="stratified", per_condition=8, conditions_per_batch=3),
+      "got batch_size=32, conditions_per_batch=3, per_condition=8$",
+    ),
+    (dict(batch_sampling="stratified", per_condition=0, conditions_per_batch=0), "needs train.per_condition"),
+  ]
   for fields, msg in bad:
     with pytest.raises(errors.ConfigError) as e:
       validation.validate(_cfg(**fields))
@@ -117,7 +125,7 @@ def test_sampling_options_and_config_errors():
   with pytest.raises(errors.ConfigError, match="multiple of 8"):
     validation.validate(local, num_devices=8)
   local.model.tc_scope = "global"
-  validation.validate(local, num_devices=8)    # global scope: any layout
+  validation.validate(local, num_devices=8)  # global scope: any layout
   with pytest.raises(errors.ConfigError, match="exceeds its 5 normal condition"):
     _stratified(_labels(), p=4, k=6)
   with pytest.raises(errors.ConfigError, match="no stratified batch"):
@@ -131,8 +139,17 @@ def _toy_runs(config, num_classes=9):
 
 
 def _train(config, ds, runs, ckpt, mesh=None, log=lambda *_: None):
-  return trainer.train_runs(config, ds.x_train, ds.y_train, runs, str(ckpt), image_shape=(8, 8, 1),
-                          num_conditions=len(runs[0].normal), mesh=mesh, log=log)
+  return trainer.train_runs(
+    config,
+    ds.x_train,
+    ds.y_train,
+    runs,
+    str(ckpt),
+    image_shape=(8, 8, 1),
+    num_conditions=len(runs[0].normal),
+    mesh=mesh,
+    log=log,
+  )
 
 
 def _leaves_equal(a, b):
@@ -143,11 +160,23 @@ def _leaves_equal(a, b):
 def _decompose(cond, groups, seed=0):
   rng = np.random.default_rng(seed)
   b, d = cond.size, 4
-  out = dict(z=rng.normal(size=(b, d)), mu=rng.normal(size=(b, d)), logvar=np.full((b, d), -1.0),
-             prior_mu=np.zeros((b, d)), prior_logvar=np.zeros((b, d)), cond_ids=cond)
+  out = dict(
+    z=rng.normal(size=(b, d)),
+    mu=rng.normal(size=(b, d)),
+    logvar=np.full((b, d), -1.0),
+    prior_mu=np.zeros((b, d)),
+    prior_logvar=np.zeros((b, d)),
+    cond_ids=cond,
+  )
   out = {k: v.astype(np.int32 if k == "cond_ids" else np.float32) for k, v in out.items()}
-  return objectives.decompose(models.get_model("dcvae"), out, dataset_size=720.0,
-                              condition_counts=np.full(8, 80.0, np.float32), method="mss", groups=groups)
+  return objectives.decompose(
+    models.get_model("dcvae"),
+    out,
+    dataset_size=720.0,
+    condition_counts=np.full(8, 80.0, np.float32),
+    method="mss",
+    groups=groups,
+  )
 
 
 def test_local_shards_hold_whole_groups_on_eight_devices(tmp_path):
@@ -175,14 +204,22 @@ def test_local_shards_hold_whole_groups_on_eight_devices(tmp_path):
 
 def test_stratified_resume_is_bitwise(tmp_path):
   """Training resumed from a mid-epoch checkpoint ends bitwise where an uninterrupted run ends."""
-  config = _cfg(batch_sampling="stratified", per_condition=8, num_epochs=2, checkpoint_every_steps=4,
-                keep_checkpoints=100, steps_per_call=4)
+  config = _cfg(
+    batch_sampling="stratified",
+    per_condition=8,
+    num_epochs=2,
+    checkpoint_every_steps=4,
+    keep_checkpoints=100,
+    steps_per_call=4,
+  )
   ds, runs = _toy_runs(config, num_classes=5)
   one = jax.devices()[:1]
   straight, _, total = _train(config, ds, runs, tmp_path / "a", mesh=distributed.make_mesh(one))
   steps = sorted(int(s) for s in os.listdir(tmp_path / "a") if s.isdigit())
-  spe = input_pipeline.RunData.build(runs[0], ds.y_train, 32, 1, **input_pipeline.sampling_options(config)).steps_per_epoch
-  cut = [s for s in steps if s % spe and s < total][0]                # a mid-epoch checkpoint
+  spe = input_pipeline.RunData.build(
+    runs[0], ds.y_train, 32, 1, **input_pipeline.sampling_options(config)
+  ).steps_per_epoch
+  cut = [s for s in steps if s % spe and s < total][0]  # a mid-epoch checkpoint
   shutil.copytree(tmp_path / "a", tmp_path / "b")
   for s in steps:
     if s > cut:

@@ -16,8 +16,18 @@ def _runs(config, ds, classes=(0,)):
 
 
 def _train(config, ds, runs, ckpt, mesh=None, log_file=None):
-  return trainer.train_runs(config, ds.x_train, ds.y_train, runs, str(ckpt), image_shape=(8, 8, 1),
-                          num_conditions=len(runs[0].normal), mesh=mesh, log_file=log_file, log=lambda *_: None)
+  return trainer.train_runs(
+    config,
+    ds.x_train,
+    ds.y_train,
+    runs,
+    str(ckpt),
+    image_shape=(8, 8, 1),
+    num_conditions=len(runs[0].normal),
+    mesh=mesh,
+    log_file=log_file,
+    log=lambda *_: None,
+  )
 
 
 def _assert_trees_close(a, b, **tol):
@@ -33,8 +43,11 @@ def test_eight_devices_equal_one_device(tmp_path, model):
   runs = _runs(config, ds)
   one, _, _ = _train(config, ds, runs, tmp_path / "one", mesh=distributed.make_mesh(jax.devices()[:1]))
   eight, _, _ = _train(config, ds, runs, tmp_path / "eight", mesh=distributed.make_mesh())
-  assert int(one.step[0]) == int(eight.step[0]) == 2 * (len(runs[0].normal) and
-                                                        input_pipeline.RunData.build(runs[0], ds.y_train, 32, 1).total_steps)
+  assert (
+    int(one.step[0])
+    == int(eight.step[0])
+    == 2 * (len(runs[0].normal) and input_pipeline.RunData.build(runs[0], ds.y_train, 32, 1).total_steps)
+  )
   _assert_trees_close(one.params, eight.params, rtol=2e-4, atol=2e-6)
   _assert_trees_close(one.disc_params, eight.disc_params, rtol=2e-4, atol=2e-6)
 
@@ -53,8 +66,10 @@ def test_local_tc_scope_splits_the_batch_per_device(tmp_path):
   config.model.tc_scope = "global"
   glob1, _, _ = _train(config, ds, runs, tmp_path / "g1", mesh=one_dev)
   _assert_trees_close(loc1.params, glob1.params, rtol=1e-5, atol=1e-7)
-  diff = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-             for a, b in zip(jax.tree.leaves(glob.params), jax.tree.leaves(loc.params)))
+  diff = max(
+    float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+    for a, b in zip(jax.tree.leaves(glob.params), jax.tree.leaves(loc.params))
+  )
   assert diff > 1e-6
 
 
@@ -67,7 +82,9 @@ def test_vmapped_runs_equal_sequential_runs(tmp_path, ensemble):
   together, _, _ = _train(config, ds, runs, tmp_path / "all")
   for m, run in enumerate(runs):
     alone, _, _ = _train(config, ds, [run], tmp_path / run.name)
-    _assert_trees_close(train_step.unstack(together.params, m), train_step.unstack(alone.params, 0), rtol=1e-5, atol=1e-6)
+    _assert_trees_close(
+      train_step.unstack(together.params, m), train_step.unstack(alone.params, 0), rtol=1e-5, atol=1e-6
+    )
     assert int(together.step[m]) == int(alone.step[0])
 
 

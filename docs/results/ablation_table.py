@@ -1,6 +1,6 @@
 """Markdown table of ablation rows made by docs/results/ablation.sh: mean AUROC of every score per row.
 
-  python docs/results/ablation_table.py ROOT DATASET PROTOCOL EPOCHS [--per_class=ROW:SCORE] [--json=FILE]
+python docs/results/ablation_table.py ROOT DATASET PROTOCOL EPOCHS [--per_class=ROW:SCORE] [--json=FILE]
 """
 
 import argparse
@@ -29,13 +29,21 @@ def main():
       continue
     with open(path) as f:
       r = json.load(f)
-    name = wd[len(prefix):]
-    args = open(os.path.join(wd, "row.txt")).read().split(" ", 1)[1].strip() if os.path.exists(
-        os.path.join(wd, "row.txt")) else ""
-    rows[name] = {"args": args, "train_seconds": r["train_seconds"], "num_runs": r["num_runs"],
-                  "auroc_by_score": r["auroc_by_score"], "auroc_std_by_score": r.get("auroc_std_by_score", {}),
-                  "auroc_per_class_by_score": r["auroc_per_class_by_score"],
-                  "complexity_likelihood": r.get("complexity_likelihood", "")}
+    name = wd[len(prefix) :]
+    args = (
+      open(os.path.join(wd, "row.txt")).read().split(" ", 1)[1].strip()
+      if os.path.exists(os.path.join(wd, "row.txt"))
+      else ""
+    )
+    rows[name] = {
+      "args": args,
+      "train_seconds": r["train_seconds"],
+      "num_runs": r["num_runs"],
+      "auroc_by_score": r["auroc_by_score"],
+      "auroc_std_by_score": r.get("auroc_std_by_score", {}),
+      "auroc_per_class_by_score": r["auroc_per_class_by_score"],
+      "complexity_likelihood": r.get("complexity_likelihood", ""),
+    }
   print(f"{a.dataset} {a.protocol}, {a.epochs} epochs: mean AUROC over classes (std over classes in brackets)\n")
   print("| row | " + " | ".join(SCORES) + " | train s | complexity's likelihood |")
   print("|---|" + "---|" * (len(SCORES) + 2))
@@ -63,15 +71,19 @@ def main():
       if s in per:
         print(f"| {s} | " + " | ".join(f"{per[s][c]:.3f}" for c in classes) + " |")
   if a.seeds:
-    names = [n for n in rows if n == a.seeds or (n.startswith(a.seeds + "+s") and n[len(a.seeds) + 2:].isdigit())]
-    print(f"\nrow {a.seeds} over {len(names)} seed(s) ({', '.join(names)}): mean (std over seeds) of the class-mean AUROC\n")
+    names = [n for n in rows if n == a.seeds or (n.startswith(a.seeds + "+s") and n[len(a.seeds) + 2 :].isdigit())]
+    print(
+      f"\nrow {a.seeds} over {len(names)} seed(s) ({', '.join(names)}): mean (std over seeds) of the class-mean AUROC\n"
+    )
     print("| score | " + " | ".join(names) + " | mean | std |")
     print("|---|" + "---|" * (len(names) + 2))
     for sc in SCORES:
       v = [rows[n]["auroc_by_score"][sc] for n in names if sc in rows[n]["auroc_by_score"]]
       if len(v) == len(names):
-        print(f"| {sc} | " + " | ".join(f"{x:.3f}" for x in v) + f" | {sum(v) / len(v):.3f} | "
-              f"{(sum((x - sum(v) / len(v)) ** 2 for x in v) / len(v)) ** 0.5:.3f} |")
+        print(
+          f"| {sc} | " + " | ".join(f"{x:.3f}" for x in v) + f" | {sum(v) / len(v):.3f} | "
+          f"{(sum((x - sum(v) / len(v)) ** 2 for x in v) / len(v)) ** 0.5:.3f} |"
+        )
   if a.json:
     with open(a.json, "w") as f:
       json.dump(rows, f, indent=1, sort_keys=True)

@@ -68,8 +68,11 @@ def closed_form(sigma: np.ndarray, s2: float) -> dict:
   d = sigma.shape[0]
   logdet = np.linalg.slogdet(sigma)[1]
   diag = np.diag(sigma)
-  return dict(mi=0.5 * (logdet - d * math.log(s2)), tc=0.5 * (np.sum(np.log(diag)) - logdet),
-              dwkl=0.5 * float(np.sum(diag - 1.0 - np.log(diag))))
+  return dict(
+    mi=0.5 * (logdet - d * math.log(s2)),
+    tc=0.5 * (np.sum(np.log(diag)) - logdet),
+    dwkl=0.5 * float(np.sum(diag - 1.0 - np.log(diag))),
+  )
 
 
 def make_codes(sigma: np.ndarray, s2: float, n: int, seed: int) -> np.ndarray:
@@ -90,17 +93,18 @@ def exact_terms(mu: np.ndarray, s2: float, seed: int, chunk: int = 250) -> dict:
   z = mu + math.sqrt(s2) * np.random.default_rng(seed).normal(size=mu.shape)
   per = {t: np.empty(n) for t in TERMS}
   for a in range(0, n, chunk):
-    zc = z[a:a + chunk]
-    pair = _log_normal(zc[:, None, :], mu[None, :, :], s2)                   # (chunk, N, d)
-    log_qzj = _lse(pair, axis=1) - math.log(n)                                 # (chunk, d)
-    log_qz = _lse(pair.sum(-1), axis=1) - math.log(n)                          # (chunk,)
-    log_qzx = _log_normal(zc, mu[a:a + chunk], s2).sum(-1)
-    log_pz = (-0.5 * (math.log(2 * math.pi) + zc ** 2)).sum(-1)
-    per["mi"][a:a + chunk] = log_qzx - log_qz
-    per["tc"][a:a + chunk] = log_qz - log_qzj.sum(-1)
-    per["dwkl"][a:a + chunk] = log_qzj.sum(-1) - log_pz
-  return {t: float(v.mean()) for t, v in per.items()} | {f"{t}_mc_se": float(v.std() / math.sqrt(n))
-                                                          for t, v in per.items()}
+    zc = z[a : a + chunk]
+    pair = _log_normal(zc[:, None, :], mu[None, :, :], s2)  # (chunk, N, d)
+    log_qzj = _lse(pair, axis=1) - math.log(n)  # (chunk, d)
+    log_qz = _lse(pair.sum(-1), axis=1) - math.log(n)  # (chunk,)
+    log_qzx = _log_normal(zc, mu[a : a + chunk], s2).sum(-1)
+    log_pz = (-0.5 * (math.log(2 * math.pi) + zc**2)).sum(-1)
+    per["mi"][a : a + chunk] = log_qzx - log_qz
+    per["tc"][a : a + chunk] = log_qz - log_qzj.sum(-1)
+    per["dwkl"][a : a + chunk] = log_qzj.sum(-1) - log_pz
+  return {t: float(v.mean()) for t, v in per.items()} | {
+    f"{t}_mc_se": float(v.std() / math.sqrt(n)) for t, v in per.items()
+  }
 
 
 def _lse(a, axis):
@@ -110,8 +114,10 @@ def _lse(a, axis):
 
 @jax.jit
 def _decompose_both(z, mu, logvar, dataset_size, conditions):
-  return {m: estimators.elbo_decomposition(z, mu, logvar, dataset_size=dataset_size, method=m,
-                                           conditions=conditions) for m in METHODS}
+  return {
+    m: estimators.elbo_decomposition(z, mu, logvar, dataset_size=dataset_size, method=m, conditions=conditions)
+    for m in METHODS
+  }
 
 
 def mws_shift(n: float, d: int) -> dict:
@@ -124,8 +130,17 @@ def _draw_members(rng, n, sizes):
   return [rng.choice(n, int(m), replace=False) for m in sizes]
 
 
-def estimate(mu_all: np.ndarray, s2: float, *, draws: int, seed: int, group_sizes=None, batch=None,
-             num_conditions=1, conditional=False) -> dict:
+def estimate(
+  mu_all: np.ndarray,
+  s2: float,
+  *,
+  draws: int,
+  seed: int,
+  group_sizes=None,
+  batch=None,
+  num_conditions=1,
+  conditional=False,
+) -> dict:
   """Mean and std over ``draws`` batches of each (method, term), MWS shift-corrected.
 
   group_sizes: fixed size M of each of ``num_conditions`` groups (stratified), or None for ``batch`` examples
@@ -148,7 +163,7 @@ def estimate(mu_all: np.ndarray, s2: float, *, draws: int, seed: int, group_size
     logvar = np.full_like(mu, math.log(s2))
     if conditional:
       out = _decompose_both(z, mu, logvar, np.full(num_conditions, n, np.float32), cond)
-      mean_group.append(float(np.mean(sizes[cond])))   # the group size an anchor sees
+      mean_group.append(float(np.mean(sizes[cond])))  # the group size an anchor sees
     else:
       out = _decompose_both(z, mu, logvar, np.float32(n), None)
       mean_group.append(float(idx.size))
@@ -157,39 +172,60 @@ def estimate(mu_all: np.ndarray, s2: float, *, draws: int, seed: int, group_size
     for m in METHODS:
       for t in TERMS:
         vals[(m, t)].append(float(out[m][t]) - (shift[t] if m == "mws" else 0.0))
-  res = {f"{t}_{m}": dict(mean=float(np.mean(v)), std=float(np.std(v, ddof=1)))
-         for (m, t), v in vals.items()}
+  res = {f"{t}_{m}": dict(mean=float(np.mean(v)), std=float(np.std(v, ddof=1))) for (m, t), v in vals.items()}
   res["anchor_group_size"] = float(np.mean(mean_group))
   return res
 
 
 def run(args) -> dict:
-  out = dict(command="python docs/results/estimator_bias.py " + " ".join(sys.argv[1:]),
-             settings=dict(d=args.d, s2=args.s2, n=args.n, draws=args.draws, seed=args.seed,
-                           group_sizes=args.group_sizes, stratified_conditions=args.conditions,
-                           uniform=args.uniform),
-             machine=dict(platform=platform.platform(), jax=jax.__version__, backend=jax.default_backend()),
-             codes={})
+  out = dict(
+    command="python docs/results/estimator_bias.py " + " ".join(sys.argv[1:]),
+    settings=dict(
+      d=args.d,
+      s2=args.s2,
+      n=args.n,
+      draws=args.draws,
+      seed=args.seed,
+      group_sizes=args.group_sizes,
+      stratified_conditions=args.conditions,
+      uniform=args.uniform,
+    ),
+    machine=dict(platform=platform.platform(), jax=jax.__version__, backend=jax.default_backend()),
+    codes={},
+  )
   t0 = time.time()
-  codes = [("independent", "independent", args.d, args.s2, args.n),
-           ("correlated", "correlated", args.d, args.s2, args.n),
-           ("correlated, smooth", "correlated", 4, 0.2, 2000)]
+  codes = [
+    ("independent", "independent", args.d, args.s2, args.n),
+    ("correlated", "correlated", args.d, args.s2, args.n),
+    ("correlated, smooth", "correlated", 4, 0.2, 2000),
+  ]
   for k, (name, kind, d, s2, n) in enumerate(codes):
     sigma = covariance(kind, d)
     mu = make_codes(sigma, s2, n, seed=args.seed + k)
-    entry = dict(d=d, s2=s2, n=n, sigma=sigma.tolist(), closed_form=closed_form(sigma, s2),
-                 exact=exact_terms(mu, s2, seed=args.seed + 100 + k), unconditional={}, stratified={},
-                 uniform={})
+    entry = dict(
+      d=d,
+      s2=s2,
+      n=n,
+      sigma=sigma.tolist(),
+      closed_form=closed_form(sigma, s2),
+      exact=exact_terms(mu, s2, seed=args.seed + 100 + k),
+      unconditional={},
+      stratified={},
+      uniform={},
+    )
     for i, m in enumerate(args.group_sizes):
       s = args.seed + 1000 * (k + 1) + i
       entry["unconditional"][m] = estimate(mu, s2, draws=args.draws, seed=s, group_sizes=m)
-      entry["stratified"][m] = estimate(mu, s2, draws=args.draws, seed=s + 500, group_sizes=m,
-                                        num_conditions=args.conditions, conditional=True)
-      print(f"{name} M={m}: tc mss {entry['unconditional'][m]['tc_mss']['mean']:.2f} "
-            f"({time.time() - t0:.0f} s)", flush=True)
+      entry["stratified"][m] = estimate(
+        mu, s2, draws=args.draws, seed=s + 500, group_sizes=m, num_conditions=args.conditions, conditional=True
+      )
+      print(
+        f"{name} M={m}: tc mss {entry['unconditional'][m]['tc_mss']['mean']:.2f} ({time.time() - t0:.0f} s)", flush=True
+      )
     for j, (b, c) in enumerate(args.uniform):
-      entry["uniform"][f"{b}/{c}"] = estimate(mu, s2, draws=args.draws, seed=args.seed + 9000 + 10 * k + j,
-                                             batch=b, num_conditions=c, conditional=True)
+      entry["uniform"][f"{b}/{c}"] = estimate(
+        mu, s2, draws=args.draws, seed=args.seed + 9000 + 10 * k + j, batch=b, num_conditions=c, conditional=True
+      )
     for scope in ("unconditional", "stratified", "uniform"):
       for r in entry[scope].values():
         for key in list(r):
@@ -207,45 +243,53 @@ def _cell(r):
 def markdown(res: dict) -> str:
   s = res["settings"]
   lines = [
-      "# Known-answer bias of the minibatch MI / TC / dimension-wise KL estimators",
-      "",
-      "Made by",
-      "",
-      "```bash",
-      res["command"],
-      "```",
-      "",
-      f"(`docs/results/estimator_bias.py`; {res['seconds']:.0f} s on {res['machine']['backend']}; JSON beside this "
-      "file). What the numbers say: *Findings* at the end. Method, code types and the closed forms: the "
-      "script's docstring. Every cell is mean ± std over "
-      f"{s['draws']} batches of the unchanged `dcvae_jax.estimators.elbo_decomposition`; latent dimension d, "
-      "posterior variance s^2 and data-set size N = N_c (per condition) in each heading. MWS (mws*) is "
-      "shift-corrected: the table shows MI - log N, TC - (d-1) log N, DWKL + d log N (the estimator with "
-      f"normalised weights 1/M; raw MWS TC is {(s['d'] - 1) * math.log(s['n']):.1f} nats higher at d = {s['d']}, "
-      f"N = {s['n']}). MSS columns: mean ± std and bias.",
-      "",
-      "Reference values: *exact* = the terms of this data set's aggregate posterior q_N(z) = 1/N sum_n q(z|x_n), "
-      "which is what the estimators estimate (Monte Carlo over one z per example, ± its standard error); "
-      "*closed form* = N -> infinity (q(z) = N(0, Sigma)). They differ: MI cannot exceed log N (8.70 "
-      "at N = 6000), and a finite set of narrow posteriors is lumpy, so q_N has TC even for independent codes "
-      "(3.06 here: with MI capped near log N, TC takes up the rest of E KL(q(z|x) || q_N(z_j) products)). "
-      "Bias = mean - exact.",
-      "",
-      "Scopes: *unconditional* = a batch of M; *conditional* = `conditions=` with "
-      f"{s['stratified_conditions']} conditions of exactly M members each (a stratified batch of "
-      f"{s['stratified_conditions']} M, dataset sizes N_c), i.e. what dcvae computes with `train.batch_sampling="
-      "\"stratified\"`; *uniform* = a uniform batch of B over C equally frequent conditions (dcvae's default "
-      "sampling; groups are multinomial and groups of one contribute MI = TC = 0).",
+    "# Known-answer bias of the minibatch MI / TC / dimension-wise KL estimators",
+    "",
+    "Made by",
+    "",
+    "```bash",
+    res["command"],
+    "```",
+    "",
+    f"(`docs/results/estimator_bias.py`; {res['seconds']:.0f} s on {res['machine']['backend']}; JSON beside this "
+    "file). What the numbers say: *Findings* at the end. Method, code types and the closed forms: the "
+    "script's docstring. Every cell is mean ± std over "
+    f"{s['draws']} batches of the unchanged `dcvae_jax.estimators.elbo_decomposition`; latent dimension d, "
+    "posterior variance s^2 and data-set size N = N_c (per condition) in each heading. MWS (mws*) is "
+    "shift-corrected: the table shows MI - log N, TC - (d-1) log N, DWKL + d log N (the estimator with "
+    f"normalised weights 1/M; raw MWS TC is {(s['d'] - 1) * math.log(s['n']):.1f} nats higher at d = {s['d']}, "
+    f"N = {s['n']}). MSS columns: mean ± std and bias.",
+    "",
+    "Reference values: *exact* = the terms of this data set's aggregate posterior q_N(z) = 1/N sum_n q(z|x_n), "
+    "which is what the estimators estimate (Monte Carlo over one z per example, ± its standard error); "
+    "*closed form* = N -> infinity (q(z) = N(0, Sigma)). They differ: MI cannot exceed log N (8.70 "
+    "at N = 6000), and a finite set of narrow posteriors is lumpy, so q_N has TC even for independent codes "
+    "(3.06 here: with MI capped near log N, TC takes up the rest of E KL(q(z|x) || q_N(z_j) products)). "
+    "Bias = mean - exact.",
+    "",
+    "Scopes: *unconditional* = a batch of M; *conditional* = `conditions=` with "
+    f"{s['stratified_conditions']} conditions of exactly M members each (a stratified batch of "
+    f"{s['stratified_conditions']} M, dataset sizes N_c), i.e. what dcvae computes with `train.batch_sampling="
+    '"stratified"`; *uniform* = a uniform batch of B over C equally frequent conditions (dcvae\'s default '
+    "sampling; groups are multinomial and groups of one contribute MI = TC = 0).",
   ]
   for kind, e in res["codes"].items():
     cf, ex = e["closed_form"], e["exact"]
-    lines += ["", f"## {kind.capitalize()} codes (d = {e['d']}, s^2 = {e['s2']}, N = {e['n']})", "",
-              "| | MI | TC | DWKL |", "|---|---|---|---|",
-              f"| closed form (N -> inf) | {cf['mi']:.2f} | {cf['tc']:.2f} | {cf['dwkl']:.2f} |",
-              f"| exact, this data set | {ex['mi']:.2f} ± {ex['mi_mc_se']:.2f} | {ex['tc']:.2f} ± "
-              f"{ex['tc_mc_se']:.2f} | {ex['dwkl']:.2f} ± {ex['dwkl_mc_se']:.2f} |", ""]
-    header = ["| scope | M | TC mss | TC bias | TC mws* | MI mss | MI bias | MI mws* | DWKL mss | DWKL bias | "
-              "DWKL mws* |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+      "",
+      f"## {kind.capitalize()} codes (d = {e['d']}, s^2 = {e['s2']}, N = {e['n']})",
+      "",
+      "| | MI | TC | DWKL |",
+      "|---|---|---|---|",
+      f"| closed form (N -> inf) | {cf['mi']:.2f} | {cf['tc']:.2f} | {cf['dwkl']:.2f} |",
+      f"| exact, this data set | {ex['mi']:.2f} ± {ex['mi_mc_se']:.2f} | {ex['tc']:.2f} ± "
+      f"{ex['tc_mc_se']:.2f} | {ex['dwkl']:.2f} ± {ex['dwkl_mc_se']:.2f} |",
+      "",
+    ]
+    header = [
+      "| scope | M | TC mss | TC bias | TC mws* | MI mss | MI bias | MI mws* | DWKL mss | DWKL bias | DWKL mws* |",
+      "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     lines += header
     rows = [("unconditional", m, r) for m, r in e["unconditional"].items()]
     rows += [("conditional", m, r) for m, r in e["stratified"].items()]
@@ -282,7 +326,7 @@ def main():
     with open(args.out + ".md") as f:
       old = f.read()
     if FINDINGS in old:
-      text += "\n" + old[old.index(FINDINGS):]
+      text += "\n" + old[old.index(FINDINGS) :]
   with open(args.out + ".md", "w") as f:
     f.write(text)
   print(markdown(res))

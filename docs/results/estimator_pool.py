@@ -41,8 +41,9 @@ def _anchor_terms(z, mu, logvar, n, m_anchor):
   log_pz = jnp.sum(estimators.gaussian_log_density(z, 0.0, 0.0), -1)
   anchor = jnp.arange(z.shape[0]) < m_anchor
   mean = lambda v: jnp.sum(jnp.where(anchor, v, 0.0)) / m_anchor  # noqa: E731
-  return dict(mi=mean(log_qzx - log_qz), tc=mean(log_qz - jnp.sum(log_qzj, -1)),
-              dwkl=mean(jnp.sum(log_qzj, -1) - log_pz))
+  return dict(
+    mi=mean(log_qzx - log_qz), tc=mean(log_qz - jnp.sum(log_qzj, -1)), dwkl=mean(jnp.sum(log_qzj, -1) - log_pz)
+  )
 
 
 def measure(mu_all, sigma, s2, m, pool, drift, draws, seed, kind="noise"):
@@ -54,12 +55,13 @@ def measure(mu_all, sigma, s2, m, pool, drift, draws, seed, kind="noise"):
     idx = rng.choice(n, m + pool, replace=False)
     mu = mu_all[idx].copy()
     z = mu + math.sqrt(s2) * rng.normal(size=mu.shape)
-    if kind == "noise":   # stale components: the encoder moved since
+    if kind == "noise":  # stale components: the encoder moved since
       mu[m:] += drift * rng.normal(size=(pool, d)) @ chol.T
     else:
       mu[m:] += drift * rng.choice([-1.0, 1.0], size=d) * np.sqrt(np.diag(sigma))
-    out = _anchor_terms(z.astype(np.float32), mu.astype(np.float32), np.full(mu.shape, math.log(s2), np.float32),
-                        np.float32(n), m)
+    out = _anchor_terms(
+      z.astype(np.float32), mu.astype(np.float32), np.full(mu.shape, math.log(s2), np.float32), np.float32(n), m
+    )
     for t in eb.TERMS:
       vals[t].append(float(out[t]))
   return {t: dict(mean=float(np.mean(v)), std=float(np.std(v, ddof=1))) for t, v in vals.items()}
@@ -79,30 +81,45 @@ def main():
   drifts = [(v.split(":")[0], float(v.split(":")[1])) for v in args.drifts.split(",") if v]
   t0 = time.time()
   res = dict(command="python docs/results/estimator_pool.py " + " ".join(sys.argv[1:]), draws=args.draws, codes={})
-  lines = ["# A larger estimation pool: known-answer measurement", "", "Made by", "", "```bash", res["command"],
-           "```", "", "Method: the script's docstring. MSS; mean ± std over "
-           f"{args.draws} draws of the anchors' mean; bias = mean - the data set's exact value. Report only: no "
-           "default changed."]
-  for k, (name, kind, d, s2, n) in enumerate([("independent", "independent", 10, 0.1, 6000),
-                                               ("correlated, smooth", "correlated", 4, 0.2, 2000)]):
+  lines = [
+    "# A larger estimation pool: known-answer measurement",
+    "",
+    "Made by",
+    "",
+    "```bash",
+    res["command"],
+    "```",
+    "",
+    "Method: the script's docstring. MSS; mean ± std over "
+    f"{args.draws} draws of the anchors' mean; bias = mean - the data set's exact value. Report only: no "
+    "default changed.",
+  ]
+  for k, (name, kind, d, s2, n) in enumerate(
+    [("independent", "independent", 10, 0.1, 6000), ("correlated, smooth", "correlated", 4, 0.2, 2000)]
+  ):
     sigma = eb.covariance(kind, d)
     mu_all = eb.make_codes(sigma, s2, n, seed=args.seed + (0 if k == 0 else 2))  # the bias table's data sets
     exact = eb.exact_terms(mu_all, s2, seed=args.seed + (100 if k == 0 else 102))
     entry = dict(d=d, s2=s2, n=n, exact=exact, rows=[])
-    lines += ["", f"## {name.capitalize()} codes (d = {d}, s^2 = {s2}, N = {n}; exact TC {exact['tc']:.2f}, "
-              f"MI {exact['mi']:.2f}, DWKL {exact['dwkl']:.2f})", "",
-              "| M | pool P | drift (kind: size) | TC | TC bias | MI bias | DWKL bias |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [
+      "",
+      f"## {name.capitalize()} codes (d = {d}, s^2 = {s2}, N = {n}; exact TC {exact['tc']:.2f}, "
+      f"MI {exact['mi']:.2f}, DWKL {exact['dwkl']:.2f})",
+      "",
+      "| M | pool P | drift (kind: size) | TC | TC bias | MI bias | DWKL bias |",
+      "|---|---|---|---|---|---|---|",
+    ]
     for m in groups:
       for pool in pools:
         for j, (dkind, drift) in enumerate([("noise", 0.0)] + (drifts if pool else [])):
-          r = measure(mu_all, sigma, s2, m, pool, drift, args.draws, seed=args.seed + 1000 * m + pool + j,
-                      kind=dkind)
+          r = measure(mu_all, sigma, s2, m, pool, drift, args.draws, seed=args.seed + 1000 * m + pool + j, kind=dkind)
           entry["rows"].append(dict(m=m, pool=pool, drift_kind=dkind, drift=drift, **r))
           b = {t: r[t]["mean"] - exact[t] for t in eb.TERMS}
           label = f"{dkind}: {drift}" if drift else "0"
-          lines.append(f"| {m} | {pool} | {label} | {r['tc']['mean']:.2f} ± {r['tc']['std']:.2f} | {b['tc']:+.2f} | "
-                       f"{b['mi']:+.2f} | {b['dwkl']:+.2f} |")
+          lines.append(
+            f"| {m} | {pool} | {label} | {r['tc']['mean']:.2f} ± {r['tc']['std']:.2f} | {b['tc']:+.2f} | "
+            f"{b['mi']:+.2f} | {b['dwkl']:+.2f} |"
+          )
       print(f"{name} M={m} ({time.time() - t0:.0f} s)", flush=True)
     res["codes"][name] = entry
   res["seconds"] = time.time() - t0
@@ -111,7 +128,7 @@ def main():
     with open(args.out + ".md") as f:
       old = f.read()
     if eb.FINDINGS in old:
-      text += "\n" + old[old.index(eb.FINDINGS):]
+      text += "\n" + old[old.index(eb.FINDINGS) :]
   with open(args.out + ".json", "w") as f:
     json.dump(res, f, indent=1)
   with open(args.out + ".md", "w") as f:

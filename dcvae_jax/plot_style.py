@@ -1,0 +1,65 @@
+"""Shared drawing conventions of the figures: exact pixel sizes (``DPI`` = 100), the Agg canvas without pyplot,
+image montages and class colours."""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import numpy as np
+
+DPI = 100
+# Pixel sizes of the figures (see each function).
+RECON_CELL = (90, 118)  # (w, h) of one image column/row in ``reconstructions``
+RECON_MARGIN = (70, 50)  # left label column, top title band
+SCATTER_SIZE = (640, 540)  # latent_umap
+MANIFOLD_PANEL = (400, 430)  # one condition's grid (with its title band)
+MANIFOLD_TOP = 46
+TRAVERSAL_CELL = 56
+TRAVERSAL_MARGIN = (110, 70)  # left label column, top title + value band
+ROC_SIZE = (600, 520)
+HIST_PANEL = (460, 380)
+
+Decoder = Callable[[np.ndarray, "int | None"], np.ndarray]
+
+
+def _figure(width_px: int, height_px: int):
+  from matplotlib.figure import Figure
+
+  return Figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI)
+
+
+def _save(fig, path: str) -> str:
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path, dpi=DPI, format="png")  # no bbox_inches="tight": the size stays exactly as documented
+  return path
+
+
+def _frac(px, total):
+  return px / total
+
+
+def _montage(images: np.ndarray, pad: int = 1, value: float = 1.0) -> np.ndarray:
+  """(R, C, H, W) -> one (R*(H+pad)+pad, C*(W+pad)+pad) image with ``value`` lines between the tiles."""
+  r, c, h, w = images.shape
+  out = np.full((r * (h + pad) + pad, c * (w + pad) + pad), value, np.float32)
+  for i in range(r):
+    for j in range(c):
+      out[pad + i * (h + pad) : pad + i * (h + pad) + h, pad + j * (w + pad) : pad + j * (w + pad) + w] = images[i, j]
+  return out
+
+
+def _images(x) -> np.ndarray:
+  """(n, H, W[, 1]) -> float (n, H, W)."""
+  x = np.asarray(x, np.float32)
+  return x[..., 0] if x.ndim == 4 else x
+
+
+def _class_colors(num: int):
+  import matplotlib
+
+  name = "tab10" if num <= 10 else "tab20" if num <= 20 else "turbo"
+  cmap = matplotlib.colormaps[name]
+  if name == "turbo":
+    return [cmap(i / max(num - 1, 1)) for i in range(num)]
+  return [cmap(i) for i in range(num)]
