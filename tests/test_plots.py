@@ -40,7 +40,10 @@ def expected_sizes(num_conditions, per_group, latent_dim, grid=15, values=9):
   return {
     "reconstructions": (ml + per_group * cw, mt + 4 * ch),
     "latent": plot_style.SCATTER_SIZE,
-    "manifold": (panels_x * plot_style.MANIFOLD_PANEL[0], plot_style.MANIFOLD_TOP + panels_y * plot_style.MANIFOLD_PANEL[1]),
+    "manifold": (
+      panels_x * plot_style.MANIFOLD_PANEL[0],
+      plot_style.MANIFOLD_TOP + panels_y * plot_style.MANIFOLD_PANEL[1],
+    ),
     "traversals": (
       plot_style.TRAVERSAL_MARGIN[0] + values * plot_style.TRAVERSAL_CELL,
       plot_style.TRAVERSAL_MARGIN[1] + rows * plot_style.TRAVERSAL_CELL,
@@ -101,7 +104,13 @@ def test_figure_functions_on_arrays(tmp_path):
     labels=labels,
     per_group=3,
   )
-  assert_png(p, (plot_style.RECON_MARGIN[0] + 3 * plot_style.RECON_CELL[0], plot_style.RECON_MARGIN[1] + 4 * plot_style.RECON_CELL[1]))
+  assert_png(
+    p,
+    (
+      plot_style.RECON_MARGIN[0] + 3 * plot_style.RECON_CELL[0],
+      plot_style.RECON_MARGIN[1] + 4 * plot_style.RECON_CELL[1],
+    ),
+  )
   pca = plots.latent_umap(str(tmp_path / "pca.png"), codes, labels, is_anomaly, method="pca")
   assert_png(pca, plot_style.SCATTER_SIZE)
   xy, used, note = plots.embed_2d(codes[:20])
@@ -120,7 +129,11 @@ def test_figure_functions_on_arrays(tmp_path):
   assert_png(p, (3 * plot_style.MANIFOLD_PANEL[0], plot_style.MANIFOLD_TOP + 2 * plot_style.MANIFOLD_PANEL[1]))
   p = plots.traversals(str(tmp_path / "t.png"), decode, np.zeros(d), dims=[1, 2], values=[-1.0, 0.0, 1.0, 2.0])
   assert_png(
-    p, (plot_style.TRAVERSAL_MARGIN[0] + 4 * plot_style.TRAVERSAL_CELL, plot_style.TRAVERSAL_MARGIN[1] + 2 * plot_style.TRAVERSAL_CELL)
+    p,
+    (
+      plot_style.TRAVERSAL_MARGIN[0] + 4 * plot_style.TRAVERSAL_CELL,
+      plot_style.TRAVERSAL_MARGIN[1] + 2 * plot_style.TRAVERSAL_CELL,
+    ),
   )
   p = plots.roc_curves(str(tmp_path / "roc.png"), {"a": (codes[:, 0], is_anomaly), "b": (-codes[:, 1], is_anomaly)})
   assert_png(p, plot_style.ROC_SIZE)
