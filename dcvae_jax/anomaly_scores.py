@@ -40,7 +40,7 @@ def iwae_nll(log_joint_minus_q, key, mu, logvar, *, num_samples: int, chunk: int
   def one(k):
     eps = jax.random.normal(k, (chunk, *mu.shape), mu.dtype)
     z = mu + std * eps
-    log_q = estimators.gaussian_log_density(z, mu, logvar).sum(-1)
+    log_q = estimators.own_sample_log_density(eps, logvar).sum(-1)
     return jax.nn.logsumexp(log_joint_minus_q(z, log_q), axis=0)
 
   per_chunk = jax.lax.map(one, jax.random.split(key, num_samples // chunk))

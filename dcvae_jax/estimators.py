@@ -32,6 +32,7 @@ __all__ = [
   "elbo_decomposition",
   "total_correlation",
   "gaussian_total_correlation",
+  "own_sample_log_density",
 ]
 
 
@@ -39,8 +40,19 @@ METHODS = ("mss", "mws")  # minibatch stratified / weighted sampling (Chen et al
 
 
 def gaussian_log_density(x, mu, logvar):
-  """Elementwise log N(x; mu, exp(logvar)) = -0.5 [log 2pi + logvar + (x - mu)^2 exp(-logvar)]."""
-  return -0.5 * (_LOG_2PI + logvar + jnp.square(x - mu) * jnp.exp(-logvar))
+  """Elementwise log N(x; mu, exp(logvar)) = -0.5 [log 2pi + logvar + ((x - mu) exp(-logvar / 2))^2].
+
+  The standardised difference is squared (not (x - mu)^2 times exp(-logvar)), so a tiny variance gives a
+  very negative (or -inf) density, never 0 * inf = NaN."""
+  return -0.5 * (_LOG_2PI + logvar + jnp.square((x - mu) * jnp.exp(-0.5 * logvar)))
+
+
+def own_sample_log_density(eps, logvar):
+  """log N(z; mu, exp(logvar)) at the sample's own z = mu + exp(logvar / 2) eps: -0.5 [log 2pi + logvar + eps^2].
+
+  Exact for any variance; recomputing (z - mu) from z cancels catastrophically when exp(logvar / 2) |eps| is
+  below the rounding of mu."""
+  return -0.5 * (_LOG_2PI + logvar + jnp.square(eps))
 
 
 def kl_diag_gaussians(mu_q, logvar_q, mu_p=0.0, logvar_p=0.0):
@@ -128,7 +140,7 @@ def log_mixture_weights(batch_size, dataset_size, *, method="mss", conditions=No
   return jnp.where(same, logw, -jnp.inf)
 
 
-def log_qz_estimates(z, mu, logvar, *, dataset_size, method="mss", conditions=None):
+def log_qz_estimates(z, mu, logvar, *, dataset_size, method="mss", conditions=None, eps=None):
   """Minibatch estimates (log q(z_i) (B,), log q(z_ik) (B, d)) of the aggregate posterior.
 
       log q(z_i)  = logsumexp_j [ log w_ij + sum_k log N(z_ik; mu_jk, var_jk) ]
@@ -137,17 +149,24 @@ def log_qz_estimates(z, mu, logvar, *, dataset_size, method="mss", conditions=No
   with w from ``log_mixture_weights`` ("mss" or "mws"; see there for the formulas, the
   ``conditions`` masking, and the group-of-one rule). ``dataset_size``: N, a Python number or a
   traced scalar; with ``conditions`` (int (B,)) either a scalar or per-condition counts (C,).
+  ``eps`` (B, d): the noise of z = mu + sigma eps; then the anchor's own term (i = j) is
+  ``own_sample_log_density`` (exact at any variance).
   """
   b = z.shape[0]
   logw = log_mixture_weights(b, dataset_size, method=method, conditions=conditions)
   # log q(z_ik | x_j): (anchor i, component j, dim k)
   pair = gaussian_log_density(z[:, None, :], mu[None, :, :], logvar[None, :, :])
+  if eps is not None:
+    own = own_sample_log_density(eps, logvar)
+    pair = jnp.where(jnp.eye(b, dtype=bool)[:, :, None], own[:, None, :], pair)
   log_qz = jax.nn.logsumexp(logw + jnp.sum(pair, axis=2), axis=1)
   log_qzj = jax.nn.logsumexp(logw[:, :, None] + pair, axis=1)
   return log_qz, log_qzj
 
 
-def elbo_decomposition(z, mu, logvar, *, dataset_size, method="mss", conditions=None, prior_mu=0.0, prior_logvar=0.0):
+def elbo_decomposition(
+  z, mu, logvar, *, dataset_size, method="mss", conditions=None, prior_mu=0.0, prior_logvar=0.0, eps=None
+):
   """Batch-mean terms of E KL(q(z|x) || p(z)) = MI + TC + DWKL (Chen et al. 2018), dict of scalars:
 
       mi   = mean_i [ log q(z_i|x_i) - log q(z_i) ]                  index-code MI
@@ -157,10 +176,13 @@ def elbo_decomposition(z, mu, logvar, *, dataset_size, method="mss", conditions=
   p = N(prior_mu, exp(prior_logvar)) diagonal, broadcastable to (B, d) (per-example priors, e.g.
   a conditional prior r(z|c)). With ``conditions`` every q is the within-condition q(z|c), so the
   terms are I(x;z|c), TC(q(z|c)) and sum_k KL(q(z_k|c) || p(z_k|c)). The three terms telescope:
-  mi + tc + dwkl = mean_i [log q(z_i|x_i) - log p(z_i)] exactly.
+  mi + tc + dwkl = mean_i [log q(z_i|x_i) - log p(z_i)] exactly. ``eps``: see ``log_qz_estimates``.
   """
-  log_qz, log_qzj = log_qz_estimates(z, mu, logvar, dataset_size=dataset_size, method=method, conditions=conditions)
-  log_qz_x = jnp.sum(gaussian_log_density(z, mu, logvar), axis=-1)
+  log_qz, log_qzj = log_qz_estimates(
+    z, mu, logvar, dataset_size=dataset_size, method=method, conditions=conditions, eps=eps
+  )
+  own = gaussian_log_density(z, mu, logvar) if eps is None else own_sample_log_density(eps, logvar)
+  log_qz_x = jnp.sum(own, axis=-1)
   log_pz = gaussian_log_density(z, prior_mu, prior_logvar)
   return {
     "mi": jnp.mean(log_qz_x - log_qz),

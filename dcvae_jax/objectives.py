@@ -121,6 +121,7 @@ def forward(spec, module, params, x, cond_ids, rng, num_conditions: int, eps=Non
     mu=mu,
     logvar=logvar,
     z=z,
+    eps=eps,
     logits=logits,
     prior_mu=prior_mu,
     prior_logvar=prior_logvar,
@@ -141,11 +142,15 @@ def decompose(spec, out, *, dataset_size, condition_counts, method: str, groups:
   """
   conditional = spec.conditional
   size = condition_counts if conditional else dataset_size
-  arrays = [out["z"], out["mu"], out["logvar"], out["prior_mu"], out["prior_logvar"], out["cond_ids"]]
+  # eps (when known) gives each anchor's own density exactly: estimators.own_sample_log_density.
+  names = ["z", "mu", "logvar", "prior_mu", "prior_logvar", "cond_ids"] + (
+    ["eps"] if out.get("eps") is not None else []
+  )
+  arrays = [out[k] for k in names]
   if groups > 1:
     arrays = [a.reshape((groups, a.shape[0] // groups) + a.shape[1:]) for a in arrays]
 
-  def one(z, mu, logvar, pmu, plogvar, cond):
+  def one(z, mu, logvar, pmu, plogvar, cond, eps=None):
     return estimators.elbo_decomposition(
       z,
       mu,
@@ -155,6 +160,7 @@ def decompose(spec, out, *, dataset_size, condition_counts, method: str, groups:
       conditions=cond if conditional else None,
       prior_mu=pmu,
       prior_logvar=plogvar,
+      eps=eps,
     )
 
   if groups > 1:
