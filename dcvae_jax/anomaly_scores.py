@@ -1,6 +1,7 @@
 """Anomaly scores beyond the paper's: importance-weighted bound, input complexity, RaPP. Larger = more anomalous.
 
-Pure functions of arrays and apply functions; ``scoring.py`` runs them on a trained model and a test set.
+Pure functions of arrays and apply functions; ``scoring.py`` runs them on a trained model and a test set. The math:
+docs/design.md "Anomaly scores".
 
 * ``iwae``: -log p_K(x), with the importance-weighted bound (Burda et al. 2016)
       log p_K(x) = log (1/K) sum_k p(x | z_k [,c]) p(z_k [|c]) / q(z_k | x [,c]),   z_k ~ q(z | x [,c]),

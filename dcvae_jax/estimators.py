@@ -1,4 +1,5 @@
-"""Gaussian densities, KL, FactorVAE dimension permutation, and minibatch estimators of q(z).
+"""Gaussian densities, KL, FactorVAE dimension permutation, and minibatch estimators of q(z) (docs/design.md
+"Estimators").
 
 Everything here is a pure function of arrays: jit-able, vmap-able over a leading model axis,
 float32-safe (all mixtures go through a max-shifted ``logsumexp``).

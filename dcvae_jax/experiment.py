@@ -63,6 +63,22 @@ def normal_train_order(ds, run) -> np.ndarray:
   return idx[np.random.default_rng([run.seed, run.uid, 7]).permutation(idx.size)]
 
 
+def score_images(config, setup, params, x, mesh, nap_stats, *, seed: int) -> dict:
+  """Every device score of uint8 images ``x`` under every stacked model, with the config's eval settings."""
+  return scoring.score_test_set(
+    setup,
+    params,
+    x,
+    mesh,
+    batch_size=config.eval.batch_size,
+    num_samples=config.eval.elbo_samples,
+    seed=seed,
+    nap_stats=nap_stats,
+    iwae_samples=int(config.eval.iwae_samples),
+    iwae_chunk=int(config.eval.iwae_chunk),
+  )
+
+
 def reference_scores(config, ds, chunk, setup, params, mesh, nap_stats, offset_bits) -> list:
   """rapp_sap and complexity of each run's first eval.reference_examples normal training images, reduced over
   conditions as the test scores are: one dict per run (the reference of the sap_complexity score)."""
@@ -70,18 +86,7 @@ def reference_scores(config, ds, chunk, setup, params, mesh, nap_stats, offset_b
   n = max(1, min(int(config.eval.get("reference_examples", 200)), *(p.size for p in picks)))
   idx = np.concatenate([p[:n] for p in picks])
   x = ds.x_train[idx]
-  scores = scoring.score_test_set(
-    setup,
-    params,
-    x,
-    mesh,
-    batch_size=config.eval.batch_size,
-    num_samples=config.eval.elbo_samples,
-    seed=config.seed + 1,
-    nap_stats=nap_stats,
-    iwae_samples=int(config.eval.iwae_samples),
-    iwae_chunk=int(config.eval.iwae_chunk),
-  )
+  scores = score_images(config, setup, params, x, mesh, nap_stats, seed=config.seed + 1)
   bits = anomaly_scores.png_bits(anomaly_scores.model_view_images(x, bool(config.data.binarize)))
   spec = models.get_model(config.model.name)
   out = []
@@ -197,18 +202,7 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True, resc
       setup = train_step.make_setup(config, image_shape, num_conditions, mesh.devices.size)
       x_fit, cond_fit = rapp_fit_data(config, ds, chunk)
       nap_stats = scoring.fit_rapp(setup, state.params, x_fit, cond_fit, mesh, batch_size=config.eval.batch_size)
-      scores = scoring.score_test_set(
-        setup,
-        state.params,
-        ds.x_test,
-        mesh,
-        batch_size=config.eval.batch_size,
-        num_samples=config.eval.elbo_samples,
-        seed=config.seed,
-        nap_stats=nap_stats,
-        iwae_samples=int(config.eval.iwae_samples),
-        iwae_chunk=int(config.eval.iwae_chunk),
-      )
+      scores = score_images(config, setup, state.params, ds.x_test, mesh, nap_stats, seed=config.seed)
       if length_bits is None:
         length_bits = anomaly_scores.png_bits(anomaly_scores.model_view_images(ds.x_test, bool(config.data.binarize)))
       references = reference_scores(config, ds, chunk, setup, state.params, mesh, nap_stats, offset_bits)

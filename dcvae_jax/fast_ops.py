@@ -1,5 +1,5 @@
 """The speed tricks of the training step, in one place. Each gives the same value as the plain expression it
-replaces; the reason is on its first line. benchmarks/README.md has the measurements."""
+replaces; the reason is on its first line. benchmarks/README.md has the measurements (docs/design.md "CPU notes")."""
 
 from __future__ import annotations
 

@@ -3,7 +3,8 @@
 * ``preprocess``: uint8 -> float in [0, 1], binarised or dequantised (the one place that does it).
 * ``device_batch``: inside the compiled step, gather a batch from the on-device training set and preprocess it.
 * ``RunData``: the host-side batch sampler of one run (uniform or stratified batches), a pure function of
-  (seed, run uid, epoch), so a resumed run draws the batches an uninterrupted one would.
+  (seed, run uid, epoch), so a resumed run draws the batches an uninterrupted one would (docs/design.md
+  "Batch sampling").
 """
 
 from __future__ import annotations

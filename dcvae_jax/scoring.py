@@ -1,4 +1,5 @@
-"""Anomaly scores of a test set under every stacked model (compiled), and their reduction over conditions.
+"""Anomaly scores of a test set under every stacked model (compiled), and their reduction over conditions
+(docs/design.md "Anomaly scores").
 
 Scores of a test image x (larger = more anomalous):
   recon       A(x) = ||x - mean of p(x | z = mu(x)[, c])||^2    (the paper's score; encoder mean, no sampling)

@@ -10,7 +10,7 @@
   batch, so 1 and 8 devices compute the same thing).
 * Randomness: run key = fold_in(PRNGKey(seed), run.uid); init key = fold_in(run key, -1); the keys of step s
   are split(fold_in(run key, s)) = (k_z, k_perm). A resumed run draws exactly the numbers an uninterrupted one
-  would.
+  would (docs/design.md "Randomness and exact resume").
 * The FactorVAE / RF-VAE discriminator has its own params and optax state in the same ``TrainState``; both
   updates happen in the same compiled step.
 """

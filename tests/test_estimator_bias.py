@@ -1,4 +1,4 @@
-"""Pins the finite-batch behaviour of the MI / TC / dimension-wise KL estimators (issue 12, part 1).
+"""Pins the finite-batch behaviour of the MI / TC / dimension-wise KL estimators (docs/design.md "Bias at small group sizes").
 
 The numbers of docs/results/estimator_bias.md come from docs/results/estimator_bias.py; these tests check, on
 small fixed-seed versions of its tables, that dcvae_jax.estimators still computes what an independent numpy
@@ -99,7 +99,7 @@ def test_small_table_matches_numpy_reference(method):
 
 
 def test_mss_tc_of_independent_codes_is_pinned():
-  """Independent codes (d = 10, s^2 = 0.1, N = 6000; issue 12's setting): 20 draws per group size give the
+  """Independent codes (d = 10, s^2 = 0.1, N = 6000, the setting of the table in docs/results/estimator_bias.md): 20 draws per group size give the
   documented table within its standard error (docs/results/estimator_bias.md: 14.75, 5.09, 3.32 at 4, 16, 64),
   and the estimate falls with the group size."""
   mu_all = _codes()

@@ -1,4 +1,4 @@
-"""Known-answer bias table of the minibatch MI / TC / dimension-wise KL estimators (issue 12, part 1).
+"""Known-answer bias table of the minibatch MI / TC / dimension-wise KL estimators (docs/design.md "Bias at small group sizes").
 
   python docs/results/estimator_bias.py --out=docs/results/estimator_bias     # writes .md and .json (~3 min)
 
@@ -9,7 +9,7 @@ so the aggregate posterior over infinitely many examples is q(z) = N(0, Sigma) a
     TC   = 0.5 (sum_j log Sigma_jj - log det Sigma)
     DWKL = 0.5 sum_j (Sigma_jj - 1 - log Sigma_jj)          (prior N(0, I))
 
-* "independent": Sigma = I (TC = 0), d = 10, s^2 = 0.1, N = 6000 (the setting of issue 12);
+* "independent": Sigma = I (TC = 0), d = 10, s^2 = 0.1, N = 6000 (a leave-one-out class of MNIST);
 * "correlated": Sigma = D R D, R equicorrelation 0.5, D^2 = linspace(0.5, 2, d) (same d, s^2, N);
 * "correlated, smooth": the same Sigma with d = 4, s^2 = 0.2, N = 2000, where the posteriors overlap and the
   finite data set's terms are close to the closed form.

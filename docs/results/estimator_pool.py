@@ -1,4 +1,4 @@
-"""Does a larger estimation pool help? Known-answer measurement (issue 12, part 2, last bullet; report only).
+"""Does a larger estimation pool help? Known-answer measurement (a measurement for docs/results/estimator_pool.md, not a feature).
 
   python docs/results/estimator_pool.py --out=docs/results/estimator_pool      # writes .md and .json (~1 min)
 
