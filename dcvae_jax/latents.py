@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 import jax
 import numpy as np
@@ -31,7 +32,9 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from dcvae_jax import disentangle, inference, objectives, protocols
 from dcvae_jax.input_pipeline import preprocess
-from dcvae_jax.train_step import Setup
+
+if TYPE_CHECKING:  # the training program's types, for annotations only
+  from dcvae_jax.train_step import Setup
 
 COMPUTE_ALL_KEYS = ("mig", "factor_vae", "dci_disentanglement", "dci_completeness", "dci_informativeness", "sap")
 

@@ -19,6 +19,7 @@ complexity is computed from the reduced iwae, so it follows iwae's reduction.
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +29,9 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from dcvae_jax import anomaly_scores, distributed, estimators, inference, networks, objectives
 from dcvae_jax.input_pipeline import preprocess
 from dcvae_jax.protocols import condition_ids
-from dcvae_jax.train_step import Setup
+
+if TYPE_CHECKING:  # the training program's types, for annotations only
+  from dcvae_jax.train_step import Setup
 
 SCORES = ("recon", "nelbo", "iwae", "complexity", "rapp", "rapp_sap", "sap_complexity")
 
