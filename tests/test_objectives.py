@@ -104,7 +104,8 @@ def test_beta_tcvae_is_weighted_decomposition(batch):
   np.testing.assert_allclose(loss, t["recon"] + t["mi"] + 6.0 * t["tc"] + 2.0 * t["dwkl"], rtol=1e-5)
 
 
-def test_cvae_decoder_sees_the_condition(batch):
+def test_cvae_encoder_sees_the_condition(batch):
+  """The encoder side; tests/test_cvae_conditioning.py checks the decoder and the prior."""
   x, cond = batch
   _, t0, out0 = _loss("cvae", x, cond)
   _, t1, out1 = _loss("cvae", x, 1 - cond)
