@@ -84,6 +84,7 @@ class Model:
     self._encode, self._decode, self._prior = jax.jit(encode), jax.jit(decode), jax.jit(prior)
 
   def _batched(self, fn, params, arr, ids):
+    params = distributed.replicated(params, NamedSharding(self.mesh, P()))  # beside the sharded batches
     return map_batches(
       lambda i, a, c: fn(params, a, c), [(arr, 0), (ids, 0)], mesh=self.mesh, batch_size=self.batch_size, out_axis=0
     )

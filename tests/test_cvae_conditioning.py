@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from dcvae_jax import models, objectives, train_step
+from dcvae_jax import input_pipeline, models, objectives, train_step
 from tests.helpers import tiny_config, toy_dataset
 
 NUM_C = 3
@@ -120,11 +120,20 @@ def test_dcvae_prior_rows_learn_per_condition():
   )
   keys = jax.random.split(jax.random.PRNGKey(6))
   eps = jax.random.normal(jax.random.PRNGKey(7), (b, LATENT))
-  new, terms = jax.jit(
-    lambda s: train_step.train_step(
-      setup, s, jnp.asarray(ds.x_train), cond_all, jnp.arange(b, dtype=jnp.int32), stats, jnp.array(True), keys, eps
+
+  def step(s):
+    batch = input_pipeline.device_batch(
+      jnp.asarray(ds.x_train),
+      cond_all,
+      jnp.arange(b, dtype=jnp.int32),
+      keys[0],
+      binarize=setup.binarize,
+      dequantize=setup.dequantize,
     )
-  )(state)
+    batch.update(stats, eps=eps, active=jnp.array(True))
+    return train_step.train_step(setup, s, batch, keys[1])
+
+  new, terms = jax.jit(step)(state)
   assert bool(terms["finite"])
   for key in ("prior_mu", "prior_logvar"):
     old, now = np.asarray(state.params["params"][key]), np.asarray(new.params["params"][key])
