@@ -38,6 +38,7 @@ __all__ = [
 
 
 METHODS = ("mss", "mws")  # minibatch stratified / weighted sampling (Chen et al. 2018)
+_MASKED = -1e30  # a log weight that removes a component: exp(-1e30) = 0, but its gradient stays finite
 
 
 def gaussian_log_density(x, mu, logvar):
@@ -150,19 +151,22 @@ def log_qz_estimates(z, mu, logvar, *, dataset_size, method="mss", conditions=No
   with w from ``log_mixture_weights`` ("mss" or "mws"; see there for the formulas, the
   ``conditions`` masking, and the group-of-one rule). ``dataset_size``: N, a Python number or a
   traced scalar; with ``conditions`` (int (B,)) either a scalar or per-condition counts (C,).
-  ``eps`` (B, d): the noise of z = mu + sigma eps; then z_i - mu_j is formed as (mu_i - mu_j) + sigma_i eps_i,
-  so the anchor's own term (i = j) is -0.5 (log 2pi + logvar + eps^2) to rounding at any variance.
+  ``eps`` (B, d): the noise of z = mu + sigma eps; then the anchor's own term (j = i) is
+  ``own_sample_log_density`` (exact at any variance), and the others' mixture is added to it with logaddexp.
   """
   b = z.shape[0]
   logw = log_mixture_weights(b, dataset_size, method=method, conditions=conditions)
   # log q(z_ik | x_j): (anchor i, component j, dim k)
+  pair = gaussian_log_density(z[:, None, :], mu[None, :, :], logvar[None, :, :])
   if eps is None:
-    pair = gaussian_log_density(z[:, None, :], mu[None, :, :], logvar[None, :, :])
-  else:  # z_i - mu_j = (mu_i - mu_j) + sigma_i eps_i: no cancellation at j = i, where it is sigma_i eps_i
-    diff = (mu[:, None, :] - mu[None, :, :]) + (jnp.exp(0.5 * logvar) * eps)[:, None, :]
-    pair = -0.5 * (_LOG_2PI + logvar[None, :, :] + jnp.square(diff * jnp.exp(-0.5 * logvar)[None, :, :]))
-  log_qz = jax.nn.logsumexp(logw + jnp.sum(pair, axis=2), axis=1)
-  log_qzj = jax.nn.logsumexp(logw[:, :, None] + pair, axis=1)
+    return (jax.nn.logsumexp(logw + jnp.sum(pair, axis=2), axis=1), jax.nn.logsumexp(logw[:, :, None] + pair, axis=1))
+  # The anchor's own component (j = i) from eps, added to the mixture of the others: (B, B) and (B, d) work only.
+  # A finite mask (not -inf) keeps the gradient of a group of one finite.
+  own = own_sample_log_density(eps, logvar)
+  diag = jnp.diagonal(logw)
+  others = jnp.where(jnp.eye(b, dtype=bool), _MASKED, logw)
+  log_qz = jnp.logaddexp(jax.nn.logsumexp(others + jnp.sum(pair, axis=2), axis=1), diag + jnp.sum(own, axis=1))
+  log_qzj = jnp.logaddexp(jax.nn.logsumexp(others[:, :, None] + pair, axis=1), diag[:, None] + own)
   return log_qz, log_qzj
 
 

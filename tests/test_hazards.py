@@ -89,3 +89,26 @@ def test_tc_models_read_tc_beta_not_beta(name):
   assert float(spec.regularizer(out, hp, None)[0]) == base
   hp.tc_beta = hp.tc_beta + 1.0
   assert float(spec.regularizer(out, hp, None)[0]) == pytest.approx(base + 3.0)
+
+
+def test_group_of_one_keeps_finite_gradients():
+  """A condition with one member in the batch: its anchor's mixture of the others is empty; the gradient of
+  MI + TC + DWKL with respect to mu and logvar must still be finite (no 0 * NaN from an all -inf logsumexp)."""
+  rng = np.random.default_rng(2)
+  b, d = 8, 3
+  mu = jnp.asarray(rng.normal(size=(b, d)), jnp.float32)
+  lv = jnp.asarray(rng.normal(size=(b, d)) * 0.3 - 1.0, jnp.float32)
+  eps = jnp.asarray(rng.normal(size=(b, d)), jnp.float32)
+  cond = jnp.asarray([0, 0, 0, 1, 1, 1, 1, 2])  # condition 2 has a single member
+
+  def total(mu, lv):
+    z = mu + jnp.exp(0.5 * lv) * eps
+    out = estimators.elbo_decomposition(
+      z, mu, lv, dataset_size=jnp.asarray([30.0, 40.0, 10.0]), conditions=cond, eps=eps
+    )
+    return out["mi"] + out["tc"] + out["dwkl"]
+
+  value, grads = jax.value_and_grad(total, argnums=(0, 1))(mu, lv)
+  assert np.isfinite(float(value))
+  for g in grads:
+    assert np.all(np.isfinite(np.asarray(g)))
