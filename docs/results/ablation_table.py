@@ -20,6 +20,7 @@ def main():
   ap.add_argument("--per_class", action="append", default=[], help="ROW:SCORE whose per-class AUROC to print")
   ap.add_argument("--json", default="")
   ap.add_argument("--seeds", default="", help="ROW: mean and std over ROW, ROW+s1, ROW+s2, ... (seeds)")
+  ap.add_argument("--rows", default="", help="comma-separated rows to show, in this order (default: all)")
   a = ap.parse_args()
   prefix = os.path.join(a.root, f"{a.dataset}-{a.protocol}-{a.epochs}ep-")
   rows = {}
@@ -44,6 +45,8 @@ def main():
       "auroc_per_class_by_score": r["auroc_per_class_by_score"],
       "complexity_likelihood": r.get("complexity_likelihood", ""),
     }
+  if a.rows:
+    rows = {n: rows[n] for n in a.rows.split(",") if n in rows}
   print(f"{a.dataset} {a.protocol}, {a.epochs} epochs: mean AUROC over classes (std over classes in brackets)\n")
   print("| row | " + " | ".join(SCORES) + " | train s | complexity's likelihood |")
   print("|---|" + "---|" * (len(SCORES) + 2))
