@@ -7,9 +7,7 @@
 * All seven models' losses fall on real MNIST digits (mnist5k) with every logged term finite.
 """
 
-import json
 import math
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,55 +15,19 @@ import optax
 import pytest
 import scipy.stats
 from scipy.special import logsumexp
-
-from dcvae_jax import data, distributed, models, networks, objectives, protocols, trainer
-from tests.helpers import tiny_config
-
-
-def np_bce(logits, x):
-  logits = np.asarray(logits, np.float64)
-  return np.logaddexp(0.0, logits) - x * logits  # -log Bernoulli(x; sigmoid(logits))
-
-
-def np_log_normal(z, mu, logvar):
-  return -0.5 * (np.log(2 * np.pi) + logvar + (z - mu) ** 2 * np.exp(-logvar))
-
-
-def _module(name, image_shape, num_conditions, **hp):
-  config = tiny_config(name)
-  for k, v in hp.items():
-    setattr(config.model, k, v)
-  spec = models.get_model(name)
-  module = models.make_module(spec, config.model, image_shape, num_conditions)
-  return config, spec, module
-
-
-def _init(spec, module, x, cond, num_conditions, seed=0):
-  c = objectives.one_hot_condition(spec, cond, num_conditions)
-  return module.init(jax.random.PRNGKey(seed), x, c, cond)
-
-
-def _binary_batch(b=24, size=6, seed=0):
-  rng = np.random.default_rng(seed)
-  return jnp.asarray((rng.random((b, size, size, 1)) > 0.5).astype(np.float32))
-
-
-# ---------------------------------------------------------------------------------------------------------
-# 1. The FactorVAE discriminator estimates TC by the density-ratio trick.
-
-D_TC = 3
-COV = np.array([[1.0, 0.8, 0.3], [0.8, 1.0, 0.4], [0.3, 0.4, 1.0]])
-
-
-def _closed_tc(cov):
-  return 0.5 * (np.sum(np.log(np.diag(cov))) - np.linalg.slogdet(cov)[1])
-
-
-def _true_log_ratio(z, cov):
-  """log N(z; 0, cov) - sum_j log N(z_j; 0, cov_jj): the function an optimal discriminator's logit gap learns."""
-  joint = scipy.stats.multivariate_normal(np.zeros(len(cov)), cov).logpdf(z)
-  marg = scipy.stats.norm.logpdf(z, 0.0, np.sqrt(np.diag(cov))).sum(1)
-  return joint - marg
+from dcvae_jax import models, networks, objectives
+from tests.models_test_helpers import (  # noqa: F401 - fixtures are used by name
+  np_bce,
+  np_log_normal,
+  _module,
+  _init,
+  _binary_batch,
+  D_TC,
+  COV,
+  _closed_tc,
+  _true_log_ratio,
+  _RecordingDisc,
+)
 
 
 def test_discriminator_recovers_closed_form_tc():
@@ -117,20 +79,6 @@ def test_discriminator_recovers_closed_form_tc():
   assert np.sqrt(np.mean((gap - true) ** 2)) < 0.3
 
 
-class _RecordingDisc:
-  """Stands in for networks.Discriminator: records its input and returns +-a logits by a fixed rule."""
-
-  def __init__(self, a):
-    self.a, self.seen, self.halves = a, None, True
-
-  def apply(self, params, z):
-    self.seen = z
-    # halves: first half the real codes, second half the permuted ones; else all rows are real
-    b = z.shape[0] // 2 if self.halves else z.shape[0]
-    sign = jnp.concatenate([jnp.ones(b), -jnp.ones(z.shape[0] - b)])[:, None]
-    return self.a * sign * jnp.array([[1.0, -1.0]])
-
-
 def test_discriminator_loss_labels_and_column_permutation():
   """discriminator_loss labels real codes 0 and permuted ones 1 (the convention discriminator_tc reads as
   logit_real - logit_perm), and its permuted half permutes each latent column independently."""
@@ -150,10 +98,6 @@ def test_discriminator_loss_labels_and_column_permutation():
   assert sum(tuple(r) in rows for r in zp) <= 2
   fake.halves = False  # TC_D on real codes reads the gap logit_real - logit_perm = 2a
   assert float(objectives.discriminator_tc(fake, None, z)) == pytest.approx(3.0)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# 2-4. dCVAE.
 
 
 @pytest.mark.parametrize("method", ["mss", "mws"])
@@ -281,108 +225,3 @@ def test_dcvae_tc_is_conditional():
   assert abs(float(dc["tc"])) < 0.08, dc
   assert float(btc["tc"]) == pytest.approx(tc_pooled, abs=0.1)
   assert abs(float(dc["dwkl"])) < 0.05  # q(z_j|c) = r(z_j|c) = N(m_c, 1)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# 5. RF-VAE.
-
-
-def _rf_loss(rho, x, **hp):
-  cfg, spec, mod = _module("rf_vae", x.shape[1:], 1, **hp)
-  cond = jnp.zeros((x.shape[0],), jnp.int32)
-  params = _init(spec, mod, x, cond, 1)
-  params = {"params": dict(params["params"], relevance_logit=jnp.asarray(rho, jnp.float32))}
-  disc = models.make_discriminator(cfg.model)
-  disc_params = disc.init(jax.random.PRNGKey(1), jnp.zeros((1, 4)))
-  loss, (t, out) = objectives.model_loss(
-    spec,
-    mod,
-    params,
-    x,
-    cond,
-    jax.random.PRNGKey(2),
-    hp=cfg.model,
-    num_conditions=1,
-    dataset_size=1000.0,
-    condition_counts=None,
-    disc=disc,
-    disc_params=disc_params,
-  )
-  return loss, t, out, (disc, disc_params)
-
-
-def test_rf_vae_relevance_weighting_and_penalties():
-  x = _binary_batch(16, seed=3)
-  hp = dict(lambda_min=0.1, lambda_max=10.0, eta_s=6.4, eta_h=3.2, factor_gamma=2.0)
-  for rho, lam, l1 in ((-40.0, 10.0, 0.0), (40.0, 0.1, 4.0)):  # r = sigmoid(rho) = 0 and 1
-    _, t, out, _ = _rf_loss(np.full(4, rho), x, **hp)
-    np.testing.assert_allclose(t["weighted_kl"], lam * t["kl"], rtol=1e-5)
-    assert float(t["relevance_l1"]) == pytest.approx(l1, abs=1e-6)
-    assert 0.0 <= float(t["relevance_entropy"]) < 1e-5
-  # an intermediate r: every piece against numpy
-  rho = np.array([-2.0, -0.5, 0.3, 1.5])
-  loss, t, out, (disc, dp) = _rf_loss(rho, x, **hp)
-  r = 1 / (1 + np.exp(-rho))
-  mu, lv = np.asarray(out["mu"], np.float64), np.asarray(out["logvar"], np.float64)
-  kl_dims = 0.5 * (np.exp(lv) + mu**2 - 1 - lv)
-  lam = 10.0 + (0.1 - 10.0) * r
-  wkl = np.mean((lam * kl_dims).sum(1))
-  l1 = r.sum()
-  ent = -(r * np.log(r) + (1 - r) * np.log(1 - r)).sum()
-  recon = np_bce(out["logits"], np.asarray(x)).sum((1, 2, 3)).mean()
-  tc_d = float(objectives.discriminator_tc(disc, dp, out["z"] * jnp.asarray(r, jnp.float32)))
-  np.testing.assert_allclose(out["relevance"], r, rtol=1e-6)
-  np.testing.assert_allclose(t["weighted_kl"], wkl, rtol=1e-5)
-  np.testing.assert_allclose(t["relevance_l1"], l1, rtol=1e-6)
-  np.testing.assert_allclose(t["relevance_entropy"], ent, rtol=1e-5)
-  np.testing.assert_allclose(t["tc_d"], tc_d, rtol=1e-5, atol=1e-6)  # D judges r * z
-  np.testing.assert_allclose(loss, recon + wkl + 2.0 * tc_d + 6.4 * l1 + 3.2 * ent, rtol=1e-5)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# 7. Every model learns on real digits.
-
-LOGGED = ("loss", "recon", "kl", "mi", "tc", "dwkl", "elbo", "grad_norm")
-DISC_LOGGED = ("tc_d", "disc_loss", "disc_acc")
-RF_LOGGED = ("weighted_kl", "relevance_l1", "relevance_entropy")
-
-
-@pytest.fixture(scope="module")
-def mnist5k():
-  return data.load_dataset("mnist5k")
-
-
-@pytest.mark.parametrize("model", sorted(models.MODELS))
-def test_every_model_learns_on_real_digits(tmp_path, mnist5k, model):
-  """5 epochs x 56 steps (batch 64, MLP (128, 64), d = 8, D 2 x 64) on the 3,600 non-zero digits of mnist5k."""
-  config = tiny_config(model, num_epochs=5, batch_size=64, log_every_steps=1, steps_per_call=70)
-  config.model.hidden = (128, 64)
-  config.model.latent_dim = 8
-  config.model.disc_width = 64
-  config.protocol.classes = (0,)
-  runs = protocols.make_runs(config.protocol, mnist5k.num_classes, config.seed)
-  with open(tmp_path / "m.jsonl", "w") as f:
-    _, _, steps = trainer.train_runs(
-      config,
-      mnist5k.x_train,
-      mnist5k.y_train,
-      runs,
-      str(tmp_path / "ck"),
-      image_shape=(28, 28, 1),
-      num_conditions=len(runs[0].normal),
-      log_file=f,
-      mesh=distributed.make_mesh(jax.devices()[:1]),
-      log=lambda *_: None,
-    )
-  lines = [json.loads(l) for l in open(tmp_path / "m.jsonl")]
-  assert steps == 5 * (3600 // 64) == len(lines)
-  spec = models.MODELS[model]
-  keys = LOGGED + (DISC_LOGGED if spec.discriminator else ()) + (RF_LOGGED if spec.relevance else ())
-  for key in keys:
-    assert all(key in l for l in lines), (model, key)
-    values = np.array([l[key] for l in lines])
-    assert np.all(np.isfinite(values)), (model, key)
-  loss = np.array([l["loss"] for l in lines])
-  first, last = loss[:20].mean(), loss[-20:].mean()
-  print(f"{model}: loss {first:.1f} -> {last:.1f} ({100 * (1 - last / first):.0f}% drop)")
-  assert last < 0.7 * first, (model, first, last)  # measured: 51% (rf_vae) to 67% (cvae) lower

@@ -1,0 +1,158 @@
+"""Shared helpers and fixtures of the tests split from test_launch.py (test_launch.py, test_launch_cluster.py)."""
+
+import os
+import re
+import shlex
+import stat
+import subprocess
+import sys
+import pytest
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+LAUNCH = os.path.join(REPO, "launch")
+
+
+TPU = os.path.join(LAUNCH, "tpu_pod.sh")
+
+
+SLURM = os.path.join(LAUNCH, "slurm_gpu.sbatch")
+
+
+MULTI = os.path.join(LAUNCH, "multi_gpu.sh")
+
+
+SCRIPTS = [TPU, SLURM, MULTI]
+
+
+CLUSTER_TOOLS = ["gcloud", "gsutil", "srun", "sbatch", "scontrol", "nvidia-smi"]
+
+
+# Variables a user may have set that would change what the scripts print.
+USER_VARS = [
+  "TPU_NAME",
+  "ZONE",
+  "PROJECT",
+  "BUCKET",
+  "MOUNT_ROOT",
+  "POLL_SECONDS",
+  "ACCELERATOR_TYPE",
+  "RUNTIME_VERSION",
+  "SPOT",
+  "CONFIG",
+  "WORKDIR",
+  "RESULTS_DIR",
+  "REPO_URL",
+  "REPO_REF",
+  "REMOTE_DIR",
+  "PYTHON",
+  "PIP_EXTRAS",
+  "EXTRA_ARGS",
+  "STEPS",
+  "DRY_RUN",
+  "REPO_DIR",
+  "VENV",
+  "COORDINATOR_PORT",
+  "GPUS",
+  "JAX_PLATFORMS",
+  "DCVAE_DISTRIBUTED",
+  "JAX_COORDINATOR_ADDRESS",
+  "JAX_NUM_PROCESSES",
+  "JAX_PROCESS_ID",
+  "CUDA_VISIBLE_DEVICES",
+]
+
+
+def _write_exe(path, text):
+  path.write_text(text)
+  path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+  return str(path)
+
+
+@pytest.fixture
+def fakes(tmp_path):
+  """A bin folder (first on PATH) whose cluster tools only record their arguments (one JSON list a line)."""
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  log = tmp_path / "calls.jsonl"
+  for tool in CLUSTER_TOOLS:
+    _write_exe(
+      bin_dir / tool,
+      f"""#!{sys.executable}
+import json, os, sys
+with open({str(log)!r}, "a") as f:
+  f.write(json.dumps([os.path.basename(sys.argv[0])] + sys.argv[1:]) + "\\n")
+sys.exit(97)
+""",
+    )
+  return bin_dir, log
+
+
+def _env(bin_dir, tmp_path, **overrides):
+  env = {k: v for k, v in os.environ.items() if k not in USER_VARS and not k.startswith("SLURM_")}
+  env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}"
+  env["TMPDIR"] = str(tmp_path)
+  env.update({k: str(v) for k, v in overrides.items()})
+  return env
+
+
+def _run(script, env, *args, check=True, cwd=None):
+  proc = subprocess.run(["bash", script, *args], env=env, cwd=cwd or REPO, capture_output=True, text=True, timeout=300)
+  if check:
+    assert proc.returncode == 0, f"rc={proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+  return proc
+
+
+def _commands(stdout):
+  """The printed commands ('+ ...' lines), each split into words as the shell would."""
+  return [shlex.split(line[2:]) for line in stdout.splitlines() if line.startswith("+ ")]
+
+
+def _flag(words, name):
+  values = [w.split("=", 1)[1] for w in words if w.startswith(name + "=")]
+  assert len(values) == 1, (name, words)
+  return values[0]
+
+
+def _no_calls(log):
+  assert not log.exists(), f"a dry run called cluster tools: {log.read_text()}"
+
+
+def _bash_syntax_ok(script_text):
+  proc = subprocess.run(["bash", "-n", "-c", script_text], capture_output=True, text=True)
+  assert proc.returncode == 0, (script_text, proc.stderr)
+
+
+def _main_argv(remote):
+  """The ``python -m dcvae_jax.main ...`` words of a remote shell command (after the last '&&')."""
+  words = shlex.split(remote.split("&&")[-1])
+  words = [w for w in words if not re.match(r"^[A-Z_]+=", w)]  # leading VAR=value assignments
+  assert words[1:3] == ["-m", "dcvae_jax.main"], words
+  return words
+
+
+def _detached_argv(remote):
+  """The program's words inside the run step's ``setsid nohup bash -c '...'`` job."""
+  words = shlex.split(remote)
+  i = words.index("setsid")
+  assert words[i - 1] == "DCVAE_DISTRIBUTED=1" and words[i + 1 : i + 4] == ["nohup", "bash", "-c"], words
+  job = [part.strip() for part in words[i + 4].split(";")]
+  assert len(job) == 2 and job[-1] == "echo $? > logs/run.exit", job
+  assert words[i + 5 : i + 13] == [">", "logs/run.log", "2>&1", "<", "/dev/null", "&", "echo", "$!"], words
+  return _main_argv(job[0])
+
+
+def _slurm_tasks(out):
+  """{task id: (node, env, argv)} from the dry run's '# task i on node: cd ... && env ... python ...' lines."""
+  tasks = {}
+  for line in out.splitlines():
+    m = re.match(r"# task (\d+) on (\S+): (.*)$", line)
+    if m:
+      words = shlex.split(m.group(3).split("&&")[-1])
+      assert words[0] == "env"
+      env = dict(w.split("=", 1) for w in words[1:] if re.match(r"^[A-Z_]+=", w))
+      argv = [w for w in words[1:] if not re.match(r"^[A-Z_]+=", w)]
+      tasks[int(m.group(1))] = (m.group(2), env, argv)
+  return tasks
