@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dcvae_jax import estimators, models, networks
 from dcvae_jax.errors import ConfigError, ProtocolError
-from dcvae_jax.input_pipeline import BATCH_SAMPLING
+from dcvae_jax.input_pipeline import BATCH_SAMPLING, sampling_options
 from dcvae_jax.protocols import PROTOCOLS
 from dcvae_jax.scoring import SCORE_CONDITIONS, SCORES
 from dcvae_jax.train_step import ENSEMBLE_MODES, LR_SCHEDULES, ON_NONFINITE, TC_SCOPES
@@ -75,7 +75,8 @@ def _check_sampling(config, num_devices: int) -> None:
       f">= 1, got per_condition={p}, conditions_per_batch={k}"
     )
   p0, k0 = p, k
-  p, k = p or batch // k, k or batch // max(p, 1)
+  derived = sampling_options(config)
+  p, k = derived["per_condition"], derived["conditions_per_batch"]
   if p < 1 or k < 1 or p * k != batch:
     raise ConfigError(
       f"train.batch_sampling='stratified' needs train.batch_size = train.conditions_per_batch x "
