@@ -1,7 +1,9 @@
-"""Small shared pieces for the tests: a tiny config and a synthetic dataset."""
+"""Small shared pieces for the tests: a tiny config, a synthetic dataset, training it, comparing states."""
 
+import jax
 import numpy as np
 
+from dcvae_jax import protocols, trainer
 from dcvae_jax.config import base_config
 from dcvae_jax.data import Dataset
 
@@ -40,3 +42,43 @@ def tiny_config(model="vae", **train):
   for k, v in train.items():
     setattr(c.train, k, v)
   return c
+
+
+def toy_runs(config, ds, classes=(0,)):
+  """The protocol's runs for the given classes of a toy dataset (sets config.protocol.classes)."""
+  config.protocol.classes = classes
+  return protocols.make_runs(config.protocol, ds.num_classes, config.seed)
+
+
+def train_toy(config, ds, runs, ckpt, mesh=None, log_file=None, log=lambda *_: None):
+  """trainer.train_runs on a toy dataset of 8 x 8 images: returns (state, train seconds, steps)."""
+  return trainer.train_runs(
+    config,
+    ds.x_train,
+    ds.y_train,
+    runs,
+    str(ckpt),
+    image_shape=(8, 8, 1),
+    num_conditions=len(runs[0].normal),
+    mesh=mesh,
+    log_file=log_file,
+    log=log,
+  )
+
+
+def _leaf_pairs(a, b):
+  leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+  assert len(leaves_a) == len(leaves_b) > 0, (len(leaves_a), len(leaves_b))
+  return zip(leaves_a, leaves_b)
+
+
+def assert_trees_equal(a, b):
+  """Two non-empty pytrees with the same number of leaves, every leaf bitwise equal."""
+  for x, y in _leaf_pairs(a, b):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def assert_trees_close(a, b, **tol):
+  """Two non-empty pytrees with the same number of leaves, every leaf within assert_allclose's tolerances."""
+  for x, y in _leaf_pairs(a, b):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), **tol)

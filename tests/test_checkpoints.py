@@ -4,28 +4,16 @@ written before checkpoints had items (the state alone, train time in train_secon
 import json
 import os
 
-import jax
-import numpy as np
 
-from dcvae_jax import checkpoints, protocols, trainer
-from tests.helpers import tiny_config, toy_dataset
+from dcvae_jax import checkpoints
+from tests.helpers import assert_trees_equal, tiny_config, toy_dataset, toy_runs, train_toy
 
 
 def _trained(tmp_path):
   ds = toy_dataset()
   config = tiny_config("vae")
-  config.protocol.classes = (0,)
-  runs = protocols.make_runs(config.protocol, ds.num_classes, config.seed)
-  state, seconds, steps = trainer.train_runs(
-    config,
-    ds.x_train,
-    ds.y_train,
-    runs,
-    str(tmp_path / "ck"),
-    image_shape=(8, 8, 1),
-    num_conditions=len(runs[0].normal),
-    log=lambda *_: None,
-  )
+  runs = toy_runs(config, ds)
+  state, seconds, steps = train_toy(config, ds, runs, tmp_path / "ck")
   return config, ds, runs, state, seconds, steps
 
 
@@ -36,19 +24,9 @@ def test_meta_item_holds_step_and_train_seconds(tmp_path):
   with checkpoints.checkpoint_manager(str(tmp_path / "ck"), 2) as manager:
     restored, step, meta = checkpoints.restore_latest(manager, state, with_meta=True)
   assert step == steps == meta["step"] and 0 < meta["train_seconds"] <= seconds  # the time when the save began
-  for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored)):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert_trees_equal(state, restored)
   # A rerun finds the run finished and reports the training time recorded in the checkpoint.
-  again, again_seconds, again_steps = trainer.train_runs(
-    config,
-    ds.x_train,
-    ds.y_train,
-    runs,
-    str(tmp_path / "ck"),
-    image_shape=(8, 8, 1),
-    num_conditions=len(runs[0].normal),
-    log=lambda *_: None,
-  )
+  again, again_seconds, again_steps = train_toy(config, ds, runs, tmp_path / "ck")
   assert again_steps == steps and again_seconds == meta["train_seconds"]
 
 
@@ -63,5 +41,4 @@ def test_single_item_checkpoint_of_earlier_versions_restores(tmp_path):
   with checkpoints.checkpoint_manager(str(old), 2) as manager:
     restored, step, meta = checkpoints.restore_latest(manager, state, with_meta=True)
   assert step == steps and meta == {"train_seconds": 12.5}
-  for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored)):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert_trees_equal(state, restored)

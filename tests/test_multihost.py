@@ -6,10 +6,10 @@ import socket
 import subprocess
 import sys
 
-import jax
 import numpy as np
 
 from tests.cli import REPO, SMOKE, env, run_cli
+from tests.helpers import assert_trees_close
 
 ARGS = [*SMOKE, "--config.model.name=dcvae", "--config.train.checkpoint_every_steps=20"]
 
@@ -58,7 +58,4 @@ def test_two_processes_train_like_one(tmp_path):
 
   p1 = experiment.load_trained(wd1).params["class0_seed0"]
   p2 = experiment.load_trained(wd2).params["class0_seed0"]
-  l1, l2 = jax.tree.leaves(p1), jax.tree.leaves(p2)
-  assert len(l1) == len(l2) > 0
-  for a, b in zip(l1, l2):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+  assert_trees_close(p1, p2, rtol=1e-5, atol=1e-6)

@@ -11,9 +11,9 @@ import sys
 import time
 
 import jax
-import numpy as np
 
 from tests.cli import REPO, SMOKE, env
+from tests.helpers import assert_trees_equal
 
 # 30 epochs of 56 steps (10 per compiled call): long enough that a signal sent after the first call lands well
 # before the end; no periodic checkpoint, so the only one before the end is the preemption's.
@@ -122,7 +122,4 @@ def test_sigterm_to_one_of_two_processes(tmp_path):
   step_a, a, _ = _final_state(ref)
   step_b, b, _ = _final_state(wd)
   assert step_a == step_b == TOTAL_STEPS
-  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
-  assert len(la) == len(lb) > 0
-  for x, y in zip(la, lb):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  assert_trees_equal(a, b)

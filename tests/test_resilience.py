@@ -14,7 +14,7 @@ import pytest
 
 from dcvae_jax import checkpoints, errors, experiment, trainer
 from tests.cli import SMOKE, error_line, popen_cli, run_cli
-from tests.helpers import tiny_config, toy_dataset
+from tests.helpers import assert_trees_equal, tiny_config, toy_dataset
 
 # Two epochs of 56 steps, a checkpoint every 10 steps (saved at call boundaries: steps_per_call = 10).
 # Long enough (1,680 steps) that a signal sent after the first call lands well before the end.
@@ -49,10 +49,7 @@ def _assert_same_checkpoint(wd_a, wd_b):
   step_a, a = _final_state(wd_a)
   step_b, b = _final_state(wd_b)
   assert step_a == step_b
-  leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
-  assert len(leaves_a) == len(leaves_b) > 0
-  for x, y in zip(leaves_a, leaves_b):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  assert_trees_equal(a, b)
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ import jax
 import numpy as np
 import pytest
 
-from dcvae_jax import distributed, errors, input_pipeline, models, objectives, protocols, trainer, validation
+from dcvae_jax import distributed, errors, input_pipeline, models, objectives, protocols, validation
 from dcvae_jax.protocols import Run
-from tests.helpers import tiny_config, toy_dataset
+from tests.helpers import assert_trees_equal, tiny_config, toy_dataset, train_toy
 
 # Unequal classes: 0..4 normal (sizes 300, 250, 203, 120, 41), 5 held out.
 SIZES = (300, 250, 203, 120, 41, 77)
@@ -138,25 +138,6 @@ def _toy_runs(config, num_classes=9):
   return ds, protocols.make_runs(config.protocol, ds.num_classes, config.seed)
 
 
-def _train(config, ds, runs, ckpt, mesh=None, log=lambda *_: None):
-  return trainer.train_runs(
-    config,
-    ds.x_train,
-    ds.y_train,
-    runs,
-    str(ckpt),
-    image_shape=(8, 8, 1),
-    num_conditions=len(runs[0].normal),
-    mesh=mesh,
-    log=log,
-  )
-
-
-def _leaves_equal(a, b):
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-
-
 def _decompose(cond, groups, seed=0):
   rng = np.random.default_rng(seed)
   b, d = cond.size, 4
@@ -198,7 +179,7 @@ def test_local_shards_hold_whole_groups_on_eight_devices(tmp_path):
   uniform = input_pipeline.RunData.build(runs[0], ds.y_train, 32, 1)
   cond = uniform.cond_all[uniform.batch_indices(0, 32)]
   assert abs(float(_decompose(cond, 8)["tc"]) - float(_decompose(cond, 1)["tc"])) > 0.05
-  state, _, steps = _train(config, ds, runs, tmp_path / "local")
+  state, _, steps = train_toy(config, ds, runs, tmp_path / "local")
   assert steps == data.total_steps == int(state.step[0])
 
 
@@ -214,7 +195,7 @@ def test_stratified_resume_is_bitwise(tmp_path):
   )
   ds, runs = _toy_runs(config, num_classes=5)
   one = jax.devices()[:1]
-  straight, _, total = _train(config, ds, runs, tmp_path / "a", mesh=distributed.make_mesh(one))
+  straight, _, total = train_toy(config, ds, runs, tmp_path / "a", mesh=distributed.make_mesh(one))
   steps = sorted(int(s) for s in os.listdir(tmp_path / "a") if s.isdigit())
   spe = input_pipeline.RunData.build(
     runs[0], ds.y_train, 32, 1, **input_pipeline.sampling_options(config)
@@ -225,7 +206,7 @@ def test_stratified_resume_is_bitwise(tmp_path):
     if s > cut:
       shutil.rmtree(tmp_path / "b" / str(s))
   logged = []
-  resumed, _, total_b = _train(config, ds, runs, tmp_path / "b", mesh=distributed.make_mesh(one), log=logged.append)
+  resumed, _, total_b = train_toy(config, ds, runs, tmp_path / "b", mesh=distributed.make_mesh(one), log=logged.append)
   assert logged == [f"resuming 1 run(s) from step {cut} of {total}"]
   assert total_b == total
-  _leaves_equal(straight, resumed)
+  assert_trees_equal(straight, resumed)
