@@ -19,7 +19,9 @@ def main():
   ap.add_argument("epochs")
   ap.add_argument("--per_class", action="append", default=[], help="ROW:SCORE whose per-class AUROC to print")
   ap.add_argument("--json", default="")
-  ap.add_argument("--seeds", default="", help="ROW: mean and std over ROW, ROW+s1, ROW+s2, ... (seeds)")
+  ap.add_argument(
+    "--seeds", action="append", default=[], help="ROW: mean and std over ROW, ROW+s1, ROW+s2, ... (seeds); repeatable"
+  )
   ap.add_argument("--rows", default="", help="comma-separated rows to show, in this order (default: all)")
   a = ap.parse_args()
   prefix = os.path.join(a.root, f"{a.dataset}-{a.protocol}-{a.epochs}ep-")
@@ -73,16 +75,17 @@ def main():
     for s in SCORES:
       if s in per:
         print(f"| {s} | " + " | ".join(f"{per[s][c]:.3f}" for c in classes) + " |")
-  if a.seeds:
-    names = [n for n in rows if n == a.seeds or (n.startswith(a.seeds + "+s") and n[len(a.seeds) + 2 :].isdigit())]
+  for seed_row in a.seeds:
+    names = [n for n in rows if n == seed_row or (n.startswith(seed_row + "+s") and n[len(seed_row) + 2 :].isdigit())]
     print(
-      f"\nrow {a.seeds} over {len(names)} seed(s) ({', '.join(names)}): mean (std over seeds) of the class-mean AUROC\n"
+      f"\nrow {seed_row} over {len(names)} seed(s) ({', '.join(names)}): mean (population std over seeds) of the "
+      "class-mean AUROC\n"
     )
     print("| score | " + " | ".join(names) + " | mean | std |")
     print("|---|" + "---|" * (len(names) + 2))
     for sc in SCORES:
       v = [rows[n]["auroc_by_score"][sc] for n in names if sc in rows[n]["auroc_by_score"]]
-      if len(v) == len(names):
+      if v and len(v) == len(names):
         print(
           f"| {sc} | " + " | ".join(f"{x:.3f}" for x in v) + f" | {sum(v) / len(v):.3f} | "
           f"{(sum((x - sum(v) / len(v)) ** 2 for x in v) / len(v)) ** 0.5:.3f} |"

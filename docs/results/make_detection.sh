@@ -3,6 +3,7 @@
 #   DATA=../shared/data ROOT=/tmp/dcvae_ablation docs/results/make_detection.sh run      # train (hours on 2 cores)
 #   ROOT=/tmp/dcvae_ablation docs/results/make_detection.sh tables                       # print the tables
 #   ... make_detection.sh table1 / table1-tables: Table 1 (every model), train / print
+#   ... make_detection.sh fair / fair-tables: dCVAE's fair test (seeds, 50 epochs, Fashion-MNIST), train / print
 # Runs resume: rerun after an interruption.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -28,6 +29,13 @@ case ${1:-tables} in
     docs/results/ablation.sh fashion_mnist one_vs_rest 50 m:cvae m:dcvae m:beta_vae m:beta_tcvae
     EXTRA="$SMALL_D" docs/results/ablation.sh fashion_mnist one_vs_rest 50 m:factor_vae m:rf_vae
     ;;
+  fair)  # docs/results/dcvae_fair.md beyond the rows of `run` and `table1`: seeds, full length, Fashion-MNIST
+    export ROOT=$ROOT/fair EXTRA="--config.eval.iwae_samples=8 --config.eval.iwae_chunk=8"
+    docs/results/ablation.sh mnist leave_one_out 10 paper+s1 m:dcvae+s1 paper+s2 m:dcvae+s2
+    docs/results/ablation.sh mnist leave_one_out 50 paper m:dcvae
+    docs/results/ablation.sh fashion_mnist leave_one_out 10 paper m:dcvae m:cvae
+    docs/results/ablation.sh mnist leave_one_out 10 m:cvae+s1 m:cvae+s2
+    ;;
   tables)
     $T $ROOT mnist one_vs_rest 50 --per_class=paper:sap_complexity --per_class=gpp:sap_complexity --seeds=paper --json=docs/results/detection_mnist_one_vs_rest.json
     $T $ROOT fashion_mnist one_vs_rest 50 --per_class=gpp:sap_complexity --seeds=gpp --json=docs/results/detection_fashion_mnist_one_vs_rest.json
@@ -41,5 +49,13 @@ case ${1:-tables} in
       --per_class=m:dcvae:sap_complexity --json=docs/results/table1_mnist_leave_one_out.json
     $T $ROOT fashion_mnist one_vs_rest 50 --rows=$M --json=docs/results/table1_fashion_mnist_one_vs_rest.json
     ;;
-  *) echo "usage: $0 run|tables|table1|table1-tables" >&2; exit 2 ;;
+  fair-tables)
+    $T $ROOT/fair mnist leave_one_out 10 --rows=paper,paper+s1,paper+s2,m:cvae,m:cvae+s1,m:cvae+s2,m:dcvae,m:dcvae+s1,m:dcvae+s2 \
+      --seeds=paper --seeds=m:cvae --seeds=m:dcvae --json=docs/results/dcvae_fair_mnist_leave_one_out_seeds.json
+    $T $ROOT/fair mnist leave_one_out 50 --per_class=paper:recon --per_class=m:dcvae:recon \
+      --json=docs/results/dcvae_fair_mnist_leave_one_out_50ep.json
+    $T $ROOT/fair fashion_mnist leave_one_out 10 --per_class=paper:recon --per_class=m:dcvae:recon \
+      --json=docs/results/dcvae_fair_fashion_mnist_leave_one_out.json
+    ;;
+  *) echo "usage: $0 run|tables|table1|table1-tables|fair|fair-tables" >&2; exit 2 ;;
 esac
