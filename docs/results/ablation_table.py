@@ -22,6 +22,12 @@ def main():
   ap.add_argument(
     "--seeds", action="append", default=[], help="ROW: mean and std over ROW, ROW+s1, ROW+s2, ... (seeds); repeatable"
   )
+  ap.add_argument(
+    "--paired",
+    action="append",
+    default=[],
+    help="A:B:SCORE: per-class AUROC of row B minus row A, for every seed both have (A, A+s1, ... with B, B+s1, ...)",
+  )
   ap.add_argument("--rows", default="", help="comma-separated rows to show, in this order (default: all)")
   a = ap.parse_args()
   prefix = os.path.join(a.root, f"{a.dataset}-{a.protocol}-{a.epochs}ep-")
@@ -47,6 +53,7 @@ def main():
       "auroc_per_class_by_score": r["auroc_per_class_by_score"],
       "complexity_likelihood": r.get("complexity_likelihood", ""),
     }
+  all_rows = rows
   if a.rows:
     rows = {n: rows[n] for n in a.rows.split(",") if n in rows}
   print(f"{a.dataset} {a.protocol}, {a.epochs} epochs: mean AUROC over classes (std over classes in brackets)\n")
@@ -90,9 +97,43 @@ def main():
           f"| {sc} | " + " | ".join(f"{x:.3f}" for x in v) + f" | {sum(v) / len(v):.3f} | "
           f"{(sum((x - sum(v) / len(v)) ** 2 for x in v) / len(v)) ** 0.5:.3f} |"
         )
+  for item in a.paired:
+    pair, score = item.rsplit(":", 1)
+    base, other = _split_pair(pair)
+    _print_paired(all_rows, base, other, score)
   if a.json:
     with open(a.json, "w") as f:
       json.dump(rows, f, indent=1, sort_keys=True)
+
+
+def _split_pair(pair):
+  """'paper:m:dcvae' -> ('paper', 'm:dcvae'): a row name may itself hold one 'm:' prefix."""
+  parts = pair.split(":")
+  if len(parts) == 2:
+    return parts[0], parts[1]
+  if len(parts) == 3:  # one of the two is m:<model>
+    return (parts[0], ":".join(parts[1:])) if parts[1] == "m" else (":".join(parts[:2]), parts[2])
+  if len(parts) == 4:
+    return ":".join(parts[:2]), ":".join(parts[2:])
+  raise SystemExit(f"error: --paired needs A:B:SCORE, got {pair!r}")
+
+
+def _print_paired(rows, base, other, score):
+  """Per-class AUROC differences other - base at each seed both rows have (seed 0 = no suffix)."""
+  seeds = [s for s in ["", *(f"+s{i}" for i in range(1, 100))] if base + s in rows and other + s in rows]
+  if not seeds:
+    return
+  per = [
+    (rows[base + s]["auroc_per_class_by_score"][score], rows[other + s]["auroc_per_class_by_score"][score])
+    for s in seeds
+  ]
+  classes = sorted(per[0][0], key=lambda k: (len(k), k))
+  print(f"\n`{score}`: per-class AUROC of {other} minus {base}, seed by seed\n")
+  print("| seed | " + " | ".join(classes) + " | mean |")
+  print("|---|" + "---|" * (len(classes) + 1))
+  for s, (b, o) in zip(seeds, per):
+    d = [o[c] - b[c] for c in classes]
+    print(f"| {s[2:] if s else '0'} | " + " | ".join(f"{x:+.3f}" for x in d) + f" | {sum(d) / len(d):+.3f} |")
 
 
 if __name__ == "__main__":
