@@ -8,6 +8,7 @@ import glob
 import json
 import os
 
+DATASET_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "kmnist": "KMNIST", "emnist": "EMNIST"}
 SCORES = ("recon", "nelbo", "iwae", "complexity", "rapp", "rapp_sap", "sap_complexity")
 
 
@@ -56,7 +57,8 @@ def main():
   all_rows = rows
   if a.rows:
     rows = {n: rows[n] for n in a.rows.split(",") if n in rows}
-  print(f"{a.dataset} {a.protocol}, {a.epochs} epochs: mean AUROC over classes (std over classes in brackets)\n")
+  title = f"{DATASET_NAMES.get(a.dataset, a.dataset)} {a.protocol.replace('_', '-')}, {a.epochs} epochs"
+  print(f"### {title}: mean AUROC over classes (std over classes in brackets)\n")
   print("| row | " + " | ".join(SCORES) + " | train s | complexity's likelihood |")
   print("|---|" + "---|" * (len(SCORES) + 2))
   for name, r in rows.items():
@@ -101,6 +103,7 @@ def main():
     pair, score = item.rsplit(":", 1)
     base, other = _split_pair(pair)
     _print_paired(all_rows, base, other, score)
+  print()  # a blank line between the tables of consecutive calls
   if a.json:
     with open(a.json, "w") as f:
       json.dump(rows, f, indent=1, sort_keys=True)

@@ -35,12 +35,13 @@ case ${1:-tables} in
     docs/results/ablation.sh mnist leave_one_out 50 paper m:dcvae
     docs/results/ablation.sh fashion_mnist leave_one_out 10 paper m:dcvae m:cvae
     docs/results/ablation.sh mnist leave_one_out 10 m:cvae+s1 m:cvae+s2
+    docs/results/ablation.sh fashion_mnist leave_one_out 10 m:dcvae+strat32
     ;;
   tables)
-    $T $ROOT mnist one_vs_rest 50 --per_class=paper:sap_complexity --per_class=gpp:sap_complexity --seeds=paper --json=docs/results/detection_mnist_one_vs_rest.json
-    $T $ROOT fashion_mnist one_vs_rest 50 --per_class=gpp:sap_complexity --seeds=gpp --json=docs/results/detection_fashion_mnist_one_vs_rest.json
-    $T $ROOT mnist leave_one_out 10 --per_class=paper:rapp_sap --per_class=gpp:rapp_sap --json=docs/results/detection_mnist_leave_one_out.json
-    $T $ROOT/fair mnist leave_one_out 10 --per_class=paper:recon --per_class=m:cvae:recon --per_class=m:dcvae:recon --per_class=m:dcvae+strat32:recon --json=docs/results/dcvae_fair_mnist_leave_one_out.json
+    $T $ROOT mnist one_vs_rest 50 --rows=paper,cb,gpp,gpp+cos,paper+s1,paper+s2 --per_class=paper:sap_complexity --per_class=gpp:sap_complexity --seeds=paper --json=docs/results/detection_mnist_one_vs_rest.json
+    $T $ROOT fashion_mnist one_vs_rest 50 --rows=paper,cb,gpp,gpp+s1,gpp+s2 --per_class=gpp:sap_complexity --seeds=gpp --json=docs/results/detection_fashion_mnist_one_vs_rest.json
+    $T $ROOT mnist leave_one_out 10 --rows=paper,gpp --per_class=paper:rapp_sap --per_class=gpp:rapp_sap --json=docs/results/detection_mnist_leave_one_out.json
+    $T $ROOT/fair mnist leave_one_out 10 --rows=paper,m:cvae,m:dcvae,m:dcvae+strat32,m:beta_tcvae,m:dcvae+tc1,m:dcvae+tc2 --per_class=paper:recon --per_class=m:cvae:recon --per_class=m:dcvae:recon --per_class=m:dcvae+strat32:recon --json=docs/results/dcvae_fair_mnist_leave_one_out.json
     ;;
   table1-tables)
     M=paper,m:cvae,m:beta_vae,m:factor_vae,m:rf_vae,m:beta_tcvae,m:dcvae
@@ -48,6 +49,8 @@ case ${1:-tables} in
     $T $ROOT/fair mnist leave_one_out 10 --rows=$M,m:dcvae+strat32,m:dcvae+tc1,m:dcvae+tc2 \
       --per_class=m:dcvae:sap_complexity --json=docs/results/table1_mnist_leave_one_out.json
     $T $ROOT fashion_mnist one_vs_rest 50 --rows=$M --json=docs/results/table1_fashion_mnist_one_vs_rest.json
+    $T $ROOT/fair mnist leave_one_out 50 --rows=$M --json=docs/results/table1_mnist_leave_one_out_50ep.json
+    $T $ROOT/fair fashion_mnist leave_one_out 10 --rows=$M --json=docs/results/table1_fashion_mnist_leave_one_out.json
     ;;
   fair-tables)
     $T $ROOT/fair mnist leave_one_out 10 --rows=paper,paper+s1,paper+s2,m:cvae,m:cvae+s1,m:cvae+s2,m:dcvae,m:dcvae+s1,m:dcvae+s2 \
