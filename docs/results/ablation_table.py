@@ -27,7 +27,9 @@ def main():
     "--paired",
     action="append",
     default=[],
-    help="A:B:SCORE: per-class AUROC of row B minus row A, for every seed both have (A, A+s1, ... with B, B+s1, ...)",
+    nargs=3,
+    metavar=("A", "B", "SCORE"),
+    help="per-class AUROC of row B minus row A, for every seed both have (A, A+s1, ... with B, B+s1, ...)",
   )
   ap.add_argument("--rows", default="", help="comma-separated rows to show, in this order (default: all)")
   a = ap.parse_args()
@@ -85,7 +87,7 @@ def main():
       if s in per:
         print(f"| {s} | " + " | ".join(f"{per[s][c]:.3f}" for c in classes) + " |")
   for seed_row in a.seeds:
-    names = [n for n in rows if n == seed_row or (n.startswith(seed_row + "+s") and n[len(seed_row) + 2 :].isdigit())]
+    names = [seed_row + suffix for suffix in _seed_suffixes(rows, seed_row)]
     print(
       f"\nrow {seed_row} over {len(names)} seed(s) ({', '.join(names)}): mean (population std over seeds) of the "
       "class-mean AUROC\n"
@@ -99,9 +101,7 @@ def main():
           f"| {sc} | " + " | ".join(f"{x:.3f}" for x in v) + f" | {sum(v) / len(v):.3f} | "
           f"{(sum((x - sum(v) / len(v)) ** 2 for x in v) / len(v)) ** 0.5:.3f} |"
         )
-  for item in a.paired:
-    pair, score = item.rsplit(":", 1)
-    base, other = _split_pair(pair)
+  for base, other, score in a.paired:
     _print_paired(all_rows, base, other, score)
   print()  # a blank line between the tables of consecutive calls
   if a.json:
@@ -109,21 +109,15 @@ def main():
       json.dump(rows, f, indent=1, sort_keys=True)
 
 
-def _split_pair(pair):
-  """'paper:m:dcvae' -> ('paper', 'm:dcvae'): a row name may itself hold one 'm:' prefix."""
-  parts = pair.split(":")
-  if len(parts) == 2:
-    return parts[0], parts[1]
-  if len(parts) == 3:  # one of the two is m:<model>
-    return (parts[0], ":".join(parts[1:])) if parts[1] == "m" else (":".join(parts[:2]), parts[2])
-  if len(parts) == 4:
-    return ":".join(parts[:2]), ":".join(parts[2:])
-  raise SystemExit(f"error: --paired needs A:B:SCORE, got {pair!r}")
+def _seed_suffixes(rows, row):
+  """The seed suffixes of ``row`` present in ``rows``, in row order: "" (seed 0) for ``row`` itself, "+sN" for ``row+sN``."""
+  suffixes = [n[len(row) :] for n in rows if n == row or n.startswith(row + "+s")]
+  return [x for x in suffixes if x == "" or x[2:].isdigit()]
 
 
 def _print_paired(rows, base, other, score):
   """Per-class AUROC differences other - base at each seed both rows have (seed 0 = no suffix)."""
-  seeds = [s for s in ["", *(f"+s{i}" for i in range(1, 100))] if base + s in rows and other + s in rows]
+  seeds = [s for s in _seed_suffixes(rows, base) if other + s in rows]
   if not seeds:
     return
   per = [

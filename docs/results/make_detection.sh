@@ -54,11 +54,11 @@ case ${1:-tables} in
     ;;
   fair-tables)
     $T $ROOT/fair mnist leave_one_out 10 --rows=paper,paper+s1,paper+s2,m:cvae,m:cvae+s1,m:cvae+s2,m:dcvae,m:dcvae+s1,m:dcvae+s2 \
-      --seeds=paper --seeds=m:cvae --seeds=m:dcvae --paired=paper:m:dcvae:recon --paired=paper:m:dcvae:sap_complexity \
-      --paired=m:cvae:m:dcvae:recon --paired=m:cvae:m:dcvae:sap_complexity \
+      --seeds=paper --seeds=m:cvae --seeds=m:dcvae --paired paper m:dcvae recon --paired paper m:dcvae sap_complexity \
+      --paired m:cvae m:dcvae recon --paired m:cvae m:dcvae sap_complexity \
       --json=docs/results/dcvae_fair_mnist_leave_one_out_seeds.json
     $T $ROOT/fair mnist leave_one_out 50 --per_class=paper:recon --per_class=m:dcvae:recon \
-      --paired=paper:m:dcvae:recon --paired=paper:m:dcvae:sap_complexity \
+      --paired paper m:dcvae recon --paired paper m:dcvae sap_complexity \
       --json=docs/results/dcvae_fair_mnist_leave_one_out_50ep.json
     $T $ROOT/fair fashion_mnist leave_one_out 10 --per_class=paper:recon --per_class=m:dcvae:recon \
       --json=docs/results/dcvae_fair_fashion_mnist_leave_one_out.json
