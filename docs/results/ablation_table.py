@@ -128,9 +128,26 @@ def _print_paired(rows, base, other, score):
   print(f"\n`{score}`: per-class AUROC of {other} minus {base}, seed by seed\n")
   print("| seed | " + " | ".join(classes) + " | mean |")
   print("|---|" + "---|" * (len(classes) + 1))
+  means = []
   for s, (b, o) in zip(seeds, per):
     d = [o[c] - b[c] for c in classes]
-    print(f"| {s[2:] if s else '0'} | " + " | ".join(f"{x:+.3f}" for x in d) + f" | {sum(d) / len(d):+.3f} |")
+    means.append(sum(d) / len(d))
+    print(f"| {s[2:] if s else '0'} | " + " | ".join(f"{x:+.3f}" for x in d) + f" | {means[-1]:+.3f} |")
+  if len(means) >= 2:
+    t, p = paired_t(means)
+    print(f"\nmean over {len(means)} seeds {sum(means) / len(means):+.3f}; paired t = {t:.2f}, two-sided p = {p:.2f}")
+
+
+def paired_t(diffs):
+  """Paired t-test of per-seed differences d_1..d_n against 0: t = mean(d) / (s / sqrt(n)), s the sample std
+  (n - 1), and the two-sided p-value of Student's t with n - 1 degrees of freedom."""
+  from scipy import stats
+
+  n = len(diffs)
+  m = sum(diffs) / n
+  s = (sum((x - m) ** 2 for x in diffs) / (n - 1)) ** 0.5
+  t = m / (s / n**0.5) if s > 0 else float("inf") if m else 0.0
+  return t, 2 * stats.t.sf(abs(t), n - 1)
 
 
 if __name__ == "__main__":

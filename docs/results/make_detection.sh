@@ -36,6 +36,11 @@ case ${1:-tables} in
     docs/results/ablation.sh fashion_mnist leave_one_out 10 paper m:dcvae m:cvae
     docs/results/ablation.sh mnist leave_one_out 10 m:cvae+s1 m:cvae+s2
     docs/results/ablation.sh fashion_mnist leave_one_out 10 m:dcvae+strat32
+    docs/results/ablation.sh mnist leave_one_out 50 m:cvae
+    docs/results/ablation.sh mnist leave_one_out 10 m:beta_tcvae+s1 m:beta_tcvae+s2 m:dcvae+strat32+s1 m:dcvae+strat32+s2
+    docs/results/ablation.sh mnist leave_one_out 50 m:dcvae+strat32
+    docs/results/ablation.sh fashion_mnist leave_one_out 10 m:beta_tcvae
+    docs/results/ablation.sh mnist leave_one_out 50 m:beta_tcvae
     ;;
   tables)
     $T $ROOT mnist one_vs_rest 50 --rows=paper,cb,gpp,gpp+cos,paper+s1,paper+s2 --per_class=paper:sap_complexity --per_class=gpp:sap_complexity --seeds=paper --json=docs/results/detection_mnist_one_vs_rest.json
@@ -53,12 +58,17 @@ case ${1:-tables} in
     $T $ROOT/fair fashion_mnist leave_one_out 10 --rows=$M --json=docs/results/table1_fashion_mnist_leave_one_out.json
     ;;
   fair-tables)
-    $T $ROOT/fair mnist leave_one_out 10 --rows=paper,paper+s1,paper+s2,m:cvae,m:cvae+s1,m:cvae+s2,m:dcvae,m:dcvae+s1,m:dcvae+s2 \
-      --seeds=paper --seeds=m:cvae --seeds=m:dcvae --paired paper m:dcvae recon --paired paper m:dcvae sap_complexity \
-      --paired m:cvae m:dcvae recon --paired m:cvae m:dcvae sap_complexity \
-      --json=docs/results/dcvae_fair_mnist_leave_one_out_seeds.json
-    $T $ROOT/fair mnist leave_one_out 50 --per_class=paper:recon --per_class=m:dcvae:recon \
+    $T $ROOT/fair mnist leave_one_out 10 --rows=paper,paper+s1,paper+s2,m:cvae,m:cvae+s1,m:cvae+s2,m:dcvae,m:dcvae+s1,m:dcvae+s2,m:dcvae+strat32,m:dcvae+strat32+s1,m:dcvae+strat32+s2,m:beta_tcvae,m:beta_tcvae+s1,m:beta_tcvae+s2 \
+      --seeds=paper --seeds=m:cvae --seeds=m:dcvae --seeds=m:dcvae+strat32 --seeds=m:beta_tcvae \
       --paired paper m:dcvae recon --paired paper m:dcvae sap_complexity \
+      --paired m:cvae m:dcvae recon --paired m:cvae m:dcvae sap_complexity \
+      --paired m:dcvae m:dcvae+strat32 recon --paired m:dcvae m:dcvae+strat32 sap_complexity \
+      --paired m:beta_tcvae m:dcvae recon --paired m:beta_tcvae m:dcvae sap_complexity \
+      --json=docs/results/dcvae_fair_mnist_leave_one_out_seeds.json
+    $T $ROOT/fair mnist leave_one_out 50 --rows=paper,m:cvae,m:beta_tcvae,m:dcvae,m:dcvae+strat32 \
+      --per_class=paper:recon --per_class=m:dcvae:recon \
+      --paired paper m:dcvae recon --paired paper m:dcvae sap_complexity \
+      --paired m:cvae m:dcvae recon --paired m:cvae m:dcvae sap_complexity \
       --json=docs/results/dcvae_fair_mnist_leave_one_out_50ep.json
     $T $ROOT/fair fashion_mnist leave_one_out 10 --per_class=paper:recon --per_class=m:dcvae:recon \
       --json=docs/results/dcvae_fair_fashion_mnist_leave_one_out.json
