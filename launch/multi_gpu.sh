@@ -26,17 +26,7 @@ for arg in "$@"; do
   esac
 done
 
-q() {  # shell-quote each argument where needed (--flag='value' style), joined by spaces
-  local out=() a flag
-  for a in "$@"; do
-    flag=""
-    if [[ $a =~ ^(--?[A-Za-z0-9_.-]+=)(.*)$ ]]; then flag=${BASH_REMATCH[1]}; a=${BASH_REMATCH[2]}; fi
-    if [[ -n $a && $a =~ ^[A-Za-z0-9_./:=@%+,-]+$ ]]; then out+=("$flag$a")
-    elif [[ $a != *[\$\`\\\"\!]* ]]; then out+=("$flag\"$a\"")
-    else out+=("$flag'${a//\'/\'\\\'\'}'"); fi
-  done
-  printf '%s\n' "${out[*]}"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"  # q: shell quoting
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # One process: make sure nothing left in the environment turns on multi-process set-up.

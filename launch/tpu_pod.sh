@@ -63,17 +63,7 @@ done
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-q() {  # shell-quote each argument where needed (--flag='value' style), joined by spaces
-  local out=() a flag
-  for a in "$@"; do
-    flag=""
-    if [[ $a =~ ^(--?[A-Za-z0-9_.-]+=)(.*)$ ]]; then flag=${BASH_REMATCH[1]}; a=${BASH_REMATCH[2]}; fi
-    if [[ -n $a && $a =~ ^[A-Za-z0-9_./:=@%+,-]+$ ]]; then out+=("$flag$a")
-    elif [[ $a != *[\$\`\\\"\!]* ]]; then out+=("$flag\"$a\"")
-    else out+=("$flag'${a//\'/\'\\\'\'}'"); fi
-  done
-  printf '%s\n' "${out[*]}"
-}
+source "$REPO_ROOT/launch/lib.sh"  # q: shell quoting
 
 x() {  # run a command (traced on stderr), or only print it when DRY_RUN=1
   if [[ $DRY_RUN == 1 ]]; then echo "+ $(q "$@")"; else echo "+ $(q "$@")" >&2; "$@"; fi
