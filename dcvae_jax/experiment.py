@@ -135,6 +135,28 @@ def chunk_name(chunk) -> str:
   return chunk[0].name if len(chunk) == 1 else f"{chunk[0].name}--{chunk[-1].name}"
 
 
+def _estimator_group_message(config, spec, run, y_train, num_devices: int) -> str:
+  """One log line: how many examples an anchor's minibatch MI / TC / DWKL estimate averages over (run ``run``),
+  so the logged terms can be read against the known-answer bias table (docs/results/estimator_bias.md)."""
+  opts = input_pipeline.sampling_options(config)
+  groups = num_devices if config.model.tc_scope == "local" else 1
+  m = input_pipeline.mean_group_size(
+    input_pipeline.condition_counts(run, y_train),
+    int(config.train.batch_size),
+    conditional=spec.conditional,
+    sampling=opts["sampling"],
+    per_condition=opts.get("per_condition", 0),
+    groups=groups,
+  )
+  scope = "examples of the anchor's condition" if spec.conditional else "examples"
+  shard = f" ({groups} device shards)" if groups > 1 else ""
+  return (
+    f"{spec.name}: its minibatch MI / TC / dimension-wise KL estimates average over {m:.1f} {scope} per anchor "
+    f"({opts['sampling']} batches of {config.train.batch_size}{shard}, run {run.name}); their bias at that size: "
+    "docs/results/estimator_bias.md"
+  )
+
+
 def train_and_evaluate(
   config, workdir: str, *, log=_log, dataset: data_lib.Dataset | None = None, rescore: bool = False
 ) -> dict:
@@ -162,6 +184,8 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True, resc
     f"{config.model.name} on {ds.name} ({ds.source}): {ds.x_train.shape[0]} train / {ds.x_test.shape[0]} "
     f"test images, protocol {config.protocol.name}, {len(runs)} run(s), {mesh.devices.size} device(s)"
   )
+  if spec.regularizer is objectives.decomposed_regularizer:
+    log(_estimator_group_message(config, spec, runs[0], ds.y_train, mesh.devices.size))
 
   per_run, total_seconds = [], 0.0
   length_bits = None

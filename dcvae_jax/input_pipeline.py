@@ -68,6 +68,37 @@ def sampling_options(config) -> dict:
   return dict(sampling="stratified", per_condition=p, conditions_per_batch=k)
 
 
+def mean_group_size(
+  counts,
+  batch_size: int,
+  *,
+  conditional: bool,
+  sampling: str = "uniform",
+  per_condition: int = 0,
+  groups: int = 1,
+) -> float:
+  """Mean over a batch's anchors of M_i, the number of batch members (the anchor included) whose codes enter
+  anchor i's minibatch MI / TC / dimension-wise KL estimate (``estimators``). Small M_i bias those estimates
+  (docs/results/estimator_bias.md gives the bias as a function of M).
+
+  counts: (C,) training examples per condition N_c, N = sum_c N_c. The batch of B = batch_size is split into
+  ``groups`` equal shards (model.tc_scope="local": one per device), B' = B / groups.
+    unconditional estimates: M = B';
+    conditional, stratified batches: M = per_condition exactly;
+    conditional, uniform batches (a uniform permutation cut into batches): the B' - 1 other members of an
+      anchor of condition c are drawn without replacement from the N - 1 other examples, N_c - 1 of which
+      share c, so E[M] = 1 + (B' - 1) sum_c N_c (N_c - 1) / (N (N - 1)); C equal classes: about 1 + (B' - 1) / C.
+  """
+  shard = int(batch_size) // max(int(groups), 1)
+  if not conditional:
+    return float(shard)
+  if sampling == "stratified":
+    return float(per_condition)
+  n_c = np.asarray(counts, np.float64)
+  n = n_c.sum()
+  return float(1.0 + (shard - 1) * np.sum(n_c * (n_c - 1)) / (n * (n - 1)))
+
+
 @dataclasses.dataclass
 class RunData:
   """A run's training data: indices into the training set and condition ids (position in run.normal), and the

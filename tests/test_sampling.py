@@ -210,3 +210,57 @@ def test_stratified_resume_is_bitwise(tmp_path):
   assert logged == [f"resuming 1 run(s) from step {cut} of {total}"]
   assert total_b == total
   assert_trees_equal(straight, resumed)
+
+
+def _empirical_group_sizes(d, batch_size, epochs, groups=1):
+  """M_i (anchor included) of every anchor in ``epochs`` epochs of RunData ``d``, counted in numpy."""
+  out = []
+  cond = d.cond_all
+  for step in range(d.steps_per_epoch * epochs):
+    for shard in np.split(cond[d.batch_indices(step, batch_size)], groups):
+      out.append((shard[:, None] == shard[None, :]).sum(1))
+  return np.concatenate(out)
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_mean_group_size_uniform_matches_the_sampler(groups):
+  """E[M] = 1 + (B' - 1) sum_c N_c (N_c - 1) / (N (N - 1)) against the uniform sampler's own batches."""
+  y = _labels()
+  d = input_pipeline.RunData.build(RUN, y, 32, 300)
+  m = _empirical_group_sizes(d, 32, 300, groups)
+  expected = input_pipeline.mean_group_size(d.condition_counts, 32, conditional=True, groups=groups)
+  n_c = np.array(SIZES[:5], float)
+  b = 32 // groups
+  assert expected == pytest.approx(1 + (b - 1) * (n_c * (n_c - 1)).sum() / (n_c.sum() * (n_c.sum() - 1)))
+  # ~8,000 batches: the standard error of the mean is below 0.01 (M's std is about 2)
+  assert m.mean() == pytest.approx(expected, abs=0.03)
+
+
+def test_mean_group_size_stratified_unconditional_and_equal_classes():
+  d = _stratified(_labels(), p=8, k=4, epochs=2)
+  assert set(_empirical_group_sizes(d, 32, 2).tolist()) == {8}
+  assert (
+    input_pipeline.mean_group_size(d.condition_counts, 32, conditional=True, sampling="stratified", per_condition=8)
+    == 8
+  )
+  assert input_pipeline.mean_group_size(d.condition_counts, 64, conditional=False, groups=8) == 8
+  # MNIST leave-one-out: 9 equal conditions, batch 64 -> about 1 + 63 / 9 = 8 (estimator_bias.md's uniform row)
+  assert input_pipeline.mean_group_size([6000] * 9, 64, conditional=True) == pytest.approx(8.0, abs=0.01)
+
+
+def test_estimator_group_size_is_logged_for_decomposed_models():
+  from dcvae_jax import experiment
+
+  y = _labels()
+  config = _cfg()
+  config.model.tc_scope = "global"
+  msg = experiment._estimator_group_message(config, models.get_model("dcvae"), RUN, y, num_devices=1)
+  b = int(config.train.batch_size)
+  expected = input_pipeline.mean_group_size(input_pipeline.condition_counts(RUN, y), b, conditional=True)
+  assert f"average over {expected:.1f} examples of the anchor's condition per anchor" in msg
+  assert "estimator_bias.md" in msg
+  msg = experiment._estimator_group_message(config, models.get_model("beta_tcvae"), RUN, y, num_devices=1)
+  assert f"average over {b:.1f} examples per anchor" in msg
+  config.model.tc_scope = "local"
+  msg = experiment._estimator_group_message(config, models.get_model("beta_tcvae"), RUN, y, num_devices=4)
+  assert f"average over {b / 4:.1f} examples per anchor" in msg and "4 device shards" in msg
