@@ -70,5 +70,5 @@ def test_tables_from_results_files(tmp_path, monkeypatch, capsys):
   assert "| 0 | +0.200 | +0.000 | +0.100 |" in out
   assert "| 1 | +0.300 | +0.100 | +0.200 |" in out
   assert "paired t = 3.00" in out
-  assert f"p = {1 - 2 * math.atan(3) / math.pi:.2f}" in out
+  assert f"p = {1 - 2 * math.atan(3) / math.pi:.3f}" in out
   assert sorted(json.loads(out_json.read_text())) == ["m:dcvae", "m:dcvae+s1", "paper", "paper+s1"]

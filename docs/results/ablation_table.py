@@ -135,7 +135,7 @@ def _print_paired(rows, base, other, score):
     print(f"| {s[2:] if s else '0'} | " + " | ".join(f"{x:+.3f}" for x in d) + f" | {means[-1]:+.3f} |")
   if len(means) >= 2:
     t, p = paired_t(means)
-    print(f"\nmean over {len(means)} seeds {sum(means) / len(means):+.3f}; paired t = {t:.2f}, two-sided p = {p:.2f}")
+    print(f"\nmean over {len(means)} seeds {sum(means) / len(means):+.3f}; paired t = {t:.2f}, two-sided p = {p:.3f}")
 
 
 def paired_t(diffs):
