@@ -69,6 +69,7 @@ case ${1:-tables} in
       --per_class=paper:recon --per_class=m:dcvae:recon \
       --paired paper m:dcvae recon --paired paper m:dcvae sap_complexity \
       --paired m:cvae m:dcvae recon --paired m:cvae m:dcvae sap_complexity \
+      --paired m:dcvae m:dcvae+strat32 recon --paired m:dcvae m:dcvae+strat32 sap_complexity \
       --json=docs/results/dcvae_fair_mnist_leave_one_out_50ep.json
     $T $ROOT/fair fashion_mnist leave_one_out 10 --per_class=paper:recon --per_class=m:dcvae:recon \
       --json=docs/results/dcvae_fair_fashion_mnist_leave_one_out.json
