@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Shell helpers shared by the launch scripts (sourced, not run): `source "$LAUNCH_DIR/lib.sh"`.
+# Shell helpers shared by the launch scripts; sourced, not run (each script sources it from its own launch/ folder).
 set -euo pipefail
 
 q() {  # shell-quote each argument where needed (--flag='value' style), joined by spaces
