@@ -28,6 +28,11 @@ case ${1:-tables} in
       docs/results/ablation.sh mnist leave_one_out 10 m:factor_vae m:rf_vae
     docs/results/ablation.sh fashion_mnist one_vs_rest 50 m:cvae m:dcvae m:beta_vae m:beta_tcvae
     EXTRA="$SMALL_D" docs/results/ablation.sh fashion_mnist one_vs_rest 50 m:factor_vae m:rf_vae
+    IW="--config.eval.iwae_samples=8 --config.eval.iwae_chunk=8"
+    ROOT=$ROOT/fair EXTRA="$IW" docs/results/ablation.sh fashion_mnist leave_one_out 10 m:beta_vae
+    ROOT=$ROOT/fair EXTRA="$IW $SMALL_D" docs/results/ablation.sh fashion_mnist leave_one_out 10 m:factor_vae m:rf_vae
+    ROOT=$ROOT/fair EXTRA="$IW" docs/results/ablation.sh mnist leave_one_out 50 m:beta_vae
+    ROOT=$ROOT/fair EXTRA="$IW $SMALL_D" docs/results/ablation.sh mnist leave_one_out 50 m:factor_vae m:rf_vae
     ;;
   fair)  # docs/results/dcvae_fair.md beyond the rows of `run` and `table1`: seeds, full length, Fashion-MNIST
     export ROOT=$ROOT/fair EXTRA="--config.eval.iwae_samples=8 --config.eval.iwae_chunk=8"
