@@ -17,12 +17,15 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
 
-from dcvae_jax import distributed, input_pipeline, protocols, train_step  # noqa: E402
+from dcvae_jax import distributed  # noqa: E402
 from dcvae_jax.config import base_config  # noqa: E402
+from dcvae_jax.data import input_pipeline, protocols
+from dcvae_jax.train import train_step
 
 # ----------------------------------------------------------------------------------------------------------
 # Machine load.

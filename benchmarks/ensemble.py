@@ -25,10 +25,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common  # noqa: E402  (first: puts the repository root on sys.path)
-
 import jax  # noqa: E402
 
-from dcvae_jax import train_step  # noqa: E402
+from dcvae_jax.train import train_step  # noqa: E402
 
 
 def round_rate(trainer, calls, spc, seconds):

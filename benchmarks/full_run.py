@@ -18,8 +18,11 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common  # noqa: E402  (first: puts the repository root on sys.path)
-from dcvae_jax import data, protocols, trainer  # noqa: E402
+
 from dcvae_jax.config import dataset_config  # noqa: E402
+from dcvae_jax.data import datasets as data  # noqa: E402
+from dcvae_jax.data import protocols
+from dcvae_jax.train import trainer
 
 
 def main():

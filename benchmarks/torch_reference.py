@@ -5,7 +5,7 @@ torch is NOT a dependency of dcvae_jax. To run this benchmark install the CPU bu
   pip install torch==2.13.0        # or: pip install torch --index-url .../whl/cpu
   python benchmarks/torch_reference.py --json=benchmarks/results/torch_reference.json
 
-The step is the same computation as the pipeline's ``dcvae`` step (dcvae_jax.objectives / estimators):
+The step is the same computation as the pipeline's ``dcvae`` step (dcvae_jax.models.objectives / estimators):
   x = (uint8 / 255 > 0.5) gathered from the training set by index, c = one_hot(condition, 10)
   encoder [x, c] 794 -> 512 -> 256 -> (mu, logvar) 10;  z = mu + exp(logvar / 2) * eps
   decoder [z, c] 20 -> 256 -> 512 -> 784 logits;  Bernoulli likelihood (BCE with logits, sum over pixels)

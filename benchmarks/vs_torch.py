@@ -22,15 +22,16 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common  # noqa: E402  (first: puts the repository root on sys.path)
-from common import CompiledTrainer, bench_config  # noqa: E402
-
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
 import torch_reference as tr  # noqa: E402
-from dcvae_jax import input_pipeline, objectives, train_step  # noqa: E402
+from common import CompiledTrainer, bench_config  # noqa: E402
+
+from dcvae_jax.data import input_pipeline  # noqa: E402
+from dcvae_jax.models import objectives
+from dcvae_jax.train import train_step
 
 TERMS = ("loss", "recon", "kl", "elbo", "mi", "tc", "dwkl")
 

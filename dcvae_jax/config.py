@@ -2,7 +2,7 @@
 
 Fields (all of them exist in every config, so ``--config.<key>=<value>`` works for any of them):
   seed                         root of every random number (per run: fold_in(seed, run id); per step: fold_in(., step))
-  model.name                   a key of ``dcvae_jax.models.MODELS``
+  model.name                   a key of ``dcvae_jax.models.registry.MODELS``
   model.arch                   "mlp" | "conv";  model.hidden: widths (conv: channels..., dense)
   model.latent_dim             d
   model.likelihood             "bernoulli" (cross-entropy; a density only on binary pixels) | "continuous_bernoulli"

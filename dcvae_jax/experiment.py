@@ -19,25 +19,16 @@ import os
 import jax
 import numpy as np
 
-from dcvae_jax import data as data_lib
-from dcvae_jax import (
-  anomaly_scores,
-  checkpoints,
-  distributed,
-  files,
-  input_pipeline,
-  latents,
-  metrics,
-  models,
-  objectives,
-  protocols,
-  scoring,
-  summaries,
-  train_step,
-  trainer,
-)
+from dcvae_jax import distributed, files
+from dcvae_jax.data import datasets as data_lib
+from dcvae_jax.data import input_pipeline, protocols
 from dcvae_jax.errors import WorkdirError
-from dcvae_jax.messages import log as _log
+from dcvae_jax.evaluators import anomaly_scores, latents, metrics, scoring
+from dcvae_jax.log import log as _log
+from dcvae_jax.models import objectives
+from dcvae_jax.models import registry as models
+from dcvae_jax.train import checkpoints, train_step, trainer
+from dcvae_jax.train import tensorboard as summaries
 from dcvae_jax.validation import validate
 from dcvae_jax.workdir import WorkdirLock, check_workdir
 

@@ -45,25 +45,26 @@ def default_workdir(config_arg: str) -> str:
 
 
 def main(argv):
-  from dcvae_jax import messages
+  from dcvae_jax import log as messages
 
   messages.quiet_other_libraries()  # our INFO messages show by default (--verbosity=-1: warnings only); Orbax's not
   # Imports after flag parsing: JAX must not start before XLA_FLAGS are final.
   from dcvae_jax import distributed
 
   distributed.maybe_initialize()
-  from dcvae_jax import errors, experiment, metrics
+  from dcvae_jax import errors, experiment
+  from dcvae_jax.evaluators import metrics
 
   config_arg = FLAGS["config"].value and FLAGS["config"].config_filename
   workdir = FLAGS.workdir or default_workdir(config_arg or _DEFAULT_CONFIG)
   try:
     if FLAGS.mode == "report":
-      from dcvae_jax import report
+      from dcvae_jax.report import html as report
 
       print(f"report: {report.make_report(workdir)}")
       return
     if FLAGS.mode == "table":
-      from dcvae_jax import table
+      from dcvae_jax.report import table
 
       rows = table.run_table(FLAGS.config, workdir)
       print(table.format_markdown(rows), end="")

@@ -5,12 +5,13 @@ run) happen where the data is read: ``protocols.make_runs`` and ``input_pipeline
 
 from __future__ import annotations
 
-from dcvae_jax import estimators, models, networks
+from dcvae_jax.data.input_pipeline import BATCH_SAMPLING, sampling_options
+from dcvae_jax.data.protocols import PROTOCOLS
 from dcvae_jax.errors import ConfigError, ProtocolError
-from dcvae_jax.input_pipeline import BATCH_SAMPLING, sampling_options
-from dcvae_jax.protocols import PROTOCOLS
-from dcvae_jax.scoring import SCORE_CONDITIONS, SCORES
-from dcvae_jax.train_step import ENSEMBLE_MODES, LR_SCHEDULES, ON_NONFINITE, TC_SCOPES
+from dcvae_jax.evaluators.scoring import SCORE_CONDITIONS, SCORES
+from dcvae_jax.models import estimators, networks
+from dcvae_jax.models import registry as models
+from dcvae_jax.train.train_step import ENSEMBLE_MODES, LR_SCHEDULES, ON_NONFINITE, TC_SCOPES
 
 
 def _one_of(value, allowed, field: str) -> None:

@@ -9,8 +9,7 @@ import socket
 
 from dcvae_jax import files
 from dcvae_jax.errors import WorkdirError
-from dcvae_jax.messages import log as _log
-
+from dcvae_jax.log import log as _log
 
 # Config fields that define what is trained: a workdir trained with other values cannot be resumed.
 IDENTITY_KEYS = (

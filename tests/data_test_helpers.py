@@ -4,10 +4,11 @@ import gzip
 import hashlib
 import os
 import struct
+
 import numpy as np
 import pytest
-from dcvae_jax.data import DataError, Dataset
 
+from dcvae_jax.data.datasets import DataError, Dataset
 
 SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
 

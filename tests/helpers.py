@@ -3,9 +3,10 @@
 import jax
 import numpy as np
 
-from dcvae_jax import protocols, trainer
 from dcvae_jax.config import base_config
-from dcvae_jax.data import Dataset
+from dcvae_jax.data import protocols
+from dcvae_jax.data.datasets import Dataset
+from dcvae_jax.train import trainer
 
 
 def toy_dataset(n_train=256, n_test=64, num_classes=3, size=8, seed=0) -> Dataset:

@@ -6,8 +6,8 @@ import shlex
 import stat
 import subprocess
 import sys
-import pytest
 
+import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

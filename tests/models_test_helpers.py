@@ -5,7 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.stats
-from dcvae_jax import data, models, objectives
+
+from dcvae_jax.data import datasets as data
+from dcvae_jax.models import objectives
+from dcvae_jax.models import registry as models
 from tests.helpers import tiny_config
 
 

@@ -10,10 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dcvae_jax import anomaly_scores, experiment, input_pipeline, models, objectives, scoring, train_step
-from dcvae_jax.data import Dataset
+from dcvae_jax import experiment
+from dcvae_jax.data import input_pipeline
+from dcvae_jax.data.datasets import Dataset
+from dcvae_jax.evaluators import anomaly_scores, scoring
+from dcvae_jax.models import objectives
+from dcvae_jax.models import registry as models
+from dcvae_jax.train import train_step
 from tests.helpers import tiny_config
-
 
 # ----------------------------------------------------------------------------------------------------------
 # iwae on a linear-Gaussian model: z ~ N(0, I), x | z ~ N(W z + b, s2 I), so p(x) = N(b, W W^T + s2 I).

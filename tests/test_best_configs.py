@@ -5,8 +5,9 @@ import pathlib
 
 import pytest
 
-from dcvae_jax import models, scoring
 from dcvae_jax.config import BEST_DETECTOR
+from dcvae_jax.evaluators import scoring
+from dcvae_jax.models import registry as models
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 

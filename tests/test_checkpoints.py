@@ -4,8 +4,7 @@ written before checkpoints had items (the state alone, train time in train_secon
 import json
 import os
 
-
-from dcvae_jax import checkpoints
+from dcvae_jax.train import checkpoints
 from tests.helpers import assert_trees_equal, tiny_config, toy_dataset, toy_runs, train_toy
 
 

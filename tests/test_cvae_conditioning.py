@@ -8,7 +8,10 @@ import numpy as np
 import optax
 import pytest
 
-from dcvae_jax import input_pipeline, models, objectives, train_step
+from dcvae_jax.data import input_pipeline
+from dcvae_jax.models import objectives
+from dcvae_jax.models import registry as models
+from dcvae_jax.train import train_step
 from tests.helpers import tiny_config, toy_dataset
 
 NUM_C = 3

@@ -1,4 +1,4 @@
-"""Tests for dcvae_jax.data and its readers (dcvae_jax.data_sources): npz / IDX directories,
+"""Tests for dcvae_jax.data.datasets and its readers (dcvae_jax.data.sources): npz / IDX directories,
 embedded mnist5k, procedural shapes, TFDS (mocked), errors.
 
 Offline and fast: every file is generated in tmp_path; TFDS runs under its mock or on a
@@ -7,23 +7,26 @@ tiny builder prepared locally; the network probe is stubbed or aimed at localhos
 
 import gzip
 import struct
+
 import numpy as np
 import pytest
-from dcvae_jax import data, data_sources
-from dcvae_jax.data import DataError, load_dataset
+
+from dcvae_jax.data import datasets as data
+from dcvae_jax.data import sources as data_sources
+from dcvae_jax.data.datasets import DataError, load_dataset
 from tests.data_test_helpers import (  # noqa: F401 - fixtures are used by name
+  MNIST_IDX,
+  _idx_dir,
+  _npz_case,
+  check_dataset,
+  emnist_idx,
   idx_bytes,
-  write_idx,
   images,
   labels,
-  MNIST_IDX,
-  emnist_idx,
+  raises,
+  write_idx,
   write_idx_set,
   write_npz,
-  check_dataset,
-  raises,
-  _npz_case,
-  _idx_dir,
 )
 
 
@@ -148,7 +151,7 @@ def test_emnist_idx_unshifted_labels(tmp_path, name, k):
 
 
 def test_data_reexports_the_readers_names():
-  """dcvae_jax.data is the public surface; the definitions live in data_sources (one-way)."""
+  """dcvae_jax.data.datasets is the public surface; the definitions live in data_sources (one-way)."""
   assert data.DataError is data_sources.DataError and issubclass(DataError, ValueError)
   assert data.DatasetSpec is data_sources.DatasetSpec
   assert data.read_idx is data_sources.read_idx

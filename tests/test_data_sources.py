@@ -1,4 +1,4 @@
-"""Tests for dcvae_jax.data and its readers (dcvae_jax.data_sources): npz / IDX directories,
+"""Tests for dcvae_jax.data.datasets and its readers (dcvae_jax.data.sources): npz / IDX directories,
 embedded mnist5k, procedural shapes, TFDS (mocked), errors.
 
 Offline and fast: every file is generated in tmp_path; TFDS runs under its mock or on a
@@ -10,21 +10,24 @@ import importlib.util
 import os
 import socket
 import time
+
 import numpy as np
 import pytest
-from dcvae_jax import data, data_tfds
-from dcvae_jax.data import DataError, load_dataset
+
+from dcvae_jax.data import datasets as data
+from dcvae_jax.data import tfds_source as data_tfds
+from dcvae_jax.data.datasets import DataError, load_dataset
 from tests.data_test_helpers import (  # noqa: F401 - fixtures are used by name
   SHARED,
+  _fake_builder_name,
+  _sha256,
+  check_dataset,
   images,
   labels,
-  write_npz,
-  check_dataset,
-  raises,
-  _sha256,
-  tfds,
   no_download,
-  _fake_builder_name,
+  raises,
+  tfds,
+  write_npz,
 )
 
 
@@ -90,7 +93,7 @@ def test_tfds_dataset_without_tfds_is_one_line(monkeypatch):
 
 
 def test_shapes_source():
-  from dcvae_jax import shapes
+  from dcvae_jax.data import shapes
 
   np.random.seed(1)
   a = load_dataset("shapes")

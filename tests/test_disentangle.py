@@ -1,4 +1,4 @@
-"""Known-answer tests for dcvae_jax.disentangle."""
+"""Known-answer tests for dcvae_jax.evaluators.disentangle.metrics."""
 
 import json
 import math
@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from dcvae_jax import disentangle as dis
+from dcvae_jax.evaluators.disentangle import metrics as dis
 
 N = 2000
 SIZES = (3, 6, 20, 16, 16)

@@ -11,8 +11,9 @@ import math
 import numpy as np
 import pytest
 
-from dcvae_jax import disentangle as dis
-from dcvae_jax import disentangle_factor_vae, disentangle_predictive
+from dcvae_jax.evaluators.disentangle import factor_vae as disentangle_factor_vae
+from dcvae_jax.evaluators.disentangle import metrics as dis
+from dcvae_jax.evaluators.disentangle import predictive as disentangle_predictive
 
 SIZES = (2, 3, 4)
 PERM = (2, 0, 1)  # code dim j copies factor PERM[j]; a 3-cycle, so a transposed matrix is caught

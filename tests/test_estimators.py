@@ -1,4 +1,4 @@
-"""Known-answer tests for dcvae_jax.estimators (every test asserts numbers)."""
+"""Known-answer tests for dcvae_jax.models.estimators (every test asserts numbers)."""
 
 import itertools
 import math
@@ -10,7 +10,7 @@ import pytest
 import scipy.stats
 from scipy.special import logsumexp as np_logsumexp
 
-from dcvae_jax import estimators as est
+from dcvae_jax.models import estimators as est
 
 # Jitted entry points (one compilation per shape instead of one per primitive); the plain,
 # un-jitted calls are compared with these in test_jit_and_vmap_match_plain_calls.

@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dcvae_jax import estimators, fast_ops, models, objectives
+from dcvae_jax.models import estimators, fast_ops, objectives
+from dcvae_jax.models import registry as models
 from tests.helpers import tiny_config
 
 

@@ -7,9 +7,13 @@ import jax
 import numpy as np
 import pytest
 
-from dcvae_jax import data, distributed, input_pipeline, latents, networks, protocols, shapes, train_step, trainer
+from dcvae_jax import distributed
+from dcvae_jax.data import datasets as data
+from dcvae_jax.data import input_pipeline, protocols, shapes
+from dcvae_jax.evaluators import latents
+from dcvae_jax.models import networks
+from dcvae_jax.train import train_step, trainer
 from tests.helpers import tiny_config, toy_dataset
-
 
 # ----------------------------------------------------------------------------------------------------------
 # encode_test_set

@@ -13,21 +13,23 @@ import subprocess
 import sys
 import tarfile
 import time
+
 import pytest
+
 from tests.launch_helpers import (  # noqa: F401 - fixtures are used by name
-  REPO,
   LAUNCH,
-  TPU,
+  REPO,
   SCRIPTS,
-  _write_exe,
-  fakes,
-  _env,
-  _run,
+  TPU,
+  _bash_syntax_ok,
   _commands,
+  _detached_argv,
+  _env,
   _flag,
   _no_calls,
-  _bash_syntax_ok,
-  _detached_argv,
+  _run,
+  _write_exe,
+  fakes,
 )
 
 

@@ -10,19 +10,21 @@ import os
 import shlex
 import subprocess
 import sys
+
 import pytest
+
 from tests.launch_helpers import (  # noqa: F401 - fixtures are used by name
+  MULTI,
   REPO,
   SLURM,
-  MULTI,
+  _bash_syntax_ok,
+  _commands,
+  _env,
+  _no_calls,
+  _run,
+  _slurm_tasks,
   _write_exe,
   fakes,
-  _env,
-  _run,
-  _commands,
-  _no_calls,
-  _bash_syntax_ok,
-  _slurm_tasks,
 )
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dcvae_jax import metrics, scoring
+from dcvae_jax.evaluators import metrics, scoring
 
 # Three examples x (2 conditions + the all-zero-condition column, last), as the scorer returns them.
 SCORES = np.array([[1.0, 3.0, 50.0], [4.0, 2.0, 60.0], [5.0, 5.0, -70.0]])

@@ -8,6 +8,7 @@
 """
 
 import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,18 +16,20 @@ import optax
 import pytest
 import scipy.stats
 from scipy.special import logsumexp
-from dcvae_jax import models, networks, objectives
+
+from dcvae_jax.models import networks, objectives
+from dcvae_jax.models import registry as models
 from tests.models_test_helpers import (  # noqa: F401 - fixtures are used by name
+  COV,
+  D_TC,
+  _binary_batch,
+  _closed_tc,
+  _init,
+  _module,
+  _RecordingDisc,
+  _true_log_ratio,
   np_bce,
   np_log_normal,
-  _module,
-  _init,
-  _binary_batch,
-  D_TC,
-  COV,
-  _closed_tc,
-  _true_log_ratio,
-  _RecordingDisc,
 )
 
 

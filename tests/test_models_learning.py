@@ -8,20 +8,26 @@
 """
 
 import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from dcvae_jax import distributed, models, objectives, protocols, trainer
+
+from dcvae_jax import distributed
+from dcvae_jax.data import protocols
+from dcvae_jax.models import objectives
+from dcvae_jax.models import registry as models
+from dcvae_jax.train import trainer
 from tests.helpers import tiny_config
 from tests.models_test_helpers import (  # noqa: F401 - fixtures are used by name
-  np_bce,
+  DISC_LOGGED,
+  LOGGED,
+  RF_LOGGED,
   _binary_batch,
   _rf_loss,
-  LOGGED,
-  DISC_LOGGED,
-  RF_LOGGED,
   mnist5k,
+  np_bce,
 )
 
 

@@ -5,7 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dcvae_jax import errors, models, objectives
+from dcvae_jax import errors
+from dcvae_jax.models import objectives
+from dcvae_jax.models import registry as models
 from tests.helpers import tiny_config
 
 

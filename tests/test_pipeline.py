@@ -5,7 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from dcvae_jax import data, data_tfds, experiment
+from dcvae_jax import experiment
+from dcvae_jax.data import datasets as data
+from dcvae_jax.data import tfds_source as data_tfds
 from tests.helpers import tiny_config
 
 
@@ -65,7 +67,7 @@ def test_results_gain_disentanglement_metrics_on_shapes(tmp_path):
 
 def test_tensorboard_event_files_hold_the_logged_metrics(tmp_path):
   """train.tensorboard=True: each run's event files carry exactly the steps and values of metrics.jsonl."""
-  from dcvae_jax import summaries
+  from dcvae_jax.train import tensorboard as summaries
   from tests.helpers import toy_dataset
 
   config = tiny_config("factor_vae", num_epochs=2, log_every_steps=3)

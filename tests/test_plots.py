@@ -6,7 +6,10 @@ import struct
 import numpy as np
 import pytest
 
-from dcvae_jax import experiment, plot_style, plots, report
+from dcvae_jax import experiment
+from dcvae_jax.report import html as report
+from dcvae_jax.report import plots
+from dcvae_jax.report import style as plot_style
 from tests.helpers import tiny_config, toy_dataset
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

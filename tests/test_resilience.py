@@ -12,7 +12,8 @@ import jax
 import numpy as np
 import pytest
 
-from dcvae_jax import checkpoints, errors, experiment, trainer
+from dcvae_jax import errors, experiment
+from dcvae_jax.train import checkpoints, trainer
 from tests.cli import SMOKE, error_line, popen_cli, run_cli
 from tests.helpers import assert_trees_equal, tiny_config, toy_dataset
 

@@ -8,8 +8,11 @@ import jax
 import numpy as np
 import pytest
 
-from dcvae_jax import distributed, errors, input_pipeline, models, objectives, protocols, validation
-from dcvae_jax.protocols import Run
+from dcvae_jax import distributed, errors, validation
+from dcvae_jax.data import input_pipeline, protocols
+from dcvae_jax.data.protocols import Run
+from dcvae_jax.models import objectives
+from dcvae_jax.models import registry as models
 from tests.helpers import assert_trees_equal, tiny_config, toy_dataset, train_toy
 
 # Unequal classes: 0..4 normal (sizes 300, 250, 203, 120, 41), 5 held out.

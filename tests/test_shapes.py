@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dcvae_jax import shapes as S
+from dcvae_jax.data import shapes as S
 
 
 def _com(images):

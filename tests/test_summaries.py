@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from dcvae_jax import summaries
+from dcvae_jax.train import tensorboard as summaries
 
 
 def _write(logdir):

@@ -6,7 +6,9 @@ import jax
 import numpy as np
 import pytest
 
-from dcvae_jax import checkpoints, distributed, errors, input_pipeline, train_step, trainer, validation
+from dcvae_jax import distributed, errors, validation
+from dcvae_jax.data import input_pipeline
+from dcvae_jax.train import checkpoints, train_step, trainer
 from tests.helpers import assert_trees_close, assert_trees_equal, tiny_config, toy_dataset, toy_runs, train_toy
 
 

@@ -20,7 +20,7 @@ data set": one z_n ~ q(z|x_n) per example, log q_N by a logsumexp over all N com
 that value.
 
 Each draw takes M distinct examples of the data set (a batch, as training draws it) and fresh z ~ q(z|x) and calls
-``dcvae_jax.estimators.elbo_decomposition`` (unchanged) with:
+``dcvae_jax.models.estimators.elbo_decomposition`` (unchanged) with:
 * "unconditional": a batch of M, dataset_size = N;
 * "conditional, stratified": C = 4 conditions x M examples each, ``conditions=`` the condition ids,
   dataset_size = the per-condition counts N_c = N (every condition's examples come from the same data set, so
@@ -47,7 +47,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repository root
 
-from dcvae_jax import estimators  # noqa: E402
+from dcvae_jax.models import estimators  # noqa: E402
 
 TERMS = ("mi", "tc", "dwkl")
 FINDINGS = "## Findings"  # a hand-written section of OUT.md from this heading on survives a rerun
@@ -254,7 +254,7 @@ def markdown(res: dict) -> str:
     f"(`docs/results/estimator_bias.py`; {res['seconds']:.0f} s on {res['machine']['backend']}; JSON beside this "
     "file). What the numbers say: *Findings* at the end. Method, code types and the closed forms: the "
     "script's docstring. Every cell is mean ± std over "
-    f"{s['draws']} batches of the unchanged `dcvae_jax.estimators.elbo_decomposition`; latent dimension d, "
+    f"{s['draws']} batches of the unchanged `dcvae_jax.models.estimators.elbo_decomposition`; latent dimension d, "
     "posterior variance s^2 and data-set size N = N_c (per condition) in each heading. MWS (mws*) is "
     "shift-corrected: the table shows MI - log N, TC - (d-1) log N, DWKL + d log N (the estimator with "
     f"normalised weights 1/M; raw MWS TC is {(s['d'] - 1) * math.log(s['n']):.1f} nats higher at d = {s['d']}, "

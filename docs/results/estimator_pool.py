@@ -5,7 +5,7 @@
 A group of M current codes of one condition (the anchors) is joined by a pool of P codes of the same
 condition from earlier batches, used only as mixture components (with stop_gradient in training): q(z_i) of
 each anchor is the MSS mixture over the M + P members, N = N_c, and the MI / TC / DWKL estimates are averaged
-over the M anchors (``dcvae_jax.estimators.log_qz_estimates`` on the concatenation, unchanged). The pool's
+over the M anchors (``dcvae_jax.models.estimators.log_qz_estimates`` on the concatenation, unchanged). The pool's
 codes are stale in training: the encoder has moved since they were computed. Two models of that move, of
 size `drift` (0: the encoder did not move):
 * "noise": each pooled posterior mean moves independently, by drift x N(0, Sigma - s^2 I);
@@ -31,7 +31,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # estimator_bias
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repository root
 
 import estimator_bias as eb  # noqa: E402
-from dcvae_jax import estimators  # noqa: E402
+
+from dcvae_jax.models import estimators  # noqa: E402
 
 
 @jax.jit

@@ -24,14 +24,17 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from dcvae_jax import anomaly_scores, distributed, estimators, inference, networks, objectives
-from dcvae_jax.input_pipeline import preprocess
-from dcvae_jax.protocols import condition_ids
+from dcvae_jax import distributed
+from dcvae_jax.data.input_pipeline import preprocess
+from dcvae_jax.data.protocols import condition_ids
+from dcvae_jax.evaluators import anomaly_scores
+from dcvae_jax.models import estimators, inference, networks, objectives
 
 if TYPE_CHECKING:  # the training program's types, for annotations only
-  from dcvae_jax.train_step import Setup
+  from dcvae_jax.train.train_step import Setup
 
 SCORES = ("recon", "nelbo", "iwae", "complexity", "rapp", "rapp_sap", "sap_complexity")
 

@@ -25,9 +25,13 @@ import os
 
 import numpy as np
 
-from dcvae_jax import anomaly_scores, experiment, inference, input_pipeline, plots, protocols, scoring
+from dcvae_jax import experiment
+from dcvae_jax.data import input_pipeline, protocols
 from dcvae_jax.errors import WorkdirError
-from dcvae_jax.messages import log as _log
+from dcvae_jax.evaluators import anomaly_scores, scoring
+from dcvae_jax.log import log as _log
+from dcvae_jax.models import inference
+from dcvae_jax.report import plots
 
 RUN_FIGURES = ("reconstructions", "latent", "manifold", "traversals", "histograms")
 MAX_TRAVERSAL_DIMS = 10

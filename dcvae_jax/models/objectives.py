@@ -16,9 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dcvae_jax import estimators, networks
-from dcvae_jax.fast_ops import sum_per_example
-
+from dcvae_jax.models import estimators, networks
+from dcvae_jax.models.fast_ops import sum_per_example
 
 # ----------------------------------------------------------------------------------------------------------
 # Likelihoods and the forward pass.

@@ -1,4 +1,4 @@
-"""The TFDS reader behind :func:`dcvae_jax.data.load_dataset`, and the network probe that turns an offline
+"""The TFDS reader behind :func:`dcvae_jax.data.datasets.load_dataset`, and the network probe that turns an offline
 download into one clear error line. Optional: ``pip install -e ".[tfds]"``."""
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ from typing import Optional
 
 import numpy as np
 
-from dcvae_jax.data_sources import DatasetSpec, _short
+from dcvae_jax.data.sources import DatasetSpec, _short
 from dcvae_jax.errors import DataError
-
 
 _PROBE_TIMEOUT_S = 3.0
 

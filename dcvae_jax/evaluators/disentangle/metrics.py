@@ -21,8 +21,8 @@ Degenerate inputs (documented, never NaN):
 Non-finite codes raise ``ValueError``.
 
 This module holds the information-theoretic metric (MIG) and :func:`compute_all`; the
-FactorVAE score is in :mod:`dcvae_jax.disentangle_factor_vae`, DCI and SAP in
-:mod:`dcvae_jax.disentangle_predictive`, the input checks in :mod:`dcvae_jax.disentangle_inputs`.
+FactorVAE score is in :mod:`dcvae_jax.evaluators.disentangle.factor_vae`, DCI and SAP in
+:mod:`dcvae_jax.evaluators.disentangle.predictive`, the input checks in :mod:`dcvae_jax.evaluators.disentangle.inputs`.
 All of their public names are importable from here.
 """
 
@@ -31,13 +31,13 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import mutual_info_score
 
-from dcvae_jax.disentangle_factor_vae import (
+from dcvae_jax.evaluators.disentangle.factor_vae import (
   factor_vae_score,
   majority_vote_accuracy,
   majority_vote_classifier,
 )
-from dcvae_jax.disentangle_inputs import check_inputs
-from dcvae_jax.disentangle_predictive import dci, dci_from_importance, sap, sap_from_matrix
+from dcvae_jax.evaluators.disentangle.inputs import check_inputs
+from dcvae_jax.evaluators.disentangle.predictive import dci, dci_from_importance, sap, sap_from_matrix
 
 __all__ = [
   "discretize",

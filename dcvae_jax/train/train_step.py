@@ -25,10 +25,13 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from dcvae_jax import fast_ops, input_pipeline, models, objectives
-from dcvae_jax.protocols import Run
+from dcvae_jax.data import input_pipeline
+from dcvae_jax.data.protocols import Run
+from dcvae_jax.models import fast_ops, objectives
+from dcvae_jax.models import registry as models
 
 
 class TrainState(struct.PyTreeNode):

@@ -28,13 +28,16 @@ from typing import TYPE_CHECKING
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from dcvae_jax import disentangle, inference, objectives, protocols
-from dcvae_jax.input_pipeline import preprocess
+from dcvae_jax.data import protocols
+from dcvae_jax.data.input_pipeline import preprocess
+from dcvae_jax.evaluators.disentangle import metrics as disentangle
+from dcvae_jax.models import inference, objectives
 
 if TYPE_CHECKING:  # the training program's types, for annotations only
-  from dcvae_jax.train_step import Setup
+  from dcvae_jax.train.train_step import Setup
 
 COMPUTE_ALL_KEYS = ("mig", "factor_vae", "dci_disentanglement", "dci_completeness", "dci_informativeness", "sap")
 

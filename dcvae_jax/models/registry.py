@@ -12,8 +12,8 @@ from typing import Callable
 
 import jax.numpy as jnp
 
-from dcvae_jax import networks, objectives
 from dcvae_jax.errors import ConfigError
+from dcvae_jax.models import networks, objectives
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,7 +10,7 @@ Figures (Neloy & Turgeon's numbering):
 
 Nothing here trains or scores: the functions take arrays, and where pictures must be decoded, a callable
 ``decode(z (n, d), condition: int | None) -> images (n, H, W) in [0, 1]``. ``inference.Model`` builds those
-callables from a trained workdir's setup and parameters (jitted, batched); ``dcvae_jax.report`` ties it together.
+callables from a trained workdir's setup and parameters (jitted, batched); ``dcvae_jax.report.html`` ties it together.
 
 Figures are drawn with ``matplotlib.figure.Figure`` and the Agg canvas directly (no pyplot, no display, no
 global backend switch). Sizes are exact pixel counts (``DPI`` = 100; each function's docstring gives its size).
@@ -22,21 +22,20 @@ from typing import Mapping
 
 import numpy as np
 
-from dcvae_jax.plot_style import (  # noqa: F401 - DPI, the sizes and Decoder are part of this module's API
+from dcvae_jax.report.plots_latent import embed_2d, latent_umap, manifold_2d, traversals  # noqa: F401 - re-exported
+from dcvae_jax.report.style import (  # noqa: F401 - DPI, the sizes and Decoder are part of this module's API
   DPI,
-  Decoder,
-  _figure,
-  _save,
-  _frac,
-  _images,
-  _class_colors,
+  HIST_PANEL,
   RECON_CELL,
   RECON_MARGIN,
   ROC_SIZE,
-  HIST_PANEL,
+  Decoder,
+  _class_colors,
+  _figure,
+  _frac,
+  _images,
+  _save,
 )
-from dcvae_jax.plots_latent import embed_2d, latent_umap, manifold_2d, traversals  # noqa: F401 - re-exported
-
 
 # ----------------------------------------------------------------------------------------------------------
 # Figures.

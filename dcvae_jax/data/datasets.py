@@ -5,7 +5,7 @@
 chosen in this order:
 
 0. ``name == "shapes"`` (or ``"shapes64"``): the procedural dSprites-like scenes of
-   :mod:`dcvae_jax.shapes` (``source="procedural"``), rendered from a fixed seed in about a
+   :mod:`dcvae_jax.data.shapes` (``source="procedural"``), rendered from a fixed seed in about a
    second, no files and no network (``data_dir`` is ignored: there is nothing to read).
    12,000 train / 3,000 test images, 28x28 (``shapes64``: 64x64); label = the shape factor
    (0 square, 1 ellipse, 2 heart).  These are the only datasets whose ground-truth
@@ -46,7 +46,7 @@ Shapes are strict: images (N, 28, 28) (shapes64: (N, 64, 64)) with N >= 1, label
 Every failure is a :class:`DataError` (a ``ValueError``) with a one-line message that
 names the file and what is wrong.
 
-The readers of each source live in :mod:`dcvae_jax.data_sources`; this module checks what they
+The readers of each source live in :mod:`dcvae_jax.data.sources`; this module checks what they
 return and builds the :class:`Dataset`.
 """
 
@@ -57,8 +57,9 @@ from typing import Optional
 
 import numpy as np
 
-from dcvae_jax import data_sources, data_tfds
-from dcvae_jax.data_sources import (  # noqa: F401 - re-exported
+from dcvae_jax.data import sources as data_sources
+from dcvae_jax.data import tfds_source as data_tfds
+from dcvae_jax.data.sources import (  # noqa: F401 - re-exported
   MNIST5K_FILE,
   DataError,
   DatasetSpec,

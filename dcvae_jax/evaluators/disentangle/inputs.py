@@ -1,4 +1,4 @@
-"""Input checks shared by the disentanglement metrics (:mod:`dcvae_jax.disentangle` and the
+"""Input checks shared by the disentanglement metrics (:mod:`dcvae_jax.evaluators.disentangle.metrics` and the
 modules it re-exports); kept apart so that those modules import it and not each other."""
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dcvae_jax import estimators
+from dcvae_jax.models import estimators
 
 
 def iwae_nll(log_joint_minus_q, key, mu, logvar, *, num_samples: int, chunk: int):

@@ -1,6 +1,6 @@
 """FactorVAE disentanglement score (Kim & Mnih 2018) on a finite dataset of (code, factor) pairs.
 
-Re-exported by :mod:`dcvae_jax.disentangle` (see its docstring for the conventions shared by all
+Re-exported by :mod:`dcvae_jax.evaluators.disentangle.metrics` (see its docstring for the conventions shared by all
 metrics). The vote sampling is in :func:`factor_vae_score`; the majority-vote classifier on the
 resulting vote counts is the pure pair :func:`majority_vote_classifier` /
 :func:`majority_vote_accuracy`.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dcvae_jax.disentangle_inputs import check_inputs
+from dcvae_jax.evaluators.disentangle.inputs import check_inputs
 
 __all__ = ["factor_vae_score", "majority_vote_classifier", "majority_vote_accuracy"]
 

@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dcvae_jax.data.protocols import Run, condition_ids
 from dcvae_jax.errors import ConfigError
-from dcvae_jax.protocols import Run, condition_ids
 
 BATCH_SAMPLING = ("uniform", "stratified")
 

@@ -12,12 +12,15 @@ from typing import Sequence
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from dcvae_jax import checkpoints, distributed, input_pipeline, train_step, validation
+from dcvae_jax import distributed, validation
+from dcvae_jax.data import input_pipeline
+from dcvae_jax.data.protocols import Run
 from dcvae_jax.errors import Interrupted, NonFiniteError
-from dcvae_jax.messages import log as _log
-from dcvae_jax.protocols import Run
+from dcvae_jax.log import log as _log
+from dcvae_jax.train import checkpoints, train_step
 
 
 class StopFlag:

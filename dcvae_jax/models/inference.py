@@ -11,9 +11,12 @@ from typing import Callable, Sequence
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from dcvae_jax import distributed, input_pipeline, networks, objectives
+from dcvae_jax import distributed
+from dcvae_jax.data import input_pipeline
+from dcvae_jax.models import networks, objectives
 
 
 def batch_bounds(n: int, batch_size: int, num_devices: int):

@@ -1,5 +1,5 @@
 """The latent-space figures: the 2D embedding of codes (Fig 3), the 2D manifold (Figs 4/5) and latent
-traversals. Same conventions as :mod:`dcvae_jax.plots` (one PNG per call, exact pixel sizes), which re-exports
+traversals. Same conventions as :mod:`dcvae_jax.report.plots` (one PNG per call, exact pixel sizes), which re-exports
 them."""
 
 from __future__ import annotations
@@ -9,19 +9,19 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from dcvae_jax.plot_style import (
-  _figure,
-  _save,
-  _frac,
-  _montage,
-  _images,
-  _class_colors,
-  SCATTER_SIZE,
+from dcvae_jax.report.style import (
   MANIFOLD_PANEL,
   MANIFOLD_TOP,
+  SCATTER_SIZE,
   TRAVERSAL_CELL,
   TRAVERSAL_MARGIN,
   Decoder,
+  _class_colors,
+  _figure,
+  _frac,
+  _images,
+  _montage,
+  _save,
 )
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from dcvae_jax import anomaly_scores
-from dcvae_jax.scoring import DEVICE_SCORES, SCORES, reduce_scores
+from dcvae_jax.evaluators import anomaly_scores
+from dcvae_jax.evaluators.scoring import DEVICE_SCORES, SCORES, reduce_scores
 
 
 def detection_metrics(score: np.ndarray, is_anomaly: np.ndarray) -> dict:

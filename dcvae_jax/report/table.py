@@ -15,8 +15,9 @@ import copy
 import csv
 import os
 
-from dcvae_jax import experiment, files, models
-from dcvae_jax.messages import log as _log
+from dcvae_jax import experiment, files
+from dcvae_jax.log import log as _log
+from dcvae_jax.models import registry as models
 
 PAPER_MODELS = ("vae", "cvae", "beta_vae", "factor_vae", "rf_vae", "dcvae")
 COLUMNS = (
@@ -52,7 +53,7 @@ def run_table(config, workdir: str, *, log=_log, dataset=None) -> list[dict]:
     )
     write_table(rows, workdir)
     if config.table.figures:
-      from dcvae_jax import report
+      from dcvae_jax.report import html as report
 
       report.make_report(sub, dataset=ds, max_runs=int(config.table.figure_runs), log=log)
   return rows

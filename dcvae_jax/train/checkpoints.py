@@ -9,7 +9,7 @@ import os
 import jax
 
 from dcvae_jax.errors import CheckpointError
-from dcvae_jax.messages import log as _log
+from dcvae_jax.log import log as _log
 
 
 def checkpoint_manager(directory: str, keep: int):

@@ -1,8 +1,8 @@
-"""The readers behind :func:`dcvae_jax.data.load_dataset`, one per source: a local directory
-(npz or IDX), the embedded mnist5k, the procedural shapes (TFDS: :mod:`dcvae_jax.data_tfds`).
+"""The readers behind :func:`dcvae_jax.data.datasets.load_dataset`, one per source: a local directory
+(npz or IDX), the embedded mnist5k, the procedural shapes (TFDS: :mod:`dcvae_jax.data.tfds_source`).
 
-Each returns raw arrays and where they came from; :mod:`dcvae_jax.data` checks them and builds
-the Dataset.  Nothing here imports :mod:`dcvae_jax.data`, which re-exports DataError and
+Each returns raw arrays and where they came from; :mod:`dcvae_jax.data.datasets` checks them and builds
+the Dataset.  Nothing here imports :mod:`dcvae_jax.data.datasets`, which re-exports DataError and
 DatasetSpec from here.
 """
 
@@ -45,7 +45,7 @@ class DatasetSpec:
   transpose: bool = False  # raw IDX/TFDS images are stored transposed
   download_url: Optional[str] = None  # host probed before a TFDS download
   embedded: bool = False
-  procedural: bool = False  # rendered by dcvae_jax.shapes (known factors)
+  procedural: bool = False  # rendered by dcvae_jax.data.shapes (known factors)
 
   @property
   def stem(self) -> str:
@@ -225,7 +225,7 @@ def read_dir(spec: DatasetSpec, data_dir: str) -> tuple:
 
 _MNIST5K_SEED = 20_240_917
 _MNIST5K_TEST_FRACTION = 5  # 1 in 5 per class -> 400 train / 100 test
-MNIST5K_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data_files", "mnist5k.npz")
+MNIST5K_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data_files", "mnist5k.npz")
 
 
 def read_mnist5k() -> tuple:
@@ -256,7 +256,7 @@ def mnist5k_split(y: np.ndarray, num_classes: int) -> tuple:
 
 
 # --------------------------------------------------------------------------------------
-# Source 0: procedural shapes (dcvae_jax.shapes), known generative factors
+# Source 0: procedural shapes (dcvae_jax.data.shapes), known generative factors
 # --------------------------------------------------------------------------------------
 
 _SHAPES_SEED = 20_250_305
@@ -265,7 +265,7 @@ _SHAPES_SIZES = (12_000, 3_000)  # train, test
 
 def render_shapes(spec: DatasetSpec) -> tuple:
   """(train, test, factor_names): 12,000 / 3,000 scenes from a fixed seed."""
-  from dcvae_jax import shapes  # numpy only; imported here to keep this module's imports light
+  from dcvae_jax.data import shapes  # numpy only; imported here to keep this module's imports light
 
   size = spec.image_shape[0]
   train, test = shapes.shapes_dataset(*_SHAPES_SIZES, seed=_SHAPES_SEED, image_size=size)

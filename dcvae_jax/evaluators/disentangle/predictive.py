@@ -1,7 +1,7 @@
 """Disentanglement scores from predictors fit on the codes: DCI (Eastwood & Williams 2018) and
 SAP (Kumar et al. 2018).
 
-Re-exported by :mod:`dcvae_jax.disentangle` (see its docstring for the conventions shared by all
+Re-exported by :mod:`dcvae_jax.evaluators.disentangle.metrics` (see its docstring for the conventions shared by all
 metrics). Each metric fits sklearn models to get a matrix -- DCI's importance matrix R, SAP's
 score matrix S, both (d code dims, K factors) -- and reduces it with a pure function:
 :func:`dci_from_importance` and :func:`sap_from_matrix`.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.stats
 
-from dcvae_jax.disentangle_inputs import check_inputs, informative_factors
+from dcvae_jax.evaluators.disentangle.inputs import check_inputs, informative_factors
 
 __all__ = ["dci", "dci_from_importance", "sap", "sap_from_matrix"]
 

@@ -1,0 +1,1 @@
+"""Evaluators: anomaly scores, detection metrics, latent codes and their disentanglement."""

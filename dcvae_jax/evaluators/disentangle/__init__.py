@@ -1,0 +1,1 @@
+"""Disentanglement metrics (MIG, FactorVAE, DCI, SAP) of codes against known factors."""

@@ -1,0 +1,1 @@
+"""Models: the registry, Flax networks, pure objectives and estimators, and the batched inference apply."""

@@ -1,0 +1,1 @@
+"""Training: the state and the one train step, the host loop, checkpoints and TensorBoard summaries."""
