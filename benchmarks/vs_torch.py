@@ -71,16 +71,11 @@ def check_same_loss(batch_size=64, rtol=1e-4) -> dict:
 
     def loss_fn(prm, cond=cond, x=x, key=key):
       return objectives.model_loss(
-        setup.spec,
-        setup.module,
+        setup,
         prm,
-        x,
-        jnp.asarray(cond),
-        key,
-        hp=setup.hp,
-        num_conditions=setup.num_conditions,
-        dataset_size=float(data.indices.size),
-        condition_counts=jnp.asarray(counts),
+        objectives.Batch(x, jnp.asarray(cond)),
+        objectives.DataStats(float(data.indices.size), jnp.asarray(counts)),
+        rng=key,
       )
 
     (_, (terms, _)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)

@@ -79,18 +79,12 @@ def _rf_loss(rho, x, **hp):
   disc = models.make_discriminator(cfg.model)
   disc_params = disc.init(jax.random.PRNGKey(1), jnp.zeros((1, 4)))
   loss, (t, out) = objectives.model_loss(
-    spec,
-    mod,
+    models.ModelParts(spec, mod, cfg.model, 1, disc=disc),
     params,
-    x,
-    cond,
-    jax.random.PRNGKey(2),
-    hp=cfg.model,
-    num_conditions=1,
-    dataset_size=1000.0,
-    condition_counts=None,
-    disc=disc,
-    disc_params=disc_params,
+    objectives.Batch(x, cond),
+    objectives.DataStats(1000.0, None),
+    disc_params,
+    rng=jax.random.PRNGKey(2),
   )
   return loss, t, out, (disc, disc_params)
 

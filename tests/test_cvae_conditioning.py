@@ -125,7 +125,7 @@ def test_dcvae_prior_rows_learn_per_condition():
   eps = jax.random.normal(jax.random.PRNGKey(7), (b, LATENT))
 
   def step(s):
-    batch = input_pipeline.device_batch(
+    images = input_pipeline.device_batch(
       jnp.asarray(ds.x_train),
       cond_all,
       jnp.arange(b, dtype=jnp.int32),
@@ -133,8 +133,8 @@ def test_dcvae_prior_rows_learn_per_condition():
       binarize=setup.binarize,
       dequantize=setup.dequantize,
     )
-    batch.update(stats, eps=eps, active=jnp.array(True))
-    return train_step.train_step(setup, s, batch, keys[1])
+    batch = objectives.Batch(images["x"], images["cond"], eps)
+    return train_step.train_step(setup, s, batch, objectives.DataStats(**stats), jnp.array(True), keys[1])
 
   new, terms = jax.jit(step)(state)
   assert bool(terms["finite"])

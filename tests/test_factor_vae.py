@@ -62,19 +62,11 @@ def _model(name, x, cond, **hp):
 
 def _model_loss(config, spec, module, params, x, cond, eps, disc, disc_params):
   return objectives.model_loss(
-    spec,
-    module,
+    models.ModelParts(spec, module, config.model, NUM_C, disc=disc),
     params,
-    x,
-    cond,
-    None,
-    hp=config.model,
-    num_conditions=NUM_C,
-    dataset_size=1000.0,
-    condition_counts=jnp.array([500.0, 500.0]),
-    disc=disc,
-    disc_params=disc_params,
-    eps=eps,
+    objectives.Batch(x, cond, eps),
+    objectives.DataStats(1000.0, jnp.array([500.0, 500.0])),
+    disc_params,
   )
 
 
@@ -155,11 +147,11 @@ def _one_step(setup, state, inputs):
   x_all, cond_all, idx, stats, active, keys, eps = inputs
 
   def step(s):
-    batch = input_pipeline.device_batch(
+    images = input_pipeline.device_batch(
       x_all, cond_all, idx, keys[0], binarize=setup.binarize, dequantize=setup.dequantize
     )
-    batch.update(stats, eps=eps, active=active)
-    return train_step.train_step(setup, s, batch, keys[1])
+    batch = objectives.Batch(images["x"], images["cond"], eps)
+    return train_step.train_step(setup, s, batch, objectives.DataStats(**stats), active, keys[1])
 
   return jax.jit(step)(state)
 
@@ -192,19 +184,7 @@ def test_train_step_updates_are_the_two_separate_gradients(name):
 
   def vae_loss(params, disc_params):
     return objectives.model_loss(
-      setup.spec,
-      setup.module,
-      params,
-      x,
-      cond,
-      None,
-      hp=setup.hp,
-      num_conditions=NUM_C,
-      dataset_size=stats["dataset_size"],
-      condition_counts=stats["condition_counts"],
-      disc=setup.disc,
-      disc_params=disc_params,
-      eps=eps,
+      setup, params, objectives.Batch(x, cond, eps), objectives.DataStats(**stats), disc_params
     )[0]
 
   def disc_loss(params, disc_params):  # no stop_gradient: the leak a correct step must not have

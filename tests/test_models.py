@@ -127,20 +127,19 @@ def test_dcvae_one_condition_fixed_prior_equals_beta_tcvae(method):
   p_d = {"params": pd}
   rng = jax.random.PRNGKey(7)
   loss_b, (t_b, out_b) = objectives.model_loss(
-    spec_b, mod_b, p_b, x, cond, rng, hp=cfg_b.model, num_conditions=1, dataset_size=n, condition_counts=None
+    models.ModelParts(spec_b, mod_b, cfg_b.model, 1),
+    p_b,
+    objectives.Batch(x, cond),
+    objectives.DataStats(n, None),
+    rng=rng,
   )
   # dcvae reads the per-condition count (its dataset_size is deliberately wrong: it must be unused)
   loss_d, (t_d, out_d) = objectives.model_loss(
-    spec_d,
-    mod_d,
+    models.ModelParts(spec_d, mod_d, cfg_d.model, 1),
     p_d,
-    x,
-    cond,
-    rng,
-    hp=cfg_d.model,
-    num_conditions=1,
-    dataset_size=17.0,
-    condition_counts=jnp.array([n]),
+    objectives.Batch(x, cond),
+    objectives.DataStats(17.0, jnp.array([n])),
+    rng=rng,
   )
   np.testing.assert_allclose(out_d["z"], out_b["z"], rtol=1e-6, atol=1e-6)
   for k in ("loss", "recon", "kl", "elbo", "mi", "tc", "dwkl"):
@@ -164,16 +163,11 @@ def test_dcvae_with_unit_weights_is_conditional_elbo_with_learned_prior(method):
   params = {"params": dict(params["params"], prior_mu=jnp.asarray(prior_mu), prior_logvar=jnp.asarray(prior_lv))}
   counts = jnp.array([400.0, 250.0, 900.0])
   loss, (t, out) = objectives.model_loss(
-    spec,
-    mod,
+    models.ModelParts(spec, mod, cfg.model, num_c),
     params,
-    x,
-    cond,
-    jax.random.PRNGKey(4),
-    hp=cfg.model,
-    num_conditions=num_c,
-    dataset_size=1550.0,
-    condition_counts=counts,
+    objectives.Batch(x, cond),
+    objectives.DataStats(1550.0, counts),
+    rng=jax.random.PRNGKey(4),
   )
   z, mu, lv = (np.asarray(out[k], np.float64) for k in ("z", "mu", "logvar"))
   c = np.asarray(cond)

@@ -56,18 +56,12 @@ def _loss(name, x, cond, *, num_conditions=2, **hp):
     disc = models.make_discriminator(config.model)
     disc_params = disc.init(jax.random.PRNGKey(1), jnp.zeros((1, config.model.latent_dim)))
   loss, (terms, out) = objectives.model_loss(
-    spec,
-    module,
+    models.ModelParts(spec, module, config.model, num_conditions, disc=disc),
     params,
-    x,
-    cond,
-    jax.random.PRNGKey(2),
-    hp=config.model,
-    num_conditions=num_conditions,
-    dataset_size=1000.0,
-    condition_counts=jnp.array([500.0, 500.0]),
-    disc=disc,
-    disc_params=disc_params,
+    objectives.Batch(x, cond),
+    objectives.DataStats(1000.0, jnp.array([500.0, 500.0])),
+    disc_params,
+    rng=jax.random.PRNGKey(2),
   )
   return loss, terms, out
 

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import struct
 
 from dcvae_jax.models import estimators, networks
 from dcvae_jax.models.fast_ops import sum_per_example
@@ -235,36 +236,48 @@ def rf_vae_regularizer(out, hp, tc_d):
 # ----------------------------------------------------------------------------------------------------------
 
 
-def model_loss(
-  spec,
-  module,
-  params,
-  x,
-  cond_ids,
-  rng,
-  *,
-  hp,
-  num_conditions: int,
-  dataset_size,
-  condition_counts,
-  groups: int = 1,
-  disc=None,
-  disc_params=None,
-  eps=None,
-):
-  """The model's loss and every logged term: (loss, (terms, out)). ``eps``: see ``forward``."""
-  out = forward(spec, module, params, x, cond_ids, rng, num_conditions, eps=eps)
-  rec = recon_nll(out["logits"], x, hp.likelihood, likelihood_logvar(hp, out["obs_logvar"])).mean()
+class Batch(struct.PyTreeNode):
+  """One training batch of one run: float images ``x`` (B, H, W, C), condition ids ``cond`` (B,) and the
+  reparameterisation noise ``eps`` (B, d) ~ N(0, I) (None: drawn from the loss's rng)."""
+
+  x: jax.Array
+  cond: jax.Array
+  eps: jax.Array | None = None
+
+
+class DataStats(struct.PyTreeNode):
+  """The constants of one run's training data that the minibatch estimators need: its size N and the count
+  N_c of each condition (C,)."""
+
+  dataset_size: jax.Array
+  condition_counts: jax.Array
+
+
+def model_loss(model, params, batch: Batch, stats: DataStats, disc_params=None, rng=None):
+  """The model's loss and every logged term: (loss, (terms, out)).
+
+  loss = E[-log p(x|z[,c])] + R, with R the model's regulariser (``spec.regularizer``) on the KL decomposition
+  of the batch. ``model``: the static parts of one model (``train_step.Setup``, or any object with ``spec``,
+  ``module``, ``hp`` (config.model), ``num_conditions``, ``groups`` and ``disc``); ``disc_params``: the
+  FactorVAE / RF-VAE discriminator's; ``rng``: draws eps when the batch carries none."""
+  spec, hp = model.spec, model.hp
+  out = forward(spec, model.module, params, batch.x, batch.cond, rng, model.num_conditions, eps=batch.eps)
+  rec = recon_nll(out["logits"], batch.x, hp.likelihood, likelihood_logvar(hp, out["obs_logvar"])).mean()
   out["kl_dims"] = estimators.kl_diag_gaussians(out["mu"], out["logvar"], out["prior_mu"], out["prior_logvar"])
   out["kl"] = out["kl_dims"].sum(-1).mean()
   out.update(
     decompose(
-      spec, out, dataset_size=dataset_size, condition_counts=condition_counts, method=hp.estimator, groups=groups
+      spec,
+      out,
+      dataset_size=stats.dataset_size,
+      condition_counts=stats.condition_counts,
+      method=hp.estimator,
+      groups=model.groups,
     )
   )
   tc_d = None
   if spec.discriminator:
-    tc_d = lambda z: discriminator_tc(disc, disc_params, z)  # noqa: E731
+    tc_d = lambda z: discriminator_tc(model.disc, disc_params, z)  # noqa: E731
   reg, extra = spec.regularizer(out, hp, tc_d)
   loss = rec + reg
   terms = dict(

@@ -8,7 +8,7 @@ FactorVAE density-ratio discriminator. docs/design.md "Objectives" gives the mat
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Any, Callable
 
 import jax.numpy as jnp
 
@@ -41,6 +41,20 @@ MODELS: dict[str, ModelSpec] = {
 LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "gaussian")
 GAUSSIAN_VARIANCES = ("fixed", "global", "per_pixel")
 COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelParts:
+  """The static parts of one model that ``objectives.model_loss`` reads: its spec, Flax module, ``hp``
+  (config.model), number of conditions, estimator ``groups`` (devices under model.tc_scope="local", else 1)
+  and discriminator (None without one). ``train_step.Setup`` carries the same fields."""
+
+  spec: ModelSpec
+  module: Any
+  hp: Any
+  num_conditions: int
+  groups: int = 1
+  disc: Any = None
 
 
 def get_model(name: str) -> ModelSpec:

@@ -3,7 +3,7 @@
 * The whole training set (uint8) lives on the devices; each step gathers its batch by index inside the
   compiled program (``input_pipeline.device_batch``), so input is never the bottleneck. The host only draws
   the (tiny) index arrays.
-* ``train_step(setup, state, batch, rng)`` updates one model; ``scan_steps`` fuses ``steps_per_call`` steps
+* ``train_step(setup, state, batch, stats, active, rng)`` updates one model; ``scan_steps`` fuses ``steps_per_call`` steps
   into one call with ``lax.scan``; ``jax.vmap`` (or ``lax.map``) over a leading model axis trains the many runs
   of a protocol (classes x seeds) at once; ``jax.jit`` with the batch axis sharded over a ``Mesh`` of all
   devices makes it data parallel (XLA inserts the gradient all-reduce; the loss is the mean over the *global*
@@ -143,59 +143,46 @@ def step_keys(state: TrainState, active):
   return jax.vmap(lambda s: jax.random.split(jax.random.fold_in(state.rng, s)))(steps)
 
 
-def train_step(setup: Setup, state: TrainState, batch: dict, rng):
-  """One update of one model. Returns (state, terms).
-
-  batch: x (B, H, W, 1) float, cond (B,) condition ids, eps (B, d) the reparameterisation noise, dataset_size N
-  and condition_counts (C,) of this run's training data, active (False for padding steps past this run's end).
-  rng: the key of the discriminator's dimension permutation.
-  With train.on_nonfinite="skip" an inactive or non-finite step returns the state unchanged (a select over
-  the state); otherwise the update is applied as is, ``scan_steps`` keeps padding steps out, and the host
-  stops at the first non-finite step, discarding that call's state. A step is finite when every loss term
-  and the gradient norm are (a non-finite gradient makes the norm non-finite; finite gradients give a finite
-  Adam update), so no extra pass over the parameters is needed.
-  """
-  x, cond, active = batch["x"], batch["cond"], batch["active"]
+def train_step(setup: Setup, state: TrainState, batch: objectives.Batch, stats: objectives.DataStats, active, rng):
+  """One update of one model: (state, terms). ``active`` is False for padding steps past the run's end; ``rng``
+  is the key of the discriminator's dimension permutation."""
 
   def loss_fn(params):
-    return objectives.model_loss(
-      setup.spec,
-      setup.module,
-      params,
-      x,
-      cond,
-      None,
-      hp=setup.hp,
-      num_conditions=setup.num_conditions,
-      dataset_size=batch["dataset_size"],
-      condition_counts=batch["condition_counts"],
-      groups=setup.groups,
-      disc=setup.disc,
-      disc_params=state.disc_params,
-      eps=batch["eps"],
-    )
+    return objectives.model_loss(setup, params, batch, stats, state.disc_params)
 
   (_, (terms, out)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = setup.tx.update(grads, state.opt_state, state.params)
   new = state.replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state)
   terms["grad_norm"] = fast_ops.global_norm(grads)
-  finite = _all_finite(terms)
   if setup.disc is not None:
-    z = jax.lax.stop_gradient(objectives.discriminator_input(setup.spec, out))
-    (d_loss, d_acc), d_grads = jax.value_and_grad(
-      lambda p: objectives.discriminator_loss(setup.disc, p, z, rng), has_aux=True
-    )(state.disc_params)
-    d_updates, d_opt = setup.disc_tx.update(d_grads, state.disc_opt_state, state.disc_params)
-    new = new.replace(disc_params=optax.apply_updates(state.disc_params, d_updates), disc_opt_state=d_opt)
-    terms.update(disc_loss=d_loss, disc_acc=d_acc, disc_grad_norm=fast_ops.global_norm(d_grads))
-    finite &= jnp.isfinite(d_loss) & jnp.isfinite(terms["disc_grad_norm"])
+    new, disc_terms = discriminator_step(setup, new, objectives.discriminator_input(setup.spec, out), rng)
+    terms.update(disc_terms)
+  return commit(setup, state, new, terms, active)
+
+
+def discriminator_step(setup: Setup, state: TrainState, z, rng):
+  """One update of the FactorVAE / RF-VAE discriminator on the (stopped-gradient) codes z: (state, terms)."""
+  z = jax.lax.stop_gradient(z)
+  (loss, acc), grads = jax.value_and_grad(lambda p: objectives.discriminator_loss(setup.disc, p, z, rng), has_aux=True)(
+    state.disc_params
+  )
+  updates, opt_state = setup.disc_tx.update(grads, state.disc_opt_state, state.disc_params)
+  state = state.replace(disc_params=optax.apply_updates(state.disc_params, updates), disc_opt_state=opt_state)
+  return state, dict(disc_loss=loss, disc_acc=acc, disc_grad_norm=fast_ops.global_norm(grads))
+
+
+def commit(setup: Setup, old: TrainState, new: TrainState, terms: dict, active):
+  """The one place non-finite updates are handled. A step is finite when every loss term and gradient norm is
+  (a non-finite gradient makes its norm non-finite; finite gradients give a finite Adam update).
+  train.on_nonfinite="skip": an inactive or non-finite step keeps ``old`` (a select over the state) and is
+  counted in ``skipped``; "stop": ``new`` is kept as is, and the host stops at the call holding the first
+  non-finite step and discards that call's state (``scan_steps`` keeps padding steps out)."""
+  finite = _all_finite({k: v for k, v in terms.items() if k != "disc_acc"})
   if setup.skip_nonfinite:
-    new = jax.tree.map(lambda a, b: jnp.where(active & finite, a, b), new, state)
-  skipped = state.skipped + (active & ~finite).astype(jnp.int32)
-  new = new.replace(step=state.step + active.astype(jnp.int32), skipped=skipped)
-  terms["finite"] = finite
-  terms["skipped"] = skipped
-  return new, terms
+    new = jax.tree.map(lambda a, b: jnp.where(active & finite, a, b), new, old)
+  skipped = old.skipped + (active & ~finite).astype(jnp.int32)
+  new = new.replace(step=old.step + active.astype(jnp.int32), skipped=skipped)
+  return new, {**terms, "finite": finite, "skipped": skipped}
 
 
 def scan_steps(setup: Setup, state, x_all, cond_all, idx, stats, active):
@@ -205,14 +192,15 @@ def scan_steps(setup: Setup, state, x_all, cond_all, idx, stats, active):
   its last step), broadcast over the call's steps."""
   keys = step_keys(state, active)
   eps = fast_ops.normals_ahead(keys[:, 0], (idx.shape[-1], setup.hp.latent_dim))
+  data_stats = objectives.DataStats(**stats)
 
   def step(s, inputs):
     idx_s, active_s, keys_s, eps_s = inputs
-    batch = input_pipeline.device_batch(
+    images = input_pipeline.device_batch(
       x_all, cond_all, idx_s, keys_s[0], binarize=setup.binarize, dequantize=setup.dequantize
     )
-    batch.update(stats, eps=eps_s, active=active_s)
-    return train_step(setup, s, batch, keys_s[1])
+    batch = objectives.Batch(x=images["x"], cond=images["cond"], eps=eps_s)
+    return train_step(setup, s, batch, data_stats, active_s, keys_s[1])
 
   def body(s, inputs):
     if setup.skip_nonfinite:
