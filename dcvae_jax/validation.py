@@ -5,13 +5,9 @@ run) happen where the data is read: ``protocols.make_runs`` and ``input_pipeline
 
 from __future__ import annotations
 
-from dcvae_jax.data.input_pipeline import BATCH_SAMPLING, sampling_options
-from dcvae_jax.data.protocols import PROTOCOLS
+from dcvae_jax import options
 from dcvae_jax.errors import ConfigError, ProtocolError
-from dcvae_jax.evaluators.scoring import SCORE_CONDITIONS, SCORES
-from dcvae_jax.models import estimators, networks
-from dcvae_jax.models import registry as models
-from dcvae_jax.train.train_step import ENSEMBLE_MODES, LR_SCHEDULES, ON_NONFINITE, TC_SCOPES
+from dcvae_jax.options import sampling_options
 
 
 def _one_of(value, allowed, field: str) -> None:
@@ -23,23 +19,23 @@ def validate(config, num_devices: int = 1) -> None:
   """Raise ConfigError (or ProtocolError) for the first field of ``config`` outside its allowed values;
   ``num_devices``: the devices the batch is split over."""
   m, t, e, p = config.model, config.train, config.eval, config.protocol
-  models.get_model(m.name)
-  _one_of(m.arch, tuple(networks.ENCODERS), "model.arch")
-  _one_of(m.get("compute_dtype", "float32"), models.COMPUTE_DTYPES, "model.compute_dtype")
-  _one_of(m.likelihood, models.LIKELIHOODS, "model.likelihood")
-  _one_of(m.get("gaussian_variance", "fixed"), models.GAUSSIAN_VARIANCES, "model.gaussian_variance")
-  _one_of(m.estimator, estimators.METHODS, "model.estimator")
-  _one_of(m.tc_scope, TC_SCOPES, "model.tc_scope")
-  if config.data.get("dequantize", False) and config.data.binarize:
+  _one_of(m.name, options.MODEL_NAMES, "model.name")
+  _one_of(m.arch, options.ARCHS, "model.arch")
+  _one_of(m.compute_dtype, options.COMPUTE_DTYPES, "model.compute_dtype")
+  _one_of(m.likelihood, options.LIKELIHOODS, "model.likelihood")
+  _one_of(m.gaussian_variance, options.GAUSSIAN_VARIANCES, "model.gaussian_variance")
+  _one_of(m.estimator, options.ESTIMATORS, "model.estimator")
+  _one_of(m.tc_scope, options.TC_SCOPES, "model.tc_scope")
+  if config.data.dequantize and config.data.binarize:
     raise ConfigError("data.dequantize=True needs grey levels: set data.binarize=False")
 
   if int(t.num_epochs) < 1 or int(t.batch_size) < 1:
     raise ConfigError("train.num_epochs and train.batch_size must be positive")
   if int(t.batch_size) % num_devices:
     raise ConfigError(f"train.batch_size={t.batch_size} is not divisible by the {num_devices} devices")
-  _one_of(t.on_nonfinite, ON_NONFINITE, "train.on_nonfinite")
-  _one_of(t.get("lr_schedule", "constant"), LR_SCHEDULES, "train.lr_schedule")
-  _one_of(t.get("ensemble", "auto"), ENSEMBLE_MODES, "train.ensemble")
+  _one_of(t.on_nonfinite, options.ON_NONFINITE, "train.on_nonfinite")
+  _one_of(t.lr_schedule, options.LR_SCHEDULES, "train.lr_schedule")
+  _one_of(t.ensemble, options.ENSEMBLE_MODES, "train.ensemble")
   _check_sampling(config, num_devices)
 
   if (
@@ -50,26 +46,26 @@ def validate(config, num_devices: int = 1) -> None:
     raise ConfigError(
       f"eval.iwae_samples ({e.iwae_samples}) must be a positive multiple of eval.iwae_chunk ({e.iwae_chunk})"
     )
-  if int(e.rapp_fit_examples) < 2 or int(e.get("reference_examples", 200)) < 2:
+  if int(e.rapp_fit_examples) < 2 or int(e.reference_examples) < 2:
     raise ConfigError("eval.rapp_fit_examples and eval.reference_examples must be at least 2")
 
-  if p.name not in PROTOCOLS:
-    raise ProtocolError(f"unknown protocol {p.name!r}; known protocols: {', '.join(PROTOCOLS)}")
-  if p.score not in SCORES:
-    raise ConfigError(f"unknown score {p.score!r}; known: {', '.join(SCORES)}")
-  if p.score_condition not in SCORE_CONDITIONS:
-    raise ConfigError(f"unknown score_condition {p.score_condition!r}; known: {', '.join(SCORE_CONDITIONS)}")
+  if p.name not in options.PROTOCOLS:
+    raise ProtocolError(f"unknown protocol {p.name!r}; known protocols: {', '.join(options.PROTOCOLS)}")
+  if p.score not in options.SCORES:
+    raise ConfigError(f"unknown score {p.score!r}; known: {', '.join(options.SCORES)}")
+  if p.score_condition not in options.SCORE_CONDITIONS:
+    raise ConfigError(f"unknown score_condition {p.score_condition!r}; known: {', '.join(options.SCORE_CONDITIONS)}")
 
 
 def _check_sampling(config, num_devices: int) -> None:
   """train.batch_sampling and, for "stratified", batch_size = conditions_per_batch x per_condition (either may
   be 0 = derived from the other), with whole groups on each device under model.tc_scope="local"."""
   t = config.train
-  mode = t.get("batch_sampling", "uniform")
-  _one_of(mode, BATCH_SAMPLING, "train.batch_sampling")
+  mode = t.batch_sampling
+  _one_of(mode, options.BATCH_SAMPLING, "train.batch_sampling")
   if mode == "uniform":
     return
-  batch, p, k = int(t.batch_size), int(t.get("per_condition", 0)), int(t.get("conditions_per_batch", 0))
+  batch, p, k = int(t.batch_size), int(t.per_condition), int(t.conditions_per_batch)
   if p < 0 or k < 0 or (p == 0 and k == 0):
     raise ConfigError(
       "train.batch_sampling='stratified' needs train.per_condition or train.conditions_per_batch "
@@ -84,7 +80,7 @@ def _check_sampling(config, num_devices: int) -> None:
       f"train.per_condition, got batch_size={batch}, conditions_per_batch={k0}, per_condition={p0}"
       + (" (0 = batch_size / the other, which must divide it)" if 0 in (p0, k0) else "")
     )
-  shards = int(num_devices) if config.model.get("tc_scope", "global") == "local" else 1
+  shards = int(num_devices) if config.model.tc_scope == "local" else 1
   if k % shards:
     raise ConfigError(
       f"model.tc_scope='local' splits each batch over {shards} devices, so "

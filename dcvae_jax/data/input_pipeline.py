@@ -17,8 +17,7 @@ import numpy as np
 
 from dcvae_jax.data.protocols import Run, condition_ids
 from dcvae_jax.errors import ConfigError
-
-BATCH_SAMPLING = ("uniform", "stratified")
+from dcvae_jax.options import BATCH_SAMPLING, sampling_options  # noqa: F401 (re-exported)
 
 
 def preprocess(x_uint8, binarize: bool, dequantize: bool = False, noise=None):
@@ -48,24 +47,6 @@ def condition_counts(run: Run, y_train: np.ndarray) -> np.ndarray:
   """float32 (C,): the number of training examples of each of the run's normal classes (N_c)."""
   ids = condition_ids(run, y_train, missing=len(run.normal))
   return np.bincount(ids[ids < len(run.normal)], minlength=len(run.normal)).astype(np.float32)
-
-
-def sampling_options(config) -> dict:
-  """train.batch_sampling, train.per_condition, train.conditions_per_batch -> RunData.build keyword arguments.
-
-  "uniform": every epoch is a uniform permutation of the run's examples cut into batches.
-  "stratified": every batch holds ``per_condition`` examples of each of ``conditions_per_batch`` distinct
-  conditions (batch_size = conditions_per_batch x per_condition; either may be 0 = derived from the other), so
-  every group of a conditional estimator has exactly per_condition members. With model.tc_scope="local" the
-  batch is split into num_devices consecutive shards, each of which must hold whole groups
-  (conditions_per_batch divisible by the number of devices).
-  ``validation.validate`` checks these conditions."""
-  t = config.train
-  if t.get("batch_sampling", "uniform") == "uniform":
-    return dict(sampling="uniform")
-  batch, p, k = int(t.batch_size), int(t.get("per_condition", 0)), int(t.get("conditions_per_batch", 0))
-  p, k = p or batch // k, k or batch // max(p, 1)
-  return dict(sampling="stratified", per_condition=p, conditions_per_batch=k)
 
 
 def mean_group_size(

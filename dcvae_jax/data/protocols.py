@@ -14,8 +14,7 @@ import dataclasses
 import numpy as np
 
 from dcvae_jax.errors import ProtocolError
-
-PROTOCOLS = ("one_vs_rest", "leave_one_out", "split")
+from dcvae_jax.options import PROTOCOLS
 
 
 @dataclasses.dataclass(frozen=True)

@@ -32,17 +32,14 @@ from dcvae_jax.data.input_pipeline import preprocess
 from dcvae_jax.data.protocols import condition_ids
 from dcvae_jax.evaluators import anomaly_scores
 from dcvae_jax.models import estimators, inference, networks, objectives
+from dcvae_jax.options import SCORE_CONDITIONS, SCORES  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:  # the training program's types, for annotations only
   from dcvae_jax.train.train_step import Setup
 
-SCORES = ("recon", "nelbo", "iwae", "complexity", "rapp", "rapp_sap", "sap_complexity")
-
 DEVICE_SCORES = ("recon", "nelbo", "iwae", "rapp", "rapp_sap")  # complexity is derived from iwae on the host
 
 LOG_DENSITY_SCORES = ("nelbo", "iwae")
-
-SCORE_CONDITIONS = ("min", "marginal", "given")
 
 
 def rapp_differences_batch(setup: Setup, params, x, cond_ids):

@@ -22,6 +22,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from dcvae_jax.options import ESTIMATORS
+
 _LOG_2PI = math.log(2.0 * math.pi)
 
 __all__ = [
@@ -37,7 +39,7 @@ __all__ = [
 ]
 
 
-METHODS = ("mss", "mws")  # minibatch stratified / weighted sampling (Chen et al. 2018)
+METHODS = ESTIMATORS  # minibatch stratified / weighted sampling (Chen et al. 2018)
 _MIN_LOGVAR = -80.0  # exp(80) < float32 max
 _MASKED = -1e30  # a log weight that removes a component: exp(-1e30) = 0, but its gradient stays finite
 

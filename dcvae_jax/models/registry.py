@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from dcvae_jax.errors import ConfigError
 from dcvae_jax.models import networks, objectives
+from dcvae_jax.options import COMPUTE_DTYPES, GAUSSIAN_VARIANCES, LIKELIHOODS  # noqa: F401 (re-exported)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,9 +39,6 @@ MODELS: dict[str, ModelSpec] = {
     ModelSpec("rf_vae", objectives.rf_vae_regularizer, relevance=True, discriminator=True),
   )
 }
-LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "gaussian")
-GAUSSIAN_VARIANCES = ("fixed", "global", "per_pixel")
-COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)

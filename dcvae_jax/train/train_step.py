@@ -32,6 +32,7 @@ from dcvae_jax.data import input_pipeline
 from dcvae_jax.data.protocols import Run
 from dcvae_jax.models import fast_ops, objectives
 from dcvae_jax.models import registry as models
+from dcvae_jax.options import ENSEMBLE_MODES, LR_SCHEDULES, ON_NONFINITE, TC_SCOPES  # noqa: F401 (re-exported)
 
 
 class TrainState(struct.PyTreeNode):
@@ -210,12 +211,6 @@ def scan_steps(setup: Setup, state, x_all, cond_all, idx, stats, active):
   state, terms = jax.lax.scan(body, state, (idx, active, keys, eps))
   terms["param_norm"] = jnp.broadcast_to(fast_ops.global_norm(state.params), active.shape)
   return state, terms
-
-
-ENSEMBLE_MODES = ("auto", "vmap", "map")
-LR_SCHEDULES = ("constant", "warmup_cosine")
-TC_SCOPES = ("global", "local")  # model.tc_scope
-ON_NONFINITE = ("stop", "skip")  # train.on_nonfinite
 
 
 def resolve_ensemble(mode: str, platform: str | None = None) -> str:

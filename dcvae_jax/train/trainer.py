@@ -15,7 +15,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from dcvae_jax import distributed, validation
+from dcvae_jax import distributed
 from dcvae_jax.data import input_pipeline
 from dcvae_jax.data.protocols import Run
 from dcvae_jax.errors import Interrupted, NonFiniteError
@@ -118,7 +118,6 @@ def train_runs(
   (a summaries.TensorBoardWriter), either may be None.
   """
   mesh = mesh or distributed.make_mesh()
-  validation.validate(config, num_devices=mesh.devices.size)
   batch_size = int(config.train.batch_size)
   steps_per_call = max(int(config.train.steps_per_call), 1)
   ensemble = train_step.resolve_ensemble(config.train.get("ensemble", "auto"))
