@@ -71,3 +71,65 @@ resolve_data() {
     data_note="$dataset from TFDS (the tfds extra), or set DATA_DIR to a folder with ${stem}_train.npz + ${stem}_test.npz or its IDX files"
   fi
 }
+
+# preflight PYTHON PLATFORM [TFDS_DATASET]: before a run on this machine, check that PYTHON can run the program:
+# its dependencies import, its jaxlib has PLATFORM's backend (cuda: a CUDA jaxlib and a visible GPU; cpu:
+# nothing to check) and, given TFDS_DATASET, TFDS imports. Otherwise one line on stderr and status 2.
+preflight() {
+  local python=$1 platform=$2 tfds_dataset=${3:-} msg rc=0
+  if ! command -v "$python" >/dev/null 2>&1; then
+    echo "error: no python '$python' (PYTHON): make the checkout's venv (python3 -m venv .venv) and" \
+      "pip install -e \".[gpu]\" into it, or set PYTHON" >&2
+    return 2
+  fi
+  msg="$(JAX_PLATFORMS="$platform" "$python" - "$python" "$platform" "$tfds_dataset" 2>/dev/null <<'PY'
+import importlib.util, pkgutil, re, sys
+
+python, platform, dataset = sys.argv[1:4]
+first = platform.split(",")[0]
+gpu = first in ("cuda", "gpu")
+base = ["gpu"] if gpu else []
+
+
+def pip(extras):
+  return f'{python} -m pip install -e ' + ('".[%s]"' % ",".join(extras) if extras else ".")
+
+
+missing = [m for m in ("absl", "ml_collections", "jax", "jaxlib", "flax", "optax", "orbax") if not importlib.util.find_spec(m)]
+if missing:
+  extras = base + (["tfds"] if dataset else [])
+  print(f"{python} cannot run dcvae_jax (no module {', '.join(missing)}): {pip(extras)}, or set PYTHON")
+  sys.exit(2)
+problems, extras = [], []
+if first and first != "cpu":
+  import jax
+
+  try:
+    jax.devices(first)
+  except Exception as e:  # a CPU-only jaxlib fails here with a bare AssertionError
+    cuda = any(re.fullmatch(r"jax_cuda\d+_(plugin|pjrt)", m.name) for m in pkgutil.iter_modules())
+    if gpu and not cuda:
+      problems.append("a CPU-only jaxlib (no CUDA backend)")
+      extras.append("gpu")
+    else:
+      why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+      print(f"JAX with {python} finds no {first} device ({why}): see nvidia-smi, GPUS, CUDA_VISIBLE_DEVICES")
+      sys.exit(2)
+if dataset and not importlib.util.find_spec("tensorflow_datasets"):
+  problems.append(f"no TFDS, which dataset {dataset} needs")
+  extras.append("tfds")
+if problems:
+  hint = " (or JAX_PLATFORMS=cpu to train on the CPU)" if extras == ["gpu"] else ""
+  if "tfds" in extras:
+    stem = dataset.replace("/", "_")
+    hint = f" (or set DATA_DIR to a folder with {stem}_train.npz + {stem}_test.npz or its IDX files)"
+  print(f"{python} has {' and '.join(problems)}: {pip(extras)}{hint}")
+  sys.exit(2)
+PY
+)" || rc=$?
+  if ((rc != 0)); then
+    [[ -n $msg ]] || msg="$python failed the check before the run (try: $python -c 'import jax; print(jax.devices())')"
+    echo "error: ${msg##*$'\n'}" >&2
+    return 2
+  fi
+}

@@ -18,6 +18,8 @@ from tests.launch_helpers import (  # noqa: F401 - fixtures are used by name
   REPO,
   LAUNCH,
   TPU,
+  SLURM,
+  MULTI,
   SCRIPTS,
   _write_exe,
   fakes,
@@ -341,6 +343,31 @@ if args[:2] == ["storage", "rsync"]:  # bucket -> local
   assert called == [c for c in printed if c[0] == "gcloud"]
   assert not list(tmp_path.glob("dcvae_jax_*_*.tgz"))  # temporary tarballs removed
   assert "+ gcloud compute tpus tpu-vm create t1" in real.stderr  # real mode traces on stderr
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=os.path.basename)
+def test_dry_run_from_defaults(fakes, tmp_path, script):
+  """DRY_RUN=1 and nothing else set: every script prints its commands (configs/mnist.py, MNIST from TFDS)."""
+  bin_dir, log = fakes
+  (bin_dir / "scontrol").unlink()  # slurm_gpu.sbatch: the built-in node list expander
+  out = _run(script, _env(bin_dir, tmp_path, DRY_RUN=1), cwd=str(tmp_path)).stdout
+  _no_calls(log)
+  assert _data_note(out).startswith(
+    "mnist from TFDS (the tfds extra), or set DATA_DIR to a folder with mnist_train.npz"
+  )
+  cmds = _commands(out)
+  assert cmds
+  if script == TPU:
+    install = [c for c in cmds if any(w.startswith("--command=") and "pip install" in w for w in c)]
+    assert len(install) == 1 and _flag(install[0], "--command").endswith('pip install -q -e ".[tpu,tfds]"')
+    (run,) = [c for c in cmds if any("dcvae_jax.main" in w for w in c)]
+    main = _detached_argv(_flag(run, "--command"))
+  else:
+    main = next(c for c in cmds if "dcvae_jax.main" in c or any("dcvae_jax.main" in w for w in c))
+    main = shlex.split(main[-1]) if script == SLURM else main  # srun ... bash -c 'TASK SCRIPT'
+  i = main.index("-m")
+  assert main[i : i + 3] == ["-m", "dcvae_jax.main", "--config=configs/mnist.py"]
+  assert not any("data_dir" in w for w in main)
 
 
 @pytest.mark.parametrize(
