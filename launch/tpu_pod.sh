@@ -14,14 +14,19 @@
 # Steps (STEPS, default "create install run wait fetch"; "logs", "stop" and "delete" are also available):
 #   create   the bucket if missing; reuse the TPU VM if `describe` finds it (recreate it if preempted), else
 #            create it
-#   install  copy this checkout (or clone REPO_URL) to every worker (--worker=all), `pip install -e .[tpu]`,
-#            and install gcsfuse where it is missing
+#   install  copy this checkout (or clone REPO_URL) to every worker (--worker=all), `pip install -e .[tpu]`
+#            (`.[tpu,tfds]` when the config reads a TFDS dataset and DATA_DIR is not set), and install gcsfuse
+#            where it is missing
 #   run      mount the bucket and start `python -m dcvae_jax.main --config=... --workdir=...` detached on every
 #            worker at once, one JAX process per worker, DCVAE_DISTRIBUTED=1 (jax.distributed.initialize()
 #            needs no arguments on a TPU pod); a worker whose run is still alive is left alone
 #   wait     wait on worker 0 until its run ends, print the end of its log, fail if the run failed
 #   fetch    copy the workdir (without checkpoints) to RESULTS_DIR on this machine
 #   logs     print the end of every worker's log;  stop: end the run on every worker;  delete: delete the VM
+# Data: mnist5k and shapes need nothing; a TFDS dataset (mnist, fashion_mnist, kmnist, emnist/*) is downloaded by
+# every worker, with the tfds extra that "install" adds, unless DATA_DIR names a folder of npz / IDX files:
+# gs://bucket/path (mounted on every worker like the workdir), a folder of this checkout (copied with it) or an
+# absolute path on every worker. This is decided before any step runs.
 # DRY_RUN=1 or --dry-run prints every command instead of running it (gcloud need not be installed).
 # Extra arguments are appended to the program's command line.
 set -euo pipefail
@@ -47,6 +52,7 @@ REPO_REF="${REPO_REF:-}"                        # with REPO_URL: branch, tag or 
 REMOTE_DIR="${REMOTE_DIR:-dcvae_jax}"           # code folder on the workers, relative to the home folder
 PYTHON="${PYTHON:-python3}"                     # on the workers
 PIP_EXTRAS="${PIP_EXTRAS:-tpu}"
+DATA_DIR="${DATA_DIR:-}"                        # npz / IDX files instead of TFDS: gs://..., checkout folder, or /abs
 EXTRA_ARGS="${EXTRA_ARGS:-}"                    # more --config.key=value flags (split on whitespace)
 STEPS="${STEPS:-create install run wait fetch}"
 DRY_RUN="${DRY_RUN:-0}"
@@ -63,7 +69,7 @@ done
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-source "$REPO_ROOT/launch/lib.sh"  # q: shell quoting
+source "$REPO_ROOT/launch/lib.sh"  # q: shell quoting; resolve_data: TFDS or a data_dir
 
 x() {  # run a command (traced on stderr), or only print it when DRY_RUN=1
   if [[ $DRY_RUN == 1 ]]; then echo "+ $(q "$@")"; else echo "+ $(q "$@")" >&2; "$@"; fi
@@ -76,6 +82,32 @@ tpu=(gcloud compute tpus tpu-vm)
 on_workers() {  # on_workers WORKER SHELL-COMMAND: run a shell command on worker(s) WORKER (a number or "all")
   x "${tpu[@]}" ssh "$TPU_NAME" "${gflags[@]}" --worker="$1" --command="$2"
 }
+
+# The data, decided before any step runs: TFDS (the tfds extra on every worker) or DATA_DIR's npz / IDX files,
+# as the workers see them.
+worker_data_dir="$DATA_DIR"
+if [[ $DATA_DIR == gs://* ]]; then
+  _dpath="${DATA_DIR#gs://}"; _dpath="${_dpath%/}"
+  worker_data_dir="$MOUNT_ROOT/${_dpath}"  # its bucket is mounted there, as the workdir's is
+elif [[ -n $DATA_DIR && $DATA_DIR != /* && -z $REPO_URL ]]; then  # copied to the workers with this checkout
+  _root="$(cd "$REPO_ROOT" && pwd -P)"
+  _real="$(cd "$REPO_ROOT/$DATA_DIR" 2>/dev/null && pwd -P || true)"  # empty if missing; symlinks resolved
+  _rel="${_real#"$_root"/}"; [[ $_real == "$_root" ]] && _rel=.
+  case "$_rel" in  # missing, outside the checkout, or in a folder the copy leaves out
+    ""|/*|.git|.git/*|workdirs|workdirs/*|.venv|.venv/*|venv|venv/*) _copied=0 ;;
+    *) _copied=1 ;;
+  esac
+  if [[ $_copied == 0 ]]; then
+    echo "error: DATA_DIR=$DATA_DIR is not a folder that install copies from this checkout; use gs://bucket/path," \
+      "a folder of the checkout, or an absolute path that exists on every worker" >&2
+    exit 2
+  fi
+fi
+resolve_data "$REPO_ROOT" "$CONFIG" "$worker_data_dir" "${extra[@]}"
+extras="$PIP_EXTRAS"
+if [[ $tfds != 0 && ",$extras," != *,tfds,* ]]; then extras+="${extras:+,}tfds"; fi
+echo "# data: $data_note$([[ $DATA_DIR == gs://* ]] && echo " (gcsfuse mount of ${DATA_DIR%/})")"
+[[ $tfds == "?" ]] && echo "# data: installing the tfds extra in case the config reads TFDS"
 
 if [[ -z $WORKDIR ]]; then
   if [[ -z $BUCKET ]]; then
@@ -102,6 +134,12 @@ else
 fi
 if [[ $run_dir == /* ]]; then remote_run_dir="$run_dir"; else remote_run_dir="$REMOTE_DIR/$run_dir"; fi
 echo "# workdir: $WORKDIR$([[ $is_gcs == 1 ]] && echo " (every worker: $run_dir, gcsfuse mount of gs://$BUCKET)")"
+mounts=()  # buckets every worker mounts at MOUNT_ROOT/<bucket>: the workdir's, DATA_DIR's
+[[ $is_gcs == 1 ]] && mounts+=("$BUCKET")
+if [[ $DATA_DIR == gs://* ]]; then
+  _dbucket="${DATA_DIR#gs://}"; _dbucket="${_dbucket%%/*}"
+  [[ $is_gcs == 1 && $_dbucket == "$BUCKET" ]] || mounts+=("$_dbucket")
+fi
 
 step_create() {
   if [[ $is_gcs == 1 ]]; then  # the bucket, in the TPU's region
@@ -152,13 +190,13 @@ else git clone -q $(q "$REPO_URL") $(q "$REMOTE_DIR"); fi"
     get="mkdir -p $(q "$REMOTE_DIR") && tar -xzf dcvae_jax_code.tgz -C $(q "$REMOTE_DIR") && rm dcvae_jax_code.tgz"
   fi
   local fuse=""
-  if [[ $is_gcs == 1 ]]; then  # Cloud Storage FUSE, from Google's apt repository, where it is missing
+  if ((${#mounts[@]})); then  # Cloud Storage FUSE, from Google's apt repository, where it is missing
     fuse="{ command -v gcsfuse >/dev/null || { echo \"deb [signed-by=/usr/share/keyrings/cloud.google.asc] \
 https://packages.cloud.google.com/apt gcsfuse-\$(lsb_release -c -s) main\" | sudo tee /etc/apt/sources.list.d/gcsfuse.list \
 >/dev/null && curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg | sudo tee \
 /usr/share/keyrings/cloud.google.asc >/dev/null && sudo apt-get update -qq && sudo apt-get install -y -qq gcsfuse; }; } && "
   fi
-  on_workers all "$get && ${fuse}cd $(q "$REMOTE_DIR") && $(q "$PYTHON") -m pip install -q -e $(q ".[$PIP_EXTRAS]")"
+  on_workers all "$get && ${fuse}cd $(q "$REMOTE_DIR") && $(q "$PYTHON") -m pip install -q -e $(q ".[$extras]")"
 }
 
 step_run() {
@@ -166,12 +204,13 @@ step_run() {
   # no SIGHUP when the ssh session closes; nohup as well), its output in logs/run.log, its pid (= its session
   # id) in logs/run.pid and, when it ends, its exit status in logs/run.exit (all in REMOTE_DIR, on the worker's
   # own disk).
-  local cmd=("$PYTHON" -m dcvae_jax.main --config="$CONFIG" --workdir="$run_dir" "${extra[@]}")
-  local pre="cd $(q "$REMOTE_DIR") && mkdir -p logs"
-  if [[ $is_gcs == 1 ]]; then
-    pre+=" $(q "$mount_dir") && { mountpoint -q $(q "$mount_dir") || gcsfuse --implicit-dirs $(q "$BUCKET") \
-$(q "$mount_dir"); }"
-  fi
+  local cmd=("$PYTHON" -m dcvae_jax.main --config="$CONFIG" --workdir="$run_dir" "${data_args[@]}" "${extra[@]}")
+  local pre="cd $(q "$REMOTE_DIR") && mkdir -p logs" bucket
+  for bucket in "${mounts[@]}"; do pre+=" $(q "$MOUNT_ROOT/$bucket")"; done
+  for bucket in "${mounts[@]}"; do
+    pre+=" && { mountpoint -q $(q "$MOUNT_ROOT/$bucket") || gcsfuse --implicit-dirs $(q "$bucket") \
+$(q "$MOUNT_ROOT/$bucket"); }"
+  done
   local job="$(q "${cmd[@]}"); echo \$? > logs/run.exit"
   on_workers all "$pre && if [ -f logs/run.pid ] && kill -0 \"\$(cat logs/run.pid)\" 2>/dev/null; then \
 echo \"\$(hostname): already running (pid \$(cat logs/run.pid))\"; else rm -f logs/run.exit; \

@@ -1,8 +1,12 @@
 """Shared helpers and fixtures of the tests split from test_launch.py (test_launch.py, test_launch_cluster.py)."""
 
+import importlib.util
+import json
 import os
+import pkgutil
 import re
 import shlex
+import shutil
 import stat
 import subprocess
 import sys
@@ -49,6 +53,7 @@ USER_VARS = [
   "REMOTE_DIR",
   "PYTHON",
   "PIP_EXTRAS",
+  "DATA_DIR",
   "EXTRA_ARGS",
   "STEPS",
   "DRY_RUN",
@@ -63,6 +68,11 @@ USER_VARS = [
   "JAX_PROCESS_ID",
   "CUDA_VISIBLE_DEVICES",
 ]
+
+
+# What this machine's python (the one running the tests) lacks: the CPU-only-jaxlib and no-TFDS tests need it.
+HAS_CUDA_JAXLIB = any(re.fullmatch(r"jax_cuda\d+_(plugin|pjrt)", m.name) for m in pkgutil.iter_modules())
+HAS_TFDS = importlib.util.find_spec("tensorflow_datasets") is not None
 
 
 def _write_exe(path, text):
@@ -156,3 +166,44 @@ def _slurm_tasks(out):
       argv = [w for w in words[1:] if not re.match(r"^[A-Z_]+=", w)]
       tasks[int(m.group(1))] = (m.group(2), env, argv)
   return tasks
+
+
+def _fake_repo(tmp_path, venv=True):
+  """A copy of launch/ in tmp_path/repo, with configs/mnist.py and, if venv, a fake .venv/bin/python. The fake
+  python records each call (argv, and for the preflight check (`python - ...`) its stdin's first line) in
+  tmp_path/python.jsonl and succeeds."""
+  repo = tmp_path / "repo"
+  shutil.copytree(LAUNCH, repo / "launch")
+  (repo / "configs").mkdir()
+  shutil.copy(os.path.join(REPO, "configs", "mnist.py"), repo / "configs")
+  if venv:
+    (repo / ".venv" / "bin").mkdir(parents=True)
+    _write_exe(
+      repo / ".venv" / "bin" / "python",
+      f"""#!{sys.executable}
+import json, sys
+call = {{"argv": sys.argv[1:], "stdin": sys.stdin.readline().strip() if sys.argv[1:2] == ["-"] else None}}
+with open({str(tmp_path / "python.jsonl")!r}, "a") as f:
+  f.write(json.dumps(call) + "\\n")
+""",
+    )
+  return repo
+
+
+def _python_calls(tmp_path):
+  log = tmp_path / "python.jsonl"
+  return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def _data_note(out):
+  """The '# data: ...' line a script prints."""
+  (line,) = [line for line in out.splitlines() if line.startswith("# data: ") and "in case" not in line]
+  return line[len("# data: ") :]
+
+
+def _error_line(proc):
+  """A failed run's stderr: exactly one line, an 'error: ...' (no traceback)."""
+  assert proc.returncode == 2, proc
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+  return lines[0]

@@ -18,13 +18,17 @@ import pytest
 
 from tests.launch_helpers import (  # noqa: F401 - fixtures are used by name
   LAUNCH,
+  MULTI,
   REPO,
   SCRIPTS,
+  SLURM,
   TPU,
   _bash_syntax_ok,
   _commands,
+  _data_note,
   _detached_argv,
   _env,
+  _error_line,
   _flag,
   _no_calls,
   _run,
@@ -187,7 +191,7 @@ def test_tpu_dry_run_repo_url_bucket_project(fakes, tmp_path):
   _bash_syntax_ok(remote)
   assert "git clone -q https://github.com/me/dcvae_jax dcvae_jax" in remote
   assert "git -C dcvae_jax checkout -q v0.1" in remote and "--worker=all" in install
-  assert 'pip install -q -e ".[tpu]"' in remote
+  assert 'pip install -q -e ".[tpu,tfds]"' in remote  # configs/mnist.py reads TFDS
 
   # A gs:// WORKDIR is written in place through the mount: nothing is copied before or after the run.
   remote = _flag(run, "--command")
@@ -341,3 +345,131 @@ if args[:2] == ["storage", "rsync"]:  # bucket -> local
   assert called == [c for c in printed if c[0] == "gcloud"]
   assert not list(tmp_path.glob("dcvae_jax_*_*.tgz"))  # temporary tarballs removed
   assert "+ gcloud compute tpus tpu-vm create t1" in real.stderr  # real mode traces on stderr
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=os.path.basename)
+def test_dry_run_from_defaults(fakes, tmp_path, script):
+  """DRY_RUN=1 and nothing else set: every script prints its commands (configs/mnist.py, MNIST from TFDS)."""
+  bin_dir, log = fakes
+  (bin_dir / "scontrol").unlink()  # slurm_gpu.sbatch: the built-in node list expander
+  out = _run(script, _env(bin_dir, tmp_path, DRY_RUN=1), cwd=str(tmp_path)).stdout
+  _no_calls(log)
+  assert _data_note(out).startswith(
+    "mnist from TFDS (the tfds extra), or set DATA_DIR to a folder with mnist_train.npz"
+  )
+  cmds = _commands(out)
+  assert cmds
+  if script == TPU:
+    install = [c for c in cmds if any(w.startswith("--command=") and "pip install" in w for w in c)]
+    assert len(install) == 1 and _flag(install[0], "--command").endswith('pip install -q -e ".[tpu,tfds]"')
+    (run,) = [c for c in cmds if any("dcvae_jax.main" in w for w in c)]
+    main = _detached_argv(_flag(run, "--command"))
+  else:
+    main = next(c for c in cmds if "dcvae_jax.main" in c or any("dcvae_jax.main" in w for w in c))
+    main = shlex.split(main[-1]) if script == SLURM else main  # srun ... bash -c 'TASK SCRIPT'
+  i = main.index("-m")
+  assert main[i : i + 3] == ["-m", "dcvae_jax.main", "--config=configs/mnist.py"]
+  assert not any("data_dir" in w for w in main)
+
+
+@pytest.mark.parametrize(
+  "config, args, tfds",
+  [
+    ("configs/fashion_mnist.py", [], True),
+    ("configs/emnist.py:smoke", [], True),
+    ("configs/mnist_paper.py", [], True),
+    ("configs/default.py", [], False),  # mnist5k: shipped with the package
+    ("configs/shapes.py:smoke", [], False),  # rendered
+    ("configs/default.py:smoke", ["--config.data.name=kmnist"], True),  # the argument decides
+    ("configs/mnist.py", ["--config.data.name=shapes"], False),
+  ],
+)
+def test_tpu_installs_tfds_for_a_tfds_config(fakes, tmp_path, config, args, tfds):
+  bin_dir, log = fakes
+  env = _env(bin_dir, tmp_path, DRY_RUN=1, CONFIG=config, STEPS="install run")
+  out = _run(TPU, env, *args).stdout
+  _no_calls(log)
+  install, run = [c for c in _commands(out) if c[4] == "ssh"]
+  extras = ".[tpu,tfds]" if tfds else ".[tpu]"
+  assert shlex.split(_flag(install, "--command").split("&&")[-1])[-1] == extras
+  assert ("from TFDS" in _data_note(out)) == tfds
+  assert not any("data_dir" in w for w in _detached_argv(_flag(run, "--command")))
+
+
+def test_tpu_tfds_extra_added_once_and_for_unknown_configs(fakes, tmp_path):
+  bin_dir, log = fakes
+  env = _env(bin_dir, tmp_path, DRY_RUN=1, PIP_EXTRAS="tpu,tfds,plots", STEPS="install")
+  out = _run(TPU, env).stdout
+  assert _flag(_commands(out)[-1], "--command").endswith('pip install -q -e ".[tpu,tfds,plots]"')
+  # A config file that does not say its dataset: tfds is installed in case.
+  config = tmp_path / "mine.py"
+  config.write_text("from dcvae_jax.config import base_config\n\ndef get_config():\n  return base_config()\n")
+  out = _run(TPU, _env(bin_dir, tmp_path, DRY_RUN=1, CONFIG=config, STEPS="install")).stdout
+  assert _flag(_commands(out)[-1], "--command").endswith('pip install -q -e ".[tpu,tfds]"')
+  assert "# data: installing the tfds extra in case the config reads TFDS" in out
+  _no_calls(log)
+
+
+def test_tpu_data_dir_in_a_bucket_is_mounted_and_passed_through(fakes, tmp_path):
+  """DATA_DIR=gs://...: no TFDS; its bucket is mounted on every worker (once, if it is the workdir's too) and the
+  program reads the mount."""
+  bin_dir, log = fakes
+  common = dict(DRY_RUN=1, TPU_NAME="t", CONFIG="configs/mnist.py", STEPS="install run")
+  env = _env(bin_dir, tmp_path, DATA_DIR="gs://data-bucket/mnist/", WORKDIR="gs://wd/runs/mnist", **common)
+  out = _run(TPU, env).stdout
+  _no_calls(log)
+  install, run = _commands(out)[2:]
+  assert _flag(install, "--command").endswith('pip install -q -e ".[tpu]"')  # no TFDS
+  remote = _flag(run, "--command")
+  _bash_syntax_ok(remote)
+  assert remote.startswith("cd dcvae_jax && mkdir -p logs /tmp/gcs/wd /tmp/gcs/data-bucket && ")
+  assert "{ mountpoint -q /tmp/gcs/wd || gcsfuse --implicit-dirs wd /tmp/gcs/wd; }" in remote
+  assert "{ mountpoint -q /tmp/gcs/data-bucket || gcsfuse --implicit-dirs data-bucket /tmp/gcs/data-bucket; }" in remote
+  assert _detached_argv(remote)[3:] == [
+    "--config=configs/mnist.py",
+    "--workdir=/tmp/gcs/wd/runs/mnist",
+    "--config.data.data_dir=/tmp/gcs/data-bucket/mnist",
+  ]
+  assert "no TFDS" in _data_note(out)
+
+  env = _env(bin_dir, tmp_path, DATA_DIR="gs://wd/data", WORKDIR="gs://wd/runs/mnist", **common)
+  remote = _flag(_commands(_run(TPU, env).stdout)[-1], "--command")
+  assert remote.count("gcsfuse") == 1 and "--config.data.data_dir=/tmp/gcs/wd/data" in remote
+  _no_calls(log)
+
+
+@pytest.mark.parametrize("data_dir", ["dcvae_jax/data_files", "/mnt/disks/data"], ids=["checkout", "absolute"])
+def test_tpu_data_dir_on_the_workers(fakes, tmp_path, data_dir):
+  """A folder of this checkout (copied to the workers with it) or an absolute path on every worker: passed
+  through as is, no TFDS, no extra mount."""
+  bin_dir, log = fakes
+  env = _env(bin_dir, tmp_path, DRY_RUN=1, WORKDIR="wd", DATA_DIR=data_dir, STEPS="install run")
+  out = _run(TPU, env).stdout
+  _no_calls(log)
+  install, run = [c for c in _commands(out) if c[4] == "ssh"]
+  assert _flag(install, "--command").endswith('pip install -q -e ".[tpu]"')
+  remote = _flag(run, "--command")
+  assert "gcsfuse" not in remote
+  assert _detached_argv(remote)[3:] == [
+    "--config=configs/mnist.py",
+    "--workdir=wd",
+    f"--config.data.data_dir={data_dir}",
+  ]
+
+
+@pytest.mark.parametrize(
+  "env, args, message",
+  [
+    (dict(DATA_DIR="no/such/folder"), [], "DATA_DIR=no/such/folder is not a folder that install copies"),
+    (dict(DATA_DIR="workdirs"), [], "DATA_DIR=workdirs is not a folder that install copies"),
+    (dict(DATA_DIR="configs/../.."), [], "DATA_DIR=configs/../.. is not a folder that install copies"),
+    (dict(DATA_DIR="/d"), ["--config.data.data_dir=/e"], "DATA_DIR=/d and --config.data.data_dir=/e"),
+  ],
+  ids=["missing", "not_copied", "outside", "twice"],
+)
+def test_tpu_bad_data_dir_fails_before_any_command(fakes, tmp_path, env, args, message):
+  """Not a dry run: the one-line error comes before gcloud is called at all (no VM, no bucket)."""
+  bin_dir, log = fakes
+  proc = _run(TPU, _env(bin_dir, tmp_path, PROJECT="p", **env), *args, check=False)
+  assert message in _error_line(proc)
+  _no_calls(log)

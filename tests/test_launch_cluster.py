@@ -14,13 +14,19 @@ import sys
 import pytest
 
 from tests.launch_helpers import (  # noqa: F401 - fixtures are used by name
+  HAS_CUDA_JAXLIB,
+  HAS_TFDS,
   MULTI,
   REPO,
   SLURM,
   _bash_syntax_ok,
   _commands,
+  _data_note,
   _env,
+  _error_line,
+  _fake_repo,
   _no_calls,
+  _python_calls,
   _run,
   _slurm_tasks,
   _write_exe,
@@ -70,7 +76,9 @@ def test_slurm_dry_run_expands_nodelist(fakes, tmp_path):
   assert srun[-3:-1] == ["bash", "-c"]
   task_script = srun[-1]
   _bash_syntax_ok(task_script)
-  assert task_script.startswith(f"cd {REPO} && source /shared/venv/bin/activate && ")
+  assert task_script.startswith(
+    f"cd {REPO} && source /shared/venv/bin/activate && source launch/lib.sh && preflight python cuda && "
+  )  # mnist5k: no TFDS to check for
   assert 'export JAX_PROCESS_ID="$SLURM_PROCID"' in task_script  # evaluated by each task
   argv = [
     "python",
@@ -144,6 +152,10 @@ for i in range(n):
     tmp_path / "fakepython",
     f"""#!{sys.executable}
 import json, os, sys
+if sys.argv[1] == "-":  # the preflight check, before the program
+  with open(os.path.join({str(tmp_path)!r}, "preflight" + os.environ["SLURM_PROCID"] + ".json"), "w") as f:
+    json.dump(sys.argv[2:], f)
+  sys.exit(0)
 with open(os.path.join({str(tmp_path)!r}, "task" + os.environ["JAX_PROCESS_ID"] + ".json"), "w") as f:
   json.dump({{"argv": sys.argv[1:], "cwd": os.getcwd(),
              "env": {{k: v for k, v in os.environ.items() if k.startswith(("JAX_", "DCVAE_"))}}}}, f)
@@ -178,6 +190,8 @@ with open(os.path.join({str(tmp_path)!r}, "task" + os.environ["JAX_PROCESS_ID"] 
       "--config.seed=5",
     ]
     assert task["cwd"] == REPO
+    # each task checked first that its python can run the program, and for TFDS (configs/mnist.py)
+    assert json.loads((tmp_path / f"preflight{i}.json").read_text()) == [fake_python, "cuda", "mnist"]
 
 
 def test_multi_gpu_dry_run(fakes, tmp_path):
@@ -200,9 +214,10 @@ def test_multi_gpu_dry_run(fakes, tmp_path):
   for var in ["DCVAE_DISTRIBUTED", "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"]:
     assert ("-u", var) in pairs, var  # removed: one process, no jax.distributed
   assert "CUDA_VISIBLE_DEVICES=0,1,2,3" in cmd and "JAX_PLATFORMS=cuda" in cmd
-  i = cmd.index("python")
+  python = ".venv/bin/python" if os.access(os.path.join(REPO, ".venv", "bin", "python"), os.X_OK) else "python"
+  i = cmd.index(python)
   assert cmd[i:] == [
-    "python",
+    python,
     "-m",
     "dcvae_jax.main",
     "--config=configs/fashion_mnist.py",
@@ -232,4 +247,166 @@ def test_multi_gpu_really_trains_on_cpu(fakes, tmp_path):
   results = json.loads((workdir / "results.json").read_text())
   assert results["backend"] == "cpu" and list(results["auroc_per_class"]) == ["0"]
   assert "AUROC" in proc.stdout
+  _no_calls(log)
+
+
+def test_slurm_real_mode_fails_on_a_tasks_preflight(tmp_path):
+  """A task whose python has a CPU-only jaxlib (this machine's) stops before the program with one line."""
+  if HAS_CUDA_JAXLIB:
+    pytest.skip("this python's jaxlib has a CUDA backend")
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  _write_exe(bin_dir / "scontrol", '#!/usr/bin/env bash\nprintf "n1\\n"\n')
+  _write_exe(
+    bin_dir / "srun",
+    f"""#!{sys.executable}
+import os, subprocess, sys
+args = sys.argv[1:]
+sys.exit(subprocess.run(args[args.index("bash"):], env=dict(os.environ, SLURM_PROCID="0")).returncode)
+""",
+  )
+  env = _env(
+    bin_dir,
+    tmp_path,
+    SLURM_JOB_ID=5,
+    SLURM_JOB_NODELIST="n1",
+    SLURM_NTASKS=1,
+    SLURM_SUBMIT_DIR=REPO,
+    PYTHON=sys.executable,
+    CONFIG="configs/default.py:smoke",
+    WORKDIR=str(tmp_path / "wd"),
+  )
+  proc = _run(SLURM, env, check=False)
+  line = _error_line(proc)
+  assert "CPU-only jaxlib (no CUDA backend)" in line and 'pip install -e ".[gpu]"' in line
+  assert not (tmp_path / "wd").exists()  # the program never started
+
+
+@pytest.mark.parametrize("venv", [True, False], ids=["venv", "no_venv"])
+def test_multi_gpu_and_slurm_pick_the_checkouts_venv(fakes, tmp_path, venv):
+  bin_dir, log = fakes
+  (bin_dir / "scontrol").unlink()
+  repo = _fake_repo(tmp_path, venv=venv)
+  python = ".venv/bin/python" if venv else "python"
+  out = _run(str(repo / "launch" / "multi_gpu.sh"), _env(bin_dir, tmp_path, DRY_RUN=1)).stdout
+  cd, cmd = _commands(out)
+  assert cd == ["cd", str(repo)] and cmd[cmd.index("-m") - 1] == python
+  out = _run(str(repo / "launch" / "slurm_gpu.sbatch"), _env(bin_dir, tmp_path, DRY_RUN=1)).stdout
+  for _, _, argv in _slurm_tasks(out).values():
+    assert argv[0] == python
+  assert f"preflight {python} cuda mnist && " in _commands(out)[-1][-1]
+  # VENV: its python, activated in every task
+  out = _run(str(repo / "launch" / "slurm_gpu.sbatch"), _env(bin_dir, tmp_path, DRY_RUN=1, VENV="/v")).stdout
+  assert all(argv[0] == "python" for _, _, argv in _slurm_tasks(out).values())
+  _no_calls(log)
+
+
+def test_multi_gpu_real_run_uses_the_venv(fakes, tmp_path):
+  """Not a dry run, with the checkout's (fake) venv: its python passes the check, then runs the program."""
+  bin_dir, log = fakes
+  repo = _fake_repo(tmp_path)
+  _run(str(repo / "launch" / "multi_gpu.sh"), _env(bin_dir, tmp_path), "--config.seed=2", cwd=str(tmp_path))
+  check, program = _python_calls(tmp_path)
+  assert check["argv"] == ["-", ".venv/bin/python", "cuda", "mnist"] and check["stdin"].startswith("import ")
+  assert program["argv"] == [
+    "-m",
+    "dcvae_jax.main",
+    "--config=configs/mnist.py",
+    "--workdir=workdirs/mnist",
+    "--config.seed=2",
+  ]
+
+
+def test_multi_gpu_data_dir(fakes, tmp_path):
+  """DATA_DIR is passed through as config.data.data_dir and replaces TFDS (no TFDS check); a missing folder
+  fails with one line before the program; DATA_DIR and the argument together are an error."""
+  bin_dir, log = fakes
+  repo = _fake_repo(tmp_path)
+  script = str(repo / "launch" / "multi_gpu.sh")
+  out = _run(script, _env(bin_dir, tmp_path, DRY_RUN=1, DATA_DIR="data/mnist")).stdout
+  assert _commands(out)[-1][-5:] == [
+    "-m",
+    "dcvae_jax.main",
+    "--config=configs/mnist.py",
+    "--workdir=workdirs/mnist",
+    "--config.data.data_dir=data/mnist",
+  ]
+  assert _data_note(out) == "mnist from the data_dir data/mnist (npz or IDX files), no TFDS"
+
+  proc = _run(script, _env(bin_dir, tmp_path, DATA_DIR="data/mnist"), check=False)
+  assert "the data_dir data/mnist is not a folder" in _error_line(proc)
+  assert not _python_calls(tmp_path)
+
+  (repo / "data" / "mnist").mkdir(parents=True)
+  _run(script, _env(bin_dir, tmp_path, DATA_DIR="data/mnist"))
+  check, program = _python_calls(tmp_path)
+  assert check["argv"] == ["-", ".venv/bin/python", "cuda", ""]  # no TFDS to check for
+  assert program["argv"][-1] == "--config.data.data_dir=data/mnist"
+
+  proc = _run(script, _env(bin_dir, tmp_path, DATA_DIR="x"), "--config.data.data_dir=y", check=False)
+  assert "DATA_DIR=x and --config.data.data_dir=y" in _error_line(proc)
+
+
+def test_slurm_data_dir(fakes, tmp_path):
+  bin_dir, log = fakes
+  (bin_dir / "scontrol").unlink()
+  env = _env(bin_dir, tmp_path, DRY_RUN=1, DATA_DIR="/shared/data", CONFIG="configs/kmnist.py")
+  out = _run(SLURM, env).stdout
+  _no_calls(log)
+  assert _data_note(out) == "kmnist from the data_dir /shared/data (npz or IDX files), no TFDS"
+  for _, _, argv in _slurm_tasks(out).values():
+    assert argv[-1] == "--config.data.data_dir=/shared/data"
+  assert " cuda && export JAX_PROCESS_ID=" in _commands(out)[-1][-1]  # no TFDS to check for
+  # not a dry run: a DATA_DIR that is not a folder fails before srun
+  env = _env(bin_dir, tmp_path, SLURM_JOB_ID=1, SLURM_JOB_NODELIST="n1", DATA_DIR=str(tmp_path / "none"))
+  proc = _run(SLURM, env, check=False)
+  assert "is not a folder" in _error_line(proc)
+  _no_calls(log)
+
+
+def _cpu_python(tmp_path, isolated=False):
+  """This machine's python (CPU-only jaxlib, no TFDS); isolated: without its site-packages (no absl, no jax)."""
+  if not isolated:
+    return sys.executable
+  return _write_exe(tmp_path / "barepython", f'#!/bin/sh\nexec {sys.executable} -I -S "$@"\n')
+
+
+@pytest.mark.parametrize(
+  "platform, config, isolated, expected",
+  [
+    ("", "configs/default.py:smoke", False, 'has a CPU-only jaxlib (no CUDA backend): {py} -m pip install -e ".[gpu]"'),
+    (
+      "cpu",
+      "configs/mnist.py",
+      False,
+      'has no TFDS, which dataset mnist needs: {py} -m pip install -e ".[tfds]" (or set DATA_DIR to a folder '
+      "with mnist_train.npz + mnist_test.npz or its IDX files)",
+    ),
+    (
+      "",
+      "configs/fashion_mnist.py",
+      False,
+      "has a CPU-only jaxlib (no CUDA backend) and no TFDS, which dataset fashion_mnist needs: "
+      '{py} -m pip install -e ".[gpu,tfds]"',
+    ),
+    ("", "configs/shapes.py", True, "cannot run dcvae_jax (no module absl"),
+  ],
+  ids=["cpu_only_jaxlib", "no_tfds", "both", "no_dependencies"],
+)
+def test_multi_gpu_preflight_one_line(fakes, tmp_path, platform, config, isolated, expected):
+  """Not a dry run, with this machine's CPU-only python: one 'error:' line that says what to install, no
+  traceback, and the program never starts."""
+  if HAS_CUDA_JAXLIB and not platform and not isolated:
+    pytest.skip("this python's jaxlib has a CUDA backend")
+  if HAS_TFDS and "tfds" in expected:
+    pytest.skip("this python has TFDS")
+  bin_dir, log = fakes
+  python = _cpu_python(tmp_path, isolated)
+  env = _env(bin_dir, tmp_path, PYTHON=python, CONFIG=config, WORKDIR=tmp_path / "wd")
+  if platform:
+    env["JAX_PLATFORMS"] = platform
+  proc = _run(MULTI, env, check=False)
+  line = _error_line(proc)
+  assert line.startswith(f"error: {python} " + expected.format(py=python)), line
+  assert not (tmp_path / "wd").exists() and "Traceback" not in proc.stderr
   _no_calls(log)
