@@ -22,13 +22,20 @@ import numpy as np
 from dcvae_jax import distributed, files
 from dcvae_jax.data import datasets as data_lib
 from dcvae_jax.data import input_pipeline, protocols
-from dcvae_jax.errors import WorkdirError
 from dcvae_jax.evaluators import anomaly_scores, latents, metrics, scoring
 from dcvae_jax.log import log as _log
 from dcvae_jax.models import objectives
 from dcvae_jax.models import registry as models
-from dcvae_jax.train import checkpoints, train_step, trainer
+from dcvae_jax.train import train_step, trainer
 from dcvae_jax.train import tensorboard as summaries
+from dcvae_jax.train.restore import (  # noqa: F401 (load_config, load_trained, Trained: re-exported)
+  Trained,
+  chunk_name,
+  chunks,
+  load_config,
+  load_data,
+  load_trained,
+)
 from dcvae_jax.validation import validate
 from dcvae_jax.workdir import WorkdirLock, check_workdir
 
@@ -106,24 +113,6 @@ def rapp_fit_data(config, ds, chunk):
   x = np.stack([ds.x_train[p[:n]] for p in picks])
   cond = np.stack([latents.condition_ids([run], ds.y_train[p[:n]])[0] for run, p in zip(chunk, picks)])
   return x, cond
-
-
-def load_data(config) -> data_lib.Dataset:
-  return data_lib.load_dataset(
-    config.data.name,
-    config.data.data_dir,
-    tfds_data_dir=config.data.tfds_data_dir or None,
-    download=config.data.download,
-  )
-
-
-def chunks(runs, size: int):
-  size = len(runs) if size <= 0 else size
-  return [runs[i : i + size] for i in range(0, len(runs), size)]
-
-
-def chunk_name(chunk) -> str:
-  return chunk[0].name if len(chunk) == 1 else f"{chunk[0].name}--{chunk[-1].name}"
 
 
 def _estimator_group_message(config, spec, run, y_train, num_devices: int) -> str:
@@ -275,55 +264,3 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True, resc
   if write:
     files.write_json(os.path.join(workdir, "results.json"), results)
   return results
-
-
-class Trained:
-  """A finished workdir, reloaded: config, data, runs, the model setup and each run's parameters.
-
-  ``params[run.name]`` is one run's VAE params (a pytree without the model axis); ``encode``/``decode``
-  helpers for figures: ``inference.Model``.
-  """
-
-  def __init__(self, config, dataset, runs, setup, params, mesh):
-    self.config, self.dataset, self.runs, self.setup, self.params, self.mesh = (
-      config,
-      dataset,
-      runs,
-      setup,
-      params,
-      mesh,
-    )
-
-
-def load_config(workdir: str):
-  import ml_collections
-
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise WorkdirError(f"{workdir} has no config.json: not a trained workdir")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
-
-
-def load_trained(workdir: str, *, dataset: data_lib.Dataset | None = None) -> Trained:
-  """Reload every run's trained parameters from the workdir's newest good checkpoints."""
-  config = load_config(workdir)
-  ds = dataset if dataset is not None else load_data(config)
-  runs = protocols.make_runs(config.protocol, ds.num_classes, config.seed, config.num_seeds)
-  image_shape = (*ds.x_train.shape[1:], 1)
-  num_conditions = len(runs[0].normal)
-  mesh = distributed.make_mesh()
-  setup = train_step.make_setup(config, image_shape, num_conditions, mesh.devices.size)
-  params = {}
-  for chunk in chunks(runs, int(config.train.runs_per_program)):
-    target = train_step.stack_states([train_step.init_state(setup, train_step.run_key(r), image_shape) for r in chunk])
-    ckpt = os.path.join(workdir, "checkpoints", chunk_name(chunk))
-    if not os.path.isdir(ckpt):
-      raise WorkdirError(f"{workdir}: runs {chunk_name(chunk)} were not trained (no {ckpt})")
-    with checkpoints.checkpoint_manager(ckpt, config.train.keep_checkpoints) as manager:
-      state, _ = checkpoints.restore_latest(manager, target)
-    if state is None:
-      raise WorkdirError(f"{ckpt} holds no checkpoint")
-    for m, run in enumerate(chunk):
-      params[run.name] = train_step.unstack(state.params, m)
-  return Trained(config, ds, runs, setup, params, mesh)

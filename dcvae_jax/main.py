@@ -64,7 +64,7 @@ def main(argv):
       print(f"report: {report.make_report(workdir)}")
       return
     if FLAGS.mode == "table":
-      from dcvae_jax.report import table
+      from dcvae_jax import table
 
       rows = table.run_table(FLAGS.config, workdir)
       print(table.format_markdown(rows), end="")

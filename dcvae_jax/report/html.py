@@ -1,7 +1,7 @@
 """Figures and a one-page HTML report of a trained workdir (``--mode=report``).
 
 Reads only what training and evaluation saved: config.json, results.json, scores/<run>.npz and the checkpoints
-(through ``experiment.load_trained``); the encoder and decoder are run (jitted, batched) for the pictures.
+(through ``restore.load_trained``); the encoder and decoder are run (jitted, batched) for the pictures.
 Writes:
   DIR/figures/roc.png                      ROC of the headline score, one curve per run (held-out class)
   DIR/figures/<run>/reconstructions.png    normal and anomalous test images, reconstructions, E and A
@@ -25,9 +25,9 @@ import os
 
 import numpy as np
 
-from dcvae_jax import experiment
 from dcvae_jax.data import input_pipeline, protocols
 from dcvae_jax.errors import WorkdirError
+from dcvae_jax.train import restore
 from dcvae_jax.evaluators import anomaly_scores, scoring
 from dcvae_jax.log import log as _log
 from dcvae_jax.models import inference
@@ -225,7 +225,7 @@ def make_report(workdir: str, *, dataset=None, max_runs: int | None = None, log=
   figures of the first ``max_runs`` runs only (the ROC figure and the table always cover every run).
   """
   results = load_results(workdir)
-  trained = experiment.load_trained(workdir, dataset=dataset)
+  trained = restore.load_trained(workdir, dataset=dataset)
   scores = {run.name: load_scores(workdir, run.name) for run in trained.runs}
   fig_dir = os.path.join(workdir, "figures")
   os.makedirs(fig_dir, exist_ok=True)
