@@ -6,7 +6,7 @@ import struct
 import numpy as np
 import pytest
 
-from dcvae_jax import experiment
+from dcvae_jax import errors, experiment
 from dcvae_jax.report import html as report
 from dcvae_jax.report import plots
 from dcvae_jax.report import style as plot_style
@@ -156,5 +156,5 @@ def test_umap_embedding(tmp_path):
 
 
 def test_report_refuses_an_untrained_workdir(tmp_path):
-  with pytest.raises(experiment.WorkdirError, match="results.json"):
+  with pytest.raises(errors.WorkdirError, match="results.json"):
     report.make_report(str(tmp_path))

@@ -180,7 +180,7 @@ def test_live_lock_is_refused_stale_lock_taken_over(tmp_path):
   sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
   try:
     (wd / ".lock").write_text(json.dumps({"pid": sleeper.pid, "host": socket.gethostname()}))
-    with pytest.raises(experiment.WorkdirError, match=f"in use by pid {sleeper.pid}"):
+    with pytest.raises(errors.WorkdirError, match=f"in use by pid {sleeper.pid}"):
       with experiment.WorkdirLock(str(wd)):
         pass
     assert (wd / ".lock").exists()
