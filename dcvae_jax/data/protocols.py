@@ -1,4 +1,4 @@
-"""Anomaly-detection protocols (docs/design.md "Protocols and metrics"): which classes are normal, which
+"""Anomaly-detection protocols (docs/design.md "Protocols"): which classes are normal, which
 anomalous, for each run, and the condition id of an image in a run.
 
 one_vs_rest:   normal = {k}, anomalous = all others; one run per k (reported under class k).

@@ -35,7 +35,7 @@ def normals_ahead(keys, shape):
 
 
 def skip_when_inactive(step, state, inputs, active):
-  """A select keeps the old and new state alive together, so XLA copies every buffer each step (~6% on CPU).
+  """A select keeps the old and new state alive together, so XLA copies every buffer each step.
 
   ``step(state, inputs)`` when ``active``, else (state, zero terms), through lax.cond. Under vmap the cond
   becomes that select again."""

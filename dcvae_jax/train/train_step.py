@@ -216,10 +216,9 @@ def scan_steps(setup: Setup, state, x_all, cond_all, idx, stats, active):
 def resolve_ensemble(mode: str, platform: str | None = None) -> str:
   """train.ensemble -> "vmap" or "map". "auto": map on CPU, vmap on accelerators.
 
-  On CPU one model's step already keeps the cores busy (about half the matmul peak), and XLA:CPU's batched
-  matmuls are slower per FLOP than its plain ones: ten vmapped runs measured 0.65-1.16x the speed of ten
-  single-run programs (MLP 512-256 to 64-32), ten mapped runs 0.93-1.07x (benchmarks/ensemble.py). Batching
-  pays where one small model leaves an accelerator idle."""
+  On CPU one model's step already keeps the cores busy, and XLA:CPU's batched matmuls are slower per FLOP than
+  its plain ones, so batching runs does not pay there; it pays where one small model leaves an accelerator idle
+  (the measurements: benchmarks/README.md, benchmarks/ensemble.py)."""
   if mode != "auto":
     return mode
   return "map" if (platform or jax.default_backend()) == "cpu" else "vmap"
