@@ -1,18 +1,12 @@
-"""docs/results/ablation_table.py: the paired t-test behind dcvae_fair.md's p-values, seed-row matching, and the
+"""dcvae_jax/report/ablation.py: the paired t-test behind dcvae_fair.md's p-values, seed-row matching, and the
 tables it prints from results.json files (known answers written by hand)."""
 
-import importlib.util
 import json
 import math
-import os
 
 import pytest
 
-_SPEC = importlib.util.spec_from_file_location(
-  "ablation_table", os.path.join(os.path.dirname(__file__), "..", "docs", "results", "ablation_table.py")
-)
-at = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(at)
+from dcvae_jax.report import ablation as at
 
 
 def test_paired_t_closed_form_two_degrees_of_freedom():

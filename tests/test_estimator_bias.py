@@ -1,6 +1,6 @@
 """Pins the finite-batch behaviour of the MI / TC / dimension-wise KL estimators (docs/design.md "Bias at small group sizes").
 
-The numbers of docs/results/estimator_bias.md come from docs/results/estimator_bias.py; these tests check, on
+The numbers of docs/results/estimator_bias.md come from benchmarks/estimator_bias.py; these tests check, on
 small fixed-seed versions of its tables, that dcvae_jax.models.estimators still computes what an independent numpy
 implementation of Chen et al.'s MSS (and of MWS) computes, that the batch estimate falls with the group size
 towards the data set's exact value, and that the script's reference values are right.
@@ -17,7 +17,7 @@ import pytest
 from dcvae_jax.models import estimators as est
 
 _SPEC = importlib.util.spec_from_file_location(
-  "estimator_bias", os.path.join(os.path.dirname(__file__), "..", "docs", "results", "estimator_bias.py")
+  "estimator_bias", os.path.join(os.path.dirname(__file__), "..", "benchmarks", "estimator_bias.py")
 )
 eb = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(eb)

@@ -9,7 +9,7 @@
 # cosine schedule), l<N> (latent size N), wide (MLP 1024-512), m:<model> (another model), s<N> (seed N),
 # strat<N> (stratified batches, N per condition), tc<N> (tc_beta N). EXTRA: more --config flags for every row.
 # Workdirs go to $ROOT (default /tmp/dcvae_ablation)/DATASET-PROTOCOL-EPOCHSep-ROW; a finished row is not redone.
-# Summarise with: python docs/results/ablation_table.py $ROOT DATASET PROTOCOL EPOCHS
+# Summarise with: python -m dcvae_jax.report.ablation $ROOT DATASET PROTOCOL EPOCHS
 set -euo pipefail
 DATASET=$1; PROTOCOL=$2; EPOCHS=$3; shift 3
 ROOT=${ROOT:-/tmp/dcvae_ablation}

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 export ROOT=${ROOT:-/tmp/dcvae_ablation}
 PY=${PY:-.venv/bin/python}
-T="$PY docs/results/ablation_table.py"
+T="$PY -m dcvae_jax.report.ablation"
 IW="--config.eval.iwae_samples=8 --config.eval.iwae_chunk=8"   # leave-one-out rows: K = 8 keeps scoring short
 case ${1:-tables} in
   run)

@@ -1,6 +1,6 @@
 """Markdown table of ablation rows made by docs/results/ablation.sh: mean AUROC of every score per row.
 
-python docs/results/ablation_table.py ROOT DATASET PROTOCOL EPOCHS [--per_class=ROW:SCORE] [--json=FILE]
+python -m dcvae_jax.report.ablation ROOT DATASET PROTOCOL EPOCHS [--per_class=ROW:SCORE] [--json=FILE]
 """
 
 import argparse

@@ -1,6 +1,6 @@
 """Known-answer bias table of the minibatch MI / TC / dimension-wise KL estimators (docs/design.md "Bias at small group sizes").
 
-  python docs/results/estimator_bias.py --out=docs/results/estimator_bias     # writes .md and .json (~3 min)
+  python benchmarks/estimator_bias.py --out=docs/results/estimator_bias     # writes .md and .json (~3 min)
 
 Codes: a fixed data set of N Gaussian encoder outputs q(z|x_n) = N(mu_n, s^2 I), mu_n ~ N(0, Sigma - s^2 I),
 so the aggregate posterior over infinitely many examples is q(z) = N(0, Sigma) and, closed form,
@@ -45,7 +45,7 @@ import time
 import jax
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repository root
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
 
 from dcvae_jax.models import estimators  # noqa: E402
 
@@ -179,7 +179,7 @@ def estimate(
 
 def run(args) -> dict:
   out = dict(
-    command="python docs/results/estimator_bias.py " + " ".join(sys.argv[1:]),
+    command="python benchmarks/estimator_bias.py " + " ".join(sys.argv[1:]),
     settings=dict(
       d=args.d,
       s2=args.s2,
@@ -251,7 +251,7 @@ def markdown(res: dict) -> str:
     res["command"],
     "```",
     "",
-    f"(`docs/results/estimator_bias.py`; {res['seconds']:.0f} s on {res['machine']['backend']}; JSON beside this "
+    f"(`benchmarks/estimator_bias.py`; {res['seconds']:.0f} s on {res['machine']['backend']}; JSON beside this "
     "file). What the numbers say: *Findings* at the end. Method, code types and the closed forms: the "
     "script's docstring. Every cell is mean ± std over "
     f"{s['draws']} batches of the unchanged `dcvae_jax.models.estimators.elbo_decomposition`; latent dimension d, "

@@ -1,6 +1,6 @@
 """Does a larger estimation pool help? Known-answer measurement (a measurement for docs/results/estimator_pool.md, not a feature).
 
-  python docs/results/estimator_pool.py --out=docs/results/estimator_pool      # writes .md and .json (~1 min)
+  python benchmarks/estimator_pool.py --out=docs/results/estimator_pool      # writes .md and .json (~1 min)
 
 A group of M current codes of one condition (the anchors) is joined by a pool of P codes of the same
 condition from earlier batches, used only as mixture components (with stop_gradient in training): q(z_i) of
@@ -11,7 +11,7 @@ size `drift` (0: the encoder did not move):
 * "noise": each pooled posterior mean moves independently, by drift x N(0, Sigma - s^2 I);
 * "shift": all pooled means move together, by drift x (a random +-1 vector) x sqrt(diag Sigma), i.e. the
   pool's aggregate posterior is translated by `drift` of its standard deviation in every dimension.
-Codes and the exact values of the data set: as in docs/results/estimator_bias.py.
+Codes and the exact values of the data set: as in benchmarks/estimator_bias.py.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # estimator_bias.py beside this file
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repository root
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
 
 import estimator_bias as eb  # noqa: E402
 
@@ -81,7 +81,7 @@ def main():
   pools = [int(v) for v in args.pools.split(",")]
   drifts = [(v.split(":")[0], float(v.split(":")[1])) for v in args.drifts.split(",") if v]
   t0 = time.time()
-  res = dict(command="python docs/results/estimator_pool.py " + " ".join(sys.argv[1:]), draws=args.draws, codes={})
+  res = dict(command="python benchmarks/estimator_pool.py " + " ".join(sys.argv[1:]), draws=args.draws, codes={})
   lines = [
     "# A larger estimation pool: known-answer measurement",
     "",
