@@ -19,7 +19,8 @@ def validate(config, num_devices: int = 1) -> None:
   """Raise ConfigError (or ProtocolError) for the first field of ``config`` outside its allowed values;
   ``num_devices``: the devices the batch is split over."""
   m, t, e, p = config.model, config.train, config.eval, config.protocol
-  _one_of(m.name, options.MODEL_NAMES, "model.name")
+  if m.name not in options.MODEL_NAMES:
+    raise ConfigError(f"unknown model {m.name!r}; known models: {', '.join(sorted(options.MODEL_NAMES))}")
   _one_of(m.arch, options.ARCHS, "model.arch")
   _one_of(m.compute_dtype, options.COMPUTE_DTYPES, "model.compute_dtype")
   _one_of(m.likelihood, options.LIKELIHOODS, "model.likelihood")
