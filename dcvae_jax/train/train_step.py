@@ -209,7 +209,13 @@ def scan_steps(setup: Setup, state, x_all, cond_all, idx, stats, active):
   def step(s, inputs):
     idx_s, active_s, keys_s, eps_s = inputs
     batch = input_pipeline.device_batch(
-      x_all, cond_all, idx_s, keys_s[0], binarize=setup.binarize, dequantize=setup.dequantize
+      x_all,
+      cond_all,
+      idx_s,
+      keys_s[0],
+      binarize=setup.binarize,
+      dequantize=setup.dequantize,
+      image_shape=setup.module.image_shape,
     )
     batch.update(stats, eps=eps_s, active=active_s)
     return train_step(setup, s, batch, keys_s[1])
