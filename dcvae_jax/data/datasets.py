@@ -29,12 +29,12 @@ chosen in this order:
 2. ``name == "mnist5k"``: 5,000 real MNIST digits (500 per class) that ship inside this
    package (``dcvae_jax/data_files/mnist5k.npz``, no network), split 400 train / 100 test
    per class with a fixed seed (``source="embedded"``).
-3. ``name == "folder"``: your own images in ``data_dir`` (``source="folder:<abs path>"``; layout, classes and
-   protocol in :mod:`dcvae_jax.data.folder_source`, pixels through :mod:`dcvae_jax.data.images`): PNG / JPEG /
-   BMP files or npz arrays of any size, grey or colour, converted to ``image_size`` / ``channels`` (auto: the
-   files' own, when they all agree). Its images are (N, H, W) when grey and (N, H, W, 3) when colour; its
-   ``protocol_classes`` fix the protocol (normal = the train classes, anomalous = test/anomalous/); without a
-   test set ``x_test`` is empty.
+3. ``name == "folder"`` (checked right after the shapes; it always reads ``data_dir``): your own images
+   (``source="folder:<abs path>"``; layout, classes and protocol in :mod:`dcvae_jax.data.folder_source`,
+   pixels through :mod:`dcvae_jax.data.images`): PNG / JPEG / BMP files or npz arrays of any size, grey or
+   colour, converted to ``image_size`` / ``channels`` (auto: the files' own, when they all agree). Its images
+   are (N, H, W) when grey and (N, H, W, 3) when colour; its ``protocol_classes`` fix the protocol (normal =
+   the train classes, anomalous = test/anomalous/); without a test set ``x_test`` is empty.
 4. TFDS (``source="tfds"``), imported lazily; it needs the ``tfds`` extra
    (``pip install -e ".[tfds]"``), and without it asking for a TFDS dataset is one
    :class:`DataError` line naming that extra.  A dataset that is not prepared is only

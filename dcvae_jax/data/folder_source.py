@@ -76,7 +76,7 @@ def _class_folders(folder: str, root: str, what: str) -> tuple:
 
 def _train_files(folder: str, root: str) -> tuple:
   """(files, labels, class names) of train/."""
-  direct, classes, empty = _class_folders(folder, root, f"{folder}")
+  direct, classes, empty = _class_folders(folder, root, folder)
   if direct:
     return direct, [0] * len(direct), ("normal",)
   if not classes:
@@ -203,7 +203,7 @@ def _read_npz(root: str, image_size, channels) -> FolderData:
       if (not image_size and first[:2] != other[:2]) or (not channels and first[2] != other[2]):
         raise DataError(
           f"{test_path}: images are {other[0]}x{other[1]} with {other[2]} channel(s), {train_path}'s "
-          f"{first[0]}x{first[1]} with {first[2]}; {images_lib._ASK}"
+          f"{first[0]}x{first[1]} with {first[2]}; {images_lib.SHAPE_HINT}"
         )
     x_test = images_lib.convert_array(raw_t, x_train.shape[1:3], x_train.shape[3], where=test_path)
     m = x_test.shape[0]

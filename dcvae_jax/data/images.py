@@ -40,7 +40,7 @@ CHANNELS = (0, 1, 3)  # 0 = auto
 _GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
 _SIXTEEN_BIT_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")
 _ROTATED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
-_ASK = "set data.image_size=(H, W) and data.channels (1 or 3) to convert every image to one shape"
+SHAPE_HINT = "set data.image_size=(H, W) and data.channels (1 or 3) to convert every image to one shape"
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -175,11 +175,12 @@ def _agree(first: tuple, shape: tuple, first_name: str, name: str, image_size: t
   if not image_size and shape[:2] != first[:2]:
     raise DataError(
       f"images differ in size: {name} is {shape[0]}x{shape[1]} (height x width), {first_name} is "
-      f"{first[0]}x{first[1]}; {_ASK}"
+      f"{first[0]}x{first[1]}; {SHAPE_HINT}"
     )
   if not channels and shape[2] != first[2]:
     raise DataError(
-      f"images differ in channels: {name} has {shape[2]}, {first_name} has {first[2]} (1 = grey, 3 = colour); {_ASK}"
+      f"images differ in channels: {name} has {shape[2]}, {first_name} has {first[2]} (1 = grey, 3 = colour); "
+      + SHAPE_HINT
     )
 
 
