@@ -14,11 +14,16 @@ Fields (all of them exist in every config, so ``--config.<key>=<value>`` works f
   model.estimator              "mss" | "mws": the minibatch estimator of q(z) (docs/design.md "Estimators")
   model.tc_scope               "global": TC estimators see the whole global batch (codes all-gathered);
                                "local": each device's shard is its own minibatch (as a per-device estimator would)
-  data.name / data_dir         dataset name; a local folder of .npz or IDX files (overrides TFDS)
+  data.name / data_dir         dataset name; a local folder of .npz or IDX files (overrides TFDS); data.name="folder":
+                               your own images in data_dir (train/ [+ test/normal/, test/anomalous/], or train.npz
+                               [+ test.npz]; see dcvae_jax/data/folder_source.py), protocol "folder"
+  data.image_size              folder: every image resized to (H, W) (an int n: n x n); () = the images' own size
+                               (they must all agree)
+  data.channels                folder: 1 (grey) or 3 (colour); 0 = the images' own (they must all agree)
   data.binarize                threshold pixels at 0.5 (the paper does)
   data.dequantize              grey levels k -> (k + u)/256, u ~ U(0,1) in training (1/2 in evaluation): a density on
                                [0, 1] then is a density of the 8-bit image (needs binarize=False)
-  protocol.name                "one_vs_rest" | "leave_one_out" | "split"
+  protocol.name                "one_vs_rest" | "leave_one_out" | "split" | "folder" (data.name="folder" always uses it)
   protocol.classes             which normal (one_vs_rest) / held-out (leave_one_out) classes to run; () = all
   protocol.normal, anomalous   class lists for "split"
   protocol.score               "recon" | "nelbo" | "iwae" | "complexity" | "rapp" | "rapp_sap" | "sap_complexity" (the headline
@@ -80,6 +85,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.download = True
   c.data.binarize = True
   c.data.dequantize = False
+  c.data.image_size = ()  # folder: (H, W) or an int to resize every image to; () = the images' own (auto)
+  c.data.channels = 0  # folder: 1 (grey) or 3 (colour) to convert every image to; 0 = the images' own (auto)
 
   c.protocol = ml_collections.ConfigDict()
   c.protocol.name = "leave_one_out"

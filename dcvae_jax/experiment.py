@@ -21,7 +21,7 @@ import numpy as np
 
 from dcvae_jax import distributed, files
 from dcvae_jax.data import datasets as data_lib
-from dcvae_jax.data import input_pipeline, protocols
+from dcvae_jax.data import input_pipeline
 from dcvae_jax.evaluators import anomaly_scores, latents, metrics, scoring
 from dcvae_jax.log import log as _log
 from dcvae_jax.models import objectives
@@ -34,6 +34,7 @@ from dcvae_jax.train.restore import (  # noqa: F401 (load_config, load_trained, 
   chunks,
   load_config,
   load_data,
+  make_runs,
   load_trained,
 )
 from dcvae_jax.validation import validate
@@ -115,6 +116,17 @@ def rapp_fit_data(config, ds, chunk):
   return x, cond
 
 
+def run_protocol(config, ds: data_lib.Dataset):
+  """config.protocol, named "folder" when the dataset fixes the protocol (what results.json reports)."""
+  if ds.protocol_classes is None or config.protocol.name == "folder":
+    return config.protocol
+  import ml_collections
+
+  protocol = ml_collections.ConfigDict(config.protocol.to_dict())
+  protocol.name = "folder"
+  return protocol
+
+
 def _estimator_group_message(config, spec, run, y_train, num_devices: int) -> str:
   """One log line: how many examples an anchor's minibatch MI / TC / DWKL estimate averages over (run ``run``),
   so the logged terms can be read against the known-answer bias table (docs/results/estimator_bias.md)."""
@@ -145,7 +157,12 @@ def train_and_evaluate(
   rescore: score finished runs again from their final checkpoints (new scores, other eval settings)."""
   validate(config, num_devices=jax.device_count())
   ds = dataset if dataset is not None else load_data(config)
-  runs = protocols.make_runs(config.protocol, ds.num_classes, config.seed, config.num_seeds)
+  runs = make_runs(config, ds)
+  if ds.protocol_classes is not None and config.protocol.name != "folder":
+    log(
+      f"{ds.name}: the data defines the protocol (normal = its train classes, anomalous = its anomalous test "
+      f"images); protocol.name={config.protocol.name!r} is not used"
+    )
   if not distributed.is_primary():  # process 0 owns the workdir's files; the others train with it
     return _train_and_evaluate(config, workdir, ds, runs, lambda *_: None, write=False, rescore=rescore)
   with WorkdirLock(workdir, log=log):
@@ -155,14 +172,15 @@ def train_and_evaluate(
 
 def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True, rescore: bool = False) -> dict:
   spec = models.get_model(config.model.name)
-  image_shape = (*ds.x_train.shape[1:], 1)
+  image_shape = ds.image_shape
   num_conditions = len(runs[0].normal)
   mesh = distributed.make_mesh()
+  tested = ds.x_test.shape[0] > 0  # data.name=folder without a test set: the runs only train
   if write:
     os.makedirs(os.path.join(workdir, "runs"), exist_ok=True)
   log(
     f"{config.model.name} on {ds.name} ({ds.source}): {ds.x_train.shape[0]} train / {ds.x_test.shape[0]} "
-    f"test images, protocol {config.protocol.name}, {len(runs)} run(s), {mesh.devices.size} device(s)"
+    f"test images, protocol {run_protocol(config, ds).name}, {len(runs)} run(s), {mesh.devices.size} device(s)"
   )
   if spec.regularizer is objectives.decomposed_regularizer:
     log(_estimator_group_message(config, spec, runs[0], ds.y_train, mesh.devices.size))
@@ -184,11 +202,14 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True, resc
     for chunk in chunks(runs, int(config.train.runs_per_program)):
       done = [os.path.join(workdir, "runs", f"{r.name}.json") for r in chunk]
       if not rescore and all(os.path.exists(p) for p in done):
+        finished = []
         for p in done:
           with open(p) as f:
-            per_run.append(json.load(f))
-        total_seconds += per_run[-1].get("chunk_train_seconds", 0.0)
-        continue
+            finished.append(json.load(f))
+        if not tested or all("auroc" in r for r in finished):  # else a test set came since: evaluate now
+          per_run += finished
+          total_seconds += finished[-1].get("chunk_train_seconds", 0.0)
+          continue
       state, seconds, _ = trainer.train_runs(
         config,
         ds.x_train,
@@ -203,6 +224,15 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True, resc
         tensorboard=tb,
       )
       total_seconds += seconds
+      if not tested:
+        for m, run in enumerate(chunk):
+          result = metrics.untested_run(run)
+          result["chunk_train_seconds"] = seconds
+          result["skipped_updates"] = int(distributed.to_host(state.skipped)[m])
+          if write:
+            files.write_json(done[m], result)
+          per_run.append(result)
+        continue
       setup = train_step.make_setup(config, image_shape, num_conditions, mesh.devices.size)
       x_fit, cond_fit = rapp_fit_data(config, ds, chunk)
       nap_stats = scoring.fit_rapp(setup, state.params, x_fit, cond_fit, mesh, batch_size=config.eval.batch_size)
@@ -253,7 +283,7 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True, resc
     per_run,
     model=config.model.name,
     dataset=ds.name,
-    protocol=config.protocol,
+    protocol=run_protocol(config, ds),
     train_seconds=total_seconds,
     complexity_likelihood=complexity_likelihood(config),
   )
@@ -261,6 +291,11 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True, resc
   results["num_devices"] = mesh.devices.size
   results["num_processes"] = jax.process_count()
   results["backend"] = jax.default_backend()
+  results["image_shape"] = list(image_shape)
+  if ds.class_names is not None:
+    results["class_names"] = list(ds.class_names)
+  if not tested:
+    results["note"] = f"no test images in {ds.source}: the runs were trained, not evaluated (no AUROC)"
   if write:
     files.write_json(os.path.join(workdir, "results.json"), results)
   return results

@@ -2,6 +2,8 @@
 heavy: ``validation.validate`` reads them here, and the modules that act on a choice import their tuple from
 here (a test checks that each tuple matches what its module implements)."""
 
+import numbers
+
 MODEL_NAMES = ("vae", "cvae", "beta_vae", "beta_tcvae", "dcvae", "factor_vae", "rf_vae")  # model.name
 ARCHS = ("mlp", "conv")  # model.arch
 LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "gaussian")  # model.likelihood
@@ -10,9 +12,11 @@ COMPUTE_DTYPES = ("float32", "bfloat16")  # model.compute_dtype
 ESTIMATORS = ("mss", "mws")  # model.estimator: minibatch stratified / weighted sampling (Chen et al. 2018)
 TC_SCOPES = ("global", "local")  # model.tc_scope
 
-PROTOCOLS = ("one_vs_rest", "leave_one_out", "split")  # protocol.name
+PROTOCOLS = ("one_vs_rest", "leave_one_out", "split", "folder")  # protocol.name
 SCORES = ("recon", "nelbo", "iwae", "complexity", "rapp", "rapp_sap", "sap_complexity")  # protocol.score
 SCORE_CONDITIONS = ("min", "marginal", "given")  # protocol.score_condition
+
+CHANNELS = (0, 1, 3)  # data.channels: 0 = auto (taken from the images), 1 = grey, 3 = colour
 
 BATCH_SAMPLING = ("uniform", "stratified")  # train.batch_sampling
 ENSEMBLE_MODES = ("auto", "vmap", "map")  # train.ensemble
@@ -36,3 +40,26 @@ def sampling_options(config) -> dict:
   batch, p, k = int(t.batch_size), int(t.per_condition), int(t.conditions_per_batch)
   p, k = p or batch // k, k or batch // max(p, 1)
   return dict(sampling="stratified", per_condition=p, conditions_per_batch=k)
+
+
+def image_size_arg(value) -> tuple:
+  """data.image_size: ``()`` (auto), or ``(H, W)`` from an int n (n x n) or a pair; ValueError for anything else."""
+  if value is None or (isinstance(value, (tuple, list)) and len(value) == 0):
+    return ()
+  if isinstance(value, (tuple, list)) and len(value) == 1:
+    value = value[0]
+  sizes = (
+    (value, value)
+    if isinstance(value, numbers.Integral)
+    else tuple(value)
+    if isinstance(value, (tuple, list))
+    else None
+  )
+  if (
+    sizes is None
+    or len(sizes) != 2
+    or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in sizes)
+    or min(sizes) < 1
+  ):
+    raise ValueError(f"an image size is () (auto), a positive int or (height, width), got {value!r}")
+  return (int(sizes[0]), int(sizes[1]))

@@ -16,6 +16,7 @@ import csv
 import os
 
 from dcvae_jax import experiment, files
+from dcvae_jax.errors import DataError
 from dcvae_jax.log import log as _log
 from dcvae_jax.models import registry as models
 
@@ -40,6 +41,11 @@ def run_table(config, workdir: str, *, log=_log, dataset=None) -> list[dict]:
   for name in names:
     models.get_model(name)  # fail before any training on an unknown name
   ds = dataset if dataset is not None else experiment.load_data(config)
+  if ds.x_test.shape[0] == 0:
+    raise DataError(
+      f"--mode=table compares AUROC, and {ds.source} has no test images (data.name=folder: add test/normal/ and "
+      "test/anomalous/)"
+    )
   rows = []
   for name in names:
     cfg = copy.deepcopy(config)

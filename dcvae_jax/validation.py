@@ -29,6 +29,7 @@ def validate(config, num_devices: int = 1) -> None:
   _one_of(m.tc_scope, options.TC_SCOPES, "model.tc_scope")
   if config.data.dequantize and config.data.binarize:
     raise ConfigError("data.dequantize=True needs grey levels: set data.binarize=False")
+  _check_image_shape(config.data)
 
   if int(t.num_epochs) < 1 or int(t.batch_size) < 1:
     raise ConfigError("train.num_epochs and train.batch_size must be positive")
@@ -56,6 +57,21 @@ def validate(config, num_devices: int = 1) -> None:
     raise ConfigError(f"unknown score {p.score!r}; known: {', '.join(options.SCORES)}")
   if p.score_condition not in options.SCORE_CONDITIONS:
     raise ConfigError(f"unknown score_condition {p.score_condition!r}; known: {', '.join(options.SCORE_CONDITIONS)}")
+
+
+def _check_image_shape(data) -> None:
+  """data.image_size: () (auto), an int or (H, W); data.channels: 0 (auto), 1 or 3; only for data.name=folder."""
+  size, channels = data.get("image_size", ()), data.get("channels", 0)
+  try:
+    size = options.image_size_arg(size)
+  except ValueError:
+    raise ConfigError(f"data.image_size must be () (auto), a positive int or (height, width), got {size!r}") from None
+  if channels not in options.CHANNELS or isinstance(channels, bool):
+    raise ConfigError(f"data.channels must be 0 (auto), 1 (grey) or 3 (colour), got {channels!r}")
+  if (size or channels) and str(data.name).strip().lower() != "folder":
+    raise ConfigError(
+      f"data.image_size and data.channels apply to data.name=folder (your own images), not to {data.name!r}"
+    )
 
 
 def _check_sampling(config, num_devices: int) -> None:

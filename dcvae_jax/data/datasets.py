@@ -29,7 +29,13 @@ chosen in this order:
 2. ``name == "mnist5k"``: 5,000 real MNIST digits (500 per class) that ship inside this
    package (``dcvae_jax/data_files/mnist5k.npz``, no network), split 400 train / 100 test
    per class with a fixed seed (``source="embedded"``).
-3. TFDS (``source="tfds"``), imported lazily; it needs the ``tfds`` extra
+3. ``name == "folder"`` (checked right after the shapes; it always reads ``data_dir``): your own images
+   (``source="folder:<abs path>"``; layout, classes and protocol in :mod:`dcvae_jax.data.folder_source`,
+   pixels through :mod:`dcvae_jax.data.images`): PNG / JPEG / BMP files or npz arrays of any size, grey or
+   colour, converted to ``image_size`` / ``channels`` (auto: the files' own, when they all agree). Its images
+   are (N, H, W) when grey and (N, H, W, 3) when colour; its ``protocol_classes`` fix the protocol (normal =
+   the train classes, anomalous = test/anomalous/); without a test set ``x_test`` is empty.
+4. TFDS (``source="tfds"``), imported lazily; it needs the ``tfds`` extra
    (``pip install -e ".[tfds]"``), and without it asking for a TFDS dataset is one
    :class:`DataError` line naming that extra.  A dataset that is not prepared is only
    downloaded when ``download=True`` and a socket probe (3 s) reaches the download host;
@@ -41,7 +47,7 @@ Dtype policy (every source): images must be an integer array with values in 0..2
 integer dtype is accepted and cast to uint8 (a lossless cast, checked).  Float, bool and
 object arrays are rejected -- a float array is ambiguous ([0, 1] or [0, 255]) and
 silently rescaling it hides mistakes.  Labels must be integers in range and become int32.
-Shapes are strict: images (N, 28, 28) (shapes64: (N, 64, 64)) with N >= 1, labels (N,).
+Shapes are strict: images (N, 28, 28) (shapes64: (N, 64, 64); folder: any (N, H, W[, 3])) with N >= 1, labels (N,).
 
 Every failure is a :class:`DataError` (a ``ValueError``) with a one-line message that
 names the file and what is wrong.
@@ -146,6 +152,7 @@ DATASETS: dict = {
   "mnist5k": DatasetSpec("mnist5k", 10, embedded=True),
   "shapes": DatasetSpec("shapes", 3, procedural=True),
   "shapes64": DatasetSpec("shapes64", 3, image_shape=(64, 64), procedural=True),
+  "folder": DatasetSpec("folder", 0, image_shape=(), folder=True),  # classes and image shape come from the files
 }
 
 
@@ -162,7 +169,7 @@ class Dataset:
   """
 
   name: str
-  x_train: np.ndarray  # uint8 (N, H, W), upright ("original") orientation
+  x_train: np.ndarray  # uint8 (N, H, W) (grey) or (N, H, W, C) (colour), upright ("original") orientation
   y_train: np.ndarray  # int32 (N,), labels 0..num_classes-1
   x_test: np.ndarray
   y_test: np.ndarray
@@ -171,6 +178,13 @@ class Dataset:
   factors_train: Optional[np.ndarray] = None  # int32 (N_train, K) or None
   factors_test: Optional[np.ndarray] = None  # int32 (N_test, K) or None
   factor_names: Optional[tuple] = None  # K names, or None
+  class_names: Optional[tuple] = None  # num_classes names where the source has them (folder), else None
+  protocol_classes: Optional[tuple] = None  # (normal, anomalous) classes when the data fixes the protocol (folder)
+
+  @property
+  def image_shape(self) -> tuple:
+    """(H, W, C) of one image as the model sees it (C = 1 for the (N, H, W) grey arrays)."""
+    return image_shape(self.x_train)
 
   def __repr__(self) -> str:
     extra = f", factors={self.factor_names}" if self.factor_names else ""
@@ -186,9 +200,24 @@ class Dataset:
 # --------------------------------------------------------------------------------------
 
 
-def load_dataset(name: str, data_dir: str = "", *, tfds_data_dir: str | None = None, download: bool = True) -> Dataset:
-  """Loads ``name``: procedural shapes are rendered; otherwise from ``data_dir`` if given,
-  else the embedded data, else TFDS.
+def image_shape(x) -> tuple:
+  """(H, W, C) of a uint8 image array (N, H, W) (grey: C = 1) or (N, H, W, C)."""
+  shape = tuple(int(s) for s in np.shape(x)[1:])
+  return (*shape, 1) if len(shape) == 2 else shape
+
+
+def load_dataset(
+  name: str,
+  data_dir: str = "",
+  *,
+  tfds_data_dir: str | None = None,
+  download: bool = True,
+  image_size=(),
+  channels: int = 0,
+) -> Dataset:
+  """Loads ``name``: procedural shapes are rendered; your own images (``folder``) are read from ``data_dir`` at
+  ``image_size`` / ``channels`` (auto: ``()`` / 0); otherwise from ``data_dir`` if given, else the embedded
+  data, else TFDS.
 
   Raises:
     DataError: unknown name, missing/bad files, or a TFDS dataset that is not prepared
@@ -197,6 +226,8 @@ def load_dataset(name: str, data_dir: str = "", *, tfds_data_dir: str | None = N
   spec = _spec(name)
   if spec.procedural:
     return _load_shapes(spec)
+  if spec.folder:
+    return _load_folder(spec, data_dir, image_size, channels)
   if data_dir:
     source, parts, raw = data_sources.read_dir(spec, str(data_dir))
     return _finish(spec, source, parts, raw=raw)
@@ -339,4 +370,32 @@ def _load_shapes(spec: DatasetSpec) -> Dataset:
     factors_train=train.factors,
     factors_test=test.factors,
     factor_names=factor_names,
+  )
+
+
+# --------------------------------------------------------------------------------------
+# Source 3: your own images (folder)
+# --------------------------------------------------------------------------------------
+
+
+def _load_folder(spec: DatasetSpec, data_dir: str, image_size, channels: int) -> Dataset:
+  """Grey images are kept as (N, H, W), as every other source's; colour ones as (N, H, W, 3)."""
+  from dcvae_jax.data import folder_source  # Pillow, imported only for this source
+
+  f = folder_source.read_folder(data_dir, image_size, channels)
+  x_train, x_test = f.x_train, f.x_test
+  if x_train.shape[-1] == 1:
+    x_train, x_test = x_train[..., 0], x_test[..., 0]
+  k = f.num_train_classes
+  anomalous = (k,) if f.y_test.size else ()
+  return Dataset(
+    name=spec.name,
+    x_train=x_train,
+    y_train=f.y_train,
+    x_test=x_test,
+    y_test=f.y_test,
+    num_classes=len(f.class_names),
+    source=f"folder:{f.where}",
+    class_names=f.class_names,
+    protocol_classes=(tuple(range(k)), anomalous),
   )

@@ -20,27 +20,41 @@ from dcvae_jax.errors import ConfigError
 from dcvae_jax.options import BATCH_SAMPLING, sampling_options  # noqa: F401 (re-exported)
 
 
-def preprocess(x_uint8, binarize: bool, dequantize: bool = False, noise=None):
-  """uint8 (..., H, W) -> float32 (..., H, W, 1) in [0, 1]; binarised at 0.5 if asked (the paper does).
+def with_channels(x, image_shape=None):
+  """Images (..., H, W) (grey) or (..., H, W, C) -> (..., H, W, C) for the model's ``image_shape`` (H, W, C);
+  None: grey images, a channel axis is appended. A grey image may come with or without its channel axis."""
+  if image_shape is None:
+    return x[..., None]
+  shape = tuple(int(s) for s in image_shape)
+  if tuple(x.shape[-3:]) == shape:
+    return x
+  if shape[-1] == 1 and tuple(x.shape[-2:]) == shape[:2]:
+    return x[..., None]
+  raise ValueError(f"images of shape {tuple(x.shape)} do not end in the model's image shape {shape}")
+
+
+def preprocess(x_uint8, binarize: bool, dequantize: bool = False, noise=None, image_shape=None):
+  """uint8 (..., H, W[, C]) -> float32 (..., H, W, C) in [0, 1]; binarised at 0.5 if asked (the paper does).
+  ``image_shape``: the model's (H, W, C) (:func:`with_channels`; None: grey (..., H, W) images).
 
   dequantize: grey level k -> (k + u) / 256 with u = ``noise`` (U(0, 1), training) or 1/2 (evaluation), so a
   density on [0, 1] is a density of the 8-bit image: P(k) ~ p((k + 1/2) / 256) / 256 per pixel."""
   if dequantize:
     u = 0.5 if noise is None else noise
-    return ((x_uint8.astype(jnp.float32) + u) / 256.0)[..., None]
+    return with_channels((x_uint8.astype(jnp.float32) + u) / 256.0, image_shape)
   x = x_uint8.astype(jnp.float32) / 255.0
   if binarize:
     x = (x > 0.5).astype(jnp.float32)
-  return x[..., None]
+  return with_channels(x, image_shape)
 
 
-def device_batch(x_all, cond_all, idx, key, *, binarize: bool, dequantize: bool):
-  """The batch ``idx`` (B,) of the on-device uint8 training set x_all (N, H, W) and condition ids cond_all (N,):
-  dict(x=float (B, H, W, 1), cond=int (B,)). Dequantisation noise is U(0, 1) from fold_in(key, 1)."""
+def device_batch(x_all, cond_all, idx, key, *, binarize: bool, dequantize: bool, image_shape=None):
+  """The batch ``idx`` (B,) of the on-device uint8 training set x_all (N, H, W[, C]) and condition ids cond_all
+  (N,): dict(x=float (B, H, W, C), cond=int (B,)). Dequantisation noise is U(0, 1) from fold_in(key, 1)."""
   noise = None
   if dequantize:
     noise = jax.random.uniform(jax.random.fold_in(key, 1), idx.shape + x_all.shape[1:])
-  return {"x": preprocess(x_all[idx], binarize, dequantize, noise), "cond": cond_all[idx]}
+  return {"x": preprocess(x_all[idx], binarize, dequantize, noise, image_shape), "cond": cond_all[idx]}
 
 
 def condition_counts(run: Run, y_train: np.ndarray) -> np.ndarray:

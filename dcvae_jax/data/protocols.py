@@ -4,6 +4,9 @@ anomalous, for each run, and the condition id of an image in a run.
 one_vs_rest:   normal = {k}, anomalous = all others; one run per k (reported under class k).
 leave_one_out: normal = all classes but k, anomalous = {k}; one run per k (reported under class k).
 split:         explicit ``protocol.normal`` / ``protocol.anomalous`` lists; one run (reported as "split").
+folder:        the data's own classes (``Dataset.protocol_classes`` of ``data.name=folder``: normal = the train
+               classes, anomalous = test/anomalous/, possibly none); one run (reported as "folder"). A dataset
+               that fixes its protocol this way gets it whatever ``protocol.name`` says.
 Every run is repeated for seeds ``seed .. seed + num_seeds - 1``.
 """
 
@@ -27,8 +30,10 @@ class Run:
   uid: int  # stable integer naming this run's random stream (fold_in(seed key, uid))
 
 
-def make_runs(protocol, num_classes: int, seed: int, num_seeds: int = 1) -> list[Run]:
-  name = protocol.name
+def make_runs(protocol, num_classes: int, seed: int, num_seeds: int = 1, *, fixed: tuple | None = None) -> list[Run]:
+  """The runs of ``protocol``; ``fixed``: (normal, anomalous) classes of a dataset that defines its own protocol
+  (``Dataset.protocol_classes``), which then replaces ``protocol.name`` by "folder"."""
+  name = "folder" if fixed is not None else protocol.name
   if name not in PROTOCOLS:
     raise ProtocolError(f"unknown protocol {name!r}; known protocols: {', '.join(PROTOCOLS)}")
   all_classes = tuple(range(num_classes))
@@ -40,7 +45,16 @@ def make_runs(protocol, num_classes: int, seed: int, num_seeds: int = 1) -> list
     return tuple(int(k) for k in classes)
 
   cells = []  # (label, normal, anomalous, uid)
-  if name == "split":
+  if name == "folder":
+    if fixed is None:
+      raise ProtocolError(
+        "protocol 'folder' needs data.name=folder (its train/ and test/anomalous/ folders define the classes)"
+      )
+    normal, anomalous = check(fixed[0], "normal classes"), check(fixed[1], "anomalous classes")
+    if not normal:
+      raise ProtocolError("protocol 'folder' needs at least one normal class")
+    cells.append(("folder", normal, anomalous, 0))
+  elif name == "split":
     normal, anomalous = check(protocol.normal, "protocol.normal"), check(protocol.anomalous, "protocol.anomalous")
     if not normal or not anomalous:
       raise ProtocolError("protocol 'split' needs non-empty protocol.normal and protocol.anomalous class lists")
@@ -60,7 +74,7 @@ def make_runs(protocol, num_classes: int, seed: int, num_seeds: int = 1) -> list
     for label, normal, anomalous, uid in cells:
       runs.append(
         Run(
-          name=f"class{label}_seed{s}" if label != "split" else f"split_seed{s}",
+          name=f"class{label}_seed{s}" if label not in ("split", "folder") else f"{label}_seed{s}",
           label=label,
           seed=s,
           normal=normal,

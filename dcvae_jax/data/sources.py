@@ -46,6 +46,7 @@ class DatasetSpec:
   download_url: Optional[str] = None  # host probed before a TFDS download
   embedded: bool = False
   procedural: bool = False  # rendered by dcvae_jax.data.shapes (known factors)
+  folder: bool = False  # your own images in data_dir (dcvae_jax.data.folder_source): classes and sizes from the files
 
   @property
   def stem(self) -> str:

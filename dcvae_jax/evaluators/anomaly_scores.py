@@ -96,16 +96,23 @@ def fit_nap(d_train: np.ndarray, rank: int | None = None, rtol: float = 1e-5) ->
 
 
 def png_bits(images: np.ndarray) -> np.ndarray:
-  """L(x): bits of each uint8 image (N, H, W) as a PNG (Pillow, default compression). (N,) float64."""
+  """L(x): bits of each uint8 image as a PNG (Pillow, default compression). (N,) float64.
+
+  images: (N, H, W) or (N, H, W, 1) grey (an 8-bit grey PNG), or (N, H, W, 3) colour (an 8-bit RGB PNG)."""
   from PIL import Image
 
   images = np.asarray(images)
   if images.dtype != np.uint8:
     raise ValueError(f"png_bits needs uint8 images, got {images.dtype}")
+  if images.ndim == 4 and images.shape[-1] == 1:
+    images = images[..., 0]
+  if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] != 3):
+    raise ValueError(f"png_bits needs images (N, H, W), (N, H, W, 1) or (N, H, W, 3), got {images.shape}")
+  mode = "L" if images.ndim == 3 else "RGB"
   out = np.empty((images.shape[0],), np.float64)
   for i, img in enumerate(images):
     buf = io.BytesIO()
-    Image.fromarray(img, mode="L").save(buf, format="PNG")
+    Image.fromarray(img, mode=mode).save(buf, format="PNG")
     out[i] = 8.0 * buf.getbuffer().nbytes
   return out
 

@@ -59,7 +59,9 @@ def compile_encode_fn(setup: Setup, mesh):
   fn = jax.vmap(functools.partial(encode_batch, setup), in_axes=(0, None, 0))
 
   def wrapped(params, x_uint8, cond_ids):
-    return fn(params, preprocess(x_uint8, setup.binarize, setup.dequantize), cond_ids)
+    return fn(
+      params, preprocess(x_uint8, setup.binarize, setup.dequantize, image_shape=setup.module.image_shape), cond_ids
+    )
 
   return jax.jit(
     wrapped,

@@ -84,6 +84,19 @@ def evaluate_run(
   return result
 
 
+def untested_run(run) -> dict:
+  """The result of a run without test images (data.name=folder without test/): who it is, no metrics."""
+  return {
+    "run": run.name,
+    "label": run.label,
+    "seed": run.seed,
+    "normal": list(run.normal),
+    "anomalous": list(run.anomalous),
+    "num_test_normal": 0,
+    "num_test_anomalous": 0,
+  }
+
+
 def summarize(
   per_run: list[dict],
   *,
@@ -93,11 +106,12 @@ def summarize(
   train_seconds: float,
   complexity_likelihood: str | None = None,
 ) -> dict:
-  """results.json: per-class AUROC (mean over seeds), mean and std over classes and seeds."""
+  """results.json: per-class AUROC (mean over seeds), mean and std over classes and seeds. Runs without test
+  images (:func:`untested_run`) leave every metric None."""
 
   def mean_std(key):
-    v = np.array([r[key] for r in per_run], np.float64)
-    return float(v.mean()), float(v.std())
+    v = np.array([r[key] for r in per_run] if any(key in r for r in per_run) else [], np.float64)
+    return (float(v.mean()), float(v.std())) if v.size else (None, None)
 
   by_label: dict[str, list] = {}
   for r in per_run:
@@ -126,8 +140,9 @@ def summarize(
     "E_anomalous",
   ):
     out[f"{key}_mean"], out[f"{key}_std"] = mean_std(key)
-  out["auroc_per_class"] = {k: float(np.mean([r["auroc"] for r in v])) for k, v in by_label.items()}
-  out["aupr_per_class"] = {k: float(np.mean([r["aupr"] for r in v])) for k, v in by_label.items()}
+  tested = {k: v for k, v in by_label.items() if all("auroc" in r for r in v)}
+  out["auroc_per_class"] = {k: float(np.mean([r["auroc"] for r in v])) for k, v in tested.items()}
+  out["aupr_per_class"] = {k: float(np.mean([r["aupr"] for r in v])) for k, v in tested.items()}
   computed = [n for n in SCORES if all(f"{n}_auroc" in r for r in per_run)]
   out["auroc_by_score"] = {n: mean_std(f"{n}_auroc")[0] for n in computed}
   out["auroc_std_by_score"] = {n: mean_std(f"{n}_auroc")[1] for n in computed}
@@ -147,6 +162,10 @@ def format_table(results: dict) -> str:
     f"{results['model']} on {results['dataset']} ({results['protocol']}, score={results['score']})",
     f"{'class':>8} {'AUROC':>7} {'AUPR':>7}",
   ]
+  if results.get("auroc_mean") is None:  # no test images: trained only
+    lines.append(f"{'(none)':>8}       -       -   (train {results['train_seconds']:.1f} s)")
+    lines.append(results.get("note", "no test images: nothing was evaluated"))
+    return "\n".join(lines)
   for k in sorted(results["auroc_per_class"], key=lambda s: (len(s), s)):
     lines.append(f"{k:>8} {results['auroc_per_class'][k]:7.3f} {results['aupr_per_class'][k]:7.3f}")
   lines.append(

@@ -105,7 +105,7 @@ def compile_score_fn(setup: Setup, mesh, num_samples: int, iwae_samples: int = 6
   )
 
   def wrapped(params, nap_stats, x_uint8, key):
-    x = preprocess(x_uint8, setup.binarize, setup.dequantize)
+    x = preprocess(x_uint8, setup.binarize, setup.dequantize, image_shape=setup.module.image_shape)
     return jax.lax.map(lambda a: one(a[0], a[1], x, key), (params, nap_stats))
 
   rep = NamedSharding(mesh, P())
@@ -126,7 +126,7 @@ def fit_rapp(setup: Setup, params, x_fit: np.ndarray, cond_fit: np.ndarray, mesh
     out_shardings=rep,
   )
   def diffs(params, x_uint8, cond):
-    x = preprocess(x_uint8, setup.binarize, setup.dequantize)
+    x = preprocess(x_uint8, setup.binarize, setup.dequantize, image_shape=setup.module.image_shape)
     return jax.lax.map(lambda a: one(a[0], a[1], a[2]), (params, x, cond))
 
   d = inference.map_batches(
@@ -156,7 +156,7 @@ def score_test_set(
   exactly once: the last batch is padded to the batch size (a multiple of the device count) and cut back.
   ``nap_stats`` from :func:`fit_rapp` (None: an identity normalisation, so rapp equals rapp_sap)."""
   if nap_stats is None:
-    nap_stats = _identity_nap(setup, params, x_test.shape[1:])
+    nap_stats = _identity_nap(setup, params)
   fn = compile_score_fn(setup, mesh, num_samples, iwae_samples, iwae_chunk)
   stats = distributed.replicated(nap_stats, NamedSharding(mesh, P()))
 
@@ -167,10 +167,10 @@ def score_test_set(
   return inference.map_batches(call, [(x_test, 0)], mesh=mesh, batch_size=batch_size)
 
 
-def _identity_nap(setup: Setup, params, image_shape):
+def _identity_nap(setup: Setup, params):
   """NAP statistics that make NAP equal SAP: zero mean, identity basis, unit scales."""
   m = jax.tree.leaves(params)[0].shape[0]
-  x = jnp.zeros((1, *image_shape, 1), jnp.float32)
+  x = jnp.zeros((1, *setup.module.image_shape), jnp.float32)
   first = jax.tree.map(lambda a: a[0], params)
   dim = jax.eval_shape(lambda p: rapp_differences_batch(setup, p, x, jnp.zeros((1,), jnp.int32)), first).shape[-1]
   eye = np.eye(dim, dtype=np.float32)

@@ -75,11 +75,12 @@ class Model:
       return objectives.one_hot_condition(spec, ids, num_c)
 
     def encode(params, x_uint8, ids):
-      x = input_pipeline.preprocess(x_uint8, setup.binarize, setup.dequantize)
+      x = input_pipeline.preprocess(x_uint8, setup.binarize, setup.dequantize, image_shape=setup.module.image_shape)
       return objectives.encode(module, params, x, cond(ids))
 
     def decode(params, z, ids):
-      return objectives.mean_image(objectives.decode(module, params, z, cond(ids)), setup.hp.likelihood)[..., 0]
+      mean = objectives.mean_image(objectives.decode(module, params, z, cond(ids)), setup.hp.likelihood)
+      return mean[..., 0] if mean.shape[-1] == 1 else mean
 
     def prior(params, ids):
       return module.apply(params, ids, method=networks.VAE.prior)
@@ -96,12 +97,13 @@ class Model:
     return np.broadcast_to(np.asarray(0 if cond is None else cond, np.int32), (n,)).copy()
 
   def encode(self, params, x_uint8, cond=None):
-    """Encoder (mu, logvar), each (N, d), of uint8 images (N, H, W) under condition id(s) ``cond``."""
+    """Encoder (mu, logvar), each (N, d), of uint8 images (N, H, W[, C]) under condition id(s) ``cond``."""
     x = np.asarray(x_uint8)
     return self._batched(self._encode, params, x, self._ids(cond, x.shape[0]))
 
   def decode(self, params, z, cond=None):
-    """Mean images (N, H, W) in [0, 1] of codes z (N, d) under condition id(s) ``cond``."""
+    """Mean images in [0, 1] of codes z (N, d) under condition id(s) ``cond``: (N, H, W) grey, (N, H, W, C)
+    colour."""
     z = np.asarray(z, np.float32)
     return self._batched(self._decode, params, z, self._ids(cond, z.shape[0]))
 

@@ -58,8 +58,18 @@ class MLPDecoder(nn.Module):
     return _f32(nn.Dense(size, dtype=self.dtype)(h)).reshape((z.shape[0], *self.image_shape))
 
 
+def conv_sides(side: int, layers: int) -> list[int]:
+  """The side lengths through ``layers`` stride-2 "SAME" convolutions: s_0 = side, s_{l+1} = ceil(s_l / 2).
+  Any size works: an odd side rounds up, and a side of 1 stays 1."""
+  sides = [int(side)]
+  for _ in range(layers):
+    sides.append(-(-sides[-1] // 2))
+  return sides
+
+
 class ConvEncoder(nn.Module):
-  """Stride-2 4x4 convolutions (channels ``hidden[:-1]``), then Dense(hidden[-1]); c joins after flattening."""
+  """Stride-2 4x4 convolutions (channels ``hidden[:-1]``), then Dense(hidden[-1]); c joins after flattening.
+  Any H x W x C: side s becomes ceil(s / 2) at every layer (:func:`conv_sides`)."""
 
   hidden: Sequence[int]
   latent_dim: int
@@ -82,7 +92,10 @@ class ConvEncoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-  """Mirror of ConvEncoder: Dense -> (H/4, W/4, ch) -> two stride-2 transposed convolutions -> logits."""
+  """Mirror of ConvEncoder: Dense -> (h_L, w_L, ch) -> one stride-2 transposed convolution per encoder layer ->
+  logits (B, H, W, C). Layer l doubles the side s_{l+1} to 2 s_{l+1} and keeps the first s_l rows and columns
+  (one fewer where the encoder rounded an odd s_l up), so the output is H x W for any size (sides that halve
+  exactly, e.g. 28 = 4 x 7, crop nothing)."""
 
   hidden: Sequence[int]
   image_shape: Sequence[int]
@@ -92,15 +105,17 @@ class ConvDecoder(nn.Module):
   def __call__(self, z, c=None):
     channels = tuple(self.hidden[:-1]) or (32, 64)
     height, width, out_ch = self.image_shape
-    down = 2 ** len(channels)
-    if height % down or width % down:
-      raise ValueError(f"conv decoder needs image sides divisible by {down}, got {height}x{width}")
+    hs, ws = conv_sides(height, len(channels)), conv_sides(width, len(channels))
     h = nn.relu(nn.Dense(self.hidden[-1], dtype=self.dtype)(_with_condition(z, c)))
-    h = nn.relu(nn.Dense((height // down) * (width // down) * channels[-1], dtype=self.dtype)(h))
-    h = h.reshape((z.shape[0], height // down, width // down, channels[-1]))
-    for ch in reversed(channels[:-1]):
-      h = nn.relu(nn.ConvTranspose(ch, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype)(h))
-    return _f32(nn.ConvTranspose(out_ch, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype)(h))
+    h = nn.relu(nn.Dense(hs[-1] * ws[-1] * channels[-1], dtype=self.dtype)(h))
+    h = h.reshape((z.shape[0], hs[-1], ws[-1], channels[-1]))
+    for level, ch in enumerate((*reversed(channels[:-1]), out_ch)):
+      h = nn.ConvTranspose(ch, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype)(h)
+      top = len(channels) - 1 - level  # the encoder level this layer restores
+      h = h[:, : hs[top], : ws[top]]
+      if level < len(channels) - 1:
+        h = nn.relu(h)
+    return _f32(h)
 
 
 OBS_LOGVAR_INIT = -2.0  # sigma ~ 0.37 on [0, 1] pixels

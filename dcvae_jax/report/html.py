@@ -31,7 +31,7 @@ from dcvae_jax.train import restore
 from dcvae_jax.evaluators import anomaly_scores, scoring
 from dcvae_jax.log import log as _log
 from dcvae_jax.models import inference
-from dcvae_jax.report import plots
+from dcvae_jax.report import plots, style
 
 RUN_FIGURES = ("reconstructions", "latent", "manifold", "traversals", "histograms")
 MAX_TRAVERSAL_DIMS = 10
@@ -135,7 +135,11 @@ def run_figures(
   # Reconstructions: the first per_group normal and anomalous test images.
   shown = np.concatenate([np.flatnonzero(~view.is_anomaly)[:per_group], np.flatnonzero(view.is_anomaly)[:per_group]])
   x_shown = view.x[shown]
-  inputs = np.asarray(input_pipeline.preprocess(x_shown, trained.setup.binarize, trained.setup.dequantize))[..., 0]
+  inputs = style._images(
+    input_pipeline.preprocess(
+      x_shown, trained.setup.binarize, trained.setup.dequantize, image_shape=trained.setup.module.image_shape
+    )
+  )
   recons = model.reconstruct(params, x_shown, view.cond[shown])
   out["reconstructions"] = plots.reconstructions(
     os.path.join(out_dir, "reconstructions.png"),
@@ -225,6 +229,11 @@ def make_report(workdir: str, *, dataset=None, max_runs: int | None = None, log=
   figures of the first ``max_runs`` runs only (the ROC figure and the table always cover every run).
   """
   results = load_results(workdir)
+  if results.get("auroc_mean") is None and results.get("note"):
+    raise WorkdirError(
+      f"{workdir}: {results['note']}; the figures need test images (for data.name=folder: add test/normal/ and "
+      "test/anomalous/ to data_dir, run --mode=rescore, then --mode=report)"
+    )
   trained = restore.load_trained(workdir, dataset=dataset)
   scores = {run.name: load_scores(workdir, run.name) for run in trained.runs}
   fig_dir = os.path.join(workdir, "figures")

@@ -40,9 +40,9 @@ def _frac(px, total):
 
 
 def _montage(images: np.ndarray, pad: int = 1, value: float = 1.0) -> np.ndarray:
-  """(R, C, H, W) -> one (R*(H+pad)+pad, C*(W+pad)+pad) image with ``value`` lines between the tiles."""
-  r, c, h, w = images.shape
-  out = np.full((r * (h + pad) + pad, c * (w + pad) + pad), value, np.float32)
+  """(R, C, H, W[, 3]) -> one (R*(H+pad)+pad, C*(W+pad)+pad[, 3]) image with ``value`` lines between the tiles."""
+  r, c, h, w = images.shape[:4]
+  out = np.full((r * (h + pad) + pad, c * (w + pad) + pad, *images.shape[4:]), value, np.float32)
   for i in range(r):
     for j in range(c):
       out[pad + i * (h + pad) : pad + i * (h + pad) + h, pad + j * (w + pad) : pad + j * (w + pad) + w] = images[i, j]
@@ -50,9 +50,9 @@ def _montage(images: np.ndarray, pad: int = 1, value: float = 1.0) -> np.ndarray
 
 
 def _images(x) -> np.ndarray:
-  """(n, H, W[, 1]) -> float (n, H, W)."""
+  """(n, H, W[, 1]) -> float (n, H, W) (grey, drawn with a grey colour map); colour (n, H, W, 3) stays (RGB)."""
   x = np.asarray(x, np.float32)
-  return x[..., 0] if x.ndim == 4 else x
+  return x[..., 0] if x.ndim == 4 and x.shape[-1] == 1 else x
 
 
 def _class_colors(num: int):

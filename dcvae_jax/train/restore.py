@@ -20,7 +20,14 @@ def load_data(config) -> data_lib.Dataset:
     config.data.data_dir,
     tfds_data_dir=config.data.tfds_data_dir or None,
     download=config.data.download,
+    image_size=config.data.image_size,
+    channels=config.data.channels,
   )
+
+
+def make_runs(config, ds: data_lib.Dataset) -> list:
+  """The runs of config.protocol on ``ds``; a dataset that fixes its protocol (data.name=folder) gets its own."""
+  return protocols.make_runs(config.protocol, ds.num_classes, config.seed, config.num_seeds, fixed=ds.protocol_classes)
 
 
 def chunks(runs, size: int):
@@ -64,8 +71,8 @@ def load_trained(workdir: str, *, dataset: data_lib.Dataset | None = None) -> Tr
   """Reload every run's trained parameters from the workdir's newest good checkpoints."""
   config = load_config(workdir)
   ds = dataset if dataset is not None else load_data(config)
-  runs = protocols.make_runs(config.protocol, ds.num_classes, config.seed, config.num_seeds)
-  image_shape = (*ds.x_train.shape[1:], 1)
+  runs = make_runs(config, ds)
+  image_shape = ds.image_shape
   num_conditions = len(runs[0].normal)
   mesh = distributed.make_mesh()
   setup = train_step.make_setup(config, image_shape, num_conditions, mesh.devices.size)

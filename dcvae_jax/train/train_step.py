@@ -198,7 +198,13 @@ def scan_steps(setup: Setup, state, x_all, cond_all, idx, stats, active):
   def step(s, inputs):
     idx_s, active_s, keys_s, eps_s = inputs
     images = input_pipeline.device_batch(
-      x_all, cond_all, idx_s, keys_s[0], binarize=setup.binarize, dequantize=setup.dequantize
+      x_all,
+      cond_all,
+      idx_s,
+      keys_s[0],
+      binarize=setup.binarize,
+      dequantize=setup.dequantize,
+      image_shape=setup.module.image_shape,
     )
     batch = objectives.Batch(x=images["x"], cond=images["cond"], eps=eps_s)
     return train_step(setup, s, batch, data_stats, active_s, keys_s[1])
