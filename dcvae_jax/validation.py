@@ -61,7 +61,7 @@ def validate(config, num_devices: int = 1) -> None:
 
 def _check_image_shape(data) -> None:
   """data.image_size: () (auto), an int or (H, W); data.channels: 0 (auto), 1 or 3; only for data.name=folder."""
-  size, channels = data.get("image_size", ()), data.get("channels", 0)
+  size, channels = data.image_size, data.channels
   try:
     size = options.image_size_arg(size)
   except ValueError:
