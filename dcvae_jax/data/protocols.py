@@ -4,6 +4,9 @@ anomalous, for each run, and the condition id of an image in a run.
 one_vs_rest:   normal = {k}, anomalous = all others; one run per k (reported under class k).
 leave_one_out: normal = all classes but k, anomalous = {k}; one run per k (reported under class k).
 split:         explicit ``protocol.normal`` / ``protocol.anomalous`` lists; one run (reported as "split").
+ood:           cross-dataset: normal = every class of data.name, anomalous = the test images of
+               ``protocol.ood_dataset``, which ``splits.add_ood`` labels ``num_classes - 1`` of the combined
+               dataset; one run (reported as "ood").
 Every run is repeated for seeds ``seed .. seed + num_seeds - 1``.
 """
 
@@ -15,7 +18,7 @@ import numpy as np
 
 from dcvae_jax.errors import ProtocolError
 
-PROTOCOLS = ("one_vs_rest", "leave_one_out", "split")
+PROTOCOLS = ("one_vs_rest", "leave_one_out", "split", "ood")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +51,10 @@ def make_runs(protocol, num_classes: int, seed: int, num_seeds: int = 1) -> list
     if set(normal) & set(anomalous):
       raise ProtocolError(f"classes {sorted(set(normal) & set(anomalous))} are both normal and anomalous")
     cells.append(("split", tuple(sorted(normal)), tuple(sorted(anomalous)), 0))
+  elif name == "ood":
+    if num_classes < 2:
+      raise ProtocolError("protocol 'ood' needs the in-distribution classes and the ood class (splits.add_ood)")
+    cells.append(("ood", all_classes[:-1], all_classes[-1:], 0))
   else:
     chosen = check(protocol.classes, "protocol.classes") or all_classes
     if num_classes < 2:
@@ -61,7 +68,7 @@ def make_runs(protocol, num_classes: int, seed: int, num_seeds: int = 1) -> list
     for label, normal, anomalous, uid in cells:
       runs.append(
         Run(
-          name=f"class{label}_seed{s}" if label != "split" else f"split_seed{s}",
+          name=f"{label}_seed{s}" if label in ("split", "ood") else f"class{label}_seed{s}",
           label=label,
           seed=s,
           normal=normal,
