@@ -113,6 +113,7 @@ def _config(**changes):
   c.eval.iwae_chunk = 8
   c.eval.rapp_fit_examples = 40
   c.eval.reference_examples = 30
+  c.data.binarize = False  # binarised, every toy image of a class is the same image
   for k, v in changes.items():
     section, field = k.split(".")
     setattr(getattr(c, section), field, v)
