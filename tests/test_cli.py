@@ -76,6 +76,9 @@ def test_more_epochs_continue_training(tmp_path):
     (["--config.train.batch_size=60"], "not divisible by the 8 devices"),
     (["--config=configs/missing.py"], "No such file"),
     (["--config.model.arch=resnet"], "model.arch"),
+    (["--config.protocol.score=auto", "--config.data.validation_fraction=0"], "validation_fraction=0 turns it off"),
+    (["--config.data.validation_fraction=0.001"], "gives class 0 of mnist5k 0 of its 400 training images"),
+    (["--config.protocol.name=ood", "--config.protocol.ood_dataset=shapes64"], "needs the same image shape"),
   ],
 )
 def test_bad_input_is_one_error_line(tmp_path, args, message):
