@@ -23,15 +23,28 @@ Fields (all of them exist in every config, so ``--config.<key>=<value>`` works f
   data.binarize                threshold pixels at 0.5 (the paper does)
   data.dequantize              grey levels k -> (k + u)/256, u ~ U(0,1) in training (1/2 in evaluation): a density on
                                [0, 1] then is a density of the 8-bit image (needs binarize=False)
-  protocol.name                "one_vs_rest" | "leave_one_out" | "split" | "folder" (data.name="folder" always uses it)
+  data.validation_fraction     in [0, 1): this fraction of every class of the training split (floor(f n_c + 1/2)
+                               images, drawn with the seed) is held out as validation; no run trains on it, every
+                               run scores it as its test set (val_auroc_by_score), protocol.score="auto" and the
+                               decision threshold are chosen on it; 0 = no validation split (data/splits.py)
+  protocol.name                "one_vs_rest" | "leave_one_out" | "split" | "ood" | "folder" (data.name="folder" always uses it)
   protocol.classes             which normal (one_vs_rest) / held-out (leave_one_out) classes to run; () = all
   protocol.normal, anomalous   class lists for "split"
+  protocol.ood_dataset         "ood": normal = every class of data.name, anomalies = the test split of this dataset
+                               (same image shape; validation anomalies: the validation fraction of its TRAINING split)
+  protocol.ood_data_dir        "ood": a local folder of its .npz or IDX files (as data.data_dir; "" = embedded / TFDS)
   protocol.score               "recon" | "nelbo" | "iwae" | "complexity" | "rapp" | "rapp_sap" | "sap_complexity" (the headline
-                               score; all are always computed, see dcvae_jax/scoring.py)
+                               score; all are always computed, see dcvae_jax/scoring.py) | "auto" (the score with the
+                               highest mean validation AUROC over the protocol's runs)
   train.lr_schedule            "constant" | "warmup_cosine" (train.warmup_fraction, train.final_lr_fraction)
   eval.iwae_samples            K of the importance-weighted bound (eval.iwae_chunk samples per pass)
   eval.rapp_fit_examples       normal training images that fit RaPP's NAP normalisation
   eval.reference_examples      normal training images that standardise the sap_complexity score
+  eval.threshold_fpr           in (0, 1): each run's decision threshold of the headline score is the order statistic
+                               of its normal validation images' scores that flags at most this fraction of them
+                               (evaluators/threshold.py); thresholds.json, and test precision / recall / F1 / FPR
+  eval.contamination           in [0, 1): > 0 overrides threshold_fpr: the threshold flags this fraction of all the
+                               run's validation images (normal and anomalous), as PyOD's contamination
   protocol.score_condition     "min" | "marginal" | "given" (conditional models only; "given" leaks the label)
   train.*                      optimisation, logging, checkpoints (see below)
   train.batch_sampling         "uniform": each epoch a uniform permutation cut into batches (the default) |
@@ -87,6 +100,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.dequantize = False
   c.data.image_size = ()  # folder: (H, W) or an int to resize every image to; () = the images' own (auto)
   c.data.channels = 0  # folder: 1 (grey) or 3 (colour) to convert every image to; 0 = the images' own (auto)
+  c.data.validation_fraction = 0.1  # of every class of the training split, held out (no run trains on it); 0 = none
 
   c.protocol = ml_collections.ConfigDict()
   c.protocol.name = "leave_one_out"
@@ -95,6 +109,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.protocol.anomalous = ()
   c.protocol.score = "recon"
   c.protocol.score_condition = "min"
+  c.protocol.ood_dataset = ""  # protocol "ood": the dataset whose test images are the anomalies
+  c.protocol.ood_data_dir = ""  # protocol "ood": a local folder of ood_dataset's files ("" = embedded / TFDS)
 
   c.train = ml_collections.ConfigDict()
   c.train.num_epochs = 20
@@ -130,6 +146,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.iwae_chunk = 16  # samples per pass (bounds memory: chunk x batch x pixels)
   c.eval.rapp_fit_examples = 2000  # normal training images that fit NAP's mean and SVD (per run)
   c.eval.reference_examples = 200  # normal training images that standardise sap_complexity (per run)
+  c.eval.threshold_fpr = 0.05  # decision threshold: target false-positive rate on normal validation images
+  c.eval.contamination = 0.0  # > 0: threshold flags this fraction of all validation images instead (PyOD-style)
   return c
 
 

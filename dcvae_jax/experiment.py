@@ -5,9 +5,16 @@ Workdir layout:
   metrics.jsonl      per-step loss terms of every run (JSON lines)
   tensorboard/<run>/ the same as TensorBoard event files, with train.tensorboard=True
   checkpoints/<chunk>/  Orbax checkpoints of each group of runs trained together
-  scores/<run>.npz   every test image's scores under every condition (recon, nelbo: (N_test, C')), y_test
+  scores/<run>.npz   every test image's scores under every condition (recon, nelbo: (N_test, C')), y_test; and the
+                     same of the run's validation images as val_<score>, y_val
   runs/<run>.json    per-run results, written when a run's evaluation finishes (finished runs are not redone)
-  results.json       the summary (see metrics.summarize)
+  thresholds.json    each run's decision threshold of the headline score, set on validation images (threshold.py)
+  results.json       the summary (see metrics.summarize), its ``settings`` and ``validation`` sections
+
+Data: ``prepare_data`` carves the validation split (data.validation_fraction of every class of the training split,
+data/splits.py) out of the training split before any run is built; no run trains on it, and RaPP's NAP fit and the
+sap_complexity reference come from the remaining training images. Every run scores its validation images as it
+scores its test images.
 """
 
 from __future__ import annotations
@@ -22,7 +29,9 @@ import numpy as np
 from dcvae_jax import distributed, files
 from dcvae_jax.data import datasets as data_lib
 from dcvae_jax.data import input_pipeline
-from dcvae_jax.evaluators import anomaly_scores, latents, metrics, scoring
+from dcvae_jax.data.prepare import make_runs, prepare_data, validation_fraction
+from dcvae_jax.errors import ConfigError
+from dcvae_jax.evaluators import anomaly_scores, latents, metrics, scoring, threshold
 from dcvae_jax.log import log as _log
 from dcvae_jax.models import objectives
 from dcvae_jax.models import registry as models
@@ -34,7 +43,6 @@ from dcvae_jax.train.restore import (  # noqa: F401 (load_config, load_trained, 
   chunks,
   load_config,
   load_data,
-  make_runs,
   load_trained,
 )
 from dcvae_jax.validation import validate
@@ -127,6 +135,72 @@ def run_protocol(config, ds: data_lib.Dataset):
   return protocol
 
 
+def training_settings(config) -> dict:
+  """results.json's ``settings``: what was trained and how (model, data, optimisation, score, seeds)."""
+  m, d, t, p = config.model, config.data, config.train, config.protocol
+  out = {
+    "model": m.name,
+    "arch": m.arch,
+    "hidden": list(m.hidden),
+    "latent_dim": int(m.latent_dim),
+    "likelihood": m.likelihood,
+    "gaussian_variance": m.get("gaussian_variance", "fixed") if m.likelihood == "gaussian" else None,
+    "dataset": d.name,
+    "binarize": bool(d.binarize),
+    "dequantize": bool(d.get("dequantize", False)),
+    "validation_fraction": validation_fraction(config),
+    "protocol": p.name,
+    "score": p.score,
+    "score_condition": p.score_condition,
+    "num_epochs": int(t.num_epochs),
+    "learning_rate": float(t.learning_rate),
+    "lr_schedule": t.get("lr_schedule", "constant"),
+    "batch_size": int(t.batch_size),
+    "batch_sampling": t.get("batch_sampling", "uniform"),
+    "seed": int(config.seed),
+    "seeds": list(range(int(config.seed), int(config.seed) + max(int(config.num_seeds), 1))),
+  }
+  if p.name == "ood":
+    out["ood_dataset"] = p.ood_dataset
+  return out
+
+
+def validation_section(config, ds) -> dict:
+  """results.json's ``validation``: the split the validation metrics, the score choice and the threshold use."""
+  fraction = validation_fraction(config)
+  if ds.x_val is None:
+    return {
+      "fraction": fraction,
+      "note": "data.validation_fraction=0: no validation split, so no validation metrics, no score chosen on "
+      "validation and no decision threshold",
+    }
+  out = {
+    "fraction": fraction,
+    "seed": int(config.seed),
+    "num_images": int(ds.x_val.shape[0]),
+    "num_train_images": int(ds.x_train.shape[0]),
+    "how": "floor(fraction n_c + 1/2) training images of every class c, drawn with the seed; no run trains on them",
+  }
+  if config.protocol.name == "ood":
+    out["ood"] = (
+      f"validation anomalies: the same fraction of {config.protocol.ood_dataset}'s TRAINING split (never its test "
+      "split), stratified by its classes"
+    )
+  return out
+
+
+def _check_auto(config, ds, runs) -> None:
+  """protocol.score="auto" chooses on validation: every run needs normal and anomalous validation images."""
+  if config.protocol.score != "auto":
+    return
+  for run in runs:
+    if not (np.isin(ds.y_val, run.normal).any() and np.isin(ds.y_val, run.anomalous).any()):
+      raise ConfigError(
+        f"protocol.score='auto' chooses the score on validation anomalies, and run {run.name} has none (no "
+        f"training image of its anomalous classes {list(run.anomalous)}); name a score"
+      )
+
+
 def _estimator_group_message(config, spec, run, y_train, num_devices: int) -> str:
   """One log line: how many examples an anchor's minibatch MI / TC / DWKL estimate averages over (run ``run``),
   so the logged terms can be read against the known-answer bias table (docs/results/estimator_bias.md)."""
@@ -156,13 +230,14 @@ def train_and_evaluate(
 
   rescore: score finished runs again from their final checkpoints (new scores, other eval settings)."""
   validate(config, num_devices=jax.device_count())
-  ds = dataset if dataset is not None else load_data(config)
+  ds = prepare_data(config, dataset)
   runs = make_runs(config, ds)
   if ds.protocol_classes is not None and config.protocol.name != "folder":
     log(
       f"{ds.name}: the data defines the protocol (normal = its train classes, anomalous = its anomalous test "
       f"images); protocol.name={config.protocol.name!r} is not used"
     )
+  _check_auto(config, ds, runs)
   if not distributed.is_primary():  # process 0 owns the workdir's files; the others train with it
     return _train_and_evaluate(config, workdir, ds, runs, lambda *_: None, write=False, rescore=rescore)
   with WorkdirLock(workdir, log=log):
@@ -178,15 +253,20 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True, resc
   tested = ds.x_test.shape[0] > 0  # data.name=folder without a test set: the runs only train
   if write:
     os.makedirs(os.path.join(workdir, "runs"), exist_ok=True)
+  n_val = 0 if ds.x_val is None else ds.x_val.shape[0]
   log(
-    f"{config.model.name} on {ds.name} ({ds.source}): {ds.x_train.shape[0]} train / {ds.x_test.shape[0]} "
-    f"test images, protocol {run_protocol(config, ds).name}, {len(runs)} run(s), {mesh.devices.size} device(s)"
+    f"{config.model.name} on {ds.name} ({ds.source}): {ds.x_train.shape[0]} train / {n_val} validation / "
+    f"{ds.x_test.shape[0]} test images, protocol {run_protocol(config, ds).name}, {len(runs)} run(s), "
+    f"{mesh.devices.size} device(s)"
   )
   if spec.regularizer is objectives.decomposed_regularizer:
     log(_estimator_group_message(config, spec, runs[0], ds.y_train, mesh.devices.size))
 
   per_run, total_seconds = [], 0.0
-  length_bits = None
+  length_bits = val_length_bits = None
+  threshold_method = threshold.choose(
+    fpr=float(config.eval.get("threshold_fpr", 0.05)), contamination=float(config.eval.get("contamination", 0.0))
+  )
   offset_bits = anomaly_scores.density_offset_bits(
     int(np.prod(image_shape)),
     is_continuous=config.model.likelihood != "bernoulli",
@@ -240,6 +320,15 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True, resc
       if length_bits is None:
         length_bits = anomaly_scores.png_bits(anomaly_scores.model_view_images(ds.x_test, bool(config.data.binarize)))
       references = reference_scores(config, ds, chunk, setup, state.params, mesh, nap_stats, offset_bits)
+      val = None
+      if ds.x_val is not None:  # only the validation images of the chunk's classes, with the same compiled program
+        rows = np.flatnonzero(np.isin(ds.y_val, [k for r in chunk for k in r.normal + r.anomalous]))
+        val_scores = score_images(config, setup, state.params, ds.x_val[rows], mesh, nap_stats, seed=config.seed + 2)
+        if val_length_bits is None:
+          val_length_bits = anomaly_scores.png_bits(
+            anomaly_scores.model_view_images(ds.x_val, bool(config.data.binarize))
+          )
+        val = dict(y=ds.y_val[rows], length_bits=val_length_bits[rows])
       codes = latents.encode_test_set(
         setup,
         state.params,
@@ -258,6 +347,7 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True, resc
             codes=codes[m],
             length_bits=length_bits,
             **{name: v[m] for name, v in scores.items()},
+            **({} if val is None else {"y_val": val["y"], **{f"val_{k}": v[m] for k, v in val_scores.items()}}),
           )
         result = metrics.evaluate_run(
           run,
@@ -269,6 +359,8 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True, resc
           length_bits=length_bits,
           offset_bits=offset_bits,
           reference=references[m],
+          validation=None if val is None else {**val, "scores": {k: v[m] for k, v in val_scores.items()}},
+          threshold_method=threshold_method,
         )
         result["chunk_train_seconds"] = seconds
         result["skipped_updates"] = int(distributed.to_host(state.skipped)[m])
@@ -279,6 +371,17 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True, resc
           files.write_json(done[m], result)
         per_run.append(result)
 
+  score, selection, table = config.protocol.score, "config", None
+  if score == "auto":
+    try:
+      score, table = metrics.select_score(per_run)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
+    selection = "validation"
+  for result in per_run:  # also the runs of an earlier invocation, which may have had another score
+    metrics.set_headline(result, score)
+    if write and selection == "validation":
+      files.write_json(os.path.join(workdir, "runs", f"{result['run']}.json"), result)
   results = metrics.summarize(
     per_run,
     model=config.model.name,
@@ -286,7 +389,15 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True, resc
     protocol=run_protocol(config, ds),
     train_seconds=total_seconds,
     complexity_likelihood=complexity_likelihood(config),
+    score=score,
+    score_selection=selection,
   )
+  if table is not None:
+    results["score_selection_table"] = table  # mean validation AUROC of every score, best first
+  results["settings"] = training_settings(config)
+  results["validation"] = validation_section(config, ds)
+  if config.protocol.name == "ood":
+    results["ood_dataset"] = config.protocol.ood_dataset
   results.update(latents.summarize_disentanglement(per_run))
   results["num_devices"] = mesh.devices.size
   results["num_processes"] = jax.process_count()
@@ -297,5 +408,17 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True, resc
   if not tested:
     results["note"] = f"no test images in {ds.source}: the runs were trained, not evaluated (no AUROC)"
   if write:
+    if "threshold" in results:
+      t = results["threshold"]
+      keep = ("threshold", "val_fpr", "n_val_normal")
+      files.write_json(
+        os.path.join(workdir, "thresholds.json"),
+        {
+          "score": t["score"],
+          "method": t["method"],
+          "target": t["target"],
+          "runs": {name: {k: v[k] for k in keep} for name, v in t["runs"].items()},
+        },
+      )
     files.write_json(os.path.join(workdir, "results.json"), results)
   return results

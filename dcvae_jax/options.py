@@ -12,7 +12,7 @@ COMPUTE_DTYPES = ("float32", "bfloat16")  # model.compute_dtype
 ESTIMATORS = ("mss", "mws")  # model.estimator: minibatch stratified / weighted sampling (Chen et al. 2018)
 TC_SCOPES = ("global", "local")  # model.tc_scope
 
-PROTOCOLS = ("one_vs_rest", "leave_one_out", "split", "folder")  # protocol.name
+PROTOCOLS = ("one_vs_rest", "leave_one_out", "split", "folder", "ood")  # protocol.name
 SCORES = ("recon", "nelbo", "iwae", "complexity", "rapp", "rapp_sap", "sap_complexity")  # protocol.score
 SCORE_CONDITIONS = ("min", "marginal", "given")  # protocol.score_condition
 

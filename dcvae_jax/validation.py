@@ -53,8 +53,9 @@ def validate(config, num_devices: int = 1) -> None:
 
   if p.name not in options.PROTOCOLS:
     raise ProtocolError(f"unknown protocol {p.name!r}; known protocols: {', '.join(options.PROTOCOLS)}")
-  if p.score not in options.SCORES:
-    raise ConfigError(f"unknown score {p.score!r}; known: {', '.join(options.SCORES)}")
+  if p.score not in options.SCORES + ("auto",):
+    raise ConfigError(f"unknown score {p.score!r}; known: {', '.join(options.SCORES + ('auto',))}")
+  _check_validation(config)
   if p.score_condition not in options.SCORE_CONDITIONS:
     raise ConfigError(f"unknown score_condition {p.score_condition!r}; known: {', '.join(options.SCORE_CONDITIONS)}")
 
@@ -103,3 +104,26 @@ def _check_sampling(config, num_devices: int) -> None:
       f"model.tc_scope='local' splits each batch over {shards} devices, so "
       f"train.conditions_per_batch={k} must be a multiple of {shards} (whole groups per device)"
     )
+
+
+def _check_validation(config) -> None:
+  """data.validation_fraction, protocol.score="auto" (needs a validation split), the threshold's rates, and the
+  ood protocol's dataset (named, and not data.name itself)."""
+  d, e, p = config.data, config.eval, config.protocol
+  fraction = float(d.get("validation_fraction", 0.0))
+  if not 0.0 <= fraction < 1.0:
+    raise ConfigError(f"data.validation_fraction must be in [0, 1), got {fraction}")
+  if p.score == "auto" and fraction == 0.0:
+    raise ConfigError(
+      "protocol.score='auto' chooses the score on the validation split, and data.validation_fraction=0 turns it off"
+    )
+  if not 0.0 < float(e.get("threshold_fpr", 0.05)) < 1.0:
+    raise ConfigError(f"eval.threshold_fpr must be in (0, 1), got {e.threshold_fpr}")
+  if not 0.0 <= float(e.get("contamination", 0.0)) < 1.0:
+    raise ConfigError(f"eval.contamination must be in [0, 1) (0 = use eval.threshold_fpr), got {e.contamination}")
+  if p.name == "ood":
+    ood = str(p.get("ood_dataset", "")).strip()
+    if not ood:
+      raise ConfigError("protocol.name='ood' needs protocol.ood_dataset (the dataset whose test images are anomalies)")
+    if ood.lower() == str(d.name).strip().lower():
+      raise ConfigError(f"protocol.ood_dataset must differ from data.name ({d.name!r}): its images are not anomalies")

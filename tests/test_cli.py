@@ -39,7 +39,7 @@ def test_smoke_run_end_to_end_then_resume(tmp_path):
   assert config["model"]["name"] == "cvae" and config["model"]["hidden"] == [32, 16]
   lines = [json.loads(l) for l in open(os.path.join(wd, "metrics.jsonl"))]
   assert lines and all(np.isfinite(l["loss"]) for l in lines)
-  assert lines[-1]["step"] == 56  # 3600 normal images // 64, one epoch
+  assert lines[-1]["step"] == 50  # 3240 normal training images (90%: 10% are validation) // 64, one epoch
   scores = np.load(os.path.join(wd, "scores", "class0_seed0.npz"))
   assert scores["recon"].shape == (1000, 10)  # 9 conditions + the all-zero one
   # A rerun finds every run finished: nothing retrained, same results.
@@ -57,9 +57,9 @@ def test_more_epochs_continue_training(tmp_path):
   os.remove(os.path.join(wd, "runs", "class0_seed0.json"))  # ask for the run again, with more epochs
   proc = run_cli(*SMOKE, f"--workdir={wd}", "--config.train.num_epochs=2")
   assert proc.returncode == 0, proc.stderr
-  assert "resuming 1 run(s) from step 56 of 112" in proc.stderr
+  assert "resuming 1 run(s) from step 50 of 100" in proc.stderr
   steps = [json.loads(l)["step"] for l in open(os.path.join(wd, "metrics.jsonl"))]
-  assert steps[-1] == 112 and 57 <= min(s for s in steps if s > 56)
+  assert steps[-1] == 100 and 51 <= min(s for s in steps if s > 50)
 
 
 @pytest.mark.parametrize(
@@ -76,6 +76,9 @@ def test_more_epochs_continue_training(tmp_path):
     (["--config.train.batch_size=60"], "not divisible by the 8 devices"),
     (["--config=configs/missing.py"], "No such file"),
     (["--config.model.arch=resnet"], "model.arch"),
+    (["--config.protocol.score=auto", "--config.data.validation_fraction=0"], "validation_fraction=0 turns it off"),
+    (["--config.data.validation_fraction=0.001"], "gives class 0 of mnist5k 0 of its 400 training images"),
+    (["--config.protocol.name=ood", "--config.protocol.ood_dataset=shapes64"], "needs the same image shape"),
   ],
 )
 def test_bad_input_is_one_error_line(tmp_path, args, message):

@@ -15,7 +15,7 @@ import jax
 from tests.cli import REPO, SMOKE, env
 from tests.helpers import assert_trees_equal
 
-# 30 epochs of 56 steps (10 per compiled call): long enough that a signal sent after the first call lands well
+# 30 epochs of 50 steps (10 per compiled call): long enough that a signal sent after the first call lands well
 # before the end; no periodic checkpoint, so the only one before the end is the preemption's.
 ARGS = [
   *SMOKE,
@@ -23,7 +23,7 @@ ARGS = [
   "--config.train.checkpoint_every_steps=100000",
   "--config.train.keep_checkpoints=3",
 ]
-TOTAL_STEPS = 1680
+TOTAL_STEPS = 1500
 
 
 def _free_port():

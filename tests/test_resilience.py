@@ -17,9 +17,9 @@ from dcvae_jax.train import checkpoints, trainer
 from tests.cli import SMOKE, error_line, popen_cli, run_cli
 from tests.helpers import assert_trees_equal, tiny_config, toy_dataset
 
-# Two epochs of 56 steps, a checkpoint every 10 steps (saved at call boundaries: steps_per_call = 10).
-# Long enough (1,680 steps) that a signal sent after the first call lands well before the end.
-LONG_STEPS = 1680
+# 30 epochs of 50 steps (3,240 normal training images // 64), a checkpoint every 100 steps (saved at call
+# boundaries: steps_per_call = 10). Long enough (1,500 steps) that a signal sent after the first call lands well before the end.
+LONG_STEPS = 1500
 LONG = [
   *SMOKE,
   "--config.train.num_epochs=30",
@@ -113,10 +113,10 @@ def test_nonfinite_loss_stops_and_keeps_the_good_checkpoint(tmp_path):
   proc = run_cli(*SMOKE, f"--workdir={wd}", "--config.train.num_epochs=2", "--config.train.learning_rate=1e30")
   line = error_line(proc)
   assert "non-finite" in line and "at step" in line and "class0_seed0" in line
-  assert "step 56" in line  # the last good checkpoint is named
+  assert "step 50" in line  # the last good checkpoint is named
   assert _steps(wd) == good
   step, state = _final_state(wd)
-  assert step == 56 and all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(state))
+  assert step == 50 and all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(state))
 
 
 def test_skip_mode_counts_skipped_updates(tmp_path):

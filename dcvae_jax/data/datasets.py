@@ -181,6 +181,13 @@ class Dataset:
   class_names: Optional[tuple] = None  # num_classes names where the source has them (folder), else None
   protocol_classes: Optional[tuple] = None  # (normal, anomalous) classes when the data fixes the protocol (folder)
 
+  # The validation split (splits.split_validation): images carved out of the training split; None without one.
+  x_val: Optional[np.ndarray] = None  # uint8 (N_val, H, W)
+  y_val: Optional[np.ndarray] = None  # int32 (N_val,)
+  factors_val: Optional[np.ndarray] = None
+  train_indices: Optional[np.ndarray] = None  # x_train = original x_train[train_indices]
+  val_indices: Optional[np.ndarray] = None  # x_val = original x_train[val_indices] (before add_ood)
+
   @property
   def image_shape(self) -> tuple:
     """(H, W, C) of one image as the model sees it (C = 1 for the (N, H, W) grey arrays)."""
@@ -188,6 +195,7 @@ class Dataset:
 
   def __repr__(self) -> str:
     extra = f", factors={self.factor_names}" if self.factor_names else ""
+    extra += f", x_val={self.x_val.shape}" if self.x_val is not None else ""
     return (
       f"Dataset(name={self.name!r}, x_train={self.x_train.shape}, "
       f"x_test={self.x_test.shape}, num_classes={self.num_classes}, "

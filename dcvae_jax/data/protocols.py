@@ -7,6 +7,9 @@ split:         explicit ``protocol.normal`` / ``protocol.anomalous`` lists; one 
 folder:        the data's own classes (``Dataset.protocol_classes`` of ``data.name=folder``: normal = the train
                classes, anomalous = test/anomalous/, possibly none); one run (reported as "folder"). A dataset
                that fixes its protocol this way gets it whatever ``protocol.name`` says.
+ood:           cross-dataset: normal = every class of data.name, anomalous = the test images of
+               ``protocol.ood_dataset``, which ``splits.add_ood`` labels ``num_classes - 1`` of the combined
+               dataset; one run (reported as "ood").
 Every run is repeated for seeds ``seed .. seed + num_seeds - 1``.
 """
 
@@ -61,6 +64,10 @@ def make_runs(protocol, num_classes: int, seed: int, num_seeds: int = 1, *, fixe
     if set(normal) & set(anomalous):
       raise ProtocolError(f"classes {sorted(set(normal) & set(anomalous))} are both normal and anomalous")
     cells.append(("split", tuple(sorted(normal)), tuple(sorted(anomalous)), 0))
+  elif name == "ood":
+    if num_classes < 2:
+      raise ProtocolError("protocol 'ood' needs the in-distribution classes and the ood class (splits.add_ood)")
+    cells.append(("ood", all_classes[:-1], all_classes[-1:], 0))
   else:
     chosen = check(protocol.classes, "protocol.classes") or all_classes
     if num_classes < 2:
@@ -74,7 +81,7 @@ def make_runs(protocol, num_classes: int, seed: int, num_seeds: int = 1, *, fixe
     for label, normal, anomalous, uid in cells:
       runs.append(
         Run(
-          name=f"class{label}_seed{s}" if label not in ("split", "folder") else f"{label}_seed{s}",
+          name=f"{label}_seed{s}" if label in ("split", "folder", "ood") else f"class{label}_seed{s}",
           label=label,
           seed=s,
           normal=normal,

@@ -1,12 +1,17 @@
 """From scores to results: AUROC / AUPR of each score, one run's metrics, the summary in results.json, and the
-text table. Anomalies are the positive class."""
+text table. Anomalies are the positive class.
+
+Validation: a run's validation images (data.validation_fraction of the training split, which no run trains on) are
+scored exactly as its test images; ``val_auroc_by_score`` / ``val_aupr_by_score`` are their AUROC / AUPR, and every
+score's decision threshold is set on them (``threshold``). ``protocol.score="auto"`` makes the headline the score
+with the highest mean validation AUROC over the protocol's runs (``select_score``); test is not looked at."""
 
 from __future__ import annotations
 
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from dcvae_jax.evaluators import anomaly_scores
+from dcvae_jax.evaluators import anomaly_scores, threshold
 from dcvae_jax.evaluators.scoring import DEVICE_SCORES, SCORES, reduce_scores
 
 
@@ -28,6 +33,29 @@ def detection_metrics(score: np.ndarray, is_anomaly: np.ndarray) -> dict:
   }
 
 
+def reduced_run_scores(
+  run, scores: dict, y: np.ndarray, *, conditional, condition_counts, protocol, length_bits, offset_bits, reference
+):
+  """A run's images of ``y`` (its normal and anomalous classes only) and their scores reduced over conditions:
+  (reduced name -> (n,), is_anomaly (n,)); sap_complexity from ``reference`` (see :func:`evaluate_run`)."""
+  keep = np.isin(y, run.normal + run.anomalous)
+  reduced = reduce_scores(
+    run,
+    {k: v[keep] for k, v in scores.items() if k in DEVICE_SCORES},
+    y[keep],
+    conditional=conditional,
+    condition_counts=condition_counts,
+    protocol=protocol,
+    length_bits=None if length_bits is None else np.asarray(length_bits)[keep],
+    offset_bits=offset_bits,
+  )
+  if reference is not None and "complexity" in reduced:
+    reduced["sap_complexity"] = anomaly_scores.sap_complexity(
+      reduced["rapp_sap"], reduced["complexity"], reference["rapp_sap"], reference["complexity"]
+    )
+  return reduced, np.isin(y[keep], run.anomalous)
+
+
 def evaluate_run(
   run,
   scores: dict,
@@ -39,15 +67,29 @@ def evaluate_run(
   length_bits=None,
   offset_bits: float = 0.0,
   reference: dict | None = None,
+  validation: dict | None = None,
+  threshold_method: tuple[str, float] = ("fpr", 0.05),
 ) -> dict:
-  """All metrics of one run from its scores (name -> (N_test, C')). The headline score is protocol.score.
+  """All metrics of one run from its scores (name -> (N_test, C')). The headline score is protocol.score (none
+  yet for "auto": :func:`set_headline` sets it once the score is chosen).
 
   ``length_bits`` (N_test,): L(x) of every test image for the complexity score (computed from the reduced iwae
   plus ``offset_bits``); without it, or without an iwae score, complexity is not reported. ``reference``: the
-  reduced rapp_sap and complexity of normal training images (see :func:`sap_complexity`)."""
-  keep = np.isin(y_test, run.normal + run.anomalous)
-  y = y_test[keep]
-  is_anomaly = np.isin(y, run.anomalous)
+  reduced rapp_sap and complexity of normal training images (see :func:`sap_complexity`).
+
+  ``validation``: dict(scores=name -> (N_val, C'), y=(N_val,), length_bits=(N_val,)) of validation images, scored
+  as the test images are; they give ``val_auroc_by_score`` / ``val_aupr_by_score`` (when the run's validation
+  images hold both normal and anomalous ones) and, per score, the decision threshold set on them
+  (``threshold_method``: (method, target) of :func:`threshold.set_threshold`) with the test precision, recall,
+  F1 and FPR at it (``threshold_by_score``)."""
+  common = dict(
+    conditional=conditional,
+    condition_counts=condition_counts,
+    protocol=protocol,
+    offset_bits=offset_bits,
+    reference=reference,
+  )
+  reduced, is_anomaly = reduced_run_scores(run, scores, y_test, length_bits=length_bits, **common)
   result = {
     "run": run.name,
     "label": run.label,
@@ -57,30 +99,18 @@ def evaluate_run(
     "num_test_normal": int((~is_anomaly).sum()),
     "num_test_anomalous": int(is_anomaly.sum()),
   }
-  reduced = reduce_scores(
-    run,
-    {k: v[keep] for k, v in scores.items() if k in DEVICE_SCORES},
-    y,
-    conditional=conditional,
-    condition_counts=condition_counts,
-    protocol=protocol,
-    length_bits=None if length_bits is None else np.asarray(length_bits)[keep],
-    offset_bits=offset_bits,
-  )
-  if reference is not None and "complexity" in reduced:
-    reduced["sap_complexity"] = anomaly_scores.sap_complexity(
-      reduced["rapp_sap"], reduced["complexity"], reference["rapp_sap"], reference["complexity"]
-    )
-  if protocol.score not in reduced:
+  if protocol.score != "auto" and protocol.score not in reduced:
     raise ValueError(f"score {protocol.score!r} was not computed for run {run.name}")
   for name, values in reduced.items():
     m = detection_metrics(values, is_anomaly)
     result.update({f"{name}_{k}": v for k, v in m.items()})
-  result["auroc"] = result[f"{protocol.score}_auroc"]
-  result["aupr"] = result[f"{protocol.score}_aupr"]
   # The paper's A (reconstruction error) and E (negative ELBO) for normal and anomalous test images.
   result["A_normal"], result["A_anomalous"] = result["recon_mean_normal"], result["recon_mean_anomalous"]
   result["E_normal"], result["E_anomalous"] = result["nelbo_mean_normal"], result["nelbo_mean_anomalous"]
+  if validation is not None:
+    result.update(_validation_results(run, reduced, is_anomaly, validation, common, threshold_method))
+  if protocol.score != "auto":
+    set_headline(result, protocol.score)
   return result
 
 
@@ -97,6 +127,66 @@ def untested_run(run) -> dict:
   }
 
 
+def _validation_results(run, test_reduced, test_is_anomaly, validation, common, threshold_method) -> dict:
+  """The validation metrics and thresholds of one run (see :func:`evaluate_run`)."""
+  reduced, is_anomaly = reduced_run_scores(
+    run, validation["scores"], np.asarray(validation["y"]), length_bits=validation.get("length_bits"), **common
+  )
+  out = {"num_val_normal": int((~is_anomaly).sum()), "num_val_anomalous": int(is_anomaly.sum())}
+  if is_anomaly.any() and (~is_anomaly).any():
+    val = {name: detection_metrics(values, is_anomaly) for name, values in reduced.items()}
+    out["val_auroc_by_score"] = {name: m["auroc"] for name, m in val.items()}
+    out["val_aupr_by_score"] = {name: m["aupr"] for name, m in val.items()}
+  else:
+    out["val_note"] = "the run's validation images hold no anomalous (or no normal) image: no validation AUROC"
+  method, target = threshold_method
+  by_score = {}
+  for name, values in reduced.items():
+    t = threshold.set_threshold(values, is_anomaly, method=method, target=target)
+    if t is not None and name in test_reduced:
+      rates = threshold.decision_rates(test_reduced[name], test_is_anomaly, t["threshold"])
+      t.update({f"test_{k}": rates[k] for k in ("precision", "recall", "f1", "fpr")})
+      by_score[name] = t
+  if by_score:
+    out["threshold_by_score"] = by_score
+    out["threshold_method"] = {"method": method, "target": target}
+  return out
+
+
+def set_headline(result: dict, score: str) -> dict:
+  """Make ``score`` one run's headline: ``auroc``, ``aupr``, and the decision threshold of that score."""
+  result["score"] = score
+  result["auroc"] = result[f"{score}_auroc"]
+  result["aupr"] = result[f"{score}_aupr"]
+  for key in ("val_auroc", "val_aupr"):
+    if f"{key}_by_score" in result:
+      result[key] = result[f"{key}_by_score"].get(score)
+  if score in result.get("threshold_by_score", {}):
+    result["threshold"] = {"score": score, **result["threshold_method"], **result["threshold_by_score"][score]}
+  else:
+    result.pop("threshold", None)
+  return result
+
+
+def mean_by_score(per_run: list[dict], key: str) -> dict:
+  """Mean over the runs that have it of each score's ``key`` (a per-run dict score -> value)."""
+  names = [n for n in SCORES if any(n in r.get(key, {}) for r in per_run)]
+  return {n: float(np.mean([r[key][n] for r in per_run if n in r.get(key, {})])) for n in names}
+
+
+def select_score(per_run: list[dict]) -> tuple[str, dict]:
+  """protocol.score="auto": the score with the highest mean validation AUROC over the runs (the first in SCORES
+  order on a tie), and that table: [{"score", "val_auroc"}, ...], best first. Raises ValueError when no run has a
+  validation AUROC."""
+  table = mean_by_score(per_run, "val_auroc_by_score")
+  finite = {n: v for n, v in table.items() if np.isfinite(v)}
+  if not finite:
+    raise ValueError("protocol.score='auto' needs validation AUROCs, and no run has one")
+  best = max(finite, key=lambda n: (finite[n], -SCORES.index(n)))
+  order = sorted(finite, key=lambda n: (-finite[n], SCORES.index(n))) + [n for n in table if n not in finite]
+  return best, [{"score": n, "val_auroc": table[n]} for n in order]
+
+
 def summarize(
   per_run: list[dict],
   *,
@@ -105,9 +195,14 @@ def summarize(
   protocol,
   train_seconds: float,
   complexity_likelihood: str | None = None,
+  score: str | None = None,
+  score_selection: str = "config",
 ) -> dict:
-  """results.json: per-class AUROC (mean over seeds), mean and std over classes and seeds. Runs without test
-  images (:func:`untested_run`) leave every metric None."""
+  """results.json: per-class AUROC (mean over seeds), mean and std over classes and seeds, of the headline
+  ``score`` (default protocol.score; the runs' headlines must be set to it, :func:`set_headline`), chosen by
+  ``score_selection`` ("config" or "validation"); every score's test and validation AUROC / AUPR. Runs without
+  test images (:func:`untested_run`) leave every metric None."""
+  score = score or protocol.score
 
   def mean_std(key):
     v = np.array([r[key] for r in per_run] if any(key in r for r in per_run) else [], np.float64)
@@ -120,7 +215,9 @@ def summarize(
     "model": model,
     "dataset": dataset,
     "protocol": protocol.name,
-    "score": protocol.score,
+    "score": score,
+    "score_selected": score,
+    "score_selection": score_selection,
     "score_condition": protocol.score_condition,
     "num_runs": len(per_run),
     "train_seconds": float(train_seconds),
@@ -152,14 +249,53 @@ def summarize(
   }
   if complexity_likelihood is not None and "complexity" in computed:
     out["complexity_likelihood"] = complexity_likelihood
+  val_runs = [r for r in per_run if "val_auroc_by_score" in r]
+  if val_runs:
+    out["val_auroc_by_score"] = mean_by_score(val_runs, "val_auroc_by_score")
+    out["val_aupr_by_score"] = mean_by_score(val_runs, "val_aupr_by_score")
+    out["val_num_runs"] = len(val_runs)
+    if score in out["val_auroc_by_score"]:
+      out["val_auroc_mean"], out["val_aupr_mean"] = out["val_auroc_by_score"][score], out["val_aupr_by_score"][score]
+  section = summarize_threshold(per_run, score)
+  if section is not None:
+    out["threshold"] = section
   out["runs"] = per_run
+  return out
+
+
+def summarize_threshold(per_run: list[dict], score: str) -> dict | None:
+  """results.json's ``threshold``: how the headline score's decision threshold was set, each run's threshold, its
+  validation FPR and its test precision / recall / F1 / FPR, and their means over runs (None where undefined)."""
+  runs = {r["run"]: r["threshold_by_score"][score] for r in per_run if score in r.get("threshold_by_score", {})}
+  if not runs:
+    return None
+  how = next(r["threshold_method"] for r in per_run if score in r.get("threshold_by_score", {}))
+  set_on = {
+    "fpr": "the run's normal validation images",
+    "contamination": "all the run's validation images (normal and anomalous)",
+  }[how["method"]]
+  out = {
+    "score": score,
+    "method": how["method"],
+    "target": how["target"],
+    "how": (
+      f"per run, on {set_on}: of their n {score} scores sorted increasingly, threshold = the k-th, "
+      f"k = n - floor({how['target']:g} n) (numpy.quantile(s, 1 - {how['target']:g}, method='inverted_cdf')); "
+      "an image is flagged anomalous iff its score > threshold (non-finite scores always are)"
+    ),
+    "runs": runs,
+  }
+  for key in ("val_fpr", "test_precision", "test_recall", "test_f1", "test_fpr"):
+    values = [v[key] for v in runs.values() if v.get(key) is not None]
+    out[f"{key}_mean"] = float(np.mean(values)) if values else None
   return out
 
 
 def format_table(results: dict) -> str:
   """A short text table: one row per class, then the mean +- std."""
+  chosen = " chosen on validation" if results.get("score_selection") == "validation" else ""
   lines = [
-    f"{results['model']} on {results['dataset']} ({results['protocol']}, score={results['score']})",
+    f"{results['model']} on {results['dataset']} ({results['protocol']}, score={results['score']}{chosen})",
     f"{'class':>8} {'AUROC':>7} {'AUPR':>7}",
   ]
   if results.get("auroc_mean") is None:  # no test images: trained only
@@ -178,4 +314,16 @@ def format_table(results: dict) -> str:
   )
   if results.get("auroc_by_score"):
     lines.append("mean AUROC by score: " + "  ".join(f"{k} {v:.3f}" for k, v in results["auroc_by_score"].items()))
+  if results.get("val_auroc_by_score"):
+    lines.append(
+      "mean validation AUROC by score: " + "  ".join(f"{k} {v:.3f}" for k, v in results["val_auroc_by_score"].items())
+    )
+  t = results.get("threshold")
+  if t:
+    f = {k: "-" if t[f"{k}_mean"] is None else f"{t[f'{k}_mean']:.3f}" for k in ("test_precision", "test_recall")}
+    f1, fpr = t["test_f1_mean"], t["test_fpr_mean"]
+    lines.append(
+      f"threshold ({t['method']} {t['target']:g} on validation): test precision {f['test_precision']}  "
+      f"recall {f['test_recall']}  F1 {'-' if f1 is None else f'{f1:.3f}'}  FPR {'-' if fpr is None else f'{fpr:.3f}'}"
+    )
   return "\n".join(lines)

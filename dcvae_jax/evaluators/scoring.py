@@ -98,8 +98,10 @@ def score_batch(setup: Setup, params, nap_stats, x, key, num_samples: int, iwae_
   return {"recon": recon.T, "nelbo": nelbo.T, "iwae": iwae.T, "rapp": rapp.T, "rapp_sap": rapp_sap.T}
 
 
+@functools.lru_cache(maxsize=4)
 def compile_score_fn(setup: Setup, mesh, num_samples: int, iwae_samples: int = 64, iwae_chunk: int = 16):
-  """jit(map over models) of score_batch, the test batch sharded over the mesh."""
+  """jit(map over models) of score_batch, the test batch sharded over the mesh. One per setting (cached), so the
+  test, validation and reference images of a group of runs share one compiled program (batches of one size)."""
   one = functools.partial(
     score_batch, setup, num_samples=num_samples, iwae_samples=iwae_samples, iwae_chunk=min(iwae_chunk, iwae_samples)
   )

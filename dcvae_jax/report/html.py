@@ -235,6 +235,8 @@ def make_report(workdir: str, *, dataset=None, max_runs: int | None = None, log=
       "test/anomalous/ to data_dir, run --mode=rescore, then --mode=report)"
     )
   trained = restore.load_trained(workdir, dataset=dataset)
+  if trained.config.protocol.score == "auto":  # the score chosen on validation
+    trained.config.protocol.score = results["score"]
   scores = {run.name: load_scores(workdir, run.name) for run in trained.runs}
   fig_dir = os.path.join(workdir, "figures")
   os.makedirs(fig_dir, exist_ok=True)

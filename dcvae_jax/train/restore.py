@@ -9,25 +9,9 @@ import os
 
 from dcvae_jax import distributed
 from dcvae_jax.data import datasets as data_lib
-from dcvae_jax.data import protocols
+from dcvae_jax.data.prepare import load_data, make_runs, prepare_data  # noqa: F401 (load_data re-exported)
 from dcvae_jax.errors import WorkdirError
 from dcvae_jax.train import checkpoints, train_step
-
-
-def load_data(config) -> data_lib.Dataset:
-  return data_lib.load_dataset(
-    config.data.name,
-    config.data.data_dir,
-    tfds_data_dir=config.data.tfds_data_dir or None,
-    download=config.data.download,
-    image_size=config.data.image_size,
-    channels=config.data.channels,
-  )
-
-
-def make_runs(config, ds: data_lib.Dataset) -> list:
-  """The runs of config.protocol on ``ds``; a dataset that fixes its protocol (data.name=folder) gets its own."""
-  return protocols.make_runs(config.protocol, ds.num_classes, config.seed, config.num_seeds, fixed=ds.protocol_classes)
 
 
 def chunks(runs, size: int):
@@ -70,7 +54,7 @@ def load_config(workdir: str):
 def load_trained(workdir: str, *, dataset: data_lib.Dataset | None = None) -> Trained:
   """Reload every run's trained parameters from the workdir's newest good checkpoints."""
   config = load_config(workdir)
-  ds = dataset if dataset is not None else load_data(config)
+  ds = prepare_data(config, dataset)
   runs = make_runs(config, ds)
   image_shape = ds.image_shape
   num_conditions = len(runs[0].normal)
