@@ -29,6 +29,7 @@ from dcvae_jax import experiment
 from dcvae_jax.data import input_pipeline, protocols
 from dcvae_jax.errors import WorkdirError
 from dcvae_jax.evaluators import anomaly_scores, scoring
+from dcvae_jax.evaluators.scoring import chosen_condition
 from dcvae_jax.log import log as _log
 from dcvae_jax.models import inference
 from dcvae_jax.report import plots
@@ -51,15 +52,6 @@ def load_results(workdir: str) -> dict:
     raise WorkdirError(f"{workdir} has no results.json: training has not finished")
   with open(path) as f:
     return json.load(f)
-
-
-def chosen_condition(per_cond: np.ndarray, how: str, *, conditional: bool, cond_of_example=None) -> np.ndarray:
-  """The condition id under which each image is pictured: (N, C') scores -> (N,) ids (0 if unconditional)."""
-  if not conditional:
-    return np.zeros(per_cond.shape[0], np.int32)
-  if how == "given":
-    return np.where(cond_of_example >= 0, cond_of_example, per_cond.shape[1] - 1).astype(np.int32)
-  return np.argmin(per_cond[:, :-1], axis=1).astype(np.int32)
 
 
 class RunView:
