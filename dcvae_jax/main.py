@@ -176,32 +176,30 @@ def _describe_parse_error(e: BaseException) -> str:
   return "; ".join(lines[:3])
 
 
-def _config_arg(argv) -> tuple[int, str] | None:
-  """(index, value) of the --config flag in argv (``--config=X`` or ``--config X``), or None."""
+def _config_args(argv) -> list:
+  """[(index, value)] of every --config flag in argv (``--config=X`` or ``--config X``); the last one counts."""
+  found = []
   for i, a in enumerate(argv[1:], 1):
     if a == "--":
       break
     if a.startswith("--config="):
-      return i, a[len("--config=") :]
-    if a == "--config" and i + 1 < len(argv):
-      return i + 1, argv[i + 1]
-  return None
+      found.append((i, a[len("--config=") :]))
+    elif a == "--config" and i + 1 < len(argv):
+      found.append((i + 1, argv[i + 1]))
+  return found
 
 
-def _resolve_config_name(argv) -> list:
-  """argv with a named config (``--config=mnist:smoke``) replaced by its file's path."""
+def _resolve_config_names(argv) -> list:
+  """argv with each named config (``--config=mnist:smoke``) replaced by its file's path."""
   from dcvae_jax.config import config_file
 
-  found = _config_arg(argv)
-  if found is None:
-    return argv
-  i, value = found
-  try:
-    path = config_file(value)
-  except ValueError as e:
-    _bad_command_line(str(e))
   argv = list(argv)
-  argv[i] = f"--config={path}" if argv[i].startswith("--config=") else path
+  for i, value in _config_args(argv):
+    try:
+      path = config_file(value)
+    except ValueError as e:
+      _bad_command_line(str(e))
+    argv[i] = f"--config={path}" if argv[i].startswith("--config=") else path
   return argv
 
 
@@ -215,11 +213,11 @@ def _unknown_override(argv) -> str | None:
   keys = [a[2:].split("=", 1)[0].split(".", 1)[1] for a in argv[1:] if a.startswith("--config.")]
   if not keys:
     return None
-  found = _config_arg(argv)
+  found = _config_args(argv)
   own = flags.FlagValues()
   try:
     config_flags.DEFINE_config_file(
-      "config", found[1] if found else _default_config(), flag_values=own, sys_argv=argv[:1], lock_config=False
+      "config", found[-1][1] if found else _default_config(), flag_values=own, sys_argv=argv[:1], lock_config=False
     )
     own(argv[:1])
     config = own.config
@@ -245,7 +243,7 @@ def _parse_flags(argv):
   if any(a in ("--help", "-h", "-?", "--helpshort") for a in argv[1:]):
     print(usage())
     sys.exit(0)
-  argv = _resolve_config_name(argv)
+  argv = _resolve_config_names(argv)
   try:
     _define_config_flag(argv)
     rest = FLAGS(argv)
