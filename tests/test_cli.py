@@ -275,6 +275,7 @@ def _interrupt_when(proc, ready, timeout=400):
   return proc.returncode, "".join(err)
 
 
+@pytest.mark.slow
 def test_ctrl_c_while_training_ends_the_progress_bar_line(tmp_path):
   """The error line is a line of its own: the progress bar's line is ended first (not overwritten with \\r)."""
   wd = tmp_path / "wd"
@@ -295,6 +296,7 @@ def test_ctrl_c_while_training_ends_the_progress_bar_line(tmp_path):
   assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_ctrl_c_while_scoring_keeps_finished_runs_and_a_rerun_finishes(tmp_path):
   wd = tmp_path / "wd"
   args = [*SMOKE, "--config.protocol.classes=(0,1)", "--config.train.runs_per_program=1", f"--workdir={wd}"]
