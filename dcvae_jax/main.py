@@ -38,7 +38,7 @@ _CONFIG_HELP = (
 _MODES = ("train", "report", "table", "rescore", "config")
 
 flags.DEFINE_string("workdir", None, "Where checkpoints, scores and results go (default: workdirs/<config name>).")
-flags.DEFINE_enum("mode", "train", _MODES, "What to do (see the modes above).")
+flags.DEFINE_enum("mode", "train", _MODES, "What to do; dcvae-jax --help explains each mode.")
 FLAGS = flags.FLAGS
 
 

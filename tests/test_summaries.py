@@ -148,3 +148,23 @@ def test_training_writes_evaluation_summaries(tmp_path, model):
     for score, value in results[name].items():
       (event,) = mean.Scalars(f"{name}/{score}")
       np.testing.assert_allclose(event.value, value, rtol=1e-6)
+
+
+def test_image_read_back_with_nan_drawn_black(tmp_path):
+  event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+  import io
+  import warnings
+
+  from PIL import Image
+
+  image = np.array([[0.0, 1.0, np.nan], [0.5, 2.0, -1.0]], np.float32)  # NaN: a diverged model's pixel
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    with summaries.TensorBoardWriter(str(tmp_path)) as tb:
+      tb.image("class0_seed0", 7, "reconstructions", image)
+  acc = event_accumulator.EventAccumulator(str(tmp_path / "class0_seed0"))
+  acc.Reload()
+  (event,) = acc.Images("reconstructions")
+  got = np.asarray(Image.open(io.BytesIO(event.encoded_image_string)).convert("L"))
+  assert event.step == 7 and (event.width, event.height) == (3, 2)
+  np.testing.assert_allclose(got, [[0, 255, 0], [127, 255, 0]], atol=1)

@@ -59,8 +59,9 @@ class TensorBoardWriter:
     return self._writers[run]
 
   def image(self, run: str, step: int, tag: str, image: np.ndarray):
-    """One grey image (H, W) with values in [0, 1]."""
-    self._writer(run).add_image(tag, np.clip(np.asarray(image, np.float32), 0, 1), int(step), dataformats="HW")
+    """One grey image (H, W) with values in [0, 1] (NaN, from a diverged model, drawn black)."""
+    image = np.clip(np.nan_to_num(np.asarray(image, np.float32), nan=0.0), 0, 1)
+    self._writer(run).add_image(tag, image, int(step), dataformats="HW")
 
   def evaluation(self, run: str, step: int, result: dict):
     """The evaluation scalars of one run's result or of the summary (see :func:`evaluation_scalars`)."""
