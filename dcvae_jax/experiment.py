@@ -264,7 +264,7 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True, resc
           step_m = int(distributed.to_host(state.step)[m])
           grid = summaries.run_reconstructions(
             pictures,
-            train_step.unstack(state.params, m),
+            distributed.to_host(train_step.unstack(state.params, m)),  # host arrays: fine on any process
             run,
             ds.x_test,
             ds.y_test,
