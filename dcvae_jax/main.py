@@ -85,6 +85,16 @@ def usage() -> str:
   return "\n".join(lines)
 
 
+def _print_and_exit(text: str):
+  """Print ``text`` to stdout and exit 0, quietly also when the reader stops early (``dcvae-jax --help | head``)."""
+  try:
+    print(text)
+    sys.stdout.flush()
+  except BrokenPipeError:
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit does not fail again
+  sys.exit(0)
+
+
 def _interrupted_message(mode: str) -> str:
   done = "figures drawn so far" if mode == "report" else "finished runs and their scores"
   return f"error: interrupted (Ctrl-C) in --mode={mode}; {done} are kept: rerun the same command to finish"
@@ -124,8 +134,7 @@ def _main(mode: str):
   from dcvae_jax.config import describe
 
   if mode == "config":
-    print(describe(FLAGS.config))
-    return
+    _print_and_exit(describe(FLAGS.config))
   workdir = FLAGS.workdir or default_workdir(FLAGS["config"].config_filename)
   extras.check(_job_config(mode, workdir), mode)  # before JAX starts or any data is read
 
@@ -241,8 +250,7 @@ def _unknown_override(argv) -> str | None:
 def _parse_flags(argv):
   """absl's parser, then the config file and its overrides: any failure is one ``error:`` line, exit 2."""
   if any(a in ("--help", "-h", "-?", "--helpshort") for a in argv[1:]):
-    print(usage())
-    sys.exit(0)
+    _print_and_exit(usage())
   argv = _resolve_config_names(argv)
   try:
     _define_config_flag(argv)
