@@ -56,9 +56,16 @@ Fields (all of them exist in every config, so ``--config.<key>=<value>`` works f
                                be a multiple of the device count (every device's shard holds whole groups).
                                An epoch cuts every class into chunks of per_condition, so it sees every example
                                once up to each class's remainder (see input_pipeline.RunData)
+
+``FIELD_HELP`` gives every field one line of meaning (``--mode=config`` prints it beside each value; a field
+without one fails the tests). ``config_file(name)`` finds a config by name (``mnist``, ``default:smoke``) in the
+checkout's ``configs/`` or, in an installed package, in ``dcvae_jax/_configs`` (the same files, shipped).
 """
 
 from __future__ import annotations
+
+import importlib.util
+import os
 
 import ml_collections
 
@@ -149,6 +156,133 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.threshold_fpr = 0.05  # decision threshold: target false-positive rate on normal validation images
   c.eval.contamination = 0.0  # > 0: threshold flags this fraction of all validation images instead (PyOD-style)
   return c
+
+
+FIELD_HELP = {
+  "seed": "root of every random number (per run: fold_in(seed, run id); per step: fold_in(., step))",
+  "num_seeds": "seeds seed, seed+1, ... run for every protocol class",
+  "model.name": "vae | cvae | beta_vae | factor_vae | rf_vae | beta_tcvae | dcvae (models/registry.py)",
+  "model.arch": "encoder/decoder: mlp | conv",
+  "model.hidden": "layer widths (conv: channels..., then the dense width)",
+  "model.latent_dim": "d, the size of the latent code z",
+  "model.likelihood": "p(x|z): bernoulli | continuous_bernoulli | gaussian",
+  "model.gaussian_variance": "gaussian likelihood: fixed (model.gaussian_std) | global | per_pixel (learned)",
+  "model.gaussian_std": "gaussian likelihood with fixed variance: sigma",
+  "model.compute_dtype": "float32 | bfloat16 (mixed precision: bf16 compute, fp32 params, optimizer, losses)",
+  "model.beta": "beta_vae: weight of KL(q(z|x) || p(z))",
+  "model.alpha": "beta_tcvae / dcvae: weight of the index-code MI I(x;z[|c])",
+  "model.gamma": "beta_tcvae / dcvae: weight of the dimension-wise KL",
+  "model.tc_beta": "beta_tcvae / dcvae: weight of the total correlation TC(z[|c])",
+  "model.factor_gamma": "factor_vae / rf_vae: weight of the discriminator's TC estimate",
+  "model.estimator": "minibatch estimator of q(z): mss (stratified) | mws (weighted)",
+  "model.tc_scope": "global: TC estimators see the whole batch | local: each device's shard alone",
+  "model.disc_layers": "factor_vae / rf_vae: hidden layers of the TC discriminator",
+  "model.disc_width": "factor_vae / rf_vae: width of each discriminator layer",
+  "model.lambda_min": "rf_vae: KL weight of a fully relevant dimension (r = 1)",
+  "model.lambda_max": "rf_vae: KL weight of an irrelevant dimension (r = 0)",
+  "model.eta_s": "rf_vae: weight of the L1 sparsity penalty on the relevance r",
+  "model.eta_h": "rf_vae: weight of the binary entropy penalty on the relevance r",
+  "data.name": "mnist5k (embedded) | mnist | fashion_mnist | kmnist | emnist/byclass|digits|letters | shapes",
+  "data.data_dir": "a local folder of <name>_train/_test.npz or IDX files (then no TFDS); '' = none",
+  "data.tfds_data_dir": "where TFDS keeps its datasets; '' = ~/tensorflow_datasets",
+  "data.download": "let TFDS download a dataset that is not prepared",
+  "data.binarize": "threshold pixels at 0.5 (the paper does)",
+  "data.dequantize": "grey level k -> (k + u)/256 (u ~ U(0,1) in training, 1/2 in evaluation); needs binarize=False",
+  "protocol.name": "one_vs_rest | leave_one_out | split",
+  "protocol.classes": "which normal (one_vs_rest) / held-out (leave_one_out) classes to run; () = all",
+  "protocol.normal": "split: the normal classes",
+  "protocol.anomalous": "split: the anomalous classes",
+  "protocol.score": "headline score: recon | nelbo | iwae | complexity | rapp | rapp_sap | sap_complexity",
+  "protocol.score_condition": "conditional models: min | marginal | given (given leaks the test label)",
+  "train.num_epochs": "passes over the normal training images",
+  "train.batch_size": "global batch (split over the devices)",
+  "train.learning_rate": "Adam rate of the VAE (the paper's primary rate)",
+  "train.lr_schedule": "constant | warmup_cosine",
+  "train.warmup_fraction": "warmup_cosine: linear warm-up over this fraction of the steps",
+  "train.final_lr_fraction": "warmup_cosine: final rate = this x learning_rate",
+  "train.disc_learning_rate": "Adam rate of the factor_vae / rf_vae discriminator (the secondary rate)",
+  "train.batch_sampling": "uniform (shuffled epochs) | stratified (per_condition examples of each condition)",
+  "train.per_condition": "stratified: examples of each condition in a batch",
+  "train.conditions_per_batch": "stratified: distinct conditions in a batch; 0 = batch_size // per_condition",
+  "train.steps_per_call": "training steps fused into one compiled call (lax.scan)",
+  "train.runs_per_program": "runs trained together in one compiled program; 0 = all of the protocol",
+  "train.ensemble": "how runs share a program: vmap | map | auto (map on CPU, vmap on GPU/TPU)",
+  "train.log_every_steps": "steps between lines of metrics.jsonl and TensorBoard points",
+  "train.checkpoint_every_steps": "steps between checkpoints (also saved at the end and on SIGTERM / Ctrl-C)",
+  "train.keep_checkpoints": "checkpoints kept per group of runs",
+  "train.on_nonfinite": "stop (at the first NaN/Inf) | skip (skip such updates and count them)",
+  "train.progress": "show a progress bar",
+  "train.tensorboard": "write TensorBoard event files under <workdir>/tensorboard",
+  "table.models": "--mode=table: models to compare; () = the paper's six",
+  "table.figures": "--mode=table: draw each model's figures and report.html",
+  "table.figure_runs": "--mode=table: runs per model that get per-run figures",
+  "eval.batch_size": "test images per scoring batch",
+  "eval.elbo_samples": "samples of z for the nelbo score",
+  "eval.iwae_samples": "K of the iwae score's importance-weighted bound",
+  "eval.iwae_chunk": "iwae samples per pass (bounds memory)",
+  "eval.rapp_fit_examples": "normal training images that fit RaPP's NAP normalisation (per run)",
+  "eval.reference_examples": "normal training images that standardise sap_complexity (per run)",
+}
+"""One line of meaning for every field of :func:`base_config` (dotted key -> text)."""
+
+
+def leaves(config, prefix: str = "") -> list:
+  """[(dotted key, value)] of every leaf field of a config, sorted by key."""
+  out = []
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      out += leaves(value, f"{prefix}{key}.")
+    else:
+      out.append((prefix + key, value))
+  return sorted(out)
+
+
+def describe(config) -> str:
+  """The config, one ``key = value  # meaning`` line per field (``--mode=config``)."""
+  rows = [(key, repr(tuple(v) if isinstance(v, list) else v)) for key, v in leaves(config)]
+  width = max(len(k) + len(v) for k, v in rows) + 3
+  return "\n".join(
+    f"{k} = {v}".ljust(width) + f"  # {FIELD_HELP.get(k, '(not a field of base_config)')}" for k, v in rows
+  )
+
+
+def _checkout_configs() -> str:
+  return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def configs_dir() -> str | None:
+  """The folder of the named configs: ``dcvae_jax/_configs`` of an installed package (pyproject.toml maps the
+  checkout's ``configs/`` there), else the checkout's ``configs/`` beside the package; None if neither."""
+  try:
+    spec = importlib.util.find_spec("dcvae_jax._configs")
+  except (ImportError, ValueError):
+    spec = None
+  for folder in [*(spec.submodule_search_locations or [] if spec else []), _checkout_configs()]:
+    if os.path.isfile(os.path.join(folder, "default.py")):
+      return folder
+  return None
+
+
+def config_names() -> list:
+  """The names ``--config`` takes without a path (the files of :func:`configs_dir`)."""
+  folder = configs_dir()
+  if folder is None:
+    return []
+  return sorted(f[:-3] for f in os.listdir(folder) if f.endswith(".py") and not f.startswith("_"))
+
+
+def config_file(arg: str) -> str:
+  """``--config``'s value -> a config file path (with its ``:argument``). A path that exists is kept; a bare name
+  (``mnist``, ``mnist.py``, ``configs/mnist.py`` from another folder) is the file of that name in
+  :func:`configs_dir`. Raises ValueError naming the known configs if neither."""
+  path, colon, arg_ = arg.partition(":")
+  if os.path.exists(path):
+    return arg
+  head, base = os.path.split(path)
+  name = base[:-3] if base.endswith(".py") else base
+  if head.rstrip("/") in ("", "configs") and name in config_names():
+    return os.path.join(configs_dir(), name + ".py") + colon + arg_
+  raise ValueError(f"no config file {path!r}: give a path, or one of the names {', '.join(config_names())}")
 
 
 # The detection setting the ablation (docs/results/detection.md) chose, applied by ``configs/<dataset>.py:best``.

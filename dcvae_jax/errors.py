@@ -1,5 +1,6 @@
 """Every error a user can cause or meet. ``main`` prints each one in ``EXPECTED`` as a single ``error:`` line
-and exits with status 1 (130 for ``Interrupted``); any other exception is a bug and keeps its traceback."""
+and exits with status 1 (130 for ``Interrupted`` and any other KeyboardInterrupt, i.e. Ctrl-C); any other
+exception is a bug and keeps its traceback."""
 
 
 class ConfigError(ValueError):
@@ -30,8 +31,12 @@ class NonFiniteError(FloatingPointError):
   """A loss term or gradient became NaN/Inf."""
 
 
+class MissingDependency(ImportError):
+  """An optional extra the job needs is not installed; the message names the pip command."""
+
+
 class Interrupted(KeyboardInterrupt):
   """SIGTERM / SIGINT arrived; a checkpoint was written before raising."""
 
 
-EXPECTED = (ConfigError, DataError, ProtocolError, WorkdirError, CheckpointError, NonFiniteError)
+EXPECTED = (ConfigError, DataError, ProtocolError, WorkdirError, CheckpointError, NonFiniteError, MissingDependency)

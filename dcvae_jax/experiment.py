@@ -33,7 +33,7 @@ from dcvae_jax.data.prepare import make_runs, prepare_data, validation_fraction
 from dcvae_jax.errors import ConfigError
 from dcvae_jax.evaluators import anomaly_scores, latents, metrics, scoring, threshold
 from dcvae_jax.log import log as _log
-from dcvae_jax.models import objectives
+from dcvae_jax.models import inference, objectives
 from dcvae_jax.models import registry as models
 from dcvae_jax.train import train_step, trainer
 from dcvae_jax.train import tensorboard as summaries
@@ -229,6 +229,7 @@ def train_and_evaluate(
   """Train every run of the protocol (groups of ``train.runs_per_program`` at once), score, summarise.
 
   rescore: score finished runs again from their final checkpoints (new scores, other eval settings)."""
+  files.check_local(workdir)
   validate(config, num_devices=jax.device_count())
   ds = prepare_data(config, dataset)
   runs = make_runs(config, ds)
@@ -267,6 +268,7 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True, resc
   threshold_method = threshold.choose(
     fpr=float(config.eval.get("threshold_fpr", 0.05)), contamination=float(config.eval.get("contamination", 0.0))
   )
+  last_step = 0  # the newest training step scored now (0: nothing scored, every run was finished)
   offset_bits = anomaly_scores.density_offset_bits(
     int(np.prod(image_shape)),
     is_continuous=config.model.likelihood != "bernoulli",
@@ -313,6 +315,7 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True, resc
             files.write_json(done[m], result)
           per_run.append(result)
         continue
+      log(f"scoring {chunk_name(chunk)}: {', '.join(scoring.SCORES)} of {ds.x_test.shape[0]} test images")
       setup = train_step.make_setup(config, image_shape, num_conditions, mesh.devices.size)
       x_fit, cond_fit = rapp_fit_data(config, ds, chunk)
       nap_stats = scoring.fit_rapp(setup, state.params, x_fit, cond_fit, mesh, batch_size=config.eval.batch_size)
@@ -339,9 +342,10 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True, resc
       )
       if write:
         os.makedirs(os.path.join(workdir, "scores"), exist_ok=True)
+      pictures = inference.Model(setup, mesh=mesh) if config.train.get("tensorboard", False) else None
       for m, run in enumerate(chunk):
         if write:
-          np.savez(
+          files.write_npz(
             os.path.join(workdir, "scores", f"{run.name}.npz"),
             y_test=ds.y_test,
             codes=codes[m],
@@ -367,6 +371,22 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True, resc
         result.update(
           latents.disentanglement_results(run, codes[m], ds.y_test, ds.factors_test, ds.factor_names, seed=config.seed)
         )
+        if pictures is not None:  # every process computes (the mesh spans them all); process 0 writes
+          step_m = int(distributed.to_host(state.step)[m])
+          grid = summaries.run_reconstructions(
+            pictures,
+            distributed.to_host(train_step.unstack(state.params, m)),  # host arrays: fine on any process
+            run,
+            ds.x_test,
+            ds.y_test,
+            scores["recon"][m],
+            score_condition=config.protocol.score_condition,
+          )
+          if tb is not None:  # AUROC / AUPR of every score and the reconstructions, at the run's last step
+            last_step = max(last_step, step_m)
+            tb.evaluation(run.name, step_m, result)
+            tb.image(run.name, step_m, "reconstructions", grid)
+            tb.flush(force=True)
         if write:
           files.write_json(done[m], result)
         per_run.append(result)
@@ -407,6 +427,9 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True, resc
     results["class_names"] = list(ds.class_names)
   if not tested:
     results["note"] = f"no test images in {ds.source}: the runs were trained, not evaluated (no AUROC)"
+  if write and last_step and config.train.get("tensorboard", False):  # the mean over runs, beside each run's
+    with summaries.TensorBoardWriter(os.path.join(workdir, "tensorboard")) as tb:
+      tb.evaluation("mean", last_step, results)
   if write:
     if "threshold" in results:
       t = results["threshold"]

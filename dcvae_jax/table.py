@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import io
 import os
 
 from dcvae_jax import experiment, files
@@ -68,12 +69,12 @@ def run_table(config, workdir: str, *, log=_log, dataset=None) -> list[dict]:
 def write_table(rows: list[dict], workdir: str):
   os.makedirs(workdir, exist_ok=True)
   files.write_json(os.path.join(workdir, "results.json"), {"rows": rows})
-  with open(os.path.join(workdir, "results.csv"), "w", newline="") as f:
-    w = csv.DictWriter(f, fieldnames=list(COLUMNS) + ["dataset", "protocol", "score", "workdir"])
-    w.writeheader()
-    w.writerows(rows)
-  with open(os.path.join(workdir, "results.md"), "w") as f:
-    f.write(format_markdown(rows))
+  buffer = io.StringIO()
+  w = csv.DictWriter(buffer, fieldnames=list(COLUMNS) + ["dataset", "protocol", "score", "workdir"])
+  w.writeheader()
+  w.writerows(rows)
+  files.write_text(os.path.join(workdir, "results.csv"), buffer.getvalue())
+  files.write_text(os.path.join(workdir, "results.md"), format_markdown(rows))
 
 
 def format_markdown(rows: list[dict]) -> str:

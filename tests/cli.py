@@ -12,13 +12,14 @@ def env(devices: int = 8):
   e = dict(os.environ)
   e["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
   e["JAX_PLATFORMS"] = "cpu"
+  e["PYTHONPATH"] = os.pathsep.join([REPO, *filter(None, [e.get("PYTHONPATH")])])  # this checkout, from any cwd
   return e
 
 
-def run_cli(*args, timeout=300, devices=8, **kw):
+def run_cli(*args, timeout=300, devices=8, cwd=REPO, **kw):
   return subprocess.run(
     [sys.executable, "-m", "dcvae_jax.main", *args],
-    cwd=REPO,
+    cwd=cwd,
     env=env(devices),
     capture_output=True,
     text=True,
@@ -35,6 +36,15 @@ def popen_cli(*args, devices=8):
     stdout=subprocess.PIPE,
     stderr=subprocess.PIPE,
     text=True,
+  )
+
+
+def run_cli_after(prelude: str, *args, timeout=300, cwd=REPO):
+  """The command line run after the Python statements ``prelude`` (e.g. ones that block a module's import with
+  ``sys.modules[name] = None``, or replace a function), in a fresh interpreter."""
+  code = f"{prelude}\nimport sys\nsys.argv = ['dcvae-jax', *{list(args)!r}]\nfrom dcvae_jax.main import run\nrun()"
+  return subprocess.run(
+    [sys.executable, "-c", code], cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout
   )
 
 

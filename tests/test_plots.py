@@ -82,6 +82,38 @@ def test_report_writes_every_figure(tmp_path, toy, model):
   assert not os.path.exists(os.path.join(tmp_path, "figures", "class1_seed0"))  # max_runs=1
   for key in ("class0_seed0", "class1_seed0", "mean ± std", model):
     assert key in page
+  results = report.load_results(str(tmp_path))  # every score's row, with its mean test AUROC ± std and AUPR
+  for score, auroc in results["auroc_by_score"].items():
+    row = f"<td>{score_label(score, results)}</td><td>{auroc:.3f} ± {results['auroc_std_by_score'][score]:.3f}</td>"
+    assert row + f"<td>{results['aupr_by_score'][score]:.3f}</td></tr>" in page, score
+  assert not [p for p in os.listdir(tmp_path) if ".tmp" in p]
+
+
+def score_label(score, results):
+  return f"{score} (headline)" if score == results["score"] else score
+
+
+def test_score_table_with_validation_columns():
+  results = {
+    "score": "nelbo",
+    "auroc_by_score": {"recon": 0.8125, "nelbo": 0.5},
+    "auroc_std_by_score": {"recon": 0.0625, "nelbo": 0.25},
+    "aupr_by_score": {"recon": 0.375, "nelbo": 0.125},
+    "val_auroc_by_score": {"recon": 0.9375, "nelbo": 0.4375},
+    "val_aupr_by_score": {"nelbo": 0.0625},
+    "auroc_per_class_by_score": {"recon": {"0": 1.0}},  # nested: not a column
+  }
+  table = report.score_table(results)
+  assert table == (
+    "<table><tr><th>score</th><th>test AUROC</th><th>test AUPR</th><th>validation AUROC</th>"
+    "<th>validation AUPR</th></tr>"
+    "<tr><td>recon</td><td>0.812 ± 0.062</td><td>0.375</td><td>0.938</td><td></td></tr>"
+    '<tr class="mean"><td>nelbo (headline)</td><td>0.500 ± 0.250</td><td>0.125</td><td>0.438</td><td>0.062</td></tr>'
+    "</table>"
+  )
+  assert report.score_table({"score": "recon"}) == ""
+  page = report.render_html(results, "roc.png", {}, [], root=".")
+  assert "<h2>Every score (mean over runs)</h2>\n" + table in page
 
 
 def test_figure_functions_on_arrays(tmp_path):

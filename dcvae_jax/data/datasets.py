@@ -244,6 +244,12 @@ def load_dataset(
   return _finish(spec, "tfds", data_tfds.read_tfds(spec, tfds_data_dir, download), raw=True)
 
 
+def needs_tfds(name: str, data_dir: str = "") -> bool:
+  """Whether :func:`load_dataset` would read ``name`` from TFDS (checked before anything is loaded)."""
+  spec = _spec(name)
+  return not (spec.procedural or data_dir or spec.embedded)
+
+
 # --------------------------------------------------------------------------------------
 # Names
 # --------------------------------------------------------------------------------------

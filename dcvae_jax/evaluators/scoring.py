@@ -233,3 +233,14 @@ def reduce_scores(
   if "iwae" in reduced and length_bits is not None:
     reduced["complexity"] = anomaly_scores.complexity(reduced["iwae"], np.asarray(length_bits), offset_bits)
   return reduced
+
+
+def chosen_condition(per_cond: np.ndarray, how: str, *, conditional: bool, cond_of_example=None) -> np.ndarray:
+  """The condition id under which each image is pictured (figures, TensorBoard): (N, C') scores -> (N,) ids; the
+  best-scoring normal condition (min / marginal), the image's own (``given``; anomalies: the all-zero condition,
+  id C), 0 if unconditional."""
+  if not conditional:
+    return np.zeros(per_cond.shape[0], np.int32)
+  if how == "given":
+    return np.where(cond_of_example >= 0, cond_of_example, per_cond.shape[1] - 1).astype(np.int32)
+  return np.argmin(per_cond[:, :-1], axis=1).astype(np.int32)

@@ -9,7 +9,8 @@ Writes:
   DIR/figures/<run>/manifold.png           decodings over the two most active latent dims, per condition
   DIR/figures/<run>/traversals.png         each latent dim varied around a normal test image's code
   DIR/figures/<run>/histograms.png         A and E of normal vs anomalous test images
-  DIR/report.html                          the results table and every figure (relative paths)
+  DIR/report.html                          the results table, the table of every score (mean test AUROC and AUPR;
+                                           validation columns when results.json has them) and every figure
 
 Conditional models: a test image's class is unknown, so its code and reconstruction are taken under the
 condition the detector itself uses (``chosen_condition``): the best-scoring normal condition for
@@ -25,10 +26,12 @@ import os
 
 import numpy as np
 
+from dcvae_jax import extras, files
 from dcvae_jax.data import input_pipeline, protocols
 from dcvae_jax.errors import WorkdirError
 from dcvae_jax.train import restore
 from dcvae_jax.evaluators import anomaly_scores, scoring
+from dcvae_jax.evaluators.scoring import chosen_condition
 from dcvae_jax.log import log as _log
 from dcvae_jax.models import inference
 from dcvae_jax.report import plots, style
@@ -51,15 +54,6 @@ def load_results(workdir: str) -> dict:
     raise WorkdirError(f"{workdir} has no results.json: training has not finished")
   with open(path) as f:
     return json.load(f)
-
-
-def chosen_condition(per_cond: np.ndarray, how: str, *, conditional: bool, cond_of_example=None) -> np.ndarray:
-  """The condition id under which each image is pictured: (N, C') scores -> (N,) ids (0 if unconditional)."""
-  if not conditional:
-    return np.zeros(per_cond.shape[0], np.int32)
-  if how == "given":
-    return np.where(cond_of_example >= 0, cond_of_example, per_cond.shape[1] - 1).astype(np.int32)
-  return np.argmin(per_cond[:, :-1], axis=1).astype(np.int32)
 
 
 class RunView:
@@ -228,6 +222,7 @@ def make_report(workdir: str, *, dataset=None, max_runs: int | None = None, log=
   ``dataset``: pass it when the workdir was trained on an in-memory dataset; ``max_runs``: draw the per-run
   figures of the first ``max_runs`` runs only (the ROC figure and the table always cover every run).
   """
+  extras.require("matplotlib", extra="plots", package="matplotlib", needed_by="the report's figures")
   results = load_results(workdir)
   if results.get("auroc_mean") is None and results.get("note"):
     raise WorkdirError(
@@ -250,9 +245,7 @@ def make_report(workdir: str, *, dataset=None, max_runs: int | None = None, log=
       trained, run, os.path.join(fig_dir, run.name), scores=scores[run.name], model=model, seed=int(trained.config.seed)
     )
   path = os.path.join(workdir, "report.html")
-  with open(path + ".tmp", "w") as f:
-    f.write(render_html(results, roc, per_run, trained.runs, root=workdir))
-  os.replace(path + ".tmp", path)
+  files.write_text(path, render_html(results, roc, per_run, trained.runs, root=workdir))
   log(f"report: {path}")
   return path
 
@@ -279,6 +272,46 @@ def _f(v, fmt="{:.3f}") -> str:
 def _img(path: str, root: str, alt: str) -> str:
   rel = os.path.relpath(path, root).replace(os.sep, "/")
   return f'<a href="{html.escape(rel)}"><img src="{html.escape(rel)}" alt="{html.escape(alt)}"></a>'
+
+
+def _metric_label(name: str) -> str:
+  """'auroc' -> 'test AUROC', 'val_aupr' -> 'validation AUPR' (the key of a results.json ``<name>_by_score``)."""
+  prefix, _, metric = name.rpartition("_")
+  where = {"": "test", "val": "validation"}.get(prefix, prefix.replace("_", " "))
+  return f"{where} {metric.upper()}"
+
+
+def score_table(results: dict) -> str:
+  """Every score's mean AUROC (± std over runs) and AUPR, from results.json's ``*_by_score`` dicts: test first,
+  then any other split (``val_auroc_by_score``, ...). The headline score's row is bold. '' if there are none."""
+  dicts = {
+    k[: -len("_by_score")]: v
+    for k, v in results.items()
+    if k.endswith("_by_score") and isinstance(v, dict) and v and all(isinstance(x, (int, float)) for x in v.values())
+  }
+  names = sorted(
+    (n for n in dicts if not n.endswith("_std")),
+    key=lambda n: (n.rpartition("_")[0] != "", n.rpartition("_")[0], n.rpartition("_")[2] != "auroc", n),
+  )
+  if not names:
+    return ""
+  scores = [s for s in scoring.SCORES if any(s in dicts[n] for n in names)]
+  scores += sorted({s for n in names for s in dicts[n]} - set(scores))
+
+  def cell(name, score):
+    value = dicts[name].get(score)
+    std = dicts.get(f"{name}_std", {}).get(score)
+    return "" if value is None else f"{value:.3f}" + ("" if std is None else f" ± {std:.3f}")
+
+  e = html.escape
+  head = "<tr><th>score</th>" + "".join(f"<th>{e(_metric_label(n))}</th>" for n in names) + "</tr>"
+  rows = [
+    (f'<tr class="mean"><td>{e(s)} (headline)</td>' if s == results.get("score") else f"<tr><td>{e(s)}</td>")
+    + "".join(f"<td>{cell(n, s)}</td>" for n in names)
+    + "</tr>"
+    for s in scores
+  ]
+  return f"<table>{head}{''.join(rows)}</table>"
 
 
 def render_html(results: dict, roc_path: str, per_run: dict, runs, *, root: str) -> str:
@@ -331,6 +364,11 @@ def render_html(results: dict, roc_path: str, per_run: dict, runs, *, root: str)
   parts += [
     "<h2>Results</h2>",
     f"<table>{head}{''.join(rows)}</table>",
+  ]
+  every = score_table(r)
+  if every:
+    parts += ["<h2>Every score (mean over runs)</h2>", every]
+  parts += [
     "<h2>ROC curves</h2>",
     f'<div class="figs">{_img(roc_path, root, "ROC curves")}</div>',
   ]

@@ -31,7 +31,13 @@ def _figure(width_px: int, height_px: int):
 
 def _save(fig, path: str) -> str:
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=DPI, format="png")  # no bbox_inches="tight": the size stays exactly as documented
+  tmp = f"{path}.tmp{os.getpid()}"  # whole or not at all: a rename once the PNG is written
+  try:
+    fig.savefig(tmp, dpi=DPI, format="png")  # no bbox_inches="tight": the size stays exactly as documented
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
   return path
 
 

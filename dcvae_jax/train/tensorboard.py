@@ -1,6 +1,13 @@
-"""TensorBoard event files of the training metrics (``train.tensorboard``, on by default).
+"""TensorBoard event files of training and evaluation (``train.tensorboard``, on by default).
 
-  <workdir>/tensorboard/<run name>/events.out.tfevents.*   one scalar per logged term, x-axis = training step
+  <workdir>/tensorboard/<run name>/events.out.tfevents.*   one scalar per logged term, x-axis = training step;
+      after the run is scored, at its last step: auroc_by_score/<score> and aupr_by_score/<score> (the test AUROC
+      and AUPR of every score; any other <prefix>_<score>_<metric> such as val_recon_auroc as
+      <prefix>_<metric>_by_score/<score>), and the image ``reconstructions``: a few normal test images over their
+      reconstructions, then a few anomalous ones (rows: normal inputs, their reconstructions, anomalous inputs,
+      theirs)
+  <workdir>/tensorboard/mean/events.out.tfevents.*         every ``*_by_score`` dict of results.json (the mean
+      over runs) under the same tags, so TensorBoard draws each run and the mean on one chart
 
   pip install -e ".[tensorboard]" && tensorboard --logdir <workdir>/tensorboard
 
@@ -17,6 +24,10 @@ import logging
 import os
 import struct
 import time
+
+import numpy as np
+
+from dcvae_jax.evaluators.scoring import SCORES
 
 # A NaN loss is logged as NaN (train.on_nonfinite=skip); tensorboardX would also warn once per value.
 logging.getLogger("tensorboardX.x2num").setLevel(logging.ERROR)
@@ -36,15 +47,27 @@ class TensorBoardWriter:
     self._flushed = time.monotonic()
 
   def scalars(self, run: str, step: int, values: dict):
-    writer = self._writers.get(run)
-    if writer is None:
-      from tensorboardX import SummaryWriter
-
-      writer = self._writers[run] = SummaryWriter(
-        os.path.join(self.logdir, run), flush_secs=max(int(self.flush_seconds), 1)
-      )
+    writer = self._writer(run)
     for tag, value in values.items():
       writer.add_scalar(tag, float(value), global_step=int(step))
+
+  def _writer(self, run: str):
+    if run not in self._writers:
+      from tensorboardX import SummaryWriter
+
+      self._writers[run] = SummaryWriter(os.path.join(self.logdir, run), flush_secs=max(int(self.flush_seconds), 1))
+    return self._writers[run]
+
+  def image(self, run: str, step: int, tag: str, image: np.ndarray):
+    """One grey image (H, W) with values in [0, 1] (NaN, from a diverged model, drawn black)."""
+    image = np.clip(np.nan_to_num(np.asarray(image, np.float32), nan=0.0), 0, 1)
+    self._writer(run).add_image(tag, image, int(step), dataformats="HW")
+
+  def evaluation(self, run: str, step: int, result: dict):
+    """The evaluation scalars of one run's result or of the summary (see :func:`evaluation_scalars`)."""
+    values = evaluation_scalars(result)
+    if values:
+      self.scalars(run, step, values)
 
   def flush(self, force: bool = False):
     if not force and time.monotonic() - self._flushed < self.flush_seconds:
@@ -63,6 +86,68 @@ class TensorBoardWriter:
 
   def __exit__(self, *exc):
     self.close()
+
+
+def evaluation_scalars(result: dict) -> dict:
+  """{tag: value} of the detection metrics in a run's result or in results.json.
+
+  ``<name>_by_score`` dicts ({score: value}, e.g. auroc_by_score, val_auroc_by_score) -> ``<name>_by_score/<score>``;
+  a run's flat ``[<prefix>_]<score>_auroc`` / ``_aupr`` -> ``[<prefix>_]auroc_by_score/<score>`` (the tag of the
+  same number averaged over runs). Non-numbers and nested dicts (per-class tables) are left out."""
+  out = {}
+  for key, value in result.items():
+    if key.endswith("_by_score") and isinstance(value, dict):
+      out.update({f"{key}/{s}": float(v) for s, v in value.items() if isinstance(v, (int, float))})
+  for key, value in result.items():
+    metric = key.rpartition("_")[2]
+    if metric not in ("auroc", "aupr") or not isinstance(value, (int, float)) or isinstance(value, bool):
+      continue
+    stem = key[: -len(metric) - 1]
+    scores = [s for s in SCORES if stem == s or stem.endswith(f"_{s}")]
+    if scores:
+      score = max(scores, key=len)  # val_sap_complexity is sap_complexity's, not complexity's
+      out.setdefault(f"{stem[: -len(score)]}{metric}_by_score/{score}", float(value))
+  return out
+
+
+def reconstruction_grid(inputs: np.ndarray, recons: np.ndarray, is_anomaly: np.ndarray, per_group: int = 8):
+  """One grey image: up to ``per_group`` normal inputs (row 1) over their reconstructions (row 2), then as many
+  anomalous ones (rows 3 and 4), 1-pixel white lines between the tiles; a group with fewer images leaves its
+  cells white. inputs, recons: (N, H, W) in [0, 1]; is_anomaly: (N,)."""
+  from dcvae_jax.report.style import _montage
+
+  inputs, recons = np.asarray(inputs, np.float32), np.asarray(recons, np.float32)
+  is_anomaly = np.asarray(is_anomaly, bool)
+  groups = [np.flatnonzero(~is_anomaly)[:per_group], np.flatnonzero(is_anomaly)[:per_group]]
+  cols = max(1, *(len(g) for g in groups))
+  tiles = np.ones((4, cols, *inputs.shape[1:]), np.float32)
+  for r, idx in enumerate(groups):
+    tiles[2 * r, : len(idx)] = inputs[idx]
+    tiles[2 * r + 1, : len(idx)] = recons[idx]
+  return _montage(tiles)
+
+
+def run_reconstructions(model, params, run, x_test, y_test, recon_per_condition, *, score_condition: str, per_group=8):
+  """:func:`reconstruction_grid` of the first ``per_group`` normal and anomalous test images of ``run``, as the
+  model sees them (binarised or dequantised) over their reconstructions D(mu(x)), each under the condition the
+  detector would picture it with (scoring.chosen_condition of its recon scores). model: an ``inference.Model``;
+  params: the run's parameters; recon_per_condition: (N_test, C') recon scores of the run."""
+  from dcvae_jax.data import input_pipeline, protocols
+  from dcvae_jax.evaluators.scoring import chosen_condition
+
+  rows = np.flatnonzero(np.isin(y_test, run.normal + run.anomalous))
+  anomalous = np.isin(y_test[rows], run.anomalous)
+  pick = np.concatenate([rows[~anomalous][:per_group], rows[anomalous][:per_group]])
+  cond = chosen_condition(
+    np.asarray(recon_per_condition)[pick],
+    score_condition,
+    conditional=model.conditional,
+    cond_of_example=protocols.condition_ids(run, y_test[pick], missing=-1),
+  )
+  x = np.asarray(x_test)[pick]
+  inputs = np.asarray(input_pipeline.preprocess(x, model.setup.binarize, model.setup.dequantize))[..., 0]
+  recons = model.reconstruct(params, x, cond)
+  return reconstruction_grid(inputs, recons, np.isin(y_test[pick], run.anomalous), per_group)
 
 
 def _records(path: str):

@@ -4,6 +4,7 @@ scalars and a progress bar. The compiled program itself is ``train_step``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -163,7 +164,7 @@ def train_runs(
     def save_now(at):  # async: the manager's exit waits for the last save
       checkpoints.save(manager, at, state, {"train_seconds": prior_seconds + time.perf_counter() - t0})
 
-    with StopFlag(manager) as stop:
+    with _ending_line_on_error(progress), StopFlag(manager) as stop:
       while step < max_steps:
         steps = np.arange(step, step + steps_per_call)
         idx = np.zeros((len(runs), steps_per_call, batch_size), np.int32)
@@ -205,6 +206,19 @@ def train_runs(
     if progress is not None:
       progress.close()
     return state, prior_seconds + time.perf_counter() - t0, step
+
+
+@contextlib.contextmanager
+def _ending_line_on_error(progress):
+  """On an exception (a signal's Interrupted, a non-finite loss), keep the progress bar where it stopped and end
+  its line, so that the error message printed next starts on a line of its own."""
+  try:
+    yield
+  except BaseException:
+    if progress is not None:
+      progress.leave = True
+      progress.close()
+    raise
 
 
 def _progress(config, start, total, n_runs):
