@@ -207,7 +207,30 @@ def test_auto_picks_the_best_mean_validation_auroc(auto_run):
   assert results["score"] == results["score_selected"] == best and results["score_selection"] == "validation"
   assert [row["score"] for row in results["score_selection_table"]][0] == best
   assert results["auroc_mean"] == pytest.approx(results["auroc_by_score"][best])
-  assert results["settings"]["score"] == "auto" and results["settings"]["validation_fraction"] == 0.1
+  c = auto_run["config"]
+  assert results["settings"] == {
+    "model": "vae",
+    "arch": "mlp",
+    "hidden": [32, 16],
+    "latent_dim": 4,
+    "likelihood": "bernoulli",
+    "gaussian_variance": None,
+    "dataset": c.data.name,
+    "binarize": False,
+    "dequantize": False,
+    "validation_fraction": 0.1,
+    "protocol": "leave_one_out",
+    "score": "auto",
+    "score_condition": "min",
+    "num_epochs": 1,
+    "learning_rate": c.train.learning_rate,
+    "lr_schedule": "constant",
+    "batch_size": 32,
+    "batch_sampling": "uniform",
+    "seed": 0,
+    "seeds": [0],
+  }
+  assert results["validation"]["num_images"] == auto_run["split"].x_val.shape[0] == len(auto_run["split"].val_indices)
   for r in results["runs"]:
     on_disk = json.load(open(os.path.join(wd, "runs", f"{r['run']}.json")))
     assert on_disk["auroc"] == on_disk[f"{best}_auroc"] and on_disk["score"] == best

@@ -158,7 +158,8 @@ DATASETS: dict = {
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
-  """A train/test pair of uint8 image arrays and int32 labels.
+  """A train/test pair of uint8 image arrays and int32 labels (and, once ``splits.split_validation`` has carved
+  it out of the training split, a validation set).
 
   ``factors_train`` / ``factors_test``: the ground-truth generative factors of each image
   (int32 (N, K), columns named by ``factor_names``) where the source knows them (only
