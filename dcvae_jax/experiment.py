@@ -351,6 +351,7 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True, resc
             codes=codes[m],
             length_bits=length_bits,
             **{name: v[m] for name, v in scores.items()},
+            **{f"reference_{k}": v for k, v in (references[m] or {}).items()},
             **({} if val is None else {"y_val": val["y"], **{f"val_{k}": v[m] for k, v in val_scores.items()}}),
           )
         result = metrics.evaluate_run(

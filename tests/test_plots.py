@@ -190,3 +190,23 @@ def test_umap_embedding(tmp_path):
 def test_report_refuses_an_untrained_workdir(tmp_path):
   with pytest.raises(errors.WorkdirError, match="results.json"):
     report.make_report(str(tmp_path))
+
+
+@pytest.mark.parametrize("model", ["vae", "dcvae"])
+def test_report_pictures_a_sap_complexity_headline_from_the_saved_reference(tmp_path, toy, model):
+  """The report recomputes sap_complexity from the saved test and reference scores: its AUROC equals the run's."""
+  from sklearn.metrics import roc_auc_score
+
+  from dcvae_jax.train import restore
+
+  config = tiny_config(model)
+  config.protocol.score = "sap_complexity"
+  experiment.train_and_evaluate(config, str(tmp_path), dataset=toy, log=lambda *a: None)
+  trained = restore.load_trained(str(tmp_path), dataset=toy)
+  for run in trained.runs:
+    view = report.RunView(trained, run, report.load_scores(str(tmp_path), run.name))
+    with open(os.path.join(tmp_path, "runs", f"{run.name}.json")) as f:
+      saved = __import__("json").load(f)
+    auroc = roc_auc_score(view.is_anomaly, view.reduced["sap_complexity"])
+    assert auroc == pytest.approx(saved["sap_complexity_auroc"], abs=1e-9)
+  assert os.path.isfile(report.make_report(str(tmp_path), dataset=toy, max_runs=1, log=lambda *a: None))

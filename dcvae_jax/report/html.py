@@ -89,9 +89,18 @@ class RunView:
       self.reduced["complexity"] = anomaly_scores.complexity(
         self.reduced["iwae"], np.asarray(scores["length_bits"])[keep], offset
       )
+    if {"rapp_sap", "complexity"} <= set(self.reduced) and "reference_rapp_sap" in scores:
+      self.reduced["sap_complexity"] = anomaly_scores.sap_complexity(
+        self.reduced["rapp_sap"],
+        self.reduced["complexity"],
+        scores["reference_rapp_sap"],
+        scores["reference_complexity"],
+      )
     self.headline = protocol.score
-    # complexity = iwae - L(x) + const: the same condition minimises both.
-    per_condition = scores["iwae" if protocol.score == "complexity" else protocol.score]
+    # complexity = iwae - L(x) + const: the same condition minimises both; sap_complexity is pictured under
+    # rapp_sap's condition (each of its two parts is reduced over conditions on its own).
+    picture_by = {"complexity": "iwae", "sap_complexity": "rapp_sap"}.get(protocol.score, protocol.score)
+    per_condition = scores[picture_by]
     self.cond = chosen_condition(
       per_condition[keep], protocol.score_condition, conditional=conditional, cond_of_example=cond_of_example
     )
