@@ -1,12 +1,15 @@
 """``train_and_evaluate(config, workdir)``: the whole job, importable from Colab and tests.
 
 Workdir layout:
-  config.json        the config in force (a rerun must be compatible with it)
+  config.json        the config that produced results.json (written after it; see workdir.py)
+  trained.json       the training fields the checkpoints are trained with: a rerun that differs in one is
+                     refused, but for more train.num_epochs (continued); other scoring fields rescore
   metrics.jsonl      per-step loss terms of every run (JSON lines)
   tensorboard/<run>/ the same as TensorBoard event files, with train.tensorboard=True
   checkpoints/<chunk>/  Orbax checkpoints of each group of runs trained together
   scores/<run>.npz   every test image's scores under every condition (recon, nelbo: (N_test, C')), y_test
-  runs/<run>.json    per-run results, written when a run's evaluation finishes (finished runs are not redone)
+  runs/<run>.json    per-run results, written when a run's evaluation finishes, with the identity (training and
+                     scoring fields, data) they were computed under: reused only under the same identity
   results.json       the summary (see metrics.summarize)
 """
 
@@ -24,7 +27,6 @@ from dcvae_jax import (
   anomaly_scores,
   checkpoints,
   distributed,
-  files,
   input_pipeline,
   latents,
   metrics,
@@ -39,6 +41,7 @@ from dcvae_jax import (
 from dcvae_jax.errors import WorkdirError
 from dcvae_jax.messages import log as _log
 from dcvae_jax.validation import validate
+from dcvae_jax import workdir as workdir_lib
 from dcvae_jax.workdir import WorkdirLock, check_workdir
 
 
@@ -162,18 +165,24 @@ def train_and_evaluate(
 ) -> dict:
   """Train every run of the protocol (groups of ``train.runs_per_program`` at once), score, summarise.
 
-  rescore: score finished runs again from their final checkpoints (new scores, other eval settings)."""
+  A finished run is reused only if it was scored under the same training and scoring fields (workdir.py);
+  other scoring fields rescore it from its checkpoints, more train.num_epochs continue them, other training
+  fields are refused (WorkdirError). rescore: score every run again from its final checkpoints regardless."""
   validate(config, num_devices=jax.device_count())
   ds = dataset if dataset is not None else load_data(config)
   runs = protocols.make_runs(config.protocol, ds.num_classes, config.seed, config.num_seeds)
+  data = workdir_lib.data_fingerprints(ds)
+  identity = workdir_lib.results_identity(config, data)
   if not distributed.is_primary():  # process 0 owns the workdir's files; the others train with it
-    return _train_and_evaluate(config, workdir, ds, runs, lambda *_: None, write=False, rescore=rescore)
+    return _train_and_evaluate(config, workdir, ds, runs, lambda *_: None, identity, write=False, rescore=rescore)
   with WorkdirLock(workdir, log=log):
-    check_workdir(config, workdir)
-    return _train_and_evaluate(config, workdir, ds, runs, log, rescore=rescore)
+    note = check_workdir(config, workdir, data)
+    if note:
+      log(note)
+    return _train_and_evaluate(config, workdir, ds, runs, log, identity, rescore=rescore)
 
 
-def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True, rescore: bool = False) -> dict:
+def _train_and_evaluate(config, workdir, ds, runs, log, identity, write: bool = True, rescore: bool = False) -> dict:
   spec = models.get_model(config.model.name)
   image_shape = (*ds.x_train.shape[1:], 1)
   num_conditions = len(runs[0].normal)
@@ -203,10 +212,9 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True, resc
   with metrics_file as log_file, tensorboard as tb:
     for chunk in chunks(runs, int(config.train.runs_per_program)):
       done = [os.path.join(workdir, "runs", f"{r.name}.json") for r in chunk]
-      if not rescore and all(os.path.exists(p) for p in done):
-        for p in done:
-          with open(p) as f:
-            per_run.append(json.load(f))
+      finished = [workdir_lib.finished_run(p, identity) for p in done]
+      if not rescore and all(r is not None for r in finished):
+        per_run.extend(finished)
         total_seconds += per_run[-1].get("chunk_train_seconds", 0.0)
         continue
       state, seconds, _ = trainer.train_runs(
@@ -266,7 +274,7 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True, resc
           latents.disentanglement_results(run, codes[m], ds.y_test, ds.factors_test, ds.factor_names, seed=config.seed)
         )
         if write:
-          files.write_json(done[m], result)
+          workdir_lib.write_run(done[m], result, identity)
         per_run.append(result)
 
   results = metrics.summarize(
@@ -282,7 +290,7 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True, resc
   results["num_processes"] = jax.process_count()
   results["backend"] = jax.default_backend()
   if write:
-    files.write_json(os.path.join(workdir, "results.json"), results)
+    workdir_lib.write_results(config, workdir, results)
   return results
 
 
@@ -317,6 +325,7 @@ def load_config(workdir: str):
 def load_trained(workdir: str, *, dataset: data_lib.Dataset | None = None) -> Trained:
   """Reload every run's trained parameters from the workdir's newest good checkpoints."""
   config = load_config(workdir)
+  workdir_lib.check_checkpoints_match(config, workdir)
   ds = dataset if dataset is not None else load_data(config)
   runs = protocols.make_runs(config.protocol, ds.num_classes, config.seed, config.num_seeds)
   image_shape = (*ds.x_train.shape[1:], 1)
