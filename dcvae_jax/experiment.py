@@ -1,13 +1,16 @@
 """``train_and_evaluate(config, workdir)``: the whole job, importable from Colab and tests.
 
 Workdir layout:
-  config.json        the config in force (a rerun must be compatible with it)
+  config.json        the config that produced results.json (written after it; see workdir.py)
+  trained.json       the training fields the checkpoints are trained with: a rerun that differs in one is
+                     refused, but for more train.num_epochs (continued); other scoring fields rescore
   metrics.jsonl      per-step loss terms of every run (JSON lines)
   tensorboard/<run>/ the same as TensorBoard event files, with train.tensorboard=True
   checkpoints/<chunk>/  Orbax checkpoints of each group of runs trained together
   scores/<run>.npz   every test image's scores under every condition (recon, nelbo: (N_test, C')), y_test; and the
                      same of the run's validation images as val_<score>, y_val
-  runs/<run>.json    per-run results, written when a run's evaluation finishes (finished runs are not redone)
+  runs/<run>.json    per-run results, written when a run's evaluation finishes, with the identity (training and
+                     scoring fields, data) they were computed under: reused only under the same identity
   thresholds.json    each run's decision threshold of the headline score, set on validation images (threshold.py)
   results.json       the summary (see metrics.summarize), its ``settings`` and ``validation`` sections
 
@@ -20,7 +23,6 @@ scores its test images.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 
 import jax
@@ -46,6 +48,7 @@ from dcvae_jax.train.restore import (  # noqa: F401 (load_config, load_trained, 
   load_trained,
 )
 from dcvae_jax.validation import validate
+from dcvae_jax import workdir as workdir_lib
 from dcvae_jax.workdir import WorkdirLock, check_workdir
 
 
@@ -228,7 +231,9 @@ def train_and_evaluate(
 ) -> dict:
   """Train every run of the protocol (groups of ``train.runs_per_program`` at once), score, summarise.
 
-  rescore: score finished runs again from their final checkpoints (new scores, other eval settings)."""
+  A finished run is reused only if it was scored under the same training and scoring fields (workdir.py);
+  other scoring fields rescore it from its checkpoints, more train.num_epochs continue them, other training
+  fields are refused (WorkdirError). rescore: score every run again from its final checkpoints regardless."""
   files.check_local(workdir)
   validate(config, num_devices=jax.device_count())
   ds = prepare_data(config, dataset)
@@ -239,14 +244,18 @@ def train_and_evaluate(
       f"images); protocol.name={config.protocol.name!r} is not used"
     )
   _check_auto(config, ds, runs)
+  data = workdir_lib.data_fingerprints(ds)
+  identity = workdir_lib.results_identity(config, data)
   if not distributed.is_primary():  # process 0 owns the workdir's files; the others train with it
-    return _train_and_evaluate(config, workdir, ds, runs, lambda *_: None, write=False, rescore=rescore)
+    return _train_and_evaluate(config, workdir, ds, runs, lambda *_: None, identity, write=False, rescore=rescore)
   with WorkdirLock(workdir, log=log):
-    check_workdir(config, workdir)
-    return _train_and_evaluate(config, workdir, ds, runs, log, rescore=rescore)
+    note = check_workdir(config, workdir, data)
+    if note:
+      log(note)
+    return _train_and_evaluate(config, workdir, ds, runs, log, identity, rescore=rescore)
 
 
-def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True, rescore: bool = False) -> dict:
+def _train_and_evaluate(config, workdir, ds, runs, log, identity, write: bool = True, rescore: bool = False) -> dict:
   spec = models.get_model(config.model.name)
   image_shape = ds.image_shape
   num_conditions = len(runs[0].normal)
@@ -283,15 +292,11 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True, resc
   with metrics_file as log_file, tensorboard as tb:
     for chunk in chunks(runs, int(config.train.runs_per_program)):
       done = [os.path.join(workdir, "runs", f"{r.name}.json") for r in chunk]
-      if not rescore and all(os.path.exists(p) for p in done):
-        finished = []
-        for p in done:
-          with open(p) as f:
-            finished.append(json.load(f))
-        if not tested or all("auroc" in r for r in finished):  # else a test set came since: evaluate now
-          per_run += finished
-          total_seconds += finished[-1].get("chunk_train_seconds", 0.0)
-          continue
+      finished = [workdir_lib.finished_run(p, identity) for p in done]
+      if not rescore and all(r is not None for r in finished) and (not tested or all("auroc" in r for r in finished)):
+        per_run.extend(finished)  # else a test set came since: evaluate now
+        total_seconds += per_run[-1].get("chunk_train_seconds", 0.0)
+        continue
       state, seconds, _ = trainer.train_runs(
         config,
         ds.x_train,
@@ -389,7 +394,7 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True, resc
             tb.image(run.name, step_m, "reconstructions", grid)
             tb.flush(force=True)
         if write:
-          files.write_json(done[m], result)
+          workdir_lib.write_run(done[m], result, identity)
         per_run.append(result)
 
   score, selection, table = config.protocol.score, "config", None
@@ -444,5 +449,5 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True, resc
           "runs": {name: {k: v[k] for k in keep} for name, v in t["runs"].items()},
         },
       )
-    files.write_json(os.path.join(workdir, "results.json"), results)
+    workdir_lib.write_results(config, workdir, results)
   return results

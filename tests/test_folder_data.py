@@ -309,7 +309,7 @@ def test_one_training_step_of_every_model_on_a_colour_folder(colour_folder, tmp_
 
 
 def test_without_a_test_set_the_runs_train_and_results_say_so(tmp_path):
-  root = _make(tmp_path / "data", train={"": [0] * 8}, shape=(6, 10, 3))
+  root = _make(tmp_path / "data", train={"": [0] * 10}, shape=(6, 10, 3))
   config = tiny_config("vae", batch_size=8, steps_per_call=1)
   config.data.name, config.data.data_dir = "folder", root
   config.eval.iwae_samples = config.eval.iwae_chunk = 4

@@ -8,6 +8,7 @@ import json
 import os
 
 from dcvae_jax import distributed
+from dcvae_jax import workdir as workdir_lib
 from dcvae_jax.data import datasets as data_lib
 from dcvae_jax.data.prepare import load_data, make_runs, prepare_data  # noqa: F401 (load_data re-exported)
 from dcvae_jax.errors import WorkdirError
@@ -54,6 +55,7 @@ def load_config(workdir: str):
 def load_trained(workdir: str, *, dataset: data_lib.Dataset | None = None) -> Trained:
   """Reload every run's trained parameters from the workdir's newest good checkpoints."""
   config = load_config(workdir)
+  workdir_lib.check_checkpoints_match(config, workdir)
   ds = prepare_data(config, dataset)
   runs = make_runs(config, ds)
   image_shape = ds.image_shape

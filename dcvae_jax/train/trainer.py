@@ -162,7 +162,11 @@ def train_runs(
     last_saved = start
 
     def save_now(at):  # async: the manager's exit waits for the last save
-      checkpoints.save(manager, at, state, {"train_seconds": prior_seconds + time.perf_counter() - t0})
+      seconds = prior_seconds + time.perf_counter() - t0
+      checkpoints.save(manager, at, state, {"train_seconds": seconds})
+      return seconds
+
+    seconds = prior_seconds
 
     with _ending_line_on_error(progress), StopFlag(manager) as stop:
       while step < max_steps:
@@ -199,13 +203,13 @@ def train_runs(
           progress.set_postfix(loss=float(np.mean(terms_host["loss"][:, 0])))
         stopping = stop.should_stop()
         if step >= max_steps or step // every > last_saved // every or stopping:
-          save_now(step)
+          seconds = save_now(step)
           last_saved = step
         if stopping:
           raise Interrupted(f"stopped by signal {stop.signum} at step {step}; checkpoint saved in {ckpt_dir}")
     if progress is not None:
       progress.close()
-    return state, prior_seconds + time.perf_counter() - t0, step
+    return state, seconds, step  # the time the final checkpoint records: a rescore reports the same
 
 
 @contextlib.contextmanager
