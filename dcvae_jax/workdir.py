@@ -37,6 +37,9 @@ from dcvae_jax.log import log as _log
 # train.on_nonfinite ("skip" drops updates that "stop" would have refused).
 TRAINING_FIELDS = (
   "seed",
+  "data.image_size",
+  "data.channels",
+  "data.validation_fraction",
   "num_seeds",
   "model.name",
   "model.arch",
@@ -84,6 +87,9 @@ TRAINING_FIELDS = (
 # since test batch i draws its samples from fold_in(seed, i)), the headline score and its reduction over
 # conditions, and protocol.anomalous (split: which classes the test set holds; training sees only the normal ones).
 SCORING_FIELDS = (
+  "eval.threshold_fpr",
+  "eval.contamination",
+  "protocol.ood_dataset",
   "protocol.anomalous",
   "protocol.score",
   "protocol.score_condition",
@@ -101,6 +107,7 @@ SCORING_FIELDS = (
 # Logging, TensorBoard, progress bars and how many checkpoints are kept; where the images are read from (the
 # images themselves are recorded by fingerprint); table.* (read only by --mode=table and its figures).
 NEUTRAL_FIELDS = (
+  "protocol.ood_data_dir",
   "data.data_dir",
   "data.tfds_data_dir",
   "data.download",
