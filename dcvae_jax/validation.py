@@ -57,8 +57,22 @@ def validate(config, num_devices: int = 1) -> None:
     raise ProtocolError(f"unknown protocol {p.name!r}; known protocols: {', '.join(PROTOCOLS)}")
   if p.score not in SCORES:
     raise ConfigError(f"unknown score {p.score!r}; known: {', '.join(SCORES)}")
+  _check_scores(e.get("scores", ()), p.score)
   if p.score_condition not in SCORE_CONDITIONS:
     raise ConfigError(f"unknown score_condition {p.score_condition!r}; known: {', '.join(SCORE_CONDITIONS)}")
+
+
+def _check_scores(scores, headline: str) -> None:
+  """eval.scores: a tuple of known score names (empty: all of them) that holds the headline protocol.score."""
+  if isinstance(scores, str) or not all(isinstance(s, str) for s in scores):
+    raise ConfigError(f"eval.scores must be a tuple of score names, got {scores!r}; known: {', '.join(SCORES)}")
+  unknown = [s for s in scores if s not in SCORES]
+  if unknown:
+    raise ConfigError(f"eval.scores: unknown score {unknown[0]!r}; known: {', '.join(SCORES)}")
+  if scores and headline not in scores:
+    raise ConfigError(
+      f"protocol.score={headline!r} is not among eval.scores ({', '.join(scores)}): add it there or pick one of those"
+    )
 
 
 def _check_sampling(config, num_devices: int) -> None:

@@ -39,12 +39,15 @@ def evaluate_run(
   length_bits=None,
   offset_bits: float = 0.0,
   reference: dict | None = None,
+  names: tuple = SCORES,
 ) -> dict:
   """All metrics of one run from its scores (name -> (N_test, C')). The headline score is protocol.score.
 
   ``length_bits`` (N_test,): L(x) of every test image for the complexity score (computed from the reduced iwae
   plus ``offset_bits``); without it, or without an iwae score, complexity is not reported. ``reference``: the
-  reduced rapp_sap and complexity of normal training images (see :func:`sap_complexity`)."""
+  reduced rapp_sap and complexity of normal training images (see :func:`sap_complexity`). Only the scores
+  named in ``names`` (eval.scores) are reported; the others are absent (and so are A / E without recon /
+  nelbo)."""
   keep = np.isin(y_test, run.normal + run.anomalous)
   y = y_test[keep]
   is_anomaly = np.isin(y, run.anomalous)
@@ -71,6 +74,7 @@ def evaluate_run(
     reduced["sap_complexity"] = anomaly_scores.sap_complexity(
       reduced["rapp_sap"], reduced["complexity"], reference["rapp_sap"], reference["complexity"]
     )
+  reduced = {name: values for name, values in reduced.items() if name in names}
   if protocol.score not in reduced:
     raise ValueError(f"score {protocol.score!r} was not computed for run {run.name}")
   for name, values in reduced.items():
@@ -79,8 +83,10 @@ def evaluate_run(
   result["auroc"] = result[f"{protocol.score}_auroc"]
   result["aupr"] = result[f"{protocol.score}_aupr"]
   # The paper's A (reconstruction error) and E (negative ELBO) for normal and anomalous test images.
-  result["A_normal"], result["A_anomalous"] = result["recon_mean_normal"], result["recon_mean_anomalous"]
-  result["E_normal"], result["E_anomalous"] = result["nelbo_mean_normal"], result["nelbo_mean_anomalous"]
+  if "recon" in reduced:
+    result["A_normal"], result["A_anomalous"] = result["recon_mean_normal"], result["recon_mean_anomalous"]
+  if "nelbo" in reduced:
+    result["E_normal"], result["E_anomalous"] = result["nelbo_mean_normal"], result["nelbo_mean_anomalous"]
   return result
 
 
@@ -125,7 +131,8 @@ def summarize(
     "E_normal",
     "E_anomalous",
   ):
-    out[f"{key}_mean"], out[f"{key}_std"] = mean_std(key)
+    if all(key in r for r in per_run):  # a score left out of eval.scores stays absent
+      out[f"{key}_mean"], out[f"{key}_std"] = mean_std(key)
   out["auroc_per_class"] = {k: float(np.mean([r["auroc"] for r in v])) for k, v in by_label.items()}
   out["aupr_per_class"] = {k: float(np.mean([r["aupr"] for r in v])) for k, v in by_label.items()}
   computed = [n for n in SCORES if all(f"{n}_auroc" in r for r in per_run)]
@@ -153,10 +160,13 @@ def format_table(results: dict) -> str:
     f"{'mean':>8} {results['auroc_mean']:7.3f} {results['aupr_mean']:7.3f}   "
     f"(AUROC std {results['auroc_std']:.3f}; train {results['train_seconds']:.1f} s)"
   )
-  lines.append(
-    f"A normal/anomalous {results['A_normal_mean']:.2f}/{results['A_anomalous_mean']:.2f}   "
-    f"E normal/anomalous {results['E_normal_mean']:.2f}/{results['E_anomalous_mean']:.2f}"
-  )
+  paper = [
+    f"{name} normal/anomalous {results[f'{name}_normal_mean']:.2f}/{results[f'{name}_anomalous_mean']:.2f}"
+    for name in ("A", "E")
+    if f"{name}_normal_mean" in results
+  ]
+  if paper:
+    lines.append("   ".join(paper))
   if results.get("auroc_by_score"):
     lines.append("mean AUROC by score: " + "  ".join(f"{k} {v:.3f}" for k, v in results["auroc_by_score"].items()))
   return "\n".join(lines)
