@@ -68,7 +68,8 @@ def _check_scores(scores, headline: str) -> None:
     raise ConfigError(f"eval.scores must be a tuple of score names, got {scores!r}; known: {', '.join(SCORES)}")
   unknown = [s for s in scores if s not in SCORES]
   if unknown:
-    raise ConfigError(f"eval.scores: unknown score {unknown[0]!r}; known: {', '.join(SCORES)}")
+    hint = ", as a tuple of quoted names: --config.eval.scores=\"('recon','iwae')\"" if "," in unknown[0] else ""
+    raise ConfigError(f"eval.scores: unknown score {unknown[0]!r}; known: {', '.join(SCORES)}{hint}")
   if scores and headline not in scores:
     raise ConfigError(
       f"protocol.score={headline!r} is not among eval.scores ({', '.join(scores)}): add it there or pick one of those"

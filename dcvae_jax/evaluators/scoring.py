@@ -22,7 +22,10 @@ the dearest (K decoder passes per image and condition), leaves out its cost.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import functools
+import os
 import time
 from typing import TYPE_CHECKING
 
@@ -207,12 +210,32 @@ def fit_rapp(
     mesh=mesh,
     batch_size=batch_size,
   )
-  fits = []
-  for m in range(d.shape[0]):
-    fits.append(anomaly_scores.fit_nap(d[m]))
-    if progress is not None:
-      progress(1)
+  fits = fit_nap_all(d, progress)
   return {k: np.stack([f[k] for f in fits]) for k in fits[0]}
+
+
+def fit_nap_all(d: np.ndarray, progress=None) -> list[dict]:
+  """anomaly_scores.fit_nap of each model's differences d (M, n, D): the models in parallel threads, one per
+  core, each with a single-threaded BLAS (LAPACK releases the GIL). A multi-threaded BLAS spins while it waits
+  for its threads, and on a busy 2-core machine that made each fit 5-10 times slower (benchmarks/README.md)."""
+  try:
+    cores = len(os.sched_getaffinity(0))
+  except AttributeError:  # not on Linux
+    cores = os.cpu_count() or 1
+  try:
+    from threadpoolctl import threadpool_limits  # scikit-learn's dependency
+
+    one_thread = threadpool_limits(limits=1, user_api="blas")
+  except ImportError:
+    one_thread = contextlib.nullcontext()
+  with one_thread, concurrent.futures.ThreadPoolExecutor(max(1, min(cores, d.shape[0]))) as pool:
+    futures = [pool.submit(anomaly_scores.fit_nap, d[m]) for m in range(d.shape[0])]
+    fits = []
+    for f in futures:
+      fits.append(f.result())
+      if progress is not None:
+        progress(1)
+  return fits
 
 
 def score_test_set(
