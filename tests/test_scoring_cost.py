@@ -314,3 +314,23 @@ def test_the_command_line_enables_the_cache(tmp_path):
   )
   assert "unknown model" in cli.error_line(proc)
   assert (tmp_path / "c").is_dir()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The main job's scoring settings; :best keeps the full set.
+
+
+def test_main_job_scores_everything_with_a_smaller_k_and_best_keeps_k_64():
+  import importlib.util
+
+  spec = importlib.util.spec_from_file_location("default_config", os.path.join(REPO, "configs", "default.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  base = tiny_config()
+  for arg in ("", "smoke"):
+    config = module.get_config(arg)
+    validate(config)
+    assert scoring.score_names(config) == scoring.SCORES
+    assert config.eval.iwae_samples == 16 and config.eval.iwae_samples % config.eval.iwae_chunk == 0
+  best = module.get_config("best")
+  assert scoring.score_names(best) == scoring.SCORES and best.eval.iwae_samples == base.eval.iwae_samples == 64
