@@ -36,6 +36,9 @@ Fields (all of them exist in every config, so ``--config.<key>=<value>`` works f
   protocol.score               "recon" | "nelbo" | "iwae" | "complexity" | "rapp" | "rapp_sap" | "sap_complexity" (the headline
                                score; all are always computed, see dcvae_jax/scoring.py) | "auto" (the score with the
                                highest mean validation AUROC over the protocol's runs)
+  eval.scores                  which of those seven scores are computed and reported (default: all; a score left
+                               out is absent from results.json, and its cost is not paid: iwae, complexity and
+                               sap_complexity need the K-sample iwae bound, rapp NAP's fit)
   train.lr_schedule            "constant" | "warmup_cosine" (train.warmup_fraction, train.final_lr_fraction)
   eval.iwae_samples            K of the importance-weighted bound (eval.iwae_chunk samples per pass)
   eval.rapp_fit_examples       normal training images that fit RaPP's NAP normalisation
@@ -149,6 +152,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 1000
   c.eval.elbo_samples = 4
+  c.eval.scores = ("recon", "nelbo", "iwae", "complexity", "rapp", "rapp_sap", "sap_complexity")  # computed scores
   c.eval.iwae_samples = 64  # K of the iwae score
   c.eval.iwae_chunk = 16  # samples per pass (bounds memory: chunk x batch x pixels)
   c.eval.rapp_fit_examples = 2000  # normal training images that fit NAP's mean and SVD (per run)

@@ -73,43 +73,58 @@ def normal_train_order(ds, run) -> np.ndarray:
   return idx[np.random.default_rng([run.seed, run.uid, 7]).permutation(idx.size)]
 
 
-def score_images(config, setup, params, x, mesh, nap_stats, *, seed: int) -> dict:
-  """Every device score of uint8 images ``x`` under every stacked model, with the config's eval settings."""
+def score_images(config, setup, params, x, mesh, nap_stats, *, seed: int, scores=None, batch_size=None, **kw) -> dict:
+  """The device scores ``scores`` (default: what eval.scores needs) of uint8 images ``x`` under every stacked
+  model, with the config's eval settings; ``kw``: scoring.score_test_set's per_model_images, progress."""
   return scoring.score_test_set(
     setup,
     params,
     x,
     mesh,
-    batch_size=config.eval.batch_size,
+    batch_size=config.eval.batch_size if batch_size is None else batch_size,
     num_samples=config.eval.elbo_samples,
     seed=seed,
     nap_stats=nap_stats,
     iwae_samples=int(config.eval.iwae_samples),
     iwae_chunk=int(config.eval.iwae_chunk),
+    scores=scoring.device_scores(scoring.score_names(config)) if scores is None else scores,
+    **kw,
   )
 
 
-def reference_scores(config, ds, chunk, setup, params, mesh, nap_stats, offset_bits) -> list:
+def reference_scores(config, ds, chunk, setup, params, mesh, nap_stats, offset_bits, progress=None) -> list:
   """rapp_sap and complexity of each run's first eval.reference_examples normal training images, reduced over
-  conditions as the test scores are: one dict per run (the reference of the sap_complexity score)."""
+  conditions as the test scores are: one dict per run (the reference of the sap_complexity score). Each run's
+  model scores only its own images (one batch of them when eval.batch_size allows)."""
   picks = [normal_train_order(ds, run) for run in chunk]
   n = max(1, min(int(config.eval.get("reference_examples", 200)), *(p.size for p in picks)))
-  idx = np.concatenate([p[:n] for p in picks])
+  idx = np.stack([p[:n] for p in picks])  # (M, n)
   x = ds.x_train[idx]
-  scores = score_images(config, setup, params, x, mesh, nap_stats, seed=config.seed + 1)
-  bits = anomaly_scores.png_bits(anomaly_scores.model_view_images(x, bool(config.data.binarize)))
+  scores = score_images(
+    config,
+    setup,
+    params,
+    x,
+    mesh,
+    nap_stats,
+    seed=config.seed + 1,
+    scores=("iwae", "rapp_sap"),
+    batch_size=min(int(config.eval.batch_size), n),
+    per_model_images=True,
+    progress=progress,
+  )
   spec = models.get_model(config.model.name)
   out = []
   for m, run in enumerate(chunk):
-    rows = slice(m * n, (m + 1) * n)
+    bits = anomaly_scores.png_bits(anomaly_scores.model_view_images(x[m], bool(config.data.binarize)))
     reduced = scoring.reduce_scores(
       run,
-      {k: v[m, rows] for k, v in scores.items()},
-      ds.y_train[idx[rows]],
+      {k: v[m] for k, v in scores.items()},
+      ds.y_train[idx[m]],
       conditional=spec.conditional,
       condition_counts=input_pipeline.condition_counts(run, ds.y_train),
       protocol=config.protocol,
-      length_bits=bits[rows],
+      length_bits=bits,
       offset_bits=offset_bits,
     )
     out.append({k: reduced[k] for k in ("rapp_sap", "complexity") if k in reduced})
@@ -202,6 +217,19 @@ def _check_auto(config, ds, runs) -> None:
         f"protocol.score='auto' chooses the score on validation anomalies, and run {run.name} has none (no "
         f"training image of its anomalous classes {list(run.anomalous)}); name a score"
       )
+
+
+def _score_progress(config, ds, chunk, wanted, num_devices: int, show: bool, log) -> scoring.ScoreProgress:
+  """The progress of scoring ``chunk`` (a bar when train.progress), after one log line saying what it computes.
+  Steps: a NAP fit per run, the test set's batches, the reference batches, the codes, the metrics per run."""
+  on_device = scoring.device_scores(wanted)
+  iwae = f" (iwae K={config.eval.iwae_samples})" if "iwae" in on_device else ""
+  log(f"scoring {len(chunk)} run(s) on {ds.x_test.shape[0]} test images: {', '.join(wanted)}{iwae}")
+  n_test = len(list(inference.batch_bounds(ds.x_test.shape[0], config.eval.batch_size, num_devices)))
+  n_ref = int(config.eval.get("reference_examples", 200))
+  n_ref = len(list(inference.batch_bounds(n_ref, min(int(config.eval.batch_size), n_ref), num_devices)))
+  total = len(chunk) * ("rapp" in on_device) + n_test + n_ref * ("sap_complexity" in wanted) + 1 + len(chunk)
+  return scoring.ScoreProgress(len(chunk), total, show=show and bool(config.train.progress))
 
 
 def _estimator_group_message(config, spec, run, y_train, num_devices: int) -> str:
@@ -320,23 +348,39 @@ def _train_and_evaluate(config, workdir, ds, runs, log, identity, write: bool = 
             files.write_json(done[m], result)
           per_run.append(result)
         continue
-      log(f"scoring {chunk_name(chunk)}: {', '.join(scoring.SCORES)} of {ds.x_test.shape[0]} test images")
+      log(f"trained {len(chunk)} run(s): {seconds:.1f} s")
       setup = train_step.make_setup(config, image_shape, num_conditions, mesh.devices.size)
-      x_fit, cond_fit = rapp_fit_data(config, ds, chunk)
-      nap_stats = scoring.fit_rapp(setup, state.params, x_fit, cond_fit, mesh, batch_size=config.eval.batch_size)
-      scores = score_images(config, setup, state.params, ds.x_test, mesh, nap_stats, seed=config.seed)
-      if length_bits is None:
+      wanted = scoring.score_names(config)
+      on_device = scoring.device_scores(wanted)
+      progress = _score_progress(config, ds, chunk, wanted, mesh.devices.size, show=write, log=log)
+      nap_stats = None
+      if "rapp" in on_device:
+        progress.stage("NAP fit")
+        x_fit, cond_fit = rapp_fit_data(config, ds, chunk)
+        nap_stats = scoring.fit_rapp(
+          setup, state.params, x_fit, cond_fit, mesh, batch_size=config.eval.batch_size, progress=progress
+        )
+      progress.stage("test set")
+      scores = score_images(
+        config, setup, state.params, ds.x_test, mesh, nap_stats, seed=config.seed, progress=progress
+      )
+      if length_bits is None and "iwae" in on_device:
         length_bits = anomaly_scores.png_bits(anomaly_scores.model_view_images(ds.x_test, bool(config.data.binarize)))
-      references = reference_scores(config, ds, chunk, setup, state.params, mesh, nap_stats, offset_bits)
+      references = [None] * len(chunk)
+      if "sap_complexity" in wanted:
+        progress.stage("reference")
+        references = reference_scores(config, ds, chunk, setup, state.params, mesh, nap_stats, offset_bits, progress)
       val = None
-      if ds.x_val is not None:  # only the validation images of the chunk's classes, with the same compiled program
+      if ds.x_val is not None:
+        progress.stage("validation")  # only the chunk's classes' validation images, with the same compiled program
         rows = np.flatnonzero(np.isin(ds.y_val, [k for r in chunk for k in r.normal + r.anomalous]))
         val_scores = score_images(config, setup, state.params, ds.x_val[rows], mesh, nap_stats, seed=config.seed + 2)
-        if val_length_bits is None:
+        if val_length_bits is None and "iwae" in on_device:
           val_length_bits = anomaly_scores.png_bits(
             anomaly_scores.model_view_images(ds.x_val, bool(config.data.binarize))
           )
-        val = dict(y=ds.y_val[rows], length_bits=val_length_bits[rows])
+        val = dict(y=ds.y_val[rows], length_bits=None if val_length_bits is None else val_length_bits[rows])
+      progress.stage("codes")
       codes = latents.encode_test_set(
         setup,
         state.params,
@@ -345,6 +389,8 @@ def _train_and_evaluate(config, workdir, ds, runs, log, identity, write: bool = 
         batch_size=config.eval.batch_size,
         conditions=latents.condition_ids(chunk, ds.y_test),
       )
+      progress(1)
+      progress.stage("metrics")
       if write:
         os.makedirs(os.path.join(workdir, "scores"), exist_ok=True)
       pictures = inference.Model(setup, mesh=mesh) if config.train.get("tensorboard", False) else None
@@ -354,7 +400,7 @@ def _train_and_evaluate(config, workdir, ds, runs, log, identity, write: bool = 
             os.path.join(workdir, "scores", f"{run.name}.npz"),
             y_test=ds.y_test,
             codes=codes[m],
-            length_bits=length_bits,
+            **({} if length_bits is None else {"length_bits": length_bits}),
             **{name: v[m] for name, v in scores.items()},
             **{f"reference_{k}": v for k, v in (references[m] or {}).items()},
             **({} if val is None else {"y_val": val["y"], **{f"val_{k}": v[m] for k, v in val_scores.items()}}),
@@ -371,6 +417,7 @@ def _train_and_evaluate(config, workdir, ds, runs, log, identity, write: bool = 
           reference=references[m],
           validation=None if val is None else {**val, "scores": {k: v[m] for k, v in val_scores.items()}},
           threshold_method=threshold_method,
+          names=wanted,
         )
         result["chunk_train_seconds"] = seconds
         result["skipped_updates"] = int(distributed.to_host(state.skipped)[m])
@@ -396,6 +443,8 @@ def _train_and_evaluate(config, workdir, ds, runs, log, identity, write: bool = 
         if write:
           workdir_lib.write_run(done[m], result, identity)
         per_run.append(result)
+        progress(1)
+      log(progress.close())
 
   score, selection, table = config.protocol.score, "config", None
   if score == "auto":

@@ -140,8 +140,9 @@ def _main(mode: str):
 
   messages.quiet_other_libraries()  # our INFO messages show by default (--verbosity=-1: warnings only); Orbax's not
   # Imports after flag parsing: JAX must not start before XLA_FLAGS are final.
-  from dcvae_jax import distributed
+  from dcvae_jax import distributed, xla_cache
 
+  xla_cache.enable()  # the persistent compilation cache, before anything compiles (DCVAE_XLA_CACHE=0: off)
   distributed.maybe_initialize()
   from dcvae_jax import experiment
   from dcvae_jax.evaluators import metrics

@@ -91,8 +91,13 @@ def format_markdown(rows: list[dict]) -> str:
   for r in rows:
     lines.append(
       f"| {r['model']} | {r['auroc_mean']:.3f} +- {r['auroc_std']:.3f} | "
-      f"{r['aupr_mean']:.3f} +- {r['aupr_std']:.3f} | {r['E_normal_mean']:.1f} | "
-      f"{r['E_anomalous_mean']:.1f} | {r['A_normal_mean']:.2f} | {r['A_anomalous_mean']:.2f} | "
-      f"{r['train_seconds']:.0f} | {r['num_runs']} |"
+      f"{r['aupr_mean']:.3f} +- {r['aupr_std']:.3f} | {_num(r, 'E_normal_mean', '.1f')} | "
+      f"{_num(r, 'E_anomalous_mean', '.1f')} | {_num(r, 'A_normal_mean', '.2f')} | "
+      f"{_num(r, 'A_anomalous_mean', '.2f')} | {r['train_seconds']:.0f} | {r['num_runs']} |"
     )
   return head + "\n".join(lines) + "\n"
+
+
+def _num(row: dict, key: str, fmt: str) -> str:
+  """A number of the row, or "n/a" when its score was not computed (eval.scores)."""
+  return format(row[key], fmt) if key in row else "n/a"

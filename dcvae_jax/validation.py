@@ -56,6 +56,7 @@ def validate(config, num_devices: int = 1) -> None:
   if p.score not in options.SCORES + ("auto",):
     raise ConfigError(f"unknown score {p.score!r}; known: {', '.join(options.SCORES + ('auto',))}")
   _check_validation(config)
+  _check_scores(e.scores, p.score)
   if p.score_condition not in options.SCORE_CONDITIONS:
     raise ConfigError(f"unknown score_condition {p.score_condition!r}; known: {', '.join(options.SCORE_CONDITIONS)}")
 
@@ -72,6 +73,20 @@ def _check_image_shape(data) -> None:
   if (size or channels) and str(data.name).strip().lower() != "folder":
     raise ConfigError(
       f"data.image_size and data.channels apply to data.name=folder (your own images), not to {data.name!r}"
+    )
+
+
+def _check_scores(scores, headline: str) -> None:
+  """eval.scores: a tuple of known score names (empty: all of them) that holds the headline protocol.score."""
+  if isinstance(scores, str) or not all(isinstance(s, str) for s in scores):
+    raise ConfigError(f"eval.scores must be a tuple of score names, got {scores!r}; known: {', '.join(options.SCORES)}")
+  unknown = [s for s in scores if s not in options.SCORES]
+  if unknown:
+    hint = ", as a tuple of quoted names: --config.eval.scores=\"('recon','iwae')\"" if "," in unknown[0] else ""
+    raise ConfigError(f"eval.scores: unknown score {unknown[0]!r}; known: {', '.join(options.SCORES)}{hint}")
+  if scores and headline not in scores:
+    raise ConfigError(
+      f"protocol.score={headline!r} is not among eval.scores ({', '.join(scores)}): add it there or pick one of those"
     )
 
 

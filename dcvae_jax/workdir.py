@@ -88,6 +88,7 @@ TRAINING_FIELDS = (
 # conditions, and protocol.anomalous (split: which classes the test set holds; training sees only the normal ones).
 SCORING_FIELDS = (
   "eval.threshold_fpr",
+  "eval.scores",
   "eval.contamination",
   "protocol.ood_dataset",
   "protocol.anomalous",

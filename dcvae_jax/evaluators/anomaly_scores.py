@@ -13,7 +13,8 @@ docs/design.md "Anomaly scores".
 * ``rapp`` (Kim et al. 2020): with x_hat = E[x | z = mu(x)] and h_0 = x, h_1..h_L the encoder's hidden
   activations and mu, the differences d(x) = concat_l (h_l(x) - h_l(x_hat)) give
       SAP(x) = ||d(x)||^2,    NAP(x) = ||(d(x) - m) V diag(1/s)||^2,
-  where m, V, s are the mean, right singular vectors and singular values of d over normal training images.
+  where m, V, s are the mean, right singular vectors and singular values of d over normal training images
+  (from the eigendecomposition of the smaller Gram matrix in float64, :func:`principal_directions`).
 * ``sap_complexity``: z(SAP) + z(complexity), each a robust z-score (median, MAD) on normal training images.
 """
 
@@ -68,12 +69,49 @@ def nap(d, nap_stats):
   return jnp.sum(jnp.square(proj * nap_stats["inv_scale"]), axis=-1)
 
 
+def principal_directions(centred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Singular values s (r,), descending, and right singular vectors V (D, r) of a centred matrix X (n, D),
+  without its SVD: from the eigendecomposition (float64) of the smaller Gram matrix,
+
+      D' <= n:  X'^T X' = V' diag(s^2) V'^T                      (D' x D', V' = V on the live columns)
+      n <  D':  X' X'^T = U diag(s^2) U^T,   v_j = X'^T u_j / ||X'^T u_j||   (s_j > 1e-12 s_1, else 0)
+
+  where X' drops the columns that are identically zero (a dead unit: no spread, no direction; V is zero there)
+  and r = min(n, D'). Eigenvalues below 0 (rounding) count as 0. The answer is the SVD's up to each vector's
+  sign, at about a third of its cost (benchmarks/README.md), and up to rounding: the Gram matrix squares the
+  condition number, so a direction at 1e-5 of the largest singular value (NAP's cut-off) carries ~1e-6
+  relative error, below what the float32 NAP score itself carries (tests/test_scoring_cost.py)."""
+  x = np.asarray(centred, np.float64)
+  n, dim = x.shape
+  live = np.flatnonzero(np.any(x != 0.0, axis=0))
+  x = x[:, live]
+  r = min(n, live.size)
+  v = np.zeros((dim, r), np.float64)
+  if r == 0:
+    return np.zeros((0,), np.float64), v
+  if live.size <= n:
+    lam, vecs = np.linalg.eigh(x.T @ x)
+    v[live] = vecs[:, ::-1]
+  else:
+    lam, u = np.linalg.eigh(x @ x.T)
+    u = u[:, ::-1]
+    w = x.T @ u
+    norms = np.linalg.norm(w, axis=0)
+    ok = (np.sqrt(np.clip(lam[::-1], 0.0, None)) > 1e-12 * np.sqrt(max(lam[-1], 0.0))) & (norms > 0)
+    w[:, ok] /= norms[ok]
+    w[:, ~ok] = 0.0
+    v[live] = w
+  s = np.sqrt(np.clip(lam[::-1], 0.0, None))
+  return s, v
+
+
 def fit_nap(d_train: np.ndarray, rank: int | None = None, rtol: float = 1e-5) -> dict:
   """NAP's normalisation from training differences (n, D): m = mean, (d - m) = U diag(s) V^T.
 
   Returns basis V (D, k) and inv_scale 1/s (k,), with k = ``rank`` (default min(n, D)); a direction whose
   singular value is below rtol x the largest, or past the data's rank, gets inv_scale 0 (and a zero basis
-  column when k exceeds the number of directions), so the shapes do not depend on the data."""
+  column when k exceeds the number of directions), so the shapes do not depend on the data. s and V come from
+  :func:`principal_directions` (the SVD's up to signs, which NAP does not see)."""
   d_train = np.asarray(d_train, np.float64)
   n, dim = d_train.shape
   k = min(n, dim) if rank is None else int(rank)
@@ -85,11 +123,11 @@ def fit_nap(d_train: np.ndarray, rank: int | None = None, rtol: float = 1e-5) ->
       "inv_scale": np.zeros((k,), np.float32),
     }
   mean = d_train.mean(axis=0)
-  _, s, vt = np.linalg.svd(d_train - mean, full_matrices=False)
+  s, v = principal_directions(d_train - mean)
   basis = np.zeros((dim, k), np.float64)
   inv = np.zeros((k,), np.float64)
   m = min(k, s.size)
-  basis[:, :m] = vt[:m].T
+  basis[:, :m] = v[:, :m]
   keep = s[:m] > rtol * max(s[0], 1e-30) if s.size else np.zeros((0,), bool)
   inv[:m] = np.where(keep, 1.0 / np.where(keep, s[:m], 1.0), 0.0)
   return {"mean": mean.astype(np.float32), "basis": basis.astype(np.float32), "inv_scale": inv.astype(np.float32)}

@@ -34,10 +34,21 @@ def detection_metrics(score: np.ndarray, is_anomaly: np.ndarray) -> dict:
 
 
 def reduced_run_scores(
-  run, scores: dict, y: np.ndarray, *, conditional, condition_counts, protocol, length_bits, offset_bits, reference
+  run,
+  scores: dict,
+  y: np.ndarray,
+  *,
+  conditional,
+  condition_counts,
+  protocol,
+  length_bits,
+  offset_bits,
+  reference,
+  names: tuple = SCORES,
 ):
   """A run's images of ``y`` (its normal and anomalous classes only) and their scores reduced over conditions:
-  (reduced name -> (n,), is_anomaly (n,)); sap_complexity from ``reference`` (see :func:`evaluate_run`)."""
+  (reduced name -> (n,), is_anomaly (n,)); sap_complexity from ``reference`` (see :func:`evaluate_run`); only
+  the scores in ``names``."""
   keep = np.isin(y, run.normal + run.anomalous)
   reduced = reduce_scores(
     run,
@@ -53,6 +64,7 @@ def reduced_run_scores(
     reduced["sap_complexity"] = anomaly_scores.sap_complexity(
       reduced["rapp_sap"], reduced["complexity"], reference["rapp_sap"], reference["complexity"]
     )
+  reduced = {name: values for name, values in reduced.items() if name in names}
   return reduced, np.isin(y[keep], run.anomalous)
 
 
@@ -69,13 +81,16 @@ def evaluate_run(
   reference: dict | None = None,
   validation: dict | None = None,
   threshold_method: tuple[str, float] = ("fpr", 0.05),
+  names: tuple = SCORES,
 ) -> dict:
   """All metrics of one run from its scores (name -> (N_test, C')). The headline score is protocol.score (none
   yet for "auto": :func:`set_headline` sets it once the score is chosen).
 
   ``length_bits`` (N_test,): L(x) of every test image for the complexity score (computed from the reduced iwae
   plus ``offset_bits``); without it, or without an iwae score, complexity is not reported. ``reference``: the
-  reduced rapp_sap and complexity of normal training images (see :func:`sap_complexity`).
+  reduced rapp_sap and complexity of normal training images (see :func:`sap_complexity`). Only the scores
+  named in ``names`` (eval.scores) are reported; the others are absent (and so are A / E without recon /
+  nelbo).
 
   ``validation``: dict(scores=name -> (N_val, C'), y=(N_val,), length_bits=(N_val,)) of validation images, scored
   as the test images are; they give ``val_auroc_by_score`` / ``val_aupr_by_score`` (when the run's validation
@@ -88,6 +103,7 @@ def evaluate_run(
     protocol=protocol,
     offset_bits=offset_bits,
     reference=reference,
+    names=names,
   )
   reduced, is_anomaly = reduced_run_scores(run, scores, y_test, length_bits=length_bits, **common)
   result = {
@@ -105,8 +121,10 @@ def evaluate_run(
     m = detection_metrics(values, is_anomaly)
     result.update({f"{name}_{k}": v for k, v in m.items()})
   # The paper's A (reconstruction error) and E (negative ELBO) for normal and anomalous test images.
-  result["A_normal"], result["A_anomalous"] = result["recon_mean_normal"], result["recon_mean_anomalous"]
-  result["E_normal"], result["E_anomalous"] = result["nelbo_mean_normal"], result["nelbo_mean_anomalous"]
+  if "recon" in reduced:
+    result["A_normal"], result["A_anomalous"] = result["recon_mean_normal"], result["recon_mean_anomalous"]
+  if "nelbo" in reduced:
+    result["E_normal"], result["E_anomalous"] = result["nelbo_mean_normal"], result["nelbo_mean_anomalous"]
   if validation is not None:
     result.update(_validation_results(run, reduced, is_anomaly, validation, common, threshold_method))
   if protocol.score != "auto":
@@ -236,7 +254,8 @@ def summarize(
     "E_normal",
     "E_anomalous",
   ):
-    out[f"{key}_mean"], out[f"{key}_std"] = mean_std(key)
+    if all(key in r for r in per_run):  # a score left out of eval.scores stays absent
+      out[f"{key}_mean"], out[f"{key}_std"] = mean_std(key)
   tested = {k: v for k, v in by_label.items() if all("auroc" in r for r in v)}
   out["auroc_per_class"] = {k: float(np.mean([r["auroc"] for r in v])) for k, v in tested.items()}
   out["aupr_per_class"] = {k: float(np.mean([r["aupr"] for r in v])) for k, v in tested.items()}
@@ -308,10 +327,13 @@ def format_table(results: dict) -> str:
     f"{'mean':>8} {results['auroc_mean']:7.3f} {results['aupr_mean']:7.3f}   "
     f"(AUROC std {results['auroc_std']:.3f}; train {results['train_seconds']:.1f} s)"
   )
-  lines.append(
-    f"A normal/anomalous {results['A_normal_mean']:.2f}/{results['A_anomalous_mean']:.2f}   "
-    f"E normal/anomalous {results['E_normal_mean']:.2f}/{results['E_anomalous_mean']:.2f}"
-  )
+  paper = [
+    f"{name} normal/anomalous {results[f'{name}_normal_mean']:.2f}/{results[f'{name}_anomalous_mean']:.2f}"
+    for name in ("A", "E")
+    if f"{name}_normal_mean" in results
+  ]
+  if paper:
+    lines.append("   ".join(paper))
   if results.get("auroc_by_score"):
     lines.append("mean AUROC by score: " + "  ".join(f"{k} {v:.3f}" for k, v in results["auroc_by_score"].items()))
   if results.get("val_auroc_by_score"):

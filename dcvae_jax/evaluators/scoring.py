@@ -14,11 +14,19 @@ A conditional model scores x under every normal condition c; ``score_condition``
   given     the image's own class as condition; anomalies (whose class is not a condition) get the all-zero
             condition vector. It uses the test label, so it leaks: only for reproducing the paper's code.
 complexity is computed from the reduced iwae, so it follows iwae's reduction.
+
+``eval.scores`` picks which of them a job computes; the compiled program holds only the device scores they
+need (``device_scores``: complexity needs iwae, sap_complexity iwae and rapp_sap), so leaving out iwae,
+the dearest (K decoder passes per image and condition), leaves out its cost.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import functools
+import os
+import time
 from typing import TYPE_CHECKING
 
 import jax
@@ -39,7 +47,30 @@ if TYPE_CHECKING:  # the training program's types, for annotations only
 
 DEVICE_SCORES = ("recon", "nelbo", "iwae", "rapp", "rapp_sap")  # complexity is derived from iwae on the host
 
+# The device scores each score is computed from (complexity and sap_complexity are combined on the host).
+SCORE_INPUTS = {
+  "recon": ("recon",),
+  "nelbo": ("nelbo",),
+  "iwae": ("iwae",),
+  "complexity": ("iwae",),
+  "rapp": ("rapp",),
+  "rapp_sap": ("rapp_sap",),
+  "sap_complexity": ("iwae", "rapp_sap"),
+}
+
 LOG_DENSITY_SCORES = ("nelbo", "iwae")
+
+
+def score_names(config) -> tuple[str, ...]:
+  """The scores a job computes and reports: ``eval.scores`` in SCORES order (() or absent: all of them)."""
+  wanted = tuple(config.eval.get("scores", ()) or SCORES)
+  return tuple(n for n in SCORES if n in wanted)
+
+
+def device_scores(names) -> tuple[str, ...]:
+  """The device scores (in DEVICE_SCORES order) that the scores ``names`` are computed from."""
+  need = {d for n in names for d in SCORE_INPUTS[n]}
+  return tuple(d for d in DEVICE_SCORES if d in need)
 
 
 def rapp_differences_batch(setup: Setup, params, x, cond_ids):
@@ -52,8 +83,19 @@ def rapp_differences_batch(setup: Setup, params, x, cond_ids):
   return anomaly_scores.rapp_differences(hidden_x, hidden_r, x, x_hat)
 
 
-def score_batch(setup: Setup, params, nap_stats, x, key, num_samples: int, iwae_samples: int, iwae_chunk: int):
-  """Scores of one model on a float batch x (B,H,W,1) under each condition: dict name -> (B, C').
+def score_batch(
+  setup: Setup,
+  params,
+  nap_stats,
+  x,
+  key,
+  num_samples: int,
+  iwae_samples: int,
+  iwae_chunk: int,
+  scores: tuple = DEVICE_SCORES,
+):
+  """Scores of one model on a float batch x (B,H,W,1) under each condition: dict name -> (B, C'), for the
+  device scores ``scores`` (only those are built into the program; ``nap_stats`` is read only for rapp).
 
   C' = 1 for unconditional models; C + 1 for conditional ones (the last column: the all-zero condition).
   The conditions are visited one after another (lax.map) to bound memory.
@@ -71,54 +113,84 @@ def score_batch(setup: Setup, params, nap_stats, x, key, num_samples: int, iwae_
     ids = jnp.full((b,), cid, jnp.int32)
     c = objectives.one_hot_condition(spec, ids, setup.num_conditions)
     mu, logvar = objectives.encode(module, params, x, c)
-    mean = objectives.mean_image(objectives.decode(module, params, mu, c), hp.likelihood)
-    recon = jnp.square(x - mean).reshape((b, -1)).sum(-1)
+    out = {}
+    if "recon" in scores:
+      mean = objectives.mean_image(objectives.decode(module, params, mu, c), hp.likelihood)
+      out["recon"] = jnp.square(x - mean).reshape((b, -1)).sum(-1)
     pmu, plogvar = module.apply(
       params, jnp.minimum(ids, setup.num_conditions - 1 if spec.conditional else 0), method=networks.VAE.prior
     )
-    kl = estimators.kl_diag_gaussians(mu, logvar, pmu, plogvar).sum(-1)
+    if "nelbo" in scores:
+      kl = estimators.kl_diag_gaussians(mu, logvar, pmu, plogvar).sum(-1)
 
-    def nll(k):
-      z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(k, mu.shape)
-      return nll_of(z, c)
+      def nll(k):
+        z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(k, mu.shape)
+        return nll_of(z, c)
 
-    rec = jnp.mean(jax.vmap(nll)(jax.random.split(key, num_samples)), axis=0)
+      rec = jnp.mean(jax.vmap(nll)(jax.random.split(key, num_samples)), axis=0)
+      out["nelbo"] = rec + kl
 
-    def log_w(z, log_q):  # (S, B, d) -> log p(x|z) + log p(z) - log q(z|x): (S, B)
-      log_px = -jax.lax.map(lambda zs: nll_of(zs, c), z)
-      return log_px + estimators.gaussian_log_density(z, pmu, plogvar).sum(-1) - log_q
+    if "iwae" in scores:
 
-    iwae = anomaly_scores.iwae_nll(
-      log_w, jax.random.fold_in(key, 0x1AE), mu, logvar, num_samples=iwae_samples, chunk=iwae_chunk
-    )
-    d = rapp_differences_batch(setup, params, x, ids)
-    return recon, rec + kl, iwae, anomaly_scores.nap(d, nap_stats), anomaly_scores.sap(d)
+      def log_w(z, log_q):  # (S, B, d) -> log p(x|z) + log p(z) - log q(z|x): (S, B)
+        log_px = -jax.lax.map(lambda zs: nll_of(zs, c), z)
+        return log_px + estimators.gaussian_log_density(z, pmu, plogvar).sum(-1) - log_q
 
-  recon, nelbo, iwae, rapp, rapp_sap = jax.lax.map(under, jnp.arange(n_cols))
-  return {"recon": recon.T, "nelbo": nelbo.T, "iwae": iwae.T, "rapp": rapp.T, "rapp_sap": rapp_sap.T}
+      out["iwae"] = anomaly_scores.iwae_nll(
+        log_w, jax.random.fold_in(key, 0x1AE), mu, logvar, num_samples=iwae_samples, chunk=iwae_chunk
+      )
+    if "rapp" in scores or "rapp_sap" in scores:
+      d = rapp_differences_batch(setup, params, x, ids)
+      if "rapp" in scores:
+        out["rapp"] = anomaly_scores.nap(d, nap_stats)
+      if "rapp_sap" in scores:
+        out["rapp_sap"] = anomaly_scores.sap(d)
+    return out
+
+  return {k: v.T for k, v in jax.lax.map(under, jnp.arange(n_cols)).items()}
 
 
 @functools.lru_cache(maxsize=4)
-def compile_score_fn(setup: Setup, mesh, num_samples: int, iwae_samples: int = 64, iwae_chunk: int = 16):
-  """jit(map over models) of score_batch, the test batch sharded over the mesh. One per setting (cached), so the
-  test, validation and reference images of a group of runs share one compiled program (batches of one size)."""
+def compile_score_fn(
+  setup: Setup,
+  mesh,
+  num_samples: int,
+  iwae_samples: int = 64,
+  iwae_chunk: int = 16,
+  *,
+  scores: tuple = DEVICE_SCORES,
+  per_model_images: bool = False,
+):
+  """jit(map over models) of score_batch, the batch sharded over the mesh: one batch (B, H, W) that every
+  model scores, or with ``per_model_images`` a batch (M, B, H, W) of each model's own images. One per setting
+  (cached), so the test, validation and reference images of a group of runs share one compiled program."""
   one = functools.partial(
-    score_batch, setup, num_samples=num_samples, iwae_samples=iwae_samples, iwae_chunk=min(iwae_chunk, iwae_samples)
+    score_batch,
+    setup,
+    num_samples=num_samples,
+    iwae_samples=iwae_samples,
+    iwae_chunk=min(iwae_chunk, iwae_samples),
+    scores=tuple(scores),
   )
 
   def wrapped(params, nap_stats, x_uint8, key):
     x = preprocess(x_uint8, setup.binarize, setup.dequantize, image_shape=setup.module.image_shape)
+    if per_model_images:
+      return jax.lax.map(lambda a: one(a[0], a[1], a[2], key), (params, nap_stats, x))
     return jax.lax.map(lambda a: one(a[0], a[1], x, key), (params, nap_stats))
 
   rep = NamedSharding(mesh, P())
-  return jax.jit(wrapped, in_shardings=(rep, rep, NamedSharding(mesh, P("data")), rep), out_shardings=rep)
+  batch = NamedSharding(mesh, P(None, "data") if per_model_images else P("data"))
+  return jax.jit(wrapped, in_shardings=(rep, rep, batch, rep), out_shardings=rep)
 
 
-def fit_rapp(setup: Setup, params, x_fit: np.ndarray, cond_fit: np.ndarray, mesh, *, batch_size: int) -> dict:
+def fit_rapp(
+  setup: Setup, params, x_fit: np.ndarray, cond_fit: np.ndarray, mesh, *, batch_size: int, progress=None
+) -> dict:
   """NAP statistics of every stacked model from its own normal training images.
 
   x_fit uint8 (M, n, H, W), cond_fit int (M, n) (each image's condition in its run). Returns stacked numpy
-  dict(mean (M, D), basis (M, D, k), inv_scale (M, k))."""
+  dict(mean (M, D), basis (M, D, k), inv_scale (M, k)). ``progress``: called with 1 after each model's fit."""
   rep = NamedSharding(mesh, P())
   one = functools.partial(rapp_differences_batch, setup)
 
@@ -137,8 +209,32 @@ def fit_rapp(setup: Setup, params, x_fit: np.ndarray, cond_fit: np.ndarray, mesh
     mesh=mesh,
     batch_size=batch_size,
   )
-  fits = [anomaly_scores.fit_nap(d[m]) for m in range(d.shape[0])]
+  fits = fit_nap_all(d, progress)
   return {k: np.stack([f[k] for f in fits]) for k in fits[0]}
+
+
+def fit_nap_all(d: np.ndarray, progress=None) -> list[dict]:
+  """anomaly_scores.fit_nap of each model's differences d (M, n, D): the models in parallel threads, one per
+  core, each with a single-threaded BLAS (LAPACK releases the GIL). A multi-threaded BLAS spins while it waits
+  for its threads, and on a busy 2-core machine that made each fit 5-10 times slower (benchmarks/README.md)."""
+  try:
+    cores = len(os.sched_getaffinity(0))
+  except AttributeError:  # not on Linux
+    cores = os.cpu_count() or 1
+  try:
+    from threadpoolctl import threadpool_limits  # scikit-learn's dependency
+
+    one_thread = threadpool_limits(limits=1, user_api="blas")
+  except ImportError:
+    one_thread = contextlib.nullcontext()
+  with one_thread, concurrent.futures.ThreadPoolExecutor(max(1, min(cores, d.shape[0]))) as pool:
+    futures = [pool.submit(anomaly_scores.fit_nap, d[m]) for m in range(d.shape[0])]
+    fits = []
+    for f in futures:
+      fits.append(f.result())
+      if progress is not None:
+        progress(1)
+  return fits
 
 
 def score_test_set(
@@ -153,20 +249,35 @@ def score_test_set(
   nap_stats=None,
   iwae_samples: int = 64,
   iwae_chunk: int = 16,
+  scores: tuple = DEVICE_SCORES,
+  per_model_images: bool = False,
+  progress=None,
 ):
-  """Scores of every test image under every stacked model: dict name -> (M, N_test, C'). Each image is scored
-  exactly once: the last batch is padded to the batch size (a multiple of the device count) and cut back.
-  ``nap_stats`` from :func:`fit_rapp` (None: an identity normalisation, so rapp equals rapp_sap)."""
-  if nap_stats is None:
+  """Scores of every test image under every stacked model: dict name -> (M, N_test, C'), for the device scores
+  ``scores``. Each image is scored exactly once: the last batch is padded to the batch size (a multiple of the
+  device count) and cut back. ``nap_stats`` from :func:`fit_rapp` (None: an identity normalisation, so rapp
+  equals rapp_sap). ``per_model_images``: x_test is (M, N, H, W), model m scores only its own x_test[m].
+  ``progress``: called with 1 after each batch."""
+  scores = tuple(s for s in DEVICE_SCORES if s in scores)
+  if "rapp" not in scores:
+    nap_stats = {}  # nothing reads it
+  elif nap_stats is None:
     nap_stats = _identity_nap(setup, params)
-  fn = compile_score_fn(setup, mesh, num_samples, iwae_samples, iwae_chunk)
+  fn = compile_score_fn(
+    setup, mesh, num_samples, iwae_samples, iwae_chunk, scores=scores, per_model_images=per_model_images
+  )
   stats = distributed.replicated(nap_stats, NamedSharding(mesh, P()))
 
   def call(i, xb):
     key = distributed.replicated(jax.random.fold_in(jax.random.PRNGKey(seed), i), NamedSharding(mesh, P()))
-    return {k: v for k, v in fn(params, stats, xb, key).items() if k in DEVICE_SCORES}
+    out = {k: v for k, v in fn(params, stats, xb, key).items() if k in DEVICE_SCORES}
+    if progress is not None:  # after the batch is done, not when it is dispatched
+      jax.block_until_ready(out)
+      progress(1)
+    return out
 
-  return inference.map_batches(call, [(x_test, 0)], mesh=mesh, batch_size=batch_size)
+  axis = 1 if per_model_images else 0
+  return inference.map_batches(call, [(x_test, axis)], mesh=mesh, batch_size=batch_size)
 
 
 def _identity_nap(setup: Setup, params):
@@ -244,3 +355,39 @@ def chosen_condition(per_cond: np.ndarray, how: str, *, conditional: bool, cond_
   if how == "given":
     return np.where(cond_of_example >= 0, cond_of_example, per_cond.shape[1] - 1).astype(np.int32)
   return np.argmin(per_cond[:, :-1], axis=1).astype(np.int32)
+
+
+class ScoreProgress:
+  """Scoring's progress: a tqdm bar ``score N run(s)`` over its ``total`` steps (a NAP fit per run, the batches,
+  the metrics of each run) when ``show``, its postfix the current stage; and the seconds of each stage, which
+  :meth:`close` returns as one line for the log."""
+
+  def __init__(self, n_runs: int, total: int, show: bool):
+    self.n_runs, self.seconds = n_runs, {}
+    self.start = self._t = time.perf_counter()
+    self._stage = None
+    self.bar = None
+    if show:
+      from tqdm.auto import tqdm
+
+      self.bar = tqdm(total=total, desc=f"score {n_runs} run(s)", unit="step", leave=False)
+
+  def stage(self, name: str | None):
+    """Start stage ``name`` (None: the end of the last one)."""
+    now = time.perf_counter()
+    if self._stage is not None:
+      self.seconds[self._stage] = self.seconds.get(self._stage, 0.0) + now - self._t
+    self._stage, self._t = name, now
+    if self.bar is not None and name is not None:
+      self.bar.set_postfix_str(name)
+
+  def __call__(self, n: int = 1):
+    if self.bar is not None:
+      self.bar.update(n)
+
+  def close(self) -> str:
+    self.stage(None)
+    if self.bar is not None:
+      self.bar.close()
+    parts = ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items())
+    return f"scored {self.n_runs} run(s) in {time.perf_counter() - self.start:.1f} s ({parts})"
