@@ -63,8 +63,11 @@ def sap(d):
 
 def nap(d, nap_stats):
   """Normalised aggregation along pathway: ||(d - m) V / s||^2 with ``nap_stats`` = dict(mean (D,),
-  basis (D, k), inv_scale (k,)) from :func:`fit_nap` (directions with ~0 spread have inv_scale 0)."""
-  proj = (d - nap_stats["mean"]) @ nap_stats["basis"]
+  basis (D, k), inv_scale (k,)) from :func:`fit_nap` (directions with ~0 spread have inv_scale 0).
+
+  The projection runs at HIGHEST precision: at DEFAULT a TPU rounds a float32 matmul's inputs to bfloat16
+  (8 bits of mantissa), and 1/s amplifies that error most in the directions of least spread."""
+  proj = jnp.matmul(d - nap_stats["mean"], nap_stats["basis"], precision=jax.lax.Precision.HIGHEST)
   return jnp.sum(jnp.square(proj * nap_stats["inv_scale"]), axis=-1)
 
 
@@ -73,16 +76,20 @@ def fit_nap(d_train: np.ndarray, rank: int | None = None, rtol: float = 1e-5) ->
 
   Returns basis V (D, k) and inv_scale 1/s (k,), with k = ``rank`` (default min(n, D)); a direction whose
   singular value is below rtol x the largest, or past the data's rank, gets inv_scale 0 (and a zero basis
-  column when k exceeds the number of directions), so the shapes do not depend on the data."""
+  column when k exceeds the number of directions), so the shapes do not depend on the data.
+
+  Rows with a non-finite entry (a diverged model) are left out. When no row is finite there is nothing to
+  normalise with: every statistic is NaN, so NAP is NaN for every image, and the run's ``rapp_nonfinite`` and
+  the summary's ``nonfinite_by_score`` count them (an all-zero fit would make NAP 0 for every image, silently)."""
   d_train = np.asarray(d_train, np.float64)
   n, dim = d_train.shape
   k = min(n, dim) if rank is None else int(rank)
-  d_train = d_train[np.all(np.isfinite(d_train), axis=1)]  # a diverged model: fit on what is finite
+  d_train = d_train[np.all(np.isfinite(d_train), axis=1)]
   if d_train.shape[0] == 0:
     return {
-      "mean": np.zeros((dim,), np.float32),
-      "basis": np.zeros((dim, k), np.float32),
-      "inv_scale": np.zeros((k,), np.float32),
+      "mean": np.full((dim,), np.nan, np.float32),
+      "basis": np.full((dim, k), np.nan, np.float32),
+      "inv_scale": np.full((k,), np.nan, np.float32),
     }
   mean = d_train.mean(axis=0)
   _, s, vt = np.linalg.svd(d_train - mean, full_matrices=False)
