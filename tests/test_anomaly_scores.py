@@ -318,8 +318,24 @@ def test_fit_nap_ignores_non_finite_rows():
   with_nan = np.concatenate([d, np.full((3, 5), np.nan)])
   a, b = anomaly_scores.fit_nap(d, rank=5), anomaly_scores.fit_nap(with_nan, rank=5)
   np.testing.assert_allclose(a["inv_scale"], b["inv_scale"], rtol=1e-5)
+
+
+def test_nap_without_a_finite_fit_row_is_nan_not_zero():
+  """Nothing to normalise with: NAP is NaN for every image (counted as non-finite), never a silent 0."""
   empty = anomaly_scores.fit_nap(np.full((4, 5), np.nan))
-  assert empty["basis"].shape == (5, 4) and not np.any(empty["inv_scale"])
+  assert empty["basis"].shape == (5, 4) and empty["inv_scale"].shape == (4,) and empty["mean"].shape == (5,)
+  got = np.asarray(anomaly_scores.nap(jnp.asarray(np.random.default_rng(1).normal(size=(3, 5)), jnp.float32), empty))
+  assert got.shape == (3,) and np.isnan(got).all()
+
+
+def test_nap_projects_at_highest_precision():
+  """DEFAULT precision rounds a float32 matmul to bfloat16 on a TPU; the projection asks for HIGHEST."""
+  stats = anomaly_scores.fit_nap(np.random.default_rng(2).normal(size=(20, 6)))
+  jaxpr = jax.make_jaxpr(anomaly_scores.nap)(jnp.ones((3, 6), jnp.float32), stats)
+  dots = [e for e in jaxpr.eqns if e.primitive.name == "dot_general"]
+  assert dots and all(e.params["precision"] == (jax.lax.Precision.HIGHEST, jax.lax.Precision.HIGHEST) for e in dots), (
+    dots
+  )
 
 
 def test_robust_standardise_and_sap_complexity_by_hand():
@@ -342,6 +358,11 @@ def test_rescore_recomputes_scores_from_checkpoints(tmp_path):
   config.eval.rapp_fit_examples = 64
   first = experiment.train_and_evaluate(config, str(tmp_path / "wd"), dataset=ds, log=lambda *_: None)
   steps_logged = len(open(tmp_path / "wd" / "metrics.jsonl").readlines())
+  # complexity's L(x) is the PNG length of the image the model sees: binarised pixels as 0 / 255
+  saved = np.load(tmp_path / "wd" / "scores" / "split_seed0.npz")
+  binary = np.where(ds.x_test > 127, 255, 0).astype(np.uint8)
+  np.testing.assert_array_equal(saved["length_bits"], anomaly_scores.png_bits(binary))
+  assert np.abs(anomaly_scores.png_bits(ds.x_test) - saved["length_bits"]).max() > 8
   config.eval.reference_examples = 50
   again = experiment.train_and_evaluate(config, str(tmp_path / "wd"), dataset=ds, log=lambda *_: None, rescore=True)
   assert again["auroc_by_score"]["recon"] == first["auroc_by_score"]["recon"]  # same model, same score
