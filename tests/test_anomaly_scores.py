@@ -286,6 +286,7 @@ def _blank_vs_noise(n_train=512, n_test=64, size=8, seed=0):
   return Dataset("blank_vs_noise", x_train, y_train, np.concatenate([x_norm, x_anom]), y_test, 2, source="toy")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model,likelihood", [("vae", "continuous_bernoulli"), ("cvae", "gaussian")])
 def test_every_score_ranks_anomalies_higher(tmp_path, model, likelihood):
   ds = _blank_vs_noise()
@@ -347,6 +348,7 @@ def test_robust_standardise_and_sap_complexity_by_hand():
   assert np.isnan(anomaly_scores.robust_standardise([1.0], [np.nan])).all()
 
 
+@pytest.mark.slow
 def test_rescore_recomputes_scores_from_checkpoints(tmp_path):
   ds = _blank_vs_noise()
   config = tiny_config("vae", num_epochs=2, batch_size=64, steps_per_call=8)

@@ -98,6 +98,7 @@ def _complexity(iwae_nats, x):
   return np.asarray(iwae_nats, np.float64) / math.log(2) + SIZE * SIZE * 8.0 - anomaly_scores.png_bits(x)
 
 
+@pytest.mark.slow
 def test_complexity_is_iwae_bits_plus_the_density_offset_minus_the_png_bits_of_the_test_image(trained):
   ds, saved, r = trained["ds"], trained["saved"], trained["run_result"]
   np.testing.assert_array_equal(saved["length_bits"], anomaly_scores.png_bits(ds.x_test))  # grey: as they are
@@ -109,6 +110,7 @@ def test_complexity_is_iwae_bits_plus_the_density_offset_minus_the_png_bits_of_t
   assert "NOT" not in trained["results"]["complexity_likelihood"]
 
 
+@pytest.mark.slow
 def test_sap_complexity_is_standardised_on_the_runs_normal_training_images(trained):
   """The reference is the front of the documented fixed order of the run's normal TRAINING images
   (default_rng([seed, uid, 7])), scored with seed + 1; the normal test images, from another distribution here,
@@ -127,6 +129,7 @@ def test_sap_complexity_is_standardised_on_the_runs_normal_training_images(train
   assert abs(leak[normal].mean() - want[normal].mean()) > 1.0
 
 
+@pytest.mark.slow
 def test_test_scores_are_the_device_scores_of_the_test_images_with_nap_fitted_on_normal_training_images(trained):
   """scores/<run>.npz holds every device score of the test images (seed config.seed), with NAP fitted on the
   front of the documented order of the run's normal training images, each under its condition (here the one)."""
