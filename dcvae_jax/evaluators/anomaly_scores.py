@@ -78,14 +78,15 @@ def fit_nap(d_train: np.ndarray, rank: int | None = None, rtol: float = 1e-5) ->
   singular value is below rtol x the largest, or past the data's rank, gets inv_scale 0 (and a zero basis
   column when k exceeds the number of directions), so the shapes do not depend on the data.
 
-  Rows with a non-finite entry (a diverged model) are left out. When no row is finite there is nothing to
-  normalise with: every statistic is NaN, so NAP is NaN for every image, and the run's ``rapp_nonfinite`` and
-  the summary's ``nonfinite_by_score`` count them (an all-zero fit would make NAP 0 for every image, silently)."""
+  Rows with a non-finite entry (a diverged model) are left out. With fewer than two finite rows there is no
+  spread to normalise by: every statistic is NaN, so NAP is NaN for every image, and the run's ``rapp_nonfinite``
+  and the summary's ``nonfinite_by_score`` count them (an all-zero fit would make NAP 0 for every image, silently).
+  The statistics are float32 (what the device reads), computed in float64 whatever the input's dtype."""
   d_train = np.asarray(d_train, np.float64)
   n, dim = d_train.shape
   k = min(n, dim) if rank is None else int(rank)
   d_train = d_train[np.all(np.isfinite(d_train), axis=1)]
-  if d_train.shape[0] == 0:
+  if d_train.shape[0] < 2:
     return {
       "mean": np.full((dim,), np.nan, np.float32),
       "basis": np.full((dim, k), np.nan, np.float32),
