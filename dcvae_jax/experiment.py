@@ -62,7 +62,9 @@ def complexity_likelihood(config) -> str:
     if config.data.binarize
     else ("dequantised grey levels" if config.data.get("dequantize", False) else "grey levels")
   )
-  normalised = objectives.is_density(config.model.likelihood, bool(config.data.binarize))
+  normalised = objectives.is_density(
+    config.model.likelihood, binarize=bool(config.data.binarize), dequantize=bool(config.data.get("dequantize", False))
+  )
   return f"{lik} on {data}" + ("" if normalised else " (NOT a normalised density: complexity is not meaningful)")
 
 

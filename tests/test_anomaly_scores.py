@@ -64,13 +64,46 @@ def test_iwae_rises_with_k_and_reaches_the_exact_log_likelihood():
   np.testing.assert_allclose(large, exact, atol=0.05)  # within 0.05 nats at large K
 
 
-def test_iwae_chunking_does_not_change_the_value():
+def test_iwae_chunked_has_the_spread_of_k_samples_not_of_one_chunk():
+  """K = 64 in chunks of 16 is a K = 64 bound: across 512 fixed keys its spread matches the unchunked K = 64 and
+  is half that of K = 16 (the spread falls as 1/sqrt(K)). Chunks that shared one key would give K = 16's."""
   _, fn, mu, logvar = _linear_gaussian(seed=1)
-  a = anomaly_scores.iwae_nll(fn, jax.random.PRNGKey(3), mu, logvar, num_samples=64, chunk=64)
-  b = anomaly_scores.iwae_nll(fn, jax.random.PRNGKey(3), mu, logvar, num_samples=64, chunk=16)
-  assert np.all(np.isfinite(a)) and np.all(np.isfinite(b))
+  keys = jax.random.split(jax.random.PRNGKey(11), 512)
+
+  def spread(k, chunk):
+    draws = jax.vmap(lambda key: anomaly_scores.iwae_nll(fn, key, mu, logvar, num_samples=k, chunk=chunk))(keys)
+    return np.asarray(draws, np.float64).std(axis=0)
+
+  chunked, whole, small = spread(64, 16), spread(64, 64), spread(16, 16)
+  assert np.all(chunked < 0.7 * small), (chunked, small)  # measured: 0.45-0.5 x
+  np.testing.assert_allclose(chunked, whole, rtol=0.2)  # measured: within 6%
   with pytest.raises(ValueError, match="multiple"):
     anomaly_scores.iwae_nll(fn, jax.random.PRNGKey(3), mu, logvar, num_samples=60, chunk=16)
+
+
+def test_iwae_is_the_numpy_bound_over_the_k_distinct_samples_it_drew():
+  """Every code the chunks hand to log p(x, z) - log q(z|x) is recorded: there are K distinct ones per example,
+  log q is the encoder's density at each, and the result is -log (1/K) sum_k w_k over exactly those, in numpy."""
+  _, fn, mu, logvar = _linear_gaussian(seed=2)
+  seen = []
+
+  def recording(z, log_q):
+    jax.debug.callback(lambda a, b: seen.append((np.asarray(a, np.float64), np.asarray(b, np.float64))), z, log_q)
+    return fn(z, log_q)
+
+  got = np.asarray(anomaly_scores.iwae_nll(recording, jax.random.PRNGKey(5), mu, logvar, num_samples=64, chunk=16))
+  assert len(seen) == 4 and all(z.shape == (16, 5, 2) for z, _ in seen)
+  z = np.concatenate([a for a, _ in seen])  # (K, B, d)
+  log_q = np.concatenate([b for _, b in seen])
+  for i in range(z.shape[1]):
+    assert np.unique(z[:, i], axis=0).shape[0] == 64, i  # 64 different codes, not 16 drawn four times
+  mu64, var64 = np.asarray(mu, np.float64), np.exp(np.asarray(logvar, np.float64))
+  want_log_q = -0.5 * np.sum(np.log(2 * np.pi * var64) + (z - mu64) ** 2 / var64, axis=-1)
+  np.testing.assert_allclose(log_q, want_log_q, rtol=1e-5, atol=1e-4)
+  log_w = np.asarray(fn(jnp.asarray(z, jnp.float32), jnp.asarray(want_log_q, jnp.float32)), np.float64)
+  top = log_w.max(0)
+  want = -(top + np.log(np.exp(log_w - top).sum(0)) - np.log(64))
+  np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -159,13 +192,23 @@ def test_png_bits_blank_below_noise_and_equals_the_compressor_bytes():
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="PNG")
     assert b == 8 * len(buf.getvalue())
+  with pytest.raises(ValueError, match="png_bits needs uint8 images, got float32"):
+    anomaly_scores.png_bits(np.zeros((1, 4, 4), np.float32))
 
 
 def test_complexity_is_iwae_in_bits_plus_offset_minus_length():
   s = anomaly_scores.complexity(np.array([math.log(2) * 100.0]), np.array([30.0]), offset_bits=5.0)
   np.testing.assert_allclose(s, [75.0])
   assert anomaly_scores.density_offset_bits(4, is_continuous=True, dequantize=True) == 32.0
+  assert anomaly_scores.density_offset_bits(4, is_continuous=True, dequantize=False) == 4 * math.log2(255.0)
   assert anomaly_scores.density_offset_bits(4, is_continuous=False, dequantize=False) == 0.0
+  assert anomaly_scores.density_offset_bits(4, is_continuous=False, dequantize=True) == 0.0
+  # float32 iwae values (as the device returns them) are read exactly: the arithmetic is float64
+  iwae = np.array([3000.123, 1234.567], np.float32)
+  want = iwae.astype(np.float64) / math.log(2.0) + 6272.0 - np.array([800.0, 900.0])
+  got = anomaly_scores.complexity(iwae, np.array([800, 900], np.int64), 6272.0)
+  assert got.dtype == np.float64
+  np.testing.assert_allclose(got, want, rtol=1e-15)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -237,6 +280,62 @@ def test_fit_nap_drops_directions_without_spread():
   assert np.all(np.isfinite(anomaly_scores.nap(jnp.ones((2, 4)), stats)))
 
 
+def _two_scales(ratio, n=40):
+  """Differences (n, 2) whose centred singular values are about sqrt(n) x (1, ratio)."""
+  rng = np.random.default_rng(7)
+  a, b = rng.normal(size=(2, n))
+  a, b = (a - a.mean()) / a.std(), (b - b.mean()) / b.std()
+  b = b - a * (a @ b) / (a @ a)  # orthogonal to a: the singular values are the columns' norms
+  return np.stack([a, ratio * b / b.std()], axis=1)
+
+
+@pytest.mark.parametrize("ratio,kept", [(1e-6, 1), (1e-4, 2)])
+def test_fit_nap_drops_a_direction_by_its_spread_relative_to_the_largest(ratio, kept):
+  """rtol = 1e-5 is relative to the largest singular value s_0, at any scale of the differences."""
+  for scale in (1e-3, 1.0, 1e3):
+    stats = anomaly_scores.fit_nap(scale * _two_scales(ratio))
+    assert np.count_nonzero(stats["inv_scale"]) == kept, (scale, stats["inv_scale"])
+    s = np.sqrt(40) * scale * np.array([1.0, ratio])
+    np.testing.assert_allclose(stats["inv_scale"][:kept], 1 / s[:kept], rtol=1e-4)
+
+
+def test_nap_is_invariant_to_the_scale_of_the_differences():
+  """NAP is a Mahalanobis-like norm: scaling both the fit and the scored differences by c changes nothing."""
+  rng = np.random.default_rng(8)
+  d_fit = _two_scales(1e-3) @ np.array([[1.0, 0.5, -0.2], [0.3, -1.0, 2.0]])
+  d = rng.normal(size=(5, 3)) @ np.diag([1.0, 0.1, 0.01])
+  want = np.asarray(anomaly_scores.nap(jnp.asarray(d), anomaly_scores.fit_nap(d_fit)))
+  for c in (1e-4, 1e4):
+    got = np.asarray(anomaly_scores.nap(jnp.asarray(c * d), anomaly_scores.fit_nap(c * d_fit)))
+    np.testing.assert_allclose(got, want, rtol=2e-3)
+
+
+def test_fit_nap_keeps_float64_accuracy_on_float32_differences():
+  """The device hands float32 differences; the mean and SVD run in float64 (a float32 mean of values near 1e4
+  would be off by about 1e-3, a tenth of this spread). The statistics come back as float32."""
+  rng = np.random.default_rng(9)
+  d32 = (1e4 + 1e-2 * rng.normal(size=(200, 4)) * np.array([1.0, 2.0, 3.0, 4.0])).astype(np.float32)
+  got, want = anomaly_scores.fit_nap(d32), anomaly_scores.fit_nap(d32.astype(np.float64))
+  for k in ("mean", "basis", "inv_scale"):
+    assert got[k].dtype == np.float32, k
+    np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+  _, s, _ = np.linalg.svd(d32.astype(np.float64) - d32.astype(np.float64).mean(0), full_matrices=False)
+  np.testing.assert_allclose(got["inv_scale"], 1 / s, rtol=1e-6)
+
+
+def test_fit_nap_rank_cuts_or_pads_the_basis():
+  d = np.random.default_rng(10).normal(size=(20, 6))
+  full = anomaly_scores.fit_nap(d)
+  assert full["basis"].shape == (6, 6) and np.all(full["inv_scale"] > 0)
+  cut = anomaly_scores.fit_nap(d, rank=3)
+  assert cut["basis"].shape == (6, 3) and cut["inv_scale"].shape == (3,)
+  np.testing.assert_array_equal(cut["basis"], full["basis"][:, :3])
+  np.testing.assert_array_equal(cut["inv_scale"], full["inv_scale"][:3])
+  padded = anomaly_scores.fit_nap(d[:4], rank=6)  # 4 rows: 4 directions (3 with spread), 2 zero columns
+  assert padded["basis"].shape == (6, 6) and np.count_nonzero(padded["inv_scale"]) == 3
+  np.testing.assert_array_equal(padded["basis"][:, 4:], 0.0)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Direction: every score is larger for anomalies (here: noise images against a model of blank-ish images).
 
@@ -253,6 +352,7 @@ def _blank_vs_noise(n_train=512, n_test=64, size=8, seed=0):
   return Dataset("blank_vs_noise", x_train, y_train, np.concatenate([x_norm, x_anom]), y_test, 2, source="toy")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model,likelihood", [("vae", "continuous_bernoulli"), ("cvae", "gaussian")])
 def test_every_score_ranks_anomalies_higher(tmp_path, model, likelihood):
   ds = _blank_vs_noise()
@@ -285,8 +385,34 @@ def test_fit_nap_ignores_non_finite_rows():
   with_nan = np.concatenate([d, np.full((3, 5), np.nan)])
   a, b = anomaly_scores.fit_nap(d, rank=5), anomaly_scores.fit_nap(with_nan, rank=5)
   np.testing.assert_allclose(a["inv_scale"], b["inv_scale"], rtol=1e-5)
-  empty = anomaly_scores.fit_nap(np.full((4, 5), np.nan))
-  assert empty["basis"].shape == (5, 4) and not np.any(empty["inv_scale"])
+
+
+@pytest.mark.parametrize("finite_rows", [0, 1])
+def test_nap_without_two_finite_fit_rows_is_nan_not_zero(finite_rows):
+  """No spread to normalise by: every statistic and so NAP of every image is NaN (counted as non-finite), never a
+  silent 0. Two finite rows are enough for a finite NAP."""
+  rng = np.random.default_rng(1)
+  d_fit = np.full((4, 5), np.nan)
+  d_fit[:finite_rows] = rng.normal(size=(finite_rows, 5))
+  empty = anomaly_scores.fit_nap(d_fit)
+  assert empty["basis"].shape == (5, 4) and empty["inv_scale"].shape == (4,) and empty["mean"].shape == (5,)
+  for k, v in empty.items():
+    assert v.dtype == np.float32 and np.isnan(v).all(), k
+  d = jnp.asarray(rng.normal(size=(3, 5)), jnp.float32)
+  got = np.asarray(anomaly_scores.nap(d, empty))
+  assert got.shape == (3,) and np.isnan(got).all()
+  d_fit[: finite_rows + 2] = rng.normal(size=(finite_rows + 2, 5))
+  assert np.isfinite(np.asarray(anomaly_scores.nap(d, anomaly_scores.fit_nap(d_fit)))).all()
+
+
+def test_nap_projects_at_highest_precision():
+  """DEFAULT precision rounds a float32 matmul to bfloat16 on a TPU; the projection asks for HIGHEST."""
+  stats = anomaly_scores.fit_nap(np.random.default_rng(2).normal(size=(20, 6)))
+  jaxpr = jax.make_jaxpr(anomaly_scores.nap)(jnp.ones((3, 6), jnp.float32), stats)
+  dots = [e for e in jaxpr.eqns if e.primitive.name == "dot_general"]
+  assert dots and all(e.params["precision"] == (jax.lax.Precision.HIGHEST, jax.lax.Precision.HIGHEST) for e in dots), (
+    dots
+  )
 
 
 def test_robust_standardise_and_sap_complexity_by_hand():
@@ -295,9 +421,19 @@ def test_robust_standardise_and_sap_complexity_by_hand():
   sap_ref, comp_ref = np.array([0.0, 1.0, 2.0]), np.array([10.0, 20.0, 30.0])  # MADs 1 and 10
   got = anomaly_scores.sap_complexity(np.array([1.0 + 1.4826]), np.array([20.0 - 14.826]), sap_ref, comp_ref)
   np.testing.assert_allclose(got, [0.0], atol=1e-12)  # +1 sd in one, -1 sd in the other
-  assert np.isnan(anomaly_scores.robust_standardise([1.0], [np.nan])).all()
+  empty = anomaly_scores.robust_standardise([1.0, 2.0, 3.0], [np.nan])
+  assert empty.shape == (3,) and np.isnan(empty).all()
 
 
+@pytest.mark.parametrize("c", [1e-6, 1e-3, 1e3])
+def test_robust_standardise_is_invariant_to_the_scale(c):
+  """A z-score has no unit: scaling the values and the reference alike leaves it unchanged (MADs far below 1)."""
+  ref = np.array([1.0, 2.0, 3.0, 4.0, 100.0])
+  values = np.array([3.0, 4.4826, -1.0])
+  np.testing.assert_allclose(anomaly_scores.robust_standardise(c * values, c * ref), [0.0, 1.0, -4 / 1.4826])
+
+
+@pytest.mark.slow
 def test_rescore_recomputes_scores_from_checkpoints(tmp_path):
   ds = _blank_vs_noise()
   config = tiny_config("vae", num_epochs=2, batch_size=64, steps_per_call=8)
@@ -309,6 +445,11 @@ def test_rescore_recomputes_scores_from_checkpoints(tmp_path):
   config.eval.rapp_fit_examples = 64
   first = experiment.train_and_evaluate(config, str(tmp_path / "wd"), dataset=ds, log=lambda *_: None)
   steps_logged = len(open(tmp_path / "wd" / "metrics.jsonl").readlines())
+  # complexity's L(x) is the PNG length of the image the model sees: binarised pixels as 0 / 255
+  saved = np.load(tmp_path / "wd" / "scores" / "split_seed0.npz")
+  binary = np.where(ds.x_test > 127, 255, 0).astype(np.uint8)
+  np.testing.assert_array_equal(saved["length_bits"], anomaly_scores.png_bits(binary))
+  assert np.abs(anomaly_scores.png_bits(ds.x_test) - saved["length_bits"]).max() > 8
   config.eval.reference_examples = 50
   again = experiment.train_and_evaluate(config, str(tmp_path / "wd"), dataset=ds, log=lambda *_: None, rescore=True)
   assert again["auroc_by_score"]["recon"] == first["auroc_by_score"]["recon"]  # same model, same score

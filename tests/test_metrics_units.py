@@ -1,8 +1,10 @@
 """scoring.reduce_conditions and metrics.detection_metrics on hand-written inputs with known answers."""
 
+import ml_collections
 import numpy as np
 import pytest
 
+from dcvae_jax.data import protocols
 from dcvae_jax.evaluators import metrics, scoring
 
 # Three examples x (2 conditions + the all-zero-condition column, last), as the scorer returns them.
@@ -57,6 +59,36 @@ def test_given_takes_each_examples_own_condition_and_the_zero_condition_for_anom
   cond_of_example = np.array([1, -1, 0])  # the second example's class is no condition: an anomaly
   np.testing.assert_array_equal(reduce("given", cond_of_example=cond_of_example), [3.0, 60.0, 5.0])
   np.testing.assert_array_equal(reduce("given", cond_of_example=np.array([0, 1, 1])), [1.0, 2.0, 5.0])
+
+
+def test_reduce_scores_gives_an_anomaly_the_zero_condition_under_given():
+  """reduce_scores finds each image's condition from its label: a normal class's position in run.normal, and the
+  all-zero condition (the last column) for a class that is no condition, never condition 0's column."""
+  run = protocols.Run("class1_seed0", "1", 0, normal=(0, 2), anomalous=(1,), uid=1)
+  protocol = ml_collections.ConfigDict({"score_condition": "given"})
+  y = np.array([2, 1, 0])  # the scores of SCORES' rows: condition 1, an anomaly, condition 0
+  got = scoring.reduce_scores(run, {"recon": SCORES}, y, conditional=True, condition_counts=COUNTS, protocol=protocol)
+  np.testing.assert_array_equal(got["recon"], [3.0, 60.0, 5.0])
+
+
+def test_reduce_scores_derives_complexity_from_the_reduced_iwae():
+  run = protocols.Run("class1_seed0", "1", 0, normal=(0, 2), anomalous=(1,), uid=1)
+  protocol = ml_collections.ConfigDict({"score_condition": "min"})
+  iwae = SCORES * np.log(2.0)  # nats; reduced by min over the two normal conditions: (1, 2, 5) bits
+  got = scoring.reduce_scores(
+    run,
+    {"iwae": iwae},
+    np.array([0, 1, 2]),
+    conditional=True,
+    condition_counts=COUNTS,
+    protocol=protocol,
+    length_bits=np.array([0.5, 1.0, 2.0]),
+    offset_bits=10.0,
+  )
+  np.testing.assert_allclose(got["complexity"], [1.0 + 10.0 - 0.5, 2.0 + 10.0 - 1.0, 5.0 + 10.0 - 2.0], rtol=1e-12)
+  assert "complexity" not in scoring.reduce_scores(
+    run, {"iwae": iwae}, np.array([0, 1, 2]), conditional=True, condition_counts=COUNTS, protocol=protocol
+  )
 
 
 def test_unconditional_models_have_one_column_whatever_the_reduction():
@@ -144,3 +176,20 @@ def test_nonfinite_scores_rank_as_most_anomalous_and_are_counted():
   assert m["mean_normal"] == pytest.approx(np.mean([0.1, 1.9, 0.2]))
   m = metrics.detection_metrics(np.full(4, np.nan), np.array([0, 1, 0, 1], bool))  # every score diverged
   assert m["nonfinite"] == 4 and m["auroc"] == 0.5
+
+
+def test_summary_counts_the_nonfinite_scores_of_every_run():
+  """A run whose NAP fit had no finite difference has NaN rapp for every image: the summary says how many."""
+  protocol = ml_collections.ConfigDict({"name": "split", "score": "recon", "score_condition": "min"})
+  run = protocols.Run("split_seed0", "split", 0, normal=(0,), anomalous=(1,), uid=0)
+  y = np.array([0, 0, 1, 1, 2])  # class 2 is in no run: dropped
+  scores = {
+    "recon": np.array([[1.0], [2.0], [3.0], [4.0], [0.0]]),
+    "nelbo": np.array([[1.0], [2.0], [np.inf], [4.0], [0.0]]),
+    "rapp": np.full((5, 1), np.nan),
+  }
+  one = metrics.evaluate_run(run, scores, y, conditional=False, condition_counts=[4.0], protocol=protocol)
+  assert (one["recon_nonfinite"], one["nelbo_nonfinite"], one["rapp_nonfinite"]) == (0, 1, 4)
+  summary = metrics.summarize([one, one], model="vae", dataset="toy", protocol=protocol, train_seconds=1.0)
+  assert summary["nonfinite_by_score"] == {"recon": 0, "nelbo": 2, "rapp": 8}
+  assert "non-finite scores (ranked most anomalous): nelbo 2  rapp 8" in metrics.format_table(summary)

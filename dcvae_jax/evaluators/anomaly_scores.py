@@ -64,8 +64,11 @@ def sap(d):
 
 def nap(d, nap_stats):
   """Normalised aggregation along pathway: ||(d - m) V / s||^2 with ``nap_stats`` = dict(mean (D,),
-  basis (D, k), inv_scale (k,)) from :func:`fit_nap` (directions with ~0 spread have inv_scale 0)."""
-  proj = (d - nap_stats["mean"]) @ nap_stats["basis"]
+  basis (D, k), inv_scale (k,)) from :func:`fit_nap` (directions with ~0 spread have inv_scale 0).
+
+  The projection runs at HIGHEST precision: at DEFAULT a TPU rounds a float32 matmul's inputs to bfloat16
+  (8 bits of mantissa), and 1/s amplifies that error most in the directions of least spread."""
+  proj = jnp.matmul(d - nap_stats["mean"], nap_stats["basis"], precision=jax.lax.Precision.HIGHEST)
   return jnp.sum(jnp.square(proj * nap_stats["inv_scale"]), axis=-1)
 
 
@@ -111,16 +114,21 @@ def fit_nap(d_train: np.ndarray, rank: int | None = None, rtol: float = 1e-5) ->
   Returns basis V (D, k) and inv_scale 1/s (k,), with k = ``rank`` (default min(n, D)); a direction whose
   singular value is below rtol x the largest, or past the data's rank, gets inv_scale 0 (and a zero basis
   column when k exceeds the number of directions), so the shapes do not depend on the data. s and V come from
-  :func:`principal_directions` (the SVD's up to signs, which NAP does not see)."""
+  :func:`principal_directions` (the SVD's up to signs, which NAP does not see).
+
+  Rows with a non-finite entry (a diverged model) are left out. With fewer than two finite rows there is no
+  spread to normalise by: every statistic is NaN, so NAP is NaN for every image, and the run's ``rapp_nonfinite``
+  and the summary's ``nonfinite_by_score`` count them (an all-zero fit would make NAP 0 for every image, silently).
+  The statistics are float32 (what the device reads), computed in float64 whatever the input's dtype."""
   d_train = np.asarray(d_train, np.float64)
   n, dim = d_train.shape
   k = min(n, dim) if rank is None else int(rank)
-  d_train = d_train[np.all(np.isfinite(d_train), axis=1)]  # a diverged model: fit on what is finite
-  if d_train.shape[0] == 0:
+  d_train = d_train[np.all(np.isfinite(d_train), axis=1)]
+  if d_train.shape[0] < 2:
     return {
-      "mean": np.zeros((dim,), np.float32),
-      "basis": np.zeros((dim, k), np.float32),
-      "inv_scale": np.zeros((k,), np.float32),
+      "mean": np.full((dim,), np.nan, np.float32),
+      "basis": np.full((dim, k), np.nan, np.float32),
+      "inv_scale": np.full((k,), np.nan, np.float32),
     }
   mean = d_train.mean(axis=0)
   s, v = principal_directions(d_train - mean)

@@ -266,6 +266,8 @@ def summarize(
   out["auroc_per_class_by_score"] = {
     n: {k: float(np.mean([r[f"{n}_auroc"] for r in v])) for k, v in by_label.items()} for n in computed
   }
+  # Non-finite scores over all runs (each ranked as the most anomalous, see detection_metrics).
+  out["nonfinite_by_score"] = {n: int(sum(r.get(f"{n}_nonfinite", 0) for r in per_run)) for n in computed}
   if complexity_likelihood is not None and "complexity" in computed:
     out["complexity_likelihood"] = complexity_likelihood
   val_runs = [r for r in per_run if "val_auroc_by_score" in r]
@@ -348,4 +350,7 @@ def format_table(results: dict) -> str:
       f"threshold ({t['method']} {t['target']:g} on validation): test precision {f['test_precision']}  "
       f"recall {f['test_recall']}  F1 {'-' if f1 is None else f'{f1:.3f}'}  FPR {'-' if fpr is None else f'{fpr:.3f}'}"
     )
+  bad = {k: v for k, v in results.get("nonfinite_by_score", {}).items() if v}
+  if bad:
+    lines.append("non-finite scores (ranked most anomalous): " + "  ".join(f"{k} {v}" for k, v in bad.items()))
   return "\n".join(lines)

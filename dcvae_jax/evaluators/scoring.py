@@ -117,9 +117,7 @@ def score_batch(
     if "recon" in scores:
       mean = objectives.mean_image(objectives.decode(module, params, mu, c), hp.likelihood)
       out["recon"] = jnp.square(x - mean).reshape((b, -1)).sum(-1)
-    pmu, plogvar = module.apply(
-      params, jnp.minimum(ids, setup.num_conditions - 1 if spec.conditional else 0), method=networks.VAE.prior
-    )
+    pmu, plogvar = module.apply(params, ids, method=networks.VAE.prior)  # the zero condition: N(0, I)
     if "nelbo" in scores:
       kl = estimators.kl_diag_gaussians(mu, logvar, pmu, plogvar).sum(-1)
 

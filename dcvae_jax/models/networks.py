@@ -174,11 +174,18 @@ class VAE(nn.Module):
     return self.decoder(z, c)
 
   def prior(self, cond_ids):
-    """(mu, logvar) of the prior for integer conditions (B,); N(0, I) unless learned."""
+    """(mu, logvar) of the prior for integer conditions (B,); N(0, I) unless learned.
+
+    Learned: row c of (m, s) for a condition id c in 0..C-1, and N(0, I) for any other id (the all-zero
+    condition vector, id C, that scoring gives an image whose class is no condition): the prior read as linear
+    in the one-hot condition, (m(c), s(c)) = c^T (M, S), which is 0 at c = 0. Plain indexing would clamp id C
+    (and wrap id -1) to row C-1, the prior of the last normal class."""
     if not self.learned_prior:
       zeros = jnp.zeros((cond_ids.shape[0], self.latent_dim))
       return zeros, zeros
-    return self.prior_mu[cond_ids], self.prior_logvar[cond_ids]
+    valid = ((cond_ids >= 0) & (cond_ids < self.num_conditions))[:, None]
+    rows = jnp.clip(cond_ids, 0, self.num_conditions - 1)
+    return jnp.where(valid, self.prior_mu[rows], 0.0), jnp.where(valid, self.prior_logvar[rows], 0.0)
 
   def relevance_vector(self):
     return nn.sigmoid(self.rho) if self.relevance else jnp.ones((self.latent_dim,))

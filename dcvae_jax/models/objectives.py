@@ -84,10 +84,20 @@ def likelihood_logvar(hp, obs_logvar):
   return gaussian_logvar(hp, obs_logvar) if hp.likelihood == "gaussian" else None
 
 
-def is_density(likelihood: str, binarize: bool) -> bool:
-  """Whether -log p(x|z) is a normalised density of the data the model sees: the Bernoulli on binary pixels,
-  or a density on [0, 1] (continuous Bernoulli, Gaussian: the latter up to the mass outside [0, 1])."""
-  return binarize if likelihood == "bernoulli" else True
+def is_density(likelihood: str, *, binarize: bool, dequantize: bool) -> bool:
+  """Whether exp(-recon_nll) is a probability of the data the model sees, so that -log2 of it (plus
+  anomaly_scores.density_offset_bits) is a code length of the 8-bit image:
+
+    bernoulli                        only on binarised pixels (a probability mass of {0, 1}^D);
+    continuous_bernoulli, gaussian   only on dequantised grey levels, where p(x) / 256 per pixel is (an estimate
+                                     of) the probability of x's bin (the Gaussian up to its mass outside [0, 1]).
+
+  On binarised or plain grey pixels a density is read at points (0 and 1, or k / 255), where nothing bounds it:
+  p / bins exceeds 1 wherever p > bins (a continuous Bernoulli with a large logit at x = 1, a sharp Gaussian),
+  and the "code length" goes negative."""
+  if likelihood == "bernoulli":
+    return bool(binarize)
+  return bool(dequantize) and not binarize
 
 
 def one_hot_condition(spec, cond_ids, num_conditions: int):
