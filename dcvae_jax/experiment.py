@@ -35,6 +35,7 @@ from dcvae_jax.data.prepare import make_runs, prepare_data, validation_fraction
 from dcvae_jax.errors import ConfigError
 from dcvae_jax.evaluators import anomaly_scores, latents, metrics, scoring, threshold
 from dcvae_jax.log import log as _log
+from dcvae_jax.report import recon_grid
 from dcvae_jax.models import inference, objectives
 from dcvae_jax.models import registry as models
 from dcvae_jax.train import train_step, trainer
@@ -428,7 +429,7 @@ def _train_and_evaluate(config, workdir, ds, runs, log, identity, write: bool = 
         )
         if pictures is not None:  # every process computes (the mesh spans them all); process 0 writes
           step_m = int(distributed.to_host(state.step)[m])
-          grid = summaries.run_reconstructions(
+          grid = recon_grid.run_reconstructions(
             pictures,
             distributed.to_host(train_step.unstack(state.params, m)),  # host arrays: fine on any process
             run,

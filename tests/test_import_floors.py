@@ -18,6 +18,8 @@ FLOORS = {
   "dcvae_jax.validation": 0,
   "dcvae_jax.distributed": 0,
   "dcvae_jax.workdir": 0,
+  "dcvae_jax.extras": 1,  # which extras a job needs depends on its data source
+  "dcvae_jax.xla_cache": 0,
   "dcvae_jax.data": 1,
   "dcvae_jax.models": 2,
   "dcvae_jax.train": 3,

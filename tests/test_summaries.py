@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 
+from dcvae_jax.report import recon_grid
 from dcvae_jax.train import tensorboard as summaries
 
 
@@ -70,7 +71,7 @@ def test_evaluation_scalars_names():
 def test_reconstruction_grid_layout():
   inputs = np.stack([np.full((3, 2), v, np.float32) for v in (0.1, 0.2, 0.3)])
   recons = inputs + 0.5
-  grid = summaries.reconstruction_grid(inputs, recons, np.array([False, True, False]), per_group=2)
+  grid = recon_grid.reconstruction_grid(inputs, recons, np.array([False, True, False]), per_group=2)
   assert grid.shape == (4 * 4 + 1, 2 * 3 + 1)  # 4 rows of 3-pixel tiles, 2 columns of 2, 1-pixel lines
   tile = lambda r, c: grid[1 + 4 * r : 4 + 4 * r, 1 + 3 * c : 3 + 3 * c]  # noqa: E731
   np.testing.assert_allclose(tile(0, 0), 0.1)  # normal inputs: images 0 and 2
