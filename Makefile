@@ -2,6 +2,7 @@
 # file changed since the last install):
 #   make run    the core install, then the main job (extra arguments: make run ARGS="--config=configs/mnist.py")
 #   make test   the core plus the test, plots and tensorboard extras, then the tests (make test PYTEST_ARGS=...)
+#   make test-fast  the same without the tests marked slow (subprocesses, wheels, end-to-end training)
 #   make lint   the formatter and linter check (ruff, configured in pyproject.toml); make format applies them
 #   make mutate mutation testing (mutmut, [tool.mutmut] in pyproject.toml) of the losses' and scores' modules; long
 #               (hours on 2 cores): MUTATE_ARGS="dcvae_jax.evaluators.anomaly_scores*" runs one module's mutants,
@@ -16,13 +17,16 @@ TEST_EXTRAS ?= test,plots,tensorboard
 
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint format mutate
+.PHONY: run test test-fast lint format mutate
 
 run: $(VENV)/.core-installed
 	$(PY) -m dcvae_jax.main $(ARGS)
 
 test: $(VENV)/.test-installed
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(VENV)/.test-installed
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: $(VENV)/.test-installed
 	$(PY) -m ruff format --check .

@@ -16,7 +16,7 @@ import pytest
 from dcvae_jax import experiment, xla_cache
 from dcvae_jax.errors import ConfigError
 from dcvae_jax.evaluators import anomaly_scores, metrics, scoring
-from dcvae_jax.report import table
+from dcvae_jax import table
 from dcvae_jax.validation import validate
 from tests import cli
 from tests.cli import REPO
