@@ -193,6 +193,7 @@ def test_reduced_scores_are_absent_and_the_rest_unchanged(tmp_path, monkeypatch)
     "NAP fit",
     "test set",
     "reference",
+    "validation",
     "codes",
     "metrics",
   ]
@@ -204,7 +205,12 @@ def test_reduced_scores_are_absent_and_the_rest_unchanged(tmp_path, monkeypatch)
   _CountingProgress.made = []
   part = experiment.train_and_evaluate(config, wd, dataset=ds, log=lambda *_: None, rescore=True)
   (progress,) = _CountingProgress.made
-  assert progress.steps == progress.total and progress.stages == ["test set", "codes", "metrics"]  # no NAP, no iwae
+  assert progress.steps == progress.total and progress.stages == [
+    "test set",
+    "validation",
+    "codes",
+    "metrics",
+  ]  # no NAP
   assert set(part["auroc_by_score"]) == {"recon", "rapp_sap"}
   for name in ("recon", "rapp_sap"):
     assert part["auroc_by_score"][name] == full["auroc_by_score"][name]
@@ -216,7 +222,7 @@ def test_reduced_scores_are_absent_and_the_rest_unchanged(tmp_path, monkeypatch)
     with open(os.path.join(wd, "runs", f"{run['run']}.json")) as f:
       assert "nelbo_auroc" not in json.load(f)
     with np.load(os.path.join(wd, "scores", f"{run['run']}.npz")) as f:
-      assert set(f.files) == {"y_test", "codes", "recon", "rapp_sap"}
+      assert set(f.files) == {"y_test", "codes", "recon", "rapp_sap", "y_val", "val_recon", "val_rapp_sap"}
       np.testing.assert_array_equal(f["recon"], saved[run["run"]]["recon"])
       np.testing.assert_array_equal(f["rapp_sap"], saved[run["run"]]["rapp_sap"])
   text = metrics.format_table(part)

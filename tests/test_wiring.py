@@ -233,11 +233,11 @@ def test_reference_complexity_reads_binarised_images_as_the_model_sees_them():
   setup, params = _setup("vae")
   chunk = protocols.make_runs(config.protocol, ds.num_classes, config.seed)
   stacked = jax.tree.map(lambda a: a[None], params)
-  stats = scoring._identity_nap(setup, stacked, (SIZE, SIZE))
+  stats = scoring._identity_nap(setup, stacked)
   (got,) = experiment.reference_scores(config, ds, chunk, setup, stacked, _mesh(), stats, offset_bits=0.0)
   x = ds.x_train[experiment.normal_train_order(ds, chunk[0])[:20]]
   iwae = scoring.score_test_set(
-    setup, stacked, x, _mesh(), batch_size=64, num_samples=2, seed=config.seed + 1, iwae_samples=4, iwae_chunk=4
+    setup, stacked, x, _mesh(), batch_size=20, num_samples=2, seed=config.seed + 1, iwae_samples=4, iwae_chunk=4
   )["iwae"][0, :, 0]
   binary_bits = anomaly_scores.png_bits(np.where(x > 127, 255, 0).astype(np.uint8))
   np.testing.assert_allclose(got["complexity"], iwae / math.log(2) - binary_bits, rtol=1e-6)
@@ -322,9 +322,7 @@ def test_scores_under_the_zero_condition_do_not_read_any_learned_prior_row():
   setup, params_a, _ = _dcvae_with_prior_rows(8)
   _, params_b, _ = _dcvae_with_prior_rows(9)
   x = jnp.asarray(np.random.default_rng(10).uniform(size=(5, SIZE, SIZE, 1)) > 0.5, jnp.float32)
-  stats = jax.tree.map(
-    lambda a: a[0], scoring._identity_nap(setup, jax.tree.map(lambda a: a[None], params_a), x.shape[1:3])
-  )
+  stats = jax.tree.map(lambda a: a[0], scoring._identity_nap(setup, jax.tree.map(lambda a: a[None], params_a)))
   score = jax.jit(lambda p: scoring.score_batch(setup, p, stats, x, jax.random.PRNGKey(0), 2, 4, 4))
   a, b = score(params_a), score(params_b)
   for name in ("nelbo", "iwae"):
