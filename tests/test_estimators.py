@@ -107,6 +107,9 @@ def test_gaussian_total_correlation_closed_form():
   cov = np.array([[2.0, rho * 2.0], [rho * 2.0, 2.0]])
   assert float(est.gaussian_total_correlation(cov)) == pytest.approx(-0.5 * math.log(1 - rho**2), rel=1e-5)
   assert float(est.gaussian_total_correlation(C)) == pytest.approx(_np_closed_tc(C), rel=1e-5)
+  # a stack of covariances (..., d, d) gives one TC each
+  stack = np.stack([C, np.diag([1.0, 2.0, 3.0, 4.0]), 2.0 * C])
+  np.testing.assert_allclose(est.gaussian_total_correlation(stack), [_np_closed_tc(m) for m in stack], rtol=1e-5)
 
 
 # --------------------------------------------------------------------------- permute_dims
@@ -296,6 +299,17 @@ def test_two_conditions_match_separate_groups():
     for key, per_example in (("mi", lq_x - sep_lq), ("tc", sep_lq - sep_lqj.sum(1)), ("dwkl", sep_lqj.sum(1) - lp)):
       want = frac * per_example[c == 0].mean() + (1 - frac) * per_example[c == 1].mean()
       assert float(dec[key]) == pytest.approx(want, abs=1e-4)
+
+
+def test_total_correlation_is_the_decompositions_tc_with_or_without_conditions():
+  z, mu, lv, c, _ = _two_group_codes(np.random.default_rng(13), 128)
+  n_c = np.array([3000.0, 2000.0])
+  for method in ("mss", "mws"):
+    cond = float(_tc(z, mu, lv, dataset_size=n_c, method=method, conditions=c))
+    assert cond == pytest.approx(float(_dec(z, mu, lv, dataset_size=n_c, method=method, conditions=c)["tc"]), rel=1e-6)
+    unc = float(_tc(z, mu, lv, dataset_size=5000.0, method=method))
+    assert unc == pytest.approx(float(_dec(z, mu, lv, dataset_size=5000.0, method=method)["tc"]), rel=1e-6)
+    assert unc - cond > 1.0  # pooling the two groups creates the dependence that conditioning removes
 
 
 def test_two_conditions_known_answers():

@@ -58,21 +58,42 @@ def test_marginal_weights_are_normalised_and_a_zero_weight_condition_drops_out()
 def test_given_takes_each_examples_own_condition_and_the_zero_condition_for_anomalies():
   cond_of_example = np.array([1, -1, 0])  # the second example's class is no condition: an anomaly
   np.testing.assert_array_equal(reduce("given", cond_of_example=cond_of_example), [3.0, 60.0, 5.0])
+  tall = np.concatenate([SCORES, SCORES[::-1]])  # 6 images x 3 columns (rows and columns are not confused)
+  got = scoring.reduce_conditions(tall, "recon", "given", conditional=True, cond_of_example=np.array([1, -1, 0] * 2))
+  np.testing.assert_array_equal(got, [3.0, 60.0, 5.0, 5.0, 60.0, 1.0])
   np.testing.assert_array_equal(reduce("given", cond_of_example=np.array([0, 1, 1])), [1.0, 2.0, 5.0])
+
+
+RUN = protocols.Run("class1_seed0", "1", 0, normal=(0, 2), anomalous=(1,), uid=1)
 
 
 def test_reduce_scores_gives_an_anomaly_the_zero_condition_under_given():
   """reduce_scores finds each image's condition from its label: a normal class's position in run.normal, and the
   all-zero condition (the last column) for a class that is no condition, never condition 0's column."""
-  run = protocols.Run("class1_seed0", "1", 0, normal=(0, 2), anomalous=(1,), uid=1)
   protocol = ml_collections.ConfigDict({"score_condition": "given"})
-  y = np.array([2, 1, 0])  # the scores of SCORES' rows: condition 1, an anomaly, condition 0
-  got = scoring.reduce_scores(run, {"recon": SCORES}, y, conditional=True, condition_counts=COUNTS, protocol=protocol)
-  np.testing.assert_array_equal(got["recon"], [3.0, 60.0, 5.0])
+  scores = np.concatenate([SCORES, [[7.0, 8.0, 9.0], [10.0, 11.0, 12.0]]])  # 5 images x 3 columns
+  y = np.array([2, 1, 0, 1, 2])  # condition 1, an anomaly, condition 0, an anomaly, condition 1
+  got = scoring.reduce_scores(RUN, {"recon": scores}, y, conditional=True, condition_counts=COUNTS, protocol=protocol)
+  np.testing.assert_array_equal(got["recon"], [3.0, 60.0, 5.0, 9.0, 11.0])
+
+
+def test_reduce_scores_mixes_each_score_by_its_kind_under_marginal():
+  """Under marginal, reduce_scores hands each score its name and the training counts: a mixture of densities for
+  nelbo / iwae, a weighted mean for recon / rapp."""
+  protocol = ml_collections.ConfigDict({"score_condition": "marginal"})
+  scores = {name: SCORES for name in scoring.DEVICE_SCORES}
+  got = scoring.reduce_scores(
+    RUN, scores, np.array([0, 1, 2]), conditional=True, condition_counts=COUNTS, protocol=protocol
+  )
+  mixture = -np.log(0.75 * np.exp(-SCORES[:, 0]) + 0.25 * np.exp(-SCORES[:, 1]))
+  for name in ("nelbo", "iwae"):
+    np.testing.assert_allclose(got[name], mixture, rtol=1e-12, err_msg=name)
+  for name in ("recon", "rapp", "rapp_sap"):
+    np.testing.assert_allclose(got[name], SCORES[:, :2] @ [0.75, 0.25], rtol=1e-12, err_msg=name)
 
 
 def test_reduce_scores_derives_complexity_from_the_reduced_iwae():
-  run = protocols.Run("class1_seed0", "1", 0, normal=(0, 2), anomalous=(1,), uid=1)
+  run = RUN
   protocol = ml_collections.ConfigDict({"score_condition": "min"})
   iwae = SCORES * np.log(2.0)  # nats; reduced by min over the two normal conditions: (1, 2, 5) bits
   got = scoring.reduce_scores(
@@ -86,6 +107,17 @@ def test_reduce_scores_derives_complexity_from_the_reduced_iwae():
     offset_bits=10.0,
   )
   np.testing.assert_allclose(got["complexity"], [1.0 + 10.0 - 0.5, 2.0 + 10.0 - 1.0, 5.0 + 10.0 - 2.0], rtol=1e-12)
+  bits = np.array([0.5, 1.0, 2.0])  # no offset given: none added (a discrete likelihood)
+  got = scoring.reduce_scores(
+    run,
+    {"iwae": iwae},
+    np.array([0, 1, 2]),
+    conditional=True,
+    condition_counts=COUNTS,
+    protocol=protocol,
+    length_bits=bits,
+  )
+  np.testing.assert_allclose(got["complexity"], [1.0 - 0.5, 2.0 - 1.0, 5.0 - 2.0], rtol=1e-12)
   assert "complexity" not in scoring.reduce_scores(
     run, {"iwae": iwae}, np.array([0, 1, 2]), conditional=True, condition_counts=COUNTS, protocol=protocol
   )
