@@ -9,12 +9,16 @@ Workdir layout:
                      same of the run's validation images as val_<score>, y_val
   runs/<run>.json    per-run results, written when a run's evaluation finishes (finished runs are not redone)
   thresholds.json    each run's decision threshold of the headline score, set on validation images (threshold.py)
+  scoring/           what scoring new images needs from training (evaluators/scoring_state.py): the models' input
+                     shape and the protocol's classes (input.json), each run's NAP statistics, sap_complexity
+                     reference scores and condition counts (<run>.npz); --mode=predict reads only the workdir
   results.json       the summary (see metrics.summarize), its ``settings`` and ``validation`` sections
 
 Data: ``prepare_data`` carves the validation split (data.validation_fraction of every class of the training split,
 data/splits.py) out of the training split before any run is built; no run trains on it, and RaPP's NAP fit and the
 sap_complexity reference come from the remaining training images. Every run scores its validation images as it
-scores its test images.
+scores its test images; without test images (data.name=folder without test/, ``Detector.fit``) the runs still
+score their validation images and set their decision thresholds on them.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from dcvae_jax.data import datasets as data_lib
 from dcvae_jax.data import input_pipeline
 from dcvae_jax.data.prepare import make_runs, prepare_data, validation_fraction
 from dcvae_jax.errors import ConfigError
-from dcvae_jax.evaluators import anomaly_scores, latents, metrics, scoring, threshold
+from dcvae_jax.evaluators import anomaly_scores, latents, metrics, scoring, scoring_state, threshold
 from dcvae_jax.log import log as _log
 from dcvae_jax.models import objectives
 from dcvae_jax.models import registry as models
@@ -68,6 +72,15 @@ def normal_train_order(ds, run) -> np.ndarray:
   RaPP's NAP and standardise sap_complexity come from its front."""
   idx = np.flatnonzero(np.isin(ds.y_train, run.normal))
   return idx[np.random.default_rng([run.seed, run.uid, 7]).permutation(idx.size)]
+
+
+def complexity_offset_bits(config, image_shape) -> float:
+  """The complexity score's D log2(bins) for the config's likelihood and images (H, W, C)."""
+  return anomaly_scores.density_offset_bits(
+    int(np.prod(image_shape)),
+    is_continuous=config.model.likelihood != "bernoulli",
+    dequantize=bool(config.data.get("dequantize", False)),
+  )
 
 
 def score_images(config, setup, params, x, mesh, nap_stats, *, seed: int) -> dict:
@@ -267,11 +280,9 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True, resc
   threshold_method = threshold.choose(
     fpr=float(config.eval.get("threshold_fpr", 0.05)), contamination=float(config.eval.get("contamination", 0.0))
   )
-  offset_bits = anomaly_scores.density_offset_bits(
-    int(np.prod(image_shape)),
-    is_continuous=config.model.likelihood != "bernoulli",
-    dequantize=bool(config.data.get("dequantize", False)),
-  )
+  offset_bits = complexity_offset_bits(config, image_shape)
+  if write:
+    scoring_state.write_input(workdir, ds)
   metrics_file = open(os.path.join(workdir, "metrics.jsonl"), "a") if write else contextlib.nullcontext()
   tensorboard = (
     summaries.TensorBoardWriter(os.path.join(workdir, "tensorboard"))
@@ -304,22 +315,15 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True, resc
         tensorboard=tb,
       )
       total_seconds += seconds
-      if not tested:
-        for m, run in enumerate(chunk):
-          result = metrics.untested_run(run)
-          result["chunk_train_seconds"] = seconds
-          result["skipped_updates"] = int(distributed.to_host(state.skipped)[m])
-          if write:
-            files.write_json(done[m], result)
-          per_run.append(result)
-        continue
       setup = train_step.make_setup(config, image_shape, num_conditions, mesh.devices.size)
       x_fit, cond_fit = rapp_fit_data(config, ds, chunk)
       nap_stats = scoring.fit_rapp(setup, state.params, x_fit, cond_fit, mesh, batch_size=config.eval.batch_size)
-      scores = score_images(config, setup, state.params, ds.x_test, mesh, nap_stats, seed=config.seed)
-      if length_bits is None:
-        length_bits = anomaly_scores.png_bits(anomaly_scores.model_view_images(ds.x_test, bool(config.data.binarize)))
       references = reference_scores(config, ds, chunk, setup, state.params, mesh, nap_stats, offset_bits)
+      if write:  # what scoring new images needs (--mode=predict, Detector), beside the checkpoints
+        for m, run in enumerate(chunk):
+          stats = {k: v[m] for k, v in nap_stats.items()}
+          counts = input_pipeline.condition_counts(run, ds.y_train)
+          scoring_state.write_run(workdir, run.name, stats, references[m], counts)
       val = None
       if ds.x_val is not None:  # only the validation images of the chunk's classes, with the same compiled program
         rows = np.flatnonzero(np.isin(ds.y_val, [k for r in chunk for k in r.normal + r.anomalous]))
@@ -329,6 +333,42 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True, resc
             anomaly_scores.model_view_images(ds.x_val, bool(config.data.binarize))
           )
         val = dict(y=ds.y_val[rows], length_bits=val_length_bits[rows])
+      if write:
+        os.makedirs(os.path.join(workdir, "scores"), exist_ok=True)
+      run_val, saved_val = [None] * len(chunk), [{}] * len(chunk)  # per run: for metrics, for scores/<run>.npz
+      if val is not None:
+        run_val = [{**val, "scores": {k: v[m] for k, v in val_scores.items()}} for m in range(len(chunk))]
+        saved_val = [
+          {
+            "y_val": val["y"],
+            "val_length_bits": val["length_bits"],
+            **{f"val_{k}": v[m] for k, v in val_scores.items()},
+          }
+          for m in range(len(chunk))
+        ]
+      if not tested:  # the runs train and set their thresholds on validation; nothing else is evaluated
+        for m, run in enumerate(chunk):
+          result = metrics.untested_run(
+            run,
+            validation=run_val[m],
+            threshold_method=threshold_method,
+            conditional=spec.conditional,
+            condition_counts=input_pipeline.condition_counts(run, ds.y_train),
+            protocol=config.protocol,
+            offset_bits=offset_bits,
+            reference=references[m],
+          )
+          result["chunk_train_seconds"] = seconds
+          result["skipped_updates"] = int(distributed.to_host(state.skipped)[m])
+          if write:
+            if val is not None:
+              np.savez(os.path.join(workdir, "scores", f"{run.name}.npz"), **saved_val[m])
+            files.write_json(done[m], result)
+          per_run.append(result)
+        continue
+      scores = score_images(config, setup, state.params, ds.x_test, mesh, nap_stats, seed=config.seed)
+      if length_bits is None:
+        length_bits = anomaly_scores.png_bits(anomaly_scores.model_view_images(ds.x_test, bool(config.data.binarize)))
       codes = latents.encode_test_set(
         setup,
         state.params,
@@ -337,8 +377,6 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True, resc
         batch_size=config.eval.batch_size,
         conditions=latents.condition_ids(chunk, ds.y_test),
       )
-      if write:
-        os.makedirs(os.path.join(workdir, "scores"), exist_ok=True)
       for m, run in enumerate(chunk):
         if write:
           np.savez(
@@ -347,7 +385,7 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True, resc
             codes=codes[m],
             length_bits=length_bits,
             **{name: v[m] for name, v in scores.items()},
-            **({} if val is None else {"y_val": val["y"], **{f"val_{k}": v[m] for k, v in val_scores.items()}}),
+            **saved_val[m],
           )
         result = metrics.evaluate_run(
           run,
@@ -359,7 +397,7 @@ def _train_and_evaluate(config, workdir, ds, runs, log, write: bool = True, resc
           length_bits=length_bits,
           offset_bits=offset_bits,
           reference=references[m],
-          validation=None if val is None else {**val, "scores": {k: v[m] for k, v in val_scores.items()}},
+          validation=run_val[m],
           threshold_method=threshold_method,
         )
         result["chunk_train_seconds"] = seconds

@@ -1,6 +1,7 @@
 """Command line: ``python -m dcvae_jax.main [--config=configs/X.py[:smoke]] [--workdir=DIR] [--config.k=v]``.
 
-Modes: ``train`` (train, evaluate, write results.json; resumes from the workdir by itself).
+Modes: ``train`` (train, evaluate, write results.json; resumes from the workdir by itself); ``predict``
+(``--workdir=W --input=PATH [--output=FILE] [--run=NAME]``: score new images with W alone, dcvae_jax/predict.py).
 Every expected failure (bad config, missing data, non-finite loss, damaged checkpoints) ends with one
 ``error: ...`` line on stderr and exit status 1.
 """
@@ -29,12 +30,16 @@ flags.DEFINE_string("workdir", None, "Where checkpoints and results go (default:
 flags.DEFINE_enum(
   "mode",
   "train",
-  ["train", "report", "table", "rescore"],
+  ["train", "report", "table", "rescore", "predict"],
   "train: train, evaluate, write results.json (resumes by itself); report: figures and "
   "report.html of a trained workdir; table: every model of config.table.models (Table 1); "
   "rescore: recompute every score of a trained workdir from its checkpoints (its own config, "
-  "the command line's eval settings).",
+  "the command line's eval settings); predict: score the images of --input with a trained workdir "
+  "alone (a CSV of every score and the 0/1 decision).",
 )
+flags.DEFINE_string("input", None, "--mode=predict: a folder of images, an .npz or one image file.")
+flags.DEFINE_string("output", None, "--mode=predict: the CSV to write (default: <workdir>/predictions.csv).")
+flags.DEFINE_string("run", None, "--mode=predict: the run of a workdir with several (e.g. class3_seed0).")
 FLAGS = flags.FLAGS
 
 
@@ -58,6 +63,16 @@ def main(argv):
   config_arg = FLAGS["config"].value and FLAGS["config"].config_filename
   workdir = FLAGS.workdir or default_workdir(config_arg or _DEFAULT_CONFIG)
   try:
+    if FLAGS.mode == "predict":  # the workdir alone: exit 0 when at least one image was scored
+      from dcvae_jax import predict
+
+      if not FLAGS.input:
+        raise errors.ConfigError("--mode=predict needs --input=PATH (a folder of images, an .npz or an image)")
+      lines = predict.predict(
+        workdir, FLAGS.input, output=FLAGS.output, run=FLAGS.run, warn=lambda m: print(m, file=sys.stderr)
+      )
+      print("\n".join(lines))
+      return
     if FLAGS.mode == "report":
       from dcvae_jax.report import html as report
 
