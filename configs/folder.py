@@ -22,18 +22,8 @@ sap_complexity); the MLP takes any image size, --config.model.arch=conv (strides
 images.
 """
 
-from dcvae_jax.config import best_detector, dataset_config
+from dcvae_jax.config import folder_config
 
 
 def get_config(arg: str = ""):
-  if arg not in ("", "smoke"):
-    raise ValueError(f"unknown config argument {arg!r} (expected '' or 'smoke')")
-  config = best_detector(dataset_config(arg, dataset="folder", model="vae", protocol="folder"))
-  config.train.checkpoint_every_steps = 1000
-  if arg == "smoke":  # seconds on a small folder: one epoch of a small network
-    config.train.num_epochs = 1
-    config.model.hidden = (64, 32)
-    config.train.batch_size = 16
-    config.eval.iwae_samples = 16
-    config.eval.rapp_fit_examples = 200
-  return config
+  return folder_config(arg)

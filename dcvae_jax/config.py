@@ -363,6 +363,23 @@ def dataset_config(
   return config
 
 
+def folder_config(arg: str = "") -> ml_collections.ConfigDict:
+  """Your own images (data.name=folder, its protocol), with the best detection setting: ``configs/folder.py``'s
+  config and ``dcvae_jax.Detector``'s default; ``arg="smoke"``: seconds on a small folder (one epoch, a small
+  network)."""
+  if arg not in ("", "smoke"):
+    raise ValueError(f"unknown config argument {arg!r} (expected '' or 'smoke')")
+  config = best_detector(dataset_config(arg, dataset="folder", model="vae", protocol="folder"))
+  config.train.checkpoint_every_steps = 1000
+  if arg == "smoke":  # seconds on a small folder: one epoch of a small network
+    config.train.num_epochs = 1
+    config.model.hidden = (64, 32)
+    config.train.batch_size = 16
+    config.eval.iwae_samples = 16
+    config.eval.rapp_fit_examples = 200
+  return config
+
+
 def paper_settings(
   config: ml_collections.ConfigDict, arg: str, *, batch_size: int, learning_rate: float, disc_learning_rate: float
 ) -> ml_collections.ConfigDict:

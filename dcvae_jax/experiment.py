@@ -12,12 +12,16 @@ Workdir layout:
   runs/<run>.json    per-run results, written when a run's evaluation finishes, with the identity (training and
                      scoring fields, data) they were computed under: reused only under the same identity
   thresholds.json    each run's decision threshold of the headline score, set on validation images (threshold.py)
+  scoring/           what scoring new images needs from training (evaluators/scoring_state.py): the models' input
+                     shape and the protocol's classes (input.json), each run's NAP statistics, sap_complexity
+                     reference scores and condition counts (<run>.npz); --mode=predict reads only the workdir
   results.json       the summary (see metrics.summarize), its ``settings`` and ``validation`` sections
 
 Data: ``prepare_data`` carves the validation split (data.validation_fraction of every class of the training split,
 data/splits.py) out of the training split before any run is built; no run trains on it, and RaPP's NAP fit and the
 sap_complexity reference come from the remaining training images. Every run scores its validation images as it
-scores its test images.
+scores its test images; without test images (data.name=folder without test/, ``Detector.fit``) the runs still
+score their validation images and set their decision thresholds on them.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from dcvae_jax.data import datasets as data_lib
 from dcvae_jax.data import input_pipeline
 from dcvae_jax.data.prepare import make_runs, prepare_data, validation_fraction
 from dcvae_jax.errors import ConfigError
-from dcvae_jax.evaluators import anomaly_scores, latents, metrics, scoring, threshold
+from dcvae_jax.evaluators import anomaly_scores, latents, metrics, scoring, scoring_state, threshold
 from dcvae_jax.log import log as _log
 from dcvae_jax.report import recon_grid
 from dcvae_jax.models import inference, objectives
@@ -74,6 +78,15 @@ def normal_train_order(ds, run) -> np.ndarray:
   RaPP's NAP and standardise sap_complexity come from its front."""
   idx = np.flatnonzero(np.isin(ds.y_train, run.normal))
   return idx[np.random.default_rng([run.seed, run.uid, 7]).permutation(idx.size)]
+
+
+def complexity_offset_bits(config, image_shape) -> float:
+  """The complexity score's D log2(bins) for the config's likelihood and images (H, W, C)."""
+  return anomaly_scores.density_offset_bits(
+    int(np.prod(image_shape)),
+    is_continuous=config.model.likelihood != "bernoulli",
+    dequantize=bool(config.data.get("dequantize", False)),
+  )
 
 
 def score_images(config, setup, params, x, mesh, nap_stats, *, seed: int, scores=None, batch_size=None, **kw) -> dict:
@@ -309,11 +322,9 @@ def _train_and_evaluate(config, workdir, ds, runs, log, identity, write: bool = 
     fpr=float(config.eval.get("threshold_fpr", 0.05)), contamination=float(config.eval.get("contamination", 0.0))
   )
   last_step = 0  # the newest training step scored now (0: nothing scored, every run was finished)
-  offset_bits = anomaly_scores.density_offset_bits(
-    int(np.prod(image_shape)),
-    is_continuous=config.model.likelihood != "bernoulli",
-    dequantize=bool(config.data.get("dequantize", False)),
-  )
+  offset_bits = complexity_offset_bits(config, image_shape)
+  if write:
+    scoring_state.write_input(workdir, ds)
   metrics_file = open(os.path.join(workdir, "metrics.jsonl"), "a") if write else contextlib.nullcontext()
   tensorboard = (
     summaries.TensorBoardWriter(os.path.join(workdir, "tensorboard"))
@@ -342,15 +353,6 @@ def _train_and_evaluate(config, workdir, ds, runs, log, identity, write: bool = 
         tensorboard=tb,
       )
       total_seconds += seconds
-      if not tested:
-        for m, run in enumerate(chunk):
-          result = metrics.untested_run(run)
-          result["chunk_train_seconds"] = seconds
-          result["skipped_updates"] = int(distributed.to_host(state.skipped)[m])
-          if write:
-            files.write_json(done[m], result)
-          per_run.append(result)
-        continue
       log(f"trained {len(chunk)} run(s): {seconds:.1f} s")
       setup = train_step.make_setup(config, image_shape, num_conditions, mesh.devices.size)
       wanted = scoring.score_names(config)
@@ -363,16 +365,15 @@ def _train_and_evaluate(config, workdir, ds, runs, log, identity, write: bool = 
         nap_stats = scoring.fit_rapp(
           setup, state.params, x_fit, cond_fit, mesh, batch_size=config.eval.batch_size, progress=progress
         )
-      progress.stage("test set")
-      scores = score_images(
-        config, setup, state.params, ds.x_test, mesh, nap_stats, seed=config.seed, progress=progress
-      )
-      if length_bits is None and "iwae" in on_device:
-        length_bits = anomaly_scores.png_bits(anomaly_scores.model_view_images(ds.x_test, bool(config.data.binarize)))
       references = [None] * len(chunk)
       if "sap_complexity" in wanted:
         progress.stage("reference")
         references = reference_scores(config, ds, chunk, setup, state.params, mesh, nap_stats, offset_bits, progress)
+      if write and nap_stats is not None:  # what scoring new images needs (--mode=predict, Detector)
+        for m, run in enumerate(chunk):
+          stats = {k: v[m] for k, v in nap_stats.items()}
+          counts = input_pipeline.condition_counts(run, ds.y_train)
+          scoring_state.write_run(workdir, run.name, stats, references[m] or {}, counts)
       val = None
       if ds.x_val is not None:
         progress.stage("validation")  # only the chunk's classes' validation images, with the same compiled program
@@ -383,6 +384,46 @@ def _train_and_evaluate(config, workdir, ds, runs, log, identity, write: bool = 
             anomaly_scores.model_view_images(ds.x_val, bool(config.data.binarize))
           )
         val = dict(y=ds.y_val[rows], length_bits=None if val_length_bits is None else val_length_bits[rows])
+      if write:
+        os.makedirs(os.path.join(workdir, "scores"), exist_ok=True)
+      run_val, saved_val = [None] * len(chunk), [{}] * len(chunk)  # per run: for metrics, for scores/<run>.npz
+      if val is not None:
+        run_val = [{**val, "scores": {k: v[m] for k, v in val_scores.items()}} for m in range(len(chunk))]
+        saved_val = [
+          {
+            "y_val": val["y"],
+            **({} if val["length_bits"] is None else {"val_length_bits": val["length_bits"]}),
+            **{f"val_{k}": v[m] for k, v in val_scores.items()},
+          }
+          for m in range(len(chunk))
+        ]
+      if not tested:  # the runs train and set their thresholds on validation; nothing else is evaluated
+        for m, run in enumerate(chunk):
+          result = metrics.untested_run(
+            run,
+            validation=run_val[m],
+            threshold_method=threshold_method,
+            conditional=spec.conditional,
+            condition_counts=input_pipeline.condition_counts(run, ds.y_train),
+            protocol=config.protocol,
+            offset_bits=offset_bits,
+            reference=references[m],
+          )
+          result["chunk_train_seconds"] = seconds
+          result["skipped_updates"] = int(distributed.to_host(state.skipped)[m])
+          if write:
+            if val is not None:
+              files.write_npz(os.path.join(workdir, "scores", f"{run.name}.npz"), **saved_val[m])
+            files.write_json(done[m], result)
+          per_run.append(result)
+        log(progress.close())
+        continue
+      progress.stage("test set")
+      scores = score_images(
+        config, setup, state.params, ds.x_test, mesh, nap_stats, seed=config.seed, progress=progress
+      )
+      if length_bits is None and "iwae" in on_device:
+        length_bits = anomaly_scores.png_bits(anomaly_scores.model_view_images(ds.x_test, bool(config.data.binarize)))
       progress.stage("codes")
       codes = latents.encode_test_set(
         setup,
@@ -394,8 +435,6 @@ def _train_and_evaluate(config, workdir, ds, runs, log, identity, write: bool = 
       )
       progress(1)
       progress.stage("metrics")
-      if write:
-        os.makedirs(os.path.join(workdir, "scores"), exist_ok=True)
       pictures = inference.Model(setup, mesh=mesh) if config.train.get("tensorboard", False) else None
       for m, run in enumerate(chunk):
         if write:
@@ -406,7 +445,7 @@ def _train_and_evaluate(config, workdir, ds, runs, log, identity, write: bool = 
             **({} if length_bits is None else {"length_bits": length_bits}),
             **{name: v[m] for name, v in scores.items()},
             **{f"reference_{k}": v for k, v in (references[m] or {}).items()},
-            **({} if val is None else {"y_val": val["y"], **{f"val_{k}": v[m] for k, v in val_scores.items()}}),
+            **saved_val[m],
           )
         result = metrics.evaluate_run(
           run,
@@ -418,7 +457,7 @@ def _train_and_evaluate(config, workdir, ds, runs, log, identity, write: bool = 
           length_bits=length_bits,
           offset_bits=offset_bits,
           reference=references[m],
-          validation=None if val is None else {**val, "scores": {k: v[m] for k, v in val_scores.items()}},
+          validation=run_val[m],
           threshold_method=threshold_method,
           names=wanted,
         )

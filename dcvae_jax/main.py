@@ -11,6 +11,8 @@ modes:
   rescore  recompute every score of a trained workdir from its checkpoints (its own config, this command
            line's eval.* settings)
   config   print the config after the overrides, one line of meaning per field, and exit
+  predict  score new images with a trained workdir alone: --input=PATH (a folder, an .npz or one image)
+           [--output=FILE] [--run=NAME]; writes a CSV of every score and the 0/1 decision
 
 examples:
   dcvae-jax --config=default:smoke                       # seconds, offline
@@ -35,10 +37,13 @@ _CONFIG_HELP = (
   "config file's path, with an optional :argument (smoke: a run of seconds; best: the best detector found). "
   "Any field is then set with --config.KEY=VALUE."
 )
-_MODES = ("train", "report", "table", "rescore", "config")
+_MODES = ("train", "report", "table", "rescore", "config", "predict")
 
 flags.DEFINE_string("workdir", None, "Where checkpoints, scores and results go (default: workdirs/<config name>).")
 flags.DEFINE_enum("mode", "train", _MODES, "What to do; dcvae-jax --help explains each mode.")
+flags.DEFINE_string("input", None, "--mode=predict: a folder of images, an .npz or one image file.")
+flags.DEFINE_string("output", None, "--mode=predict: the CSV to write (default: <workdir>/predictions.csv).")
+flags.DEFINE_string("run", None, "--mode=predict: the run of a workdir with several (e.g. class3_seed0).")
 FLAGS = flags.FLAGS
 
 
@@ -118,7 +123,7 @@ def main(argv):
 
 def _job_config(mode: str, workdir: str):
   """The config the job runs with: the command line's, or for report / rescore the workdir's own (if any)."""
-  if mode in ("report", "rescore") and os.path.exists(os.path.join(workdir, "config.json")):
+  if mode in ("report", "rescore", "predict") and os.path.exists(os.path.join(workdir, "config.json")):
     import json
 
     import ml_collections
@@ -144,6 +149,16 @@ def _main(mode: str):
 
   xla_cache.enable()  # the persistent compilation cache, before anything compiles (DCVAE_XLA_CACHE=0: off)
   distributed.maybe_initialize()
+  if mode == "predict":  # the workdir alone: exit 0 when at least one image was scored
+    from dcvae_jax import errors, predict
+
+    if not FLAGS.input:
+      raise errors.ConfigError("--mode=predict needs --input=PATH (a folder of images, an .npz or an image)")
+    lines = predict.predict(
+      workdir, FLAGS.input, output=FLAGS.output, run=FLAGS.run, warn=lambda m: print(m, file=sys.stderr)
+    )
+    print("\n".join(lines))
+    return
   from dcvae_jax import experiment
   from dcvae_jax.evaluators import metrics
 

@@ -318,6 +318,9 @@ def test_without_a_test_set_the_runs_train_and_results_say_so(tmp_path):
   assert res["protocol"] == "folder" and res["auroc_mean"] is None and res["auroc_per_class"] == {}
   assert "no test images" in res["note"] and res["image_shape"] == [6, 10, 3]
   assert res["runs"][0]["num_test_normal"] == 0 and "auroc" not in res["runs"][0]
+  # the decision threshold is still set on the validation image (a new image can be judged: --mode=predict)
+  assert res["threshold"]["runs"]["folder_seed0"]["n_val_normal"] == 1 and res["threshold"]["test_f1_mean"] is None
+  assert os.path.exists(os.path.join(workdir, "thresholds.json"))
   with open(os.path.join(workdir, "results.json")) as f:
     assert json.load(f)["note"] == res["note"]
   assert "no test images" in metrics.format_table(res)

@@ -27,6 +27,8 @@ FLOORS = {
   "dcvae_jax.report": 5,
   "dcvae_jax.experiment": 6,
   "dcvae_jax.table": 7,  # Table 1 runs one experiment per model
+  "dcvae_jax.predict": 7,  # scores new images with a trained workdir, through experiment's scoring
+  "dcvae_jax.detector": 7,  # fit = experiment.train_and_evaluate, scores = predict
   "dcvae_jax.main": 8,
 }
 

@@ -191,9 +191,9 @@ def test_reduced_scores_are_absent_and_the_rest_unchanged(tmp_path, monkeypatch)
   (progress,) = _CountingProgress.made
   assert progress.steps == progress.total and progress.stages == [
     "NAP fit",
-    "test set",
     "reference",
     "validation",
+    "test set",
     "codes",
     "metrics",
   ]
@@ -206,8 +206,8 @@ def test_reduced_scores_are_absent_and_the_rest_unchanged(tmp_path, monkeypatch)
   part = experiment.train_and_evaluate(config, wd, dataset=ds, log=lambda *_: None, rescore=True)
   (progress,) = _CountingProgress.made
   assert progress.steps == progress.total and progress.stages == [
-    "test set",
     "validation",
+    "test set",
     "codes",
     "metrics",
   ]  # no NAP

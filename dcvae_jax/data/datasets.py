@@ -59,6 +59,7 @@ return and builds the :class:`Dataset`.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Optional
 
 import numpy as np
@@ -394,17 +395,34 @@ def _load_shapes(spec: DatasetSpec) -> Dataset:
 
 
 def _load_folder(spec: DatasetSpec, data_dir: str, image_size, channels: int) -> Dataset:
-  """Grey images are kept as (N, H, W), as every other source's; colour ones as (N, H, W, 3)."""
   from dcvae_jax.data import folder_source  # Pillow, imported only for this source
 
-  f = folder_source.read_folder(data_dir, image_size, channels)
+  return folder_dataset(folder_source.read_folder(data_dir, image_size, channels))
+
+
+def normal_images_dataset(source, classes=None, image_size=(), channels: int = 0) -> Dataset:
+  """The ``folder`` dataset of normal images only (no test set): ``source`` a uint8 array (N, H, W) or
+  (N, H, W, C) with optional ``classes`` 0..K-1 (read as a folder's train.npz), or the path of a folder laid out
+  as a folder's train/ (``classes`` must then be None: its class subfolders give them)."""
+  from dcvae_jax.data import folder_source
+
+  if isinstance(source, (str, os.PathLike)):
+    if classes is not None:
+      raise DataError("classes of a folder's images come from its class subfolders, not from classes=")
+    return folder_dataset(folder_source.read_train_folder(os.fspath(source), image_size, channels))
+  return folder_dataset(folder_source.from_arrays(source, classes, image_size, channels))
+
+
+def folder_dataset(f) -> Dataset:
+  """The Dataset of a ``folder_source.FolderData``. Grey images are kept as (N, H, W), as every other source's;
+  colour ones as (N, H, W, 3)."""
   x_train, x_test = f.x_train, f.x_test
   if x_train.shape[-1] == 1:
     x_train, x_test = x_train[..., 0], x_test[..., 0]
   k = f.num_train_classes
   anomalous = (k,) if f.y_test.size else ()
   return Dataset(
-    name=spec.name,
+    name=DATASETS["folder"].name,
     x_train=x_train,
     y_train=f.y_train,
     x_test=x_test,

@@ -126,15 +126,21 @@ def _test_files(test: str, root: str, class_names: tuple) -> tuple:
   return normal + anomalous, labels + [k] * len(anomalous)
 
 
-def _read_folders(root: str, image_size, channels) -> FolderData:
-  train_files, train_labels, class_names = _train_files(os.path.join(root, "train"), root)
-  test_dir = os.path.join(root, "test")
-  test_files, test_labels = _test_files(test_dir, root, class_names) if os.path.isdir(test_dir) else ([], [])
-  loaded = images_lib.load_images(train_files + test_files, image_size, channels)
+def _load_all(files: list, image_size, channels) -> images_lib.Images:
+  """Every one of ``files``, or a DataError naming the first unreadable one."""
+  loaded = images_lib.load_images(files, image_size, channels)
   if loaded.errors:
     name, reason = loaded.errors[0]
     more = f" (and {len(loaded.errors) - 1} more unreadable file(s))" if len(loaded.errors) > 1 else ""
     raise DataError(f"{name}: {reason}{more}")
+  return loaded
+
+
+def _read_folders(root: str, image_size, channels) -> FolderData:
+  train_files, train_labels, class_names = _train_files(os.path.join(root, "train"), root)
+  test_dir = os.path.join(root, "test")
+  test_files, test_labels = _test_files(test_dir, root, class_names) if os.path.isdir(test_dir) else ([], [])
+  loaded = _load_all(train_files + test_files, image_size, channels)
   x = loaded.images
   n = len(train_files)
   return FolderData(
@@ -179,20 +185,57 @@ def _native(x: np.ndarray) -> tuple:
   return (*x.shape[1:3], c)
 
 
+def _train_arrays(raw, y, image_size, channels, where: str) -> tuple:
+  """(x_train, y int64, K, class names) of normal images ``raw`` (N, H, W[, C]) with optional classes ``y``."""
+  x_train = images_lib.convert_array(raw, image_size, channels, where=where)
+  n = x_train.shape[0]
+  y = _int_vector(y, n, where, "y") if y is not None else np.zeros(n, np.int64)
+  if y.min() < 0:
+    raise DataError(f"{where}: y has class {int(y.min())}; classes are 0..K-1")
+  k = int(y.max()) + 1
+  absent = np.flatnonzero(np.bincount(y, minlength=k) == 0)
+  if absent.size:
+    raise DataError(f"{where}: class {int(absent[0])} has no images (y must hold every class 0..{k - 1})")
+  class_names = ("normal",) if k == 1 else tuple(str(c) for c in range(k))
+  return x_train, y, k, class_names
+
+
+def _untested(x_train, y, class_names, where: str) -> FolderData:
+  """A folder without a test set: the runs only train (and set their thresholds on validation)."""
+  return FolderData(
+    x_train=x_train,
+    y_train=np.asarray(y, np.int32),
+    x_test=np.zeros((0, *x_train.shape[1:]), np.uint8),
+    y_test=np.zeros((0,), np.int32),
+    class_names=tuple(class_names),
+    num_train_classes=len(class_names),
+    where=where,
+  )
+
+
+def from_arrays(x, y=None, image_size=(), channels: int = 0, *, where: str = "in-memory array") -> FolderData:
+  """Normal training images in memory, read as ``train.npz`` is (x uint8 (N, H, W) or (N, H, W, C); ``y``
+  optional classes 0..K-1), converted to ``image_size`` / ``channels``; no test set."""
+  x_train, y, _, class_names = _train_arrays(np.asarray(x), y, images_lib.image_size_arg(image_size), channels, where)
+  return _untested(x_train, y, class_names, where)
+
+
+def read_train_folder(folder: str, image_size=(), channels: int = 0) -> FolderData:
+  """A folder laid out as ``train/`` (normal images directly in it, or one subfolder per class), read as the
+  folder dataset's train/ is; no test set."""
+  root = os.path.abspath(os.path.expanduser(str(folder)))
+  if not os.path.isdir(root):
+    raise DataError(f"{root} does not exist or is not a directory")
+  files, labels, class_names = _train_files(root, root)
+  loaded = _load_all(files, images_lib.image_size_arg(image_size), channels)
+  return _untested(loaded.images, labels, class_names, root)
+
+
 def _read_npz(root: str, image_size, channels) -> FolderData:
   train_path = os.path.join(root, "train.npz")
   a = _npz_arrays(train_path, ("x",), ("y",))
   raw = np.asarray(a["x"])
-  x_train = images_lib.convert_array(raw, image_size, channels, where=train_path)
-  n = x_train.shape[0]
-  y = _int_vector(a["y"], n, train_path, "y") if "y" in a else np.zeros(n, np.int64)
-  if y.min() < 0:
-    raise DataError(f"{train_path}: y has class {int(y.min())}; classes are 0..K-1")
-  k = int(y.max()) + 1
-  absent = np.flatnonzero(np.bincount(y, minlength=k) == 0)
-  if absent.size:
-    raise DataError(f"{train_path}: class {int(absent[0])} has no images (y must hold every class 0..{k - 1})")
-  class_names = ("normal",) if k == 1 else tuple(str(c) for c in range(k))
+  x_train, y, k, class_names = _train_arrays(raw, a.get("y"), image_size, channels, train_path)
   test_path = os.path.join(root, "test.npz")
   x_test, y_test = np.zeros((0, *x_train.shape[1:]), np.uint8), np.zeros((0,), np.int64)
   if os.path.isfile(test_path):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from dcvae_jax.evaluators import anomaly_scores, threshold
+from dcvae_jax.evaluators import threshold
 from dcvae_jax.evaluators.scoring import DEVICE_SCORES, SCORES, reduce_scores
 
 
@@ -59,11 +59,8 @@ def reduced_run_scores(
     protocol=protocol,
     length_bits=None if length_bits is None else np.asarray(length_bits)[keep],
     offset_bits=offset_bits,
+    reference=reference,
   )
-  if reference is not None and "complexity" in reduced:
-    reduced["sap_complexity"] = anomaly_scores.sap_complexity(
-      reduced["rapp_sap"], reduced["complexity"], reference["rapp_sap"], reference["complexity"]
-    )
   reduced = {name: values for name, values in reduced.items() if name in names}
   return reduced, np.isin(y[keep], run.anomalous)
 
@@ -132,9 +129,13 @@ def evaluate_run(
   return result
 
 
-def untested_run(run) -> dict:
-  """The result of a run without test images (data.name=folder without test/): who it is, no metrics."""
-  return {
+def untested_run(
+  run, *, validation: dict | None = None, threshold_method: tuple[str, float] = ("fpr", 0.05), **common
+) -> dict:
+  """The result of a run without test images (data.name=folder without test/): who it is, no test metrics; with
+  ``validation`` (as :func:`evaluate_run`'s, and its keyword arguments ``common``: conditional, condition_counts,
+  protocol, offset_bits, reference) every score's decision threshold set on the validation images."""
+  result = {
     "run": run.name,
     "label": run.label,
     "seed": run.seed,
@@ -143,10 +144,14 @@ def untested_run(run) -> dict:
     "num_test_normal": 0,
     "num_test_anomalous": 0,
   }
+  if validation is not None:
+    result.update(_validation_results(run, None, None, validation, common, threshold_method))
+  return result
 
 
 def _validation_results(run, test_reduced, test_is_anomaly, validation, common, threshold_method) -> dict:
-  """The validation metrics and thresholds of one run (see :func:`evaluate_run`)."""
+  """The validation metrics and thresholds of one run (see :func:`evaluate_run`); ``test_reduced`` None: no test
+  images (the thresholds come without test rates)."""
   reduced, is_anomaly = reduced_run_scores(
     run, validation["scores"], np.asarray(validation["y"]), length_bits=validation.get("length_bits"), **common
   )
@@ -161,7 +166,9 @@ def _validation_results(run, test_reduced, test_is_anomaly, validation, common, 
   by_score = {}
   for name, values in reduced.items():
     t = threshold.set_threshold(values, is_anomaly, method=method, target=target)
-    if t is not None and name in test_reduced:
+    if t is not None and test_reduced is None:
+      by_score[name] = t
+    elif t is not None and name in test_reduced:
       rates = threshold.decision_rates(test_reduced[name], test_is_anomaly, t["threshold"])
       t.update({f"test_{k}": rates[k] for k in ("precision", "recall", "f1", "fpr")})
       by_score[name] = t
@@ -172,10 +179,12 @@ def _validation_results(run, test_reduced, test_is_anomaly, validation, common, 
 
 
 def set_headline(result: dict, score: str) -> dict:
-  """Make ``score`` one run's headline: ``auroc``, ``aupr``, and the decision threshold of that score."""
+  """Make ``score`` one run's headline: ``auroc``, ``aupr`` (none for a run without test images), and the
+  decision threshold of that score."""
   result["score"] = score
-  result["auroc"] = result[f"{score}_auroc"]
-  result["aupr"] = result[f"{score}_aupr"]
+  if f"{score}_auroc" in result:
+    result["auroc"] = result[f"{score}_auroc"]
+    result["aupr"] = result[f"{score}_aupr"]
   for key in ("val_auroc", "val_aupr"):
     if f"{key}_by_score" in result:
       result[key] = result[f"{key}_by_score"].get(score)

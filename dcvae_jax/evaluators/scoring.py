@@ -324,10 +324,15 @@ def reduce_scores(
   protocol,
   length_bits=None,
   offset_bits: float = 0.0,
+  reference: dict | None = None,
 ) -> dict:
   """Per-condition scores (name -> (N, C')) of images with labels ``y`` -> name -> (N,), with complexity
-  from the reduced iwae and ``length_bits`` (N,) when both are there."""
-  cond_of_example = condition_ids(run, y, missing=-1)
+  from the reduced iwae and ``length_bits`` (N,) when both are there, and sap_complexity from complexity,
+  rapp_sap and ``reference`` (dict rapp_sap, complexity: the reduced scores of normal training images) when
+  given. ``y`` None: the labels are unknown (new images), which only score_condition "given" needs."""
+  if y is None and conditional and protocol.score_condition == "given":
+    raise ValueError("score_condition 'given' needs each image's class, and these images have none")
+  cond_of_example = None if y is None else condition_ids(run, y, missing=-1)
   reduced = {}
   for name in DEVICE_SCORES:
     if name in scores:
@@ -341,6 +346,10 @@ def reduce_scores(
       )
   if "iwae" in reduced and length_bits is not None:
     reduced["complexity"] = anomaly_scores.complexity(reduced["iwae"], np.asarray(length_bits), offset_bits)
+  if reference is not None and "complexity" in reduced and "rapp_sap" in reduced:
+    reduced["sap_complexity"] = anomaly_scores.sap_complexity(
+      reduced["rapp_sap"], reduced["complexity"], reference["rapp_sap"], reference["complexity"]
+    )
   return reduced
 
 

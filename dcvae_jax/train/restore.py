@@ -58,12 +58,20 @@ def load_trained(workdir: str, *, dataset: data_lib.Dataset | None = None) -> Tr
   workdir_lib.check_checkpoints_match(config, workdir)
   ds = prepare_data(config, dataset)
   runs = make_runs(config, ds)
-  image_shape = ds.image_shape
-  num_conditions = len(runs[0].normal)
   mesh = distributed.make_mesh()
+  setup, params = load_params(workdir, config, runs, ds.image_shape, mesh)
+  return Trained(config, ds, runs, setup, params, mesh)
+
+
+def load_params(workdir: str, config, runs, image_shape, mesh, *, only=None) -> tuple:
+  """(setup, {run name: params}) of a workdir's ``runs`` (all of the protocol's, which fix the checkpoint
+  groups) from their newest good checkpoints; ``only``: the names of the runs wanted (their groups are read)."""
+  num_conditions = len(runs[0].normal)
   setup = train_step.make_setup(config, image_shape, num_conditions, mesh.devices.size)
   params = {}
   for chunk in chunks(runs, int(config.train.runs_per_program)):
+    if only is not None and not any(r.name in only for r in chunk):
+      continue
     target = train_step.stack_states([train_step.init_state(setup, train_step.run_key(r), image_shape) for r in chunk])
     ckpt = os.path.join(workdir, "checkpoints", chunk_name(chunk))
     if not os.path.isdir(ckpt):
@@ -74,4 +82,4 @@ def load_trained(workdir: str, *, dataset: data_lib.Dataset | None = None) -> Tr
       raise WorkdirError(f"{ckpt} holds no checkpoint")
     for m, run in enumerate(chunk):
       params[run.name] = train_step.unstack(state.params, m)
-  return Trained(config, ds, runs, setup, params, mesh)
+  return setup, params
