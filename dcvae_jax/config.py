@@ -225,6 +225,7 @@ FIELD_HELP = {
   "table.models": "--mode=table: models to compare; () = the paper's six",
   "table.figures": "--mode=table: draw each model's figures and report.html",
   "table.figure_runs": "--mode=table: runs per model that get per-run figures",
+  "eval.scores": "which scores to compute and report; () = all seven (a score left out is absent, not zero)",
   "eval.threshold_fpr": "decision threshold: this false-positive rate on held-out normal validation images",
   "eval.contamination": "if > 0: threshold at this expected share of anomalies in the validation images instead",
   "eval.batch_size": "test images per scoring batch",
