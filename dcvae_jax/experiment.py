@@ -29,17 +29,18 @@ import jax
 import numpy as np
 
 from dcvae_jax import distributed, files
+from dcvae_jax import workdir as workdir_lib
 from dcvae_jax.data import datasets as data_lib
 from dcvae_jax.data import input_pipeline
 from dcvae_jax.data.prepare import make_runs, prepare_data, validation_fraction
 from dcvae_jax.errors import ConfigError
 from dcvae_jax.evaluators import anomaly_scores, latents, metrics, scoring, threshold
 from dcvae_jax.log import log as _log
-from dcvae_jax.report import recon_grid
 from dcvae_jax.models import inference, objectives
 from dcvae_jax.models import registry as models
-from dcvae_jax.train import train_step, trainer
+from dcvae_jax.report import recon_grid
 from dcvae_jax.train import tensorboard as summaries
+from dcvae_jax.train import train_step, trainer
 from dcvae_jax.train.restore import (  # noqa: F401 (load_config, load_trained, Trained: re-exported)
   Trained,
   chunk_name,
@@ -49,7 +50,6 @@ from dcvae_jax.train.restore import (  # noqa: F401 (load_config, load_trained, 
   load_trained,
 )
 from dcvae_jax.validation import validate
-from dcvae_jax import workdir as workdir_lib
 from dcvae_jax.workdir import WorkdirLock, check_workdir
 
 
@@ -141,7 +141,7 @@ def rapp_fit_data(config, ds, chunk):
   picks = [normal_train_order(ds, run) for run in chunk]
   n = max(1, min(want, *(p.size for p in picks)))
   x = np.stack([ds.x_train[p[:n]] for p in picks])
-  cond = np.stack([latents.condition_ids([run], ds.y_train[p[:n]])[0] for run, p in zip(chunk, picks)])
+  cond = np.stack([latents.condition_ids([run], ds.y_train[p[:n]])[0] for run, p in zip(chunk, picks, strict=True)])
   return x, cond
 
 

@@ -60,7 +60,7 @@ def emnist_idx(split):
 
 def write_idx_set(folder, names, xtr, ytr, xte, yte, gz):
   os.makedirs(folder, exist_ok=True)
-  for name, arr in zip(names, (xtr, ytr, xte, yte)):
+  for name, arr in zip(names, (xtr, ytr, xte, yte), strict=True):
     write_idx(os.path.join(folder, name), arr, gz)
 
 

@@ -5,6 +5,7 @@ PATH that record any call (and the tests check there was none); the real-mode ru
 they were asked to do.
 """
 
+import itertools
 import json
 import os
 import shlex
@@ -210,7 +211,7 @@ def test_multi_gpu_dry_run(fakes, tmp_path):
   cd, cmd = _commands(out)
   assert cd == ["cd", REPO]
   assert cmd[0] == "env"
-  pairs = list(zip(cmd, cmd[1:]))
+  pairs = list(itertools.pairwise(cmd))
   for var in ["DCVAE_DISTRIBUTED", "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"]:
     assert ("-u", var) in pairs, var  # removed: one process, no jax.distributed
   assert "CUDA_VISIBLE_DEVICES=0,1,2,3" in cmd and "JAX_PLATFORMS=cuda" in cmd

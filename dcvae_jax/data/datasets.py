@@ -59,7 +59,6 @@ return and builds the :class:`Dataset`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
 
 import numpy as np
 
@@ -176,18 +175,18 @@ class Dataset:
   y_test: np.ndarray
   num_classes: int
   source: str  # "embedded", "procedural", "dir:<path>", or "tfds"
-  factors_train: Optional[np.ndarray] = None  # int32 (N_train, K) or None
-  factors_test: Optional[np.ndarray] = None  # int32 (N_test, K) or None
-  factor_names: Optional[tuple] = None  # K names, or None
-  class_names: Optional[tuple] = None  # num_classes names where the source has them (folder), else None
-  protocol_classes: Optional[tuple] = None  # (normal, anomalous) classes when the data fixes the protocol (folder)
+  factors_train: np.ndarray | None = None  # int32 (N_train, K) or None
+  factors_test: np.ndarray | None = None  # int32 (N_test, K) or None
+  factor_names: tuple | None = None  # K names, or None
+  class_names: tuple | None = None  # num_classes names where the source has them (folder), else None
+  protocol_classes: tuple | None = None  # (normal, anomalous) classes when the data fixes the protocol (folder)
 
   # The validation split (splits.split_validation): images carved out of the training split; None without one.
-  x_val: Optional[np.ndarray] = None  # uint8 (N_val, H, W)
-  y_val: Optional[np.ndarray] = None  # int32 (N_val,)
-  factors_val: Optional[np.ndarray] = None
-  train_indices: Optional[np.ndarray] = None  # x_train = original x_train[train_indices]
-  val_indices: Optional[np.ndarray] = None  # x_val = original x_train[val_indices] (before add_ood)
+  x_val: np.ndarray | None = None  # uint8 (N_val, H, W)
+  y_val: np.ndarray | None = None  # int32 (N_val,)
+  factors_val: np.ndarray | None = None
+  train_indices: np.ndarray | None = None  # x_train = original x_train[train_indices]
+  val_indices: np.ndarray | None = None  # x_val = original x_train[val_indices] (before add_ood)
 
   @property
   def image_shape(self) -> tuple:

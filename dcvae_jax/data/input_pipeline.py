@@ -134,7 +134,7 @@ class RunData:
     sampling: str = "uniform",
     per_condition: int = 0,
     conditions_per_batch: int = 0,
-  ) -> "RunData":
+  ) -> RunData:
     """``sampling`` and the rest: see ``sampling_options`` (``validation.validate`` checks the config first)."""
     cond_all = condition_ids(run, y_train, missing=0)
     indices = np.flatnonzero(np.isin(y_train, run.normal)).astype(np.int32)

@@ -14,7 +14,6 @@ import os
 import struct
 import zipfile
 import zlib
-from typing import Optional
 
 import numpy as np
 
@@ -39,11 +38,11 @@ class DatasetSpec:
   name: str
   num_classes: int
   image_shape: tuple = (28, 28)
-  tfds_name: Optional[str] = None  # None: not available from TFDS
-  idx_files: Optional[dict] = None  # role -> file name without ".gz"; None: no IDX
+  tfds_name: str | None = None  # None: not available from TFDS
+  idx_files: dict | None = None  # role -> file name without ".gz"; None: no IDX
   label_offset: int = 0  # raw IDX/TFDS label = our label + label_offset
   transpose: bool = False  # raw IDX/TFDS images are stored transposed
-  download_url: Optional[str] = None  # host probed before a TFDS download
+  download_url: str | None = None  # host probed before a TFDS download
   embedded: bool = False
   procedural: bool = False  # rendered by dcvae_jax.data.shapes (known factors)
   folder: bool = False  # your own images in data_dir (dcvae_jax.data.folder_source): classes and sizes from the files
@@ -166,7 +165,7 @@ def _load_npz(path: str) -> tuple:
     raise DataError(f"{path}: not a valid npz archive ({_short(e)})") from e
 
 
-def _find(folder: str, fname: str) -> Optional[str]:
+def _find(folder: str, fname: str) -> str | None:
   """The raw IDX file if present (faster), else its .gz."""
   for cand in (fname, fname + ".gz"):
     p = os.path.join(folder, cand)
@@ -196,7 +195,7 @@ def read_dir(spec: DatasetSpec, data_dir: str) -> tuple:
     have = [p for p in npz if os.path.isfile(p)]
     if len(have) == 2:
       parts = {}
-      for split, p in zip(("train", "test"), npz):
+      for split, p in zip(("train", "test"), npz, strict=True):
         x, y = _load_npz(p)
         parts[split] = (x, y, p)
       return source, parts, False

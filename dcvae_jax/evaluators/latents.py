@@ -171,7 +171,7 @@ def disentanglement_results(
     if error is None:
       out.update({f"dis_{k}": float(v) for k, v in disentangle.compute_all(z, f, seed=seed).items()})
       gaps = disentangle.mig_per_factor(z, f)
-      out.update({f"dis_mig_{name}": _none_if_nan(g) for name, g in zip(names, gaps)})
+      out.update({f"dis_mig_{name}": _none_if_nan(g) for name, g in zip(names, gaps, strict=True)})
     else:
       out.update({f"dis_{k}": None for k in COMPUTE_ALL_KEYS})
       out.update({f"dis_mig_{name}": None for name in names})
