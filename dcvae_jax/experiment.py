@@ -369,7 +369,7 @@ def _train_and_evaluate(config, workdir, ds, runs, log, identity, write: bool = 
       )
       if length_bits is None and "iwae" in on_device:
         length_bits = anomaly_scores.png_bits(anomaly_scores.model_view_images(ds.x_test, bool(config.data.binarize)))
-      references = [None] * len(chunk)
+      references: list[dict | None] = [None] * len(chunk)
       if "sap_complexity" in wanted:
         progress.stage("reference")
         references = reference_scores(config, ds, chunk, setup, state.params, mesh, nap_stats, offset_bits, progress)

@@ -281,9 +281,9 @@ def _check_images(x, where: str, spec: DatasetSpec) -> np.ndarray:
         raise DataError(f"{where}: images have values {lo}..{hi}, expected uint8 pixels 0..255")
     x = x.astype(np.uint8)
   elif x.dtype.kind == "f":
-    lo, hi = (float(np.nanmin(x)), float(np.nanmax(x))) if x.size else (0.0, 0.0)
+    flo, fhi = (float(np.nanmin(x)), float(np.nanmax(x))) if x.size else (0.0, 0.0)
     raise DataError(
-      f"{where}: images have float dtype {x.dtype} (values {lo:g}..{hi:g}); "
+      f"{where}: images have float dtype {x.dtype} (values {flo:g}..{fhi:g}); "
       "expected uint8 pixels 0..255 (convert with "
       "np.round(x * 255).astype(np.uint8) if they are in [0, 1])"
     )

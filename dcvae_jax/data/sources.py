@@ -132,7 +132,7 @@ def read_idx(path: str) -> np.ndarray:
             f"({'truncated' if size < header + nbytes else 'trailing data'})"
           )
       buf = np.empty(nbytes, np.uint8)
-      got = _readinto_exact(f, memoryview(buf))
+      got = _readinto_exact(f, buf.data)
       if got < nbytes:
         raise DataError(
           f"{path}: truncated IDX file (header says {dims} {dtype.name} = {nbytes} data bytes, found {got})"
@@ -201,8 +201,9 @@ def read_dir(spec: DatasetSpec, data_dir: str) -> tuple:
       return source, parts, False
     found_any += have
     if spec.idx_files:
-      paths = {r: _find(folder, spec.idx_files[r]) for r in _ROLES}
-      if all(paths.values()):
+      located = {r: _find(folder, spec.idx_files[r]) for r in _ROLES}
+      paths = {r: p for r, p in located.items() if p}
+      if len(paths) == len(located):
         arrays = {r: read_idx(p) for r, p in paths.items()}
         parts = {
           s: (
@@ -213,7 +214,7 @@ def read_dir(spec: DatasetSpec, data_dir: str) -> tuple:
           for s in ("train", "test")
         }
         return source, parts, True
-      found_any += [p for p in paths.values() if p]
+      found_any += list(paths.values())
   where = root if len(folders) == 1 else f"{root} and {folders[1]}"
   partial = f"; found only {', '.join(os.path.relpath(p, root) for p in found_any)}" if found_any else ""
   raise DataError(f"data_dir {where} has no complete {spec.name} data: looked for {wanted}{partial}")
@@ -244,14 +245,14 @@ def mnist5k_split(y: np.ndarray, num_classes: int) -> tuple:
   """(train, test) indices of the embedded digits: 4 in 5 of each class train, 1 in 5 test."""
   # Deterministic stratified split with a private generator (no global RNG state).
   rng = np.random.default_rng(_MNIST5K_SEED)
-  tr, te = [], []
+  tr_parts, te_parts = [], []
   for c in range(num_classes):
     idx = rng.permutation(np.flatnonzero(y == c))
     n_test = len(idx) // _MNIST5K_TEST_FRACTION
-    te.append(idx[:n_test])
-    tr.append(idx[n_test:])
-  tr = rng.permutation(np.concatenate(tr))  # mix the classes (the CSV is sorted by class)
-  te = rng.permutation(np.concatenate(te))
+    te_parts.append(idx[:n_test])
+    tr_parts.append(idx[n_test:])
+  tr = rng.permutation(np.concatenate(tr_parts))  # mix the classes (the CSV is sorted by class)
+  te = rng.permutation(np.concatenate(te_parts))
   return tr, te
 
 
