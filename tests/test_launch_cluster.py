@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from tests.launch_helpers import (  # noqa: F401 - fixtures are used by name
+from tests.launch_helpers import (
   HAS_CUDA_JAXLIB,
   HAS_TFDS,
   MULTI,
@@ -31,7 +31,6 @@ from tests.launch_helpers import (  # noqa: F401 - fixtures are used by name
   _run,
   _slurm_tasks,
   _write_exe,
-  fakes,
 )
 
 
