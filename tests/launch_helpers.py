@@ -1,5 +1,5 @@
-"""Helpers of the launch-script tests (test_launch.py, test_launch_cluster.py): paths of the scripts, fake cluster tools,
-running a script and reading what it called. Their fixtures are in conftest.py."""
+"""Helpers of the launch-script tests (test_launch.py, test_launch_cluster.py): paths of the scripts, fake cluster
+tools, running a script and reading what it called. Their fixtures are in conftest.py."""
 
 import importlib.util
 import json
