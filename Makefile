@@ -3,7 +3,8 @@
 #   make run    the core install, then the main job (extra arguments: make run ARGS="--config=configs/mnist.py")
 #   make test   the core plus the test, plots and tensorboard extras, then the tests (make test PYTEST_ARGS=...)
 #   make test-fast  the same without the tests marked slow (subprocesses, wheels, end-to-end training)
-#   make lint   the formatter and linter check (ruff, configured in pyproject.toml); make format applies them
+#   make lint   the formatter and linter check (ruff) and the type check (mypy dcvae_jax), configured in
+#               pyproject.toml; make format applies ruff's fixes
 #   make mutate mutation testing (mutmut, [tool.mutmut] in pyproject.toml) of the losses' and scores' modules; long
 #               (hours on 2 cores): MUTATE_ARGS="dcvae_jax.evaluators.anomaly_scores*" runs one module's mutants,
 #               MUTATE_CHILDREN the parallel workers; compiled programs are cached in mutants/.jax_cache
@@ -31,6 +32,7 @@ test-fast: $(VENV)/.test-installed
 lint: $(VENV)/.test-installed
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
+	$(PY) -m mypy dcvae_jax
 
 format: $(VENV)/.test-installed
 	$(PY) -m ruff format .

@@ -18,6 +18,7 @@ vmap and map train.ensemble="auto" picks on this backend.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import time
@@ -62,7 +63,7 @@ def main():
   for model in a.models.split(","):
     for hidden in a.hiddens.split(";"):
       h = [int(x) for x in hidden.split(",")]
-      cfg = lambda: common.bench_config(model, a.batch_size, hidden=h, steps_per_call=spc)  # noqa: E731
+      cfg = functools.partial(common.bench_config, model, a.batch_size, hidden=h, steps_per_call=spc)
       vm = common.CompiledTrainer(cfg(), num_models=k, ensemble="vmap")
       mp = common.CompiledTrainer(cfg(), num_models=k, ensemble="map")
       seq = common.CompiledTrainer(cfg(), num_models=1)
@@ -71,9 +72,9 @@ def main():
       params = sum(int(x.size) for x in jax.tree.leaves(seq.state.params))
       rates = common.interleave(
         {
-          "vmapped": lambda: round_rate(vm, 1, spc, a.seconds),
-          "mapped": lambda: round_rate(mp, 1, spc, a.seconds),
-          "sequential": lambda: round_rate(seq, k, spc, a.seconds),
+          "vmapped": functools.partial(round_rate, vm, 1, spc, a.seconds),
+          "mapped": functools.partial(round_rate, mp, 1, spc, a.seconds),
+          "sequential": functools.partial(round_rate, seq, k, spc, a.seconds),
         },
         a.reps,
         log=lambda s, m=model, h=hidden: print(f"{m} {h} {s}", flush=True),

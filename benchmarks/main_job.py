@@ -189,7 +189,7 @@ def same_parameters(workdir_a: str, workdir_b: str) -> bool:
     return False
   for run in a.params:
     la, lb = jax.tree.leaves(a.params[run]), jax.tree.leaves(b.params[run])
-    if len(la) != len(lb) or not all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb)):
+    if len(la) != len(lb) or not all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb, strict=True)):
       return False
   return True
 
@@ -249,7 +249,9 @@ def compare(args) -> dict:
     "train_compile_seconds",
     "score_compile_seconds",
   )
-  ratios = {k: statistics.median(a[k] / b[k] for a, b in zip(runs["after"], runs["before"]) if b[k]) for k in keys}
+  ratios = {
+    k: statistics.median(a[k] / b[k] for a, b in zip(runs["after"], runs["before"], strict=True) if b[k]) for k in keys
+  }
   return {
     "config": args.config,
     "extra_args": extra,

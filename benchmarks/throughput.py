@@ -73,7 +73,9 @@ def measure_in_subprocess(a, model: str, batch_size: int) -> dict:
   """measure() in a fresh process; measured again (at most twice) while other processes used > 15% of the CPUs."""
   cmd = [sys.executable, os.path.abspath(__file__), f"--one={model}:{batch_size}"]
   cmd += [f"--{k}={getattr(a, k)}" for k in STEP_OPTIONS]
-  for attempt in range(3):
+  attempts = 0
+  for _ in range(3):
+    attempts += 1
     quiet = None if a.no_wait else common.wait_for_quiet()
     with common.ForeignLoad() as load:
       out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
@@ -85,7 +87,7 @@ def measure_in_subprocess(a, model: str, batch_size: int) -> dict:
     "foreign_cpu_fraction_during": load.fraction,
     "load_average_after": os.getloadavg(),
     "wait_for_quiet": quiet,
-    "attempts": attempt + 1,
+    "attempts": attempts,
   }
   return res
 

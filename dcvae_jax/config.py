@@ -292,8 +292,9 @@ def config_file(arg: str) -> str:
     return arg
   head, base = os.path.split(path)
   name = base[:-3] if base.endswith(".py") else base
-  if head.rstrip("/") in ("", "configs") and name in config_names():
-    return os.path.join(configs_dir(), name + ".py") + colon + arg_
+  folder = configs_dir()
+  if folder is not None and head.rstrip("/") in ("", "configs") and name in config_names():
+    return os.path.join(folder, name + ".py") + colon + arg_
   raise ValueError(f"no config file {path!r}: give a path, or one of the names {', '.join(config_names())}")
 
 

@@ -58,6 +58,8 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
   if not os.path.isfile(path):
     raise ConfigError(f"config file {path} does not exist")
   module_spec = importlib.util.spec_from_file_location("dcvae_detector_config", path)
+  if module_spec is None or module_spec.loader is None:
+    raise ConfigError(f"config file {path} cannot be loaded as a Python module")
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   return module.get_config(arg) if arg else module.get_config()
@@ -102,7 +104,7 @@ class Detector:
     self.workdir = workdir
     self.config = config
     self.config_overrides = dict(config_overrides)
-    self._predictor = None
+    self._predictor: predict.Predictor | None = None
 
   def get_config(self) -> ml_collections.ConfigDict:
     """The config ``fit`` trains with: ``config`` with ``config_overrides``, data.name and protocol.name

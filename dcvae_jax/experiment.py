@@ -33,17 +33,18 @@ import jax
 import numpy as np
 
 from dcvae_jax import distributed, files
+from dcvae_jax import workdir as workdir_lib
 from dcvae_jax.data import datasets as data_lib
 from dcvae_jax.data import input_pipeline
 from dcvae_jax.data.prepare import make_runs, prepare_data, validation_fraction
 from dcvae_jax.errors import ConfigError
 from dcvae_jax.evaluators import anomaly_scores, latents, metrics, scoring, scoring_state, threshold
 from dcvae_jax.log import log as _log
-from dcvae_jax.report import recon_grid
 from dcvae_jax.models import inference, objectives
 from dcvae_jax.models import registry as models
-from dcvae_jax.train import train_step, trainer
+from dcvae_jax.report import recon_grid
 from dcvae_jax.train import tensorboard as summaries
+from dcvae_jax.train import train_step, trainer
 from dcvae_jax.train.restore import (  # noqa: F401 (load_config, load_trained, Trained: re-exported)
   Trained,
   chunk_name,
@@ -53,7 +54,6 @@ from dcvae_jax.train.restore import (  # noqa: F401 (load_config, load_trained, 
   load_trained,
 )
 from dcvae_jax.validation import validate
-from dcvae_jax import workdir as workdir_lib
 from dcvae_jax.workdir import WorkdirLock, check_workdir
 
 
@@ -154,7 +154,7 @@ def rapp_fit_data(config, ds, chunk):
   picks = [normal_train_order(ds, run) for run in chunk]
   n = max(1, min(want, *(p.size for p in picks)))
   x = np.stack([ds.x_train[p[:n]] for p in picks])
-  cond = np.stack([latents.condition_ids([run], ds.y_train[p[:n]])[0] for run, p in zip(chunk, picks)])
+  cond = np.stack([latents.condition_ids([run], ds.y_train[p[:n]])[0] for run, p in zip(chunk, picks, strict=True)])
   return x, cond
 
 
@@ -365,7 +365,7 @@ def _train_and_evaluate(config, workdir, ds, runs, log, identity, write: bool = 
         nap_stats = scoring.fit_rapp(
           setup, state.params, x_fit, cond_fit, mesh, batch_size=config.eval.batch_size, progress=progress
         )
-      references = [None] * len(chunk)
+      references: list[dict | None] = [None] * len(chunk)
       if "sap_complexity" in wanted:
         progress.stage("reference")
         references = reference_scores(config, ds, chunk, setup, state.params, mesh, nap_stats, offset_bits, progress)
@@ -386,7 +386,9 @@ def _train_and_evaluate(config, workdir, ds, runs, log, identity, write: bool = 
         val = dict(y=ds.y_val[rows], length_bits=None if val_length_bits is None else val_length_bits[rows])
       if write:
         os.makedirs(os.path.join(workdir, "scores"), exist_ok=True)
-      run_val, saved_val = [None] * len(chunk), [{}] * len(chunk)  # per run: for metrics, for scores/<run>.npz
+      # per run: for metrics, for scores/<run>.npz
+      run_val: list[dict | None] = [None] * len(chunk)
+      saved_val: list[dict] = [{}] * len(chunk)
       if val is not None:
         run_val = [{**val, "scores": {k: v[m] for k, v in val_scores.items()}} for m in range(len(chunk))]
         saved_val = [

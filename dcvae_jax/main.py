@@ -140,7 +140,7 @@ def _main(mode: str):
 
   if mode == "config":
     _print_and_exit(describe(FLAGS.config))
-  workdir = FLAGS.workdir or default_workdir(FLAGS["config"].config_filename)
+  workdir = FLAGS.workdir or default_workdir(config_flags.get_config_filename(FLAGS["config"]))
   extras.check(_job_config(mode, workdir), mode)  # before JAX starts or any data is read
 
   messages.quiet_other_libraries()  # our INFO messages show by default (--verbosity=-1: warnings only); Orbax's not
@@ -248,7 +248,7 @@ def _unknown_override(argv) -> str | None:
     config = own.config
   except Exception:  # noqa: BLE001 - the config file itself fails: the generic message says why
     return None
-  known = set()
+  known: set[str] = set()
   for key, _ in leaves(config):
     parts = key.split(".")
     known.update(".".join(parts[: i + 1]) for i in range(len(parts)))

@@ -54,7 +54,8 @@ def enable() -> str | None:
   if os.environ.get(ENV) is not None and requested_dir() is None:  # asked off: off, whatever JAX was told
     jax.config.update("jax_enable_compilation_cache", False)
     return None
-  path = jax.config.jax_compilation_cache_dir or requested_dir()
+  # jax.config creates its flags' attributes at run time, so its type stub does not know them.
+  path = jax.config.jax_compilation_cache_dir or requested_dir()  # type: ignore[attr-defined]
   if path is None:
     return None
   try:
@@ -93,7 +94,7 @@ def _atomic_writes() -> None:
       cache.get = lambda key: plain_get(key) or None  # an empty entry is a miss
     return built
 
-  get_file_cache._dcvae_atomic = True
+  get_file_cache.__dict__["_dcvae_atomic"] = True  # marks the wrapper: installed once
   compilation_cache.get_file_cache = get_file_cache
 
 

@@ -1,4 +1,5 @@
-"""Shared helpers and fixtures of the tests split from test_data.py (test_data.py, test_data_sources.py)."""
+"""Helpers of the data tests (test_data.py, test_data_sources.py, ...): synthetic images and labels, IDX and npz
+writers, a fake TFDS builder, dataset checks. Their fixtures are in conftest.py."""
 
 import gzip
 import hashlib
@@ -60,7 +61,7 @@ def emnist_idx(split):
 
 def write_idx_set(folder, names, xtr, ytr, xte, yte, gz):
   os.makedirs(folder, exist_ok=True)
-  for name, arr in zip(names, (xtr, ytr, xte, yte)):
+  for name, arr in zip(names, (xtr, ytr, xte, yte), strict=True):
     write_idx(os.path.join(folder, name), arr, gz)
 
 
@@ -108,21 +109,6 @@ def _idx_dir(tmp_path, gz=False):
 
 def _sha256(a) -> str:
   return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
-
-
-@pytest.fixture
-def tfds():
-  return pytest.importorskip("tensorflow_datasets")
-
-
-@pytest.fixture
-def no_download(monkeypatch, tfds):
-  """Makes any real download attempt fail the test."""
-
-  def boom(*args, **kwargs):
-    raise AssertionError("download_and_prepare must not be called")
-
-  monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", boom)
 
 
 _FAKE = {}

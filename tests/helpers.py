@@ -70,7 +70,7 @@ def train_toy(config, ds, runs, ckpt, mesh=None, log_file=None, log=lambda *_: N
 def _leaf_pairs(a, b):
   leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
   assert len(leaves_a) == len(leaves_b) > 0, (len(leaves_a), len(leaves_b))
-  return zip(leaves_a, leaves_b)
+  return zip(leaves_a, leaves_b, strict=True)
 
 
 def assert_trees_equal(a, b):

@@ -1,4 +1,5 @@
-"""Shared helpers and fixtures of the tests split from test_launch.py (test_launch.py, test_launch_cluster.py)."""
+"""Helpers of the launch-script tests (test_launch.py, test_launch_cluster.py): paths of the scripts, fake cluster
+tools, running a script and reading what it called. Their fixtures are in conftest.py."""
 
 import importlib.util
 import json
@@ -10,8 +11,6 @@ import shutil
 import stat
 import subprocess
 import sys
-
-import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -79,25 +78,6 @@ def _write_exe(path, text):
   path.write_text(text)
   path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
   return str(path)
-
-
-@pytest.fixture
-def fakes(tmp_path):
-  """A bin folder (first on PATH) whose cluster tools only record their arguments (one JSON list a line)."""
-  bin_dir = tmp_path / "bin"
-  bin_dir.mkdir()
-  log = tmp_path / "calls.jsonl"
-  for tool in CLUSTER_TOOLS:
-    _write_exe(
-      bin_dir / tool,
-      f"""#!{sys.executable}
-import json, os, sys
-with open({str(log)!r}, "a") as f:
-  f.write(json.dumps([os.path.basename(sys.argv[0])] + sys.argv[1:]) + "\\n")
-sys.exit(97)
-""",
-    )
-  return bin_dir, log
 
 
 def _env(bin_dir, tmp_path, **overrides):

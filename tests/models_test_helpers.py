@@ -1,12 +1,11 @@
-"""Shared helpers and fixtures of the tests split from test_models.py (test_models.py, test_models_learning.py)."""
+"""Helpers of the model tests (test_models.py, test_models_learning.py): model set-up, numpy reference losses and
+densities, the logged metric names. Their fixtures are in conftest.py."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 import scipy.stats
 
-from dcvae_jax.data import datasets as data
 from dcvae_jax.models import objectives
 from dcvae_jax.models import registry as models
 from tests.helpers import tiny_config
@@ -96,8 +95,3 @@ DISC_LOGGED = ("tc_d", "disc_loss", "disc_acc")
 
 
 RF_LOGGED = ("weighted_kl", "relevance_l1", "relevance_entropy")
-
-
-@pytest.fixture(scope="module")
-def mnist5k():
-  return data.load_dataset("mnist5k")

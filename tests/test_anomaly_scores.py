@@ -51,7 +51,7 @@ def test_iwae_rises_with_k_and_reaches_the_exact_log_likelihood():
   exact, fn, mu, logvar = _linear_gaussian()
   expected = []  # E[log p_K(x)], averaged over 64 independent keys: a lower bound that rises with K
   for k in (1, 4, 32):
-    draws = jax.vmap(lambda key: anomaly_scores.iwae_nll(fn, key, mu, logvar, num_samples=k, chunk=k))(
+    draws = jax.vmap(lambda key, k=k: anomaly_scores.iwae_nll(fn, key, mu, logvar, num_samples=k, chunk=k))(
       jax.random.split(jax.random.PRNGKey(k), 256)
     )
     expected.append(-np.asarray(draws, np.float64).mean(axis=0))
@@ -188,7 +188,7 @@ def test_png_bits_blank_below_noise_and_equals_the_compressor_bytes():
   noise = rng.integers(0, 256, (28, 28)).astype(np.uint8)
   bits = anomaly_scores.png_bits(np.stack([blank, noise]))
   assert bits[0] < bits[1]
-  for img, b in zip((blank, noise), bits):
+  for img, b in zip((blank, noise), bits, strict=True):
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="PNG")
     assert b == 8 * len(buf.getvalue())

@@ -14,7 +14,7 @@ import pytest
 from dcvae_jax.data import datasets as data
 from dcvae_jax.data import sources as data_sources
 from dcvae_jax.data.datasets import DataError, load_dataset
-from tests.data_test_helpers import (  # noqa: F401 - fixtures are used by name
+from tests.data_test_helpers import (
   MNIST_IDX,
   _idx_dir,
   _npz_case,
@@ -102,7 +102,7 @@ def test_idx_gz_and_raw_load_identically(tmp_path):
 def test_idx_mixed_gz_and_raw(tmp_path):
   xtr, xte = images(6, 0), images(4, 1)
   ytr, yte = labels(6, 10, 2), labels(4, 10, 3)
-  for i, (name, arr) in enumerate(zip(MNIST_IDX, (xtr, ytr, xte, yte))):
+  for i, (name, arr) in enumerate(zip(MNIST_IDX, (xtr, ytr, xte, yte), strict=True)):
     write_idx(tmp_path / name, arr, gz=bool(i % 2))
   ds = load_dataset("fashion_mnist", str(tmp_path))
   np.testing.assert_array_equal(ds.x_test, xte)

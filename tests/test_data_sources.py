@@ -17,16 +17,14 @@ import pytest
 from dcvae_jax.data import datasets as data
 from dcvae_jax.data import tfds_source as data_tfds
 from dcvae_jax.data.datasets import DataError, load_dataset
-from tests.data_test_helpers import (  # noqa: F401 - fixtures are used by name
+from tests.data_test_helpers import (
   SHARED,
   _fake_builder_name,
   _sha256,
   check_dataset,
   images,
   labels,
-  no_download,
   raises,
-  tfds,
   write_npz,
 )
 

@@ -102,7 +102,7 @@ def test_mig_matches_hand_computation():
   for i in range(2):
     for k in range(2):
       joint = np.zeros((num_bins, 3))
-      for a, b in zip(bins[:, i], factors[:, k]):
+      for a, b in zip(bins[:, i], factors[:, k], strict=True):
         joint[a, b] += 1
       pa, pb = joint.sum(1) / n, joint.sum(0) / n
       pj = joint / n

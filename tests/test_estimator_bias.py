@@ -7,6 +7,7 @@ towards the data set's exact value, and that the script's reference values are r
 """
 
 import importlib.util
+import itertools
 import math
 import os
 
@@ -120,7 +121,7 @@ def test_estimate_falls_to_the_exact_value_of_the_data_set():
   for m in (2, 7, 32, 256):
     r = eb.estimate(mu_all, 0.1, draws=20 if m < 256 else 5, seed=m, group_sizes=m)
     tc.append(r["tc_mss"]["mean"])
-  assert all(a > b for a, b in zip(tc, tc[1:])), tc
+  assert all(a > b for a, b in itertools.pairwise(tc)), tc
   assert tc[0] > exact["tc"] + 20
   assert abs(tc[-1] - exact["tc"]) < 0.5, (tc, exact["tc"])
 

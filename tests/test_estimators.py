@@ -266,7 +266,7 @@ def test_single_condition_equals_unconditioned():
     base = _lqz(z, mu, lv, dataset_size=1000, method=method)
     for cond, ds in ((np.zeros(96, np.int32), 1000), (np.full(96, 2, np.int32), np.array([5.0, 7.0, 1000.0]))):
       got = _lqz(z, mu, lv, dataset_size=ds, method=method, conditions=cond)
-      for g, w in zip(got, base):
+      for g, w in zip(got, base, strict=True):
         np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-6, atol=1e-6)
 
 
@@ -359,7 +359,7 @@ def test_jit_and_vmap_match_plain_calls():
   rng = np.random.default_rng(11)
   k, b = 3, 48
   codes = [_codes(rng, b, C, 0.2) for _ in range(k)]
-  z, mu, lv = (np.stack(x) for x in zip(*codes))
+  z, mu, lv = (np.stack(x) for x in zip(*codes, strict=True))
   conds = rng.integers(0, 3, size=(k, b)).astype(np.int32)
   ns = np.array([[500.0, 700.0, 900.0], [50.0, 60.0, 70.0], [1e4, 2e4, 3e4]], np.float32)
   n_scalar = np.array([1000.0, 64.0, 5e4], np.float32)

@@ -163,7 +163,7 @@ def _norm(tree):
 def _max_diff(a, b):
   return max(
     float(np.max(np.abs(np.asarray(u, np.float64) - np.asarray(v, np.float64))))
-    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
   )
 
 

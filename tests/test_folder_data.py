@@ -217,7 +217,7 @@ def test_png_bits_of_colour_images_is_their_png_file_size(tmp_path):
   rgb = np.random.default_rng(0).integers(0, 256, (2, 9, 11, 3), dtype=np.uint8)
   rgb[1] = 128  # flat: far cheaper than noise
   bits = anomaly_scores.png_bits(rgb)
-  for img, b in zip(rgb, bits):
+  for img, b in zip(rgb, bits, strict=True):
     path = tmp_path / "x.png"
     Image.fromarray(img).save(path)  # an RGB PNG, written independently
     assert b == 8 * os.path.getsize(path)
@@ -304,7 +304,7 @@ def test_one_training_step_of_every_model_on_a_colour_folder(colour_folder, tmp_
   fresh = train_step.init_state(setup, train_step.run_key(run), ds.image_shape)
   trained = train_step.unstack(state.params, 0)
   assert jax.tree.structure(fresh.params) == jax.tree.structure(trained)
-  moved = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(fresh.params), jax.tree.leaves(trained))]
+  moved = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(fresh.params), jax.tree.leaves(trained), strict=True)]
   assert any(moved)
 
 

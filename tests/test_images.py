@@ -54,7 +54,7 @@ def test_grey_jpegs_of_mixed_sizes_need_image_size(tmp_path):
   got = images.load_images(paths, image_size=(8, 6))
   assert got.images.shape == (3, 8, 6, 1) and got.errors == ()
   # A constant image stays constant through the resize (JPEG keeps a flat grey to within a level).
-  for img, level in zip(got.images, (200, 50, 120)):
+  for img, level in zip(got.images, (200, 50, 120), strict=True):
     assert np.abs(img.astype(int) - level).max() <= 1
   assert images.load_images(paths, image_size=7).images.shape == (3, 7, 7, 1)  # an int is a square
 

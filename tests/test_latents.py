@@ -113,7 +113,7 @@ def test_pipeline_fragment_is_json_ready(trained):
     )
     for m, run in enumerate(runs)
   ]
-  for run, r in zip(runs, per_run):
+  for run, r in zip(runs, per_run, strict=True):
     assert set(r) == {"dis_num_images", "class_mig"}
     assert r["dis_num_images"] == int(np.isin(ds.y_test, run.normal).sum())
     assert 0.0 <= r["class_mig"] <= 1.0

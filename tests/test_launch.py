@@ -16,9 +16,8 @@ import time
 
 import pytest
 
-from tests.launch_helpers import (  # noqa: F401 - fixtures are used by name
+from tests.launch_helpers import (
   LAUNCH,
-  MULTI,
   REPO,
   SCRIPTS,
   SLURM,
@@ -33,7 +32,6 @@ from tests.launch_helpers import (  # noqa: F401 - fixtures are used by name
   _no_calls,
   _run,
   _write_exe,
-  fakes,
 )
 
 

@@ -5,6 +5,7 @@ PATH that record any call (and the tests check there was none); the real-mode ru
 they were asked to do.
 """
 
+import itertools
 import json
 import os
 import shlex
@@ -13,7 +14,7 @@ import sys
 
 import pytest
 
-from tests.launch_helpers import (  # noqa: F401 - fixtures are used by name
+from tests.launch_helpers import (
   HAS_CUDA_JAXLIB,
   HAS_TFDS,
   MULTI,
@@ -30,7 +31,6 @@ from tests.launch_helpers import (  # noqa: F401 - fixtures are used by name
   _run,
   _slurm_tasks,
   _write_exe,
-  fakes,
 )
 
 
@@ -210,7 +210,7 @@ def test_multi_gpu_dry_run(fakes, tmp_path):
   cd, cmd = _commands(out)
   assert cd == ["cd", REPO]
   assert cmd[0] == "env"
-  pairs = list(zip(cmd, cmd[1:]))
+  pairs = list(itertools.pairwise(cmd))
   for var in ["DCVAE_DISTRIBUTED", "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"]:
     assert ("-u", var) in pairs, var  # removed: one process, no jax.distributed
   assert "CUDA_VISIBLE_DEVICES=0,1,2,3" in cmd and "JAX_PLATFORMS=cuda" in cmd

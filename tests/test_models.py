@@ -19,7 +19,7 @@ from scipy.special import logsumexp
 
 from dcvae_jax.models import networks, objectives
 from dcvae_jax.models import registry as models
-from tests.models_test_helpers import (  # noqa: F401 - fixtures are used by name
+from tests.models_test_helpers import (
   COV,
   D_TC,
   _binary_batch,
@@ -64,7 +64,9 @@ def test_discriminator_recovers_closed_form_tc():
   params, loss, acc = jax.jit(jax.vmap(fit))(chol, jax.random.split(jax.random.PRNGKey(0), 2))
   z_test = np.random.default_rng(1).standard_normal((20000, D_TC)) @ np.linalg.cholesky(covs).transpose(0, 2, 1)
   tc_d = [
-    float(objectives.discriminator_tc(disc, jax.tree.map(lambda a: a[m], params), jnp.asarray(z_test[m], jnp.float32)))
+    float(
+      objectives.discriminator_tc(disc, jax.tree.map(lambda a, m=m: a[m], params), jnp.asarray(z_test[m], jnp.float32))
+    )
     for m in range(2)
   ]
   closed = _closed_tc(COV)

@@ -20,13 +20,12 @@ from dcvae_jax.models import objectives
 from dcvae_jax.models import registry as models
 from dcvae_jax.train import trainer
 from tests.helpers import tiny_config
-from tests.models_test_helpers import (  # noqa: F401 - fixtures are used by name
+from tests.models_test_helpers import (
   DISC_LOGGED,
   LOGGED,
   RF_LOGGED,
   _binary_batch,
   _rf_loss,
-  mnist5k,
   np_bce,
 )
 

@@ -38,7 +38,7 @@ def test_two_processes_train_like_one(tmp_path):
       )
     )
   outs = [p.communicate(timeout=400) for p in procs]
-  for p, (out, err) in zip(procs, outs):
+  for p, (_out, err) in zip(procs, outs, strict=True):
     assert p.returncode == 0, err[-3000:]
   assert "AUROC" in outs[0][0] and "AUROC" not in outs[1][0]  # only process 0 reports
   wd1 = str(tmp_path / "one")

@@ -21,7 +21,7 @@ from dcvae_jax.config import folder_config
 from dcvae_jax.errors import ConfigError, DataError
 from dcvae_jax.options import SCORES
 from tests.cli import error_line, run_cli
-from tests.helpers import toy_dataset, tiny_config
+from tests.helpers import tiny_config, toy_dataset
 
 COLUMNS = ["image", *SCORES, "score", "anomalous"]
 

@@ -92,7 +92,7 @@ def _final_state(workdir):
 def test_sigterm_to_one_of_two_processes(tmp_path):
   ref = str(tmp_path / "ref")
   procs = _start(ref)  # the uninterrupted reference
-  for p, (out, err) in zip(procs, _finish(procs)):
+  for p, (_out, err) in zip(procs, _finish(procs), strict=True):
     assert p.returncode == 0, err[-3000:]
 
   wd = str(tmp_path / "wd")
@@ -105,7 +105,7 @@ def test_sigterm_to_one_of_two_processes(tmp_path):
   procs[1].send_signal(signal.SIGTERM)  # to process 1 only
   outs = _finish(procs, timeout=300)
   stopped = []
-  for p, (out, err) in zip(procs, outs):
+  for p, (_out, err) in zip(procs, outs, strict=True):
     assert p.returncode == 130, err[-3000:]
     m = re.search(r"stopped by signal \d+ at step (\d+); checkpoint saved", err)
     assert m, err[-3000:]
@@ -117,7 +117,7 @@ def test_sigterm_to_one_of_two_processes(tmp_path):
   assert not os.path.exists(os.path.join(wd, ".lock"))
 
   procs = _start(wd)  # the rerun resumes
-  for p, (out, err) in zip(procs, _finish(procs)):
+  for p, (_out, err) in zip(procs, _finish(procs), strict=True):
     assert p.returncode == 0, err[-3000:]
   step_a, a, _ = _final_state(ref)
   step_b, b, _ = _final_state(wd)

@@ -13,10 +13,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from dcvae_jax import experiment, xla_cache
+from dcvae_jax import experiment, table, xla_cache
 from dcvae_jax.errors import ConfigError
 from dcvae_jax.evaluators import anomaly_scores, metrics, scoring
-from dcvae_jax import table
 from dcvae_jax.validation import validate
 from tests import cli
 from tests.cli import REPO

@@ -48,7 +48,7 @@ def test_local_tc_scope_splits_the_batch_per_device(tmp_path):
   assert_trees_close(loc1.params, glob1.params, rtol=1e-5, atol=1e-7)
   diff = max(
     float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-    for a, b in zip(jax.tree.leaves(glob.params), jax.tree.leaves(loc.params))
+    for a, b in zip(jax.tree.leaves(glob.params), jax.tree.leaves(loc.params), strict=True)
   )
   assert diff > 1e-6
 

@@ -246,7 +246,7 @@ def test_test_metrics_are_as_before_on_the_smaller_training_split(auto_run, tmp_
   assert "val_auroc_by_score" not in plain and "threshold" not in plain
   assert "no validation" in plain["validation"]["note"]
   assert not os.path.exists(tmp_path / "wd" / "thresholds.json")
-  for a, b in zip(plain["runs"], auto_run["results"]["runs"]):
+  for a, b in zip(plain["runs"], auto_run["results"]["runs"], strict=True):
     assert "val_auroc_by_score" not in a
     for name in scoring.SCORES:
       assert a[f"{name}_auroc"] == b[f"{name}_auroc"], name

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from dcvae_jax import errors, experiment, workdir
-from dcvae_jax.train import trainer
 from dcvae_jax.config import base_config
+from dcvae_jax.train import trainer
 from tests.cli import REPO, SMOKE, error_line, run_cli
 from tests.helpers import assert_trees_equal, tiny_config, toy_dataset, toy_runs, train_toy
 

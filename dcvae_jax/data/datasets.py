@@ -60,7 +60,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Optional
 
 import numpy as np
 
@@ -177,18 +176,18 @@ class Dataset:
   y_test: np.ndarray
   num_classes: int
   source: str  # "embedded", "procedural", "dir:<path>", or "tfds"
-  factors_train: Optional[np.ndarray] = None  # int32 (N_train, K) or None
-  factors_test: Optional[np.ndarray] = None  # int32 (N_test, K) or None
-  factor_names: Optional[tuple] = None  # K names, or None
-  class_names: Optional[tuple] = None  # num_classes names where the source has them (folder), else None
-  protocol_classes: Optional[tuple] = None  # (normal, anomalous) classes when the data fixes the protocol (folder)
+  factors_train: np.ndarray | None = None  # int32 (N_train, K) or None
+  factors_test: np.ndarray | None = None  # int32 (N_test, K) or None
+  factor_names: tuple | None = None  # K names, or None
+  class_names: tuple | None = None  # num_classes names where the source has them (folder), else None
+  protocol_classes: tuple | None = None  # (normal, anomalous) classes when the data fixes the protocol (folder)
 
   # The validation split (splits.split_validation): images carved out of the training split; None without one.
-  x_val: Optional[np.ndarray] = None  # uint8 (N_val, H, W)
-  y_val: Optional[np.ndarray] = None  # int32 (N_val,)
-  factors_val: Optional[np.ndarray] = None
-  train_indices: Optional[np.ndarray] = None  # x_train = original x_train[train_indices]
-  val_indices: Optional[np.ndarray] = None  # x_val = original x_train[val_indices] (before add_ood)
+  x_val: np.ndarray | None = None  # uint8 (N_val, H, W)
+  y_val: np.ndarray | None = None  # int32 (N_val,)
+  factors_val: np.ndarray | None = None
+  train_indices: np.ndarray | None = None  # x_train = original x_train[train_indices]
+  val_indices: np.ndarray | None = None  # x_val = original x_train[val_indices] (before add_ood)
 
   @property
   def image_shape(self) -> tuple:
@@ -283,9 +282,9 @@ def _check_images(x, where: str, spec: DatasetSpec) -> np.ndarray:
         raise DataError(f"{where}: images have values {lo}..{hi}, expected uint8 pixels 0..255")
     x = x.astype(np.uint8)
   elif x.dtype.kind == "f":
-    lo, hi = (float(np.nanmin(x)), float(np.nanmax(x))) if x.size else (0.0, 0.0)
+    flo, fhi = (float(np.nanmin(x)), float(np.nanmax(x))) if x.size else (0.0, 0.0)
     raise DataError(
-      f"{where}: images have float dtype {x.dtype} (values {lo:g}..{hi:g}); "
+      f"{where}: images have float dtype {x.dtype} (values {flo:g}..{fhi:g}); "
       "expected uint8 pixels 0..255 (convert with "
       "np.round(x * 255).astype(np.uint8) if they are in [0, 1])"
     )

@@ -27,7 +27,7 @@ import dataclasses
 import os
 import zipfile
 import zlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -66,7 +66,8 @@ def _channels_arg(channels) -> int:
 def find_images(folder: str, *, recursive: bool = True) -> tuple:
   """``(images, others)``: the image files (IMAGE_EXTENSIONS, any case) under ``folder`` (recursively), sorted by
   their path relative to it, and the other files skipped. Hidden files and folders (".name") are ignored."""
-  found, others = [], []
+  found: list[str] = []
+  others: list[str] = []
   for root, dirs, names in os.walk(folder):
     dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if recursive else []
     for name in names:
@@ -164,7 +165,8 @@ def _agree(first: tuple, shape: tuple, first_name: str, name: str, image_size: t
 def _load_files(paths: Sequence[str], image_size: tuple, channels: int) -> Images:
   errors = []
   if not image_size or not channels:  # auto: the first readable image decides, every other must agree
-    first = first_name = None
+    first: tuple | None = None
+    first_name = ""
     for p in paths:
       try:
         shape = _header(p)

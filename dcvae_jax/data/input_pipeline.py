@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -134,7 +135,7 @@ class RunData:
     sampling: str = "uniform",
     per_condition: int = 0,
     conditions_per_batch: int = 0,
-  ) -> "RunData":
+  ) -> RunData:
     """``sampling`` and the rest: see ``sampling_options`` (``validation.validate`` checks the config first)."""
     cond_all = condition_ids(run, y_train, missing=0)
     indices = np.flatnonzero(np.isin(y_train, run.normal)).astype(np.int32)
@@ -145,10 +146,10 @@ class RunData:
         f"run {run.name}: only {indices.size} normal training examples, fewer than train.batch_size={batch_size}"
       )
     counts = condition_counts(run, y_train)
-    common = dict(run=run, indices=indices, cond_all=cond_all, condition_counts=counts)
+    make = functools.partial(cls, run=run, indices=indices, cond_all=cond_all, condition_counts=counts)
     if sampling == "uniform":
       spe = indices.size // batch_size
-      return cls(**common, steps_per_epoch=spe, total_steps=spe * int(num_epochs))
+      return make(steps_per_epoch=spe, total_steps=spe * int(num_epochs))
     if sampling != "stratified":
       raise ConfigError(f"train.batch_sampling must be one of {', '.join(BATCH_SAMPLING)}, got {sampling!r}")
     p, k = int(per_condition), int(conditions_per_batch)
@@ -172,8 +173,7 @@ class RunData:
     kept = np.minimum(chunks, spe)
     for _ in range(int(kept.sum()) - k * spe):  # give up the excess from the classes with the most chunks
       kept[np.argmax(kept)] -= 1
-    return cls(
-      **common,
+    return make(
       steps_per_epoch=spe,
       total_steps=spe * int(num_epochs),
       sampling="stratified",
@@ -189,14 +189,17 @@ class RunData:
     if self.sampling == "uniform":
       return self.indices[rng.permutation(self.indices.size)]
     p, s = self.per_condition, self.steps_per_epoch
+    if self.chunks_per_epoch is None:
+      raise ValueError("stratified sampling without chunks_per_epoch: build the RunData with RunData.build")
+    chunks = self.chunks_per_epoch
     cond = self.cond_all[self.indices]
     listed = []
     for c in rng.permutation(self.condition_counts.size):
       members = self.indices[cond == c]
       members = members[rng.permutation(members.size)]
-      listed.append(members[: int(self.chunks_per_epoch[c]) * p].reshape(-1, p))
-    listed = np.concatenate(listed)  # (k S, p), one class after another
-    batches = listed.reshape(self.conditions_per_batch, s, p).transpose(1, 0, 2)  # chunk j -> batch j mod S
+      listed.append(members[: int(chunks[c]) * p].reshape(-1, p))
+    rows = np.concatenate(listed)  # (k S, p), one class after another
+    batches = rows.reshape(self.conditions_per_batch, s, p).transpose(1, 0, 2)  # chunk j -> batch j mod S
     batches = np.take_along_axis(
       batches, rng.permuted(np.tile(np.arange(self.conditions_per_batch), (s, 1)), axis=1)[:, :, None], axis=1
     )
@@ -205,6 +208,8 @@ class RunData:
   def batch_indices(self, step: int, batch_size: int) -> np.ndarray:
     """Indices of this run's batch at ``step`` (the order of its epoch: ``epoch_order``)."""
     epoch, pos = divmod(step, self.steps_per_epoch)
-    if self._epoch != epoch:
-      self._perm, self._epoch = self.epoch_order(epoch), epoch
-    return self._perm[pos * batch_size : (pos + 1) * batch_size]
+    perm = self._perm
+    if perm is None or self._epoch != epoch:
+      perm = self._perm = self.epoch_order(epoch)
+      self._epoch = epoch
+    return perm[pos * batch_size : (pos + 1) * batch_size]

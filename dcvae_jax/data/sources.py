@@ -14,7 +14,6 @@ import os
 import struct
 import zipfile
 import zlib
-from typing import Optional
 
 import numpy as np
 
@@ -39,11 +38,11 @@ class DatasetSpec:
   name: str
   num_classes: int
   image_shape: tuple = (28, 28)
-  tfds_name: Optional[str] = None  # None: not available from TFDS
-  idx_files: Optional[dict] = None  # role -> file name without ".gz"; None: no IDX
+  tfds_name: str | None = None  # None: not available from TFDS
+  idx_files: dict | None = None  # role -> file name without ".gz"; None: no IDX
   label_offset: int = 0  # raw IDX/TFDS label = our label + label_offset
   transpose: bool = False  # raw IDX/TFDS images are stored transposed
-  download_url: Optional[str] = None  # host probed before a TFDS download
+  download_url: str | None = None  # host probed before a TFDS download
   embedded: bool = False
   procedural: bool = False  # rendered by dcvae_jax.data.shapes (known factors)
   folder: bool = False  # your own images in data_dir (dcvae_jax.data.folder_source): classes and sizes from the files
@@ -133,7 +132,7 @@ def read_idx(path: str) -> np.ndarray:
             f"({'truncated' if size < header + nbytes else 'trailing data'})"
           )
       buf = np.empty(nbytes, np.uint8)
-      got = _readinto_exact(f, memoryview(buf))
+      got = _readinto_exact(f, buf.data)
       if got < nbytes:
         raise DataError(
           f"{path}: truncated IDX file (header says {dims} {dtype.name} = {nbytes} data bytes, found {got})"
@@ -166,7 +165,7 @@ def _load_npz(path: str) -> tuple:
     raise DataError(f"{path}: not a valid npz archive ({_short(e)})") from e
 
 
-def _find(folder: str, fname: str) -> Optional[str]:
+def _find(folder: str, fname: str) -> str | None:
   """The raw IDX file if present (faster), else its .gz."""
   for cand in (fname, fname + ".gz"):
     p = os.path.join(folder, cand)
@@ -196,14 +195,15 @@ def read_dir(spec: DatasetSpec, data_dir: str) -> tuple:
     have = [p for p in npz if os.path.isfile(p)]
     if len(have) == 2:
       parts = {}
-      for split, p in zip(("train", "test"), npz):
+      for split, p in zip(("train", "test"), npz, strict=True):
         x, y = _load_npz(p)
         parts[split] = (x, y, p)
       return source, parts, False
     found_any += have
     if spec.idx_files:
-      paths = {r: _find(folder, spec.idx_files[r]) for r in _ROLES}
-      if all(paths.values()):
+      located = {r: _find(folder, spec.idx_files[r]) for r in _ROLES}
+      paths = {r: p for r, p in located.items() if p}
+      if len(paths) == len(located):
         arrays = {r: read_idx(p) for r, p in paths.items()}
         parts = {
           s: (
@@ -214,7 +214,7 @@ def read_dir(spec: DatasetSpec, data_dir: str) -> tuple:
           for s in ("train", "test")
         }
         return source, parts, True
-      found_any += [p for p in paths.values() if p]
+      found_any += list(paths.values())
   where = root if len(folders) == 1 else f"{root} and {folders[1]}"
   partial = f"; found only {', '.join(os.path.relpath(p, root) for p in found_any)}" if found_any else ""
   raise DataError(f"data_dir {where} has no complete {spec.name} data: looked for {wanted}{partial}")
@@ -245,14 +245,14 @@ def mnist5k_split(y: np.ndarray, num_classes: int) -> tuple:
   """(train, test) indices of the embedded digits: 4 in 5 of each class train, 1 in 5 test."""
   # Deterministic stratified split with a private generator (no global RNG state).
   rng = np.random.default_rng(_MNIST5K_SEED)
-  tr, te = [], []
+  tr_parts, te_parts = [], []
   for c in range(num_classes):
     idx = rng.permutation(np.flatnonzero(y == c))
     n_test = len(idx) // _MNIST5K_TEST_FRACTION
-    te.append(idx[:n_test])
-    tr.append(idx[n_test:])
-  tr = rng.permutation(np.concatenate(tr))  # mix the classes (the CSV is sorted by class)
-  te = rng.permutation(np.concatenate(te))
+    te_parts.append(idx[:n_test])
+    tr_parts.append(idx[n_test:])
+  tr = rng.permutation(np.concatenate(tr_parts))  # mix the classes (the CSV is sorted by class)
+  te = rng.permutation(np.concatenate(te_parts))
   return tr, te
 
 

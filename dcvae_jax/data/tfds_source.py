@@ -8,7 +8,6 @@ import os
 import socket
 import threading
 import urllib.parse
-from typing import Optional
 
 import numpy as np
 
@@ -81,7 +80,7 @@ def _tfds_to_numpy(tfds, builder, split: str) -> tuple:
   return x, y
 
 
-def read_tfds(spec: DatasetSpec, tfds_data_dir: Optional[str], download: bool) -> dict:
+def read_tfds(spec: DatasetSpec, tfds_data_dir: str | None, download: bool) -> dict:
   """parts: split -> (x, y, where) of a TFDS dataset, prepared (downloaded) if need be."""
   if importlib.util.find_spec("tensorflow_datasets") is None:
     raise DataError(

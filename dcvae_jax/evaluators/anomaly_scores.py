@@ -53,7 +53,7 @@ def rapp_differences(hidden_x, hidden_recon, x, x_hat):
   """d(x) = concat(x - x_hat, h_1(x) - h_1(x_hat), ..., mu(x) - mu(x_hat)), each flattened: (B, D)."""
   b = x.shape[0]
   parts = [(x - x_hat).reshape((b, -1))]
-  parts += [(a - r).reshape((b, -1)) for a, r in zip(hidden_x, hidden_recon)]
+  parts += [(a - r).reshape((b, -1)) for a, r in zip(hidden_x, hidden_recon, strict=True)]
   return jnp.concatenate(parts, axis=-1)
 
 

@@ -24,7 +24,7 @@
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
@@ -153,7 +153,7 @@ def disentanglement_results(
   keep = np.isin(y_test, run.normal)
   z, y = codes[keep], y_test[keep]
   n = int(keep.sum())
-  out = {"dis_num_images": n}
+  out: dict[str, Any] = {"dis_num_images": n}
   error = None
   if n < 2:
     error = f"only {n} normal test image(s)"
@@ -171,7 +171,7 @@ def disentanglement_results(
     if error is None:
       out.update({f"dis_{k}": float(v) for k, v in disentangle.compute_all(z, f, seed=seed).items()})
       gaps = disentangle.mig_per_factor(z, f)
-      out.update({f"dis_mig_{name}": _none_if_nan(g) for name, g in zip(names, gaps)})
+      out.update({f"dis_mig_{name}": _none_if_nan(g) for name, g in zip(names, gaps, strict=True)})
     else:
       out.update({f"dis_{k}": None for k in COMPUTE_ALL_KEYS})
       out.update({f"dis_mig_{name}": None for name in names})
@@ -199,7 +199,8 @@ def summarize_disentanglement(per_run: list[dict]) -> dict:
   ``class_mig_note`` when no run has a class MIG. Empty if no run has any of these metrics."""
   skip = ("dis_num_images", "dis_error")
   keys = sorted({k for r in per_run for k in r if (k.startswith("dis_") or k == "class_mig") and k not in skip})
-  out, counts = {}, {}
+  out: dict[str, Any] = {}
+  counts: dict[str, int] = {}
   for key in keys:
     v = np.array([r[key] for r in per_run if _is_number(r.get(key))], np.float64)
     counts[key] = int(v.size)

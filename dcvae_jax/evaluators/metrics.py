@@ -8,6 +8,8 @@ with the highest mean validation AUROC over the protocol's runs (``select_score`
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -155,7 +157,7 @@ def _validation_results(run, test_reduced, test_is_anomaly, validation, common, 
   reduced, is_anomaly = reduced_run_scores(
     run, validation["scores"], np.asarray(validation["y"]), length_bits=validation.get("length_bits"), **common
   )
-  out = {"num_val_normal": int((~is_anomaly).sum()), "num_val_anomalous": int(is_anomaly.sum())}
+  out: dict[str, Any] = {"num_val_normal": int((~is_anomaly).sum()), "num_val_anomalous": int(is_anomaly.sum())}
   if is_anomaly.any() and (~is_anomaly).any():
     val = {name: detection_metrics(values, is_anomaly) for name, values in reduced.items()}
     out["val_auroc_by_score"] = {name: m["auroc"] for name, m in val.items()}
@@ -201,7 +203,7 @@ def mean_by_score(per_run: list[dict], key: str) -> dict:
   return {n: float(np.mean([r[key][n] for r in per_run if n in r.get(key, {})])) for n in names}
 
 
-def select_score(per_run: list[dict]) -> tuple[str, dict]:
+def select_score(per_run: list[dict]) -> tuple[str, list[dict]]:
   """protocol.score="auto": the score with the highest mean validation AUROC over the runs (the first in SCORES
   order on a tie), and that table: [{"score", "val_auroc"}, ...], best first. Raises ValueError when no run has a
   validation AUROC."""

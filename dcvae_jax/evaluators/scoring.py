@@ -27,7 +27,7 @@ import contextlib
 import functools
 import os
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -317,7 +317,7 @@ def reduce_conditions(
 def reduce_scores(
   run,
   scores: dict,
-  y: np.ndarray,
+  y: np.ndarray | None,
   *,
   conditional: bool,
   condition_counts,
@@ -370,10 +370,11 @@ class ScoreProgress:
   :meth:`close` returns as one line for the log."""
 
   def __init__(self, n_runs: int, total: int, show: bool):
-    self.n_runs, self.seconds = n_runs, {}
+    self.n_runs = n_runs
+    self.seconds: dict[str, float] = {}
     self.start = self._t = time.perf_counter()
-    self._stage = None
-    self.bar = None
+    self._stage: str | None = None
+    self.bar: Any = None
     if show:
       from tqdm.auto import tqdm
 

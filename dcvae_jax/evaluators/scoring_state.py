@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import numpy as np
 
@@ -78,12 +79,12 @@ def write_run(workdir: str, run_name: str, nap_stats: dict, reference: dict, con
   os.makedirs(os.path.join(workdir, FOLDER), exist_ok=True)
   path = run_path(workdir, run_name)
   tmp = f"{path}.tmp{os.getpid()}.npz"
-  np.savez(
-    tmp,
+  arrays: dict[str, Any] = {
     **{f"nap_{k}": np.asarray(nap_stats[k]) for k in NAP_KEYS},
     **{f"reference_{k}": np.asarray(reference[k]) for k in REFERENCE_KEYS if k in reference},
-    condition_counts=np.asarray(condition_counts, np.float32),
-  )
+    "condition_counts": np.asarray(condition_counts, np.float32),
+  }
+  np.savez(tmp, **arrays)
   os.replace(tmp, path)
 
 

@@ -7,7 +7,7 @@ and its outputs are cut back."""
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import numpy as np
@@ -52,7 +52,7 @@ def map_batches(call: Callable, inputs: Sequence[tuple], *, mesh, batch_size: in
       args.append(distributed.batch_sharded(pad_batch(a[tuple(cut)], pad, axis), sharding, axis))
     keep = [slice(None)] * (out_axis + 1)
     keep[out_axis] = slice(0, stop - start)
-    parts.append(jax.tree.map(lambda o: np.asarray(o)[tuple(keep)], distributed.to_host(call(i, *args))))
+    parts.append(jax.tree.map(lambda o, keep=tuple(keep): np.asarray(o)[keep], distributed.to_host(call(i, *args))))
   return jax.tree.map(lambda *o: np.concatenate(o, axis=out_axis), *parts)
 
 

@@ -6,7 +6,8 @@ the decoder's input code. Unconditional models get ``c = None``.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp

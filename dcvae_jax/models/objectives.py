@@ -11,6 +11,8 @@ take arrays, a Flax module and its params; they build nothing. The math: docs/de
 
 from __future__ import annotations
 
+import typing
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -178,9 +180,15 @@ def decompose(spec, out, *, dataset_size, condition_counts, method: str, groups:
   return one(*arrays)
 
 
+def _disc_logits(disc: networks.Discriminator, disc_params, z: jax.Array) -> jax.Array:
+  """D's (B, 2) logits [real, permuted]. Module.apply is typed for mutable collections too (then it returns
+  (out, variables)); none are asked for here, so it returns the logits alone."""
+  return typing.cast(jax.Array, disc.apply(disc_params, z))
+
+
 def discriminator_tc(disc: networks.Discriminator, disc_params, z):
   """TC_D = E_q(z)[logit_real(z) - logit_perm(z)] (Kim & Mnih's density-ratio trick)."""
-  logits = disc.apply(disc_params, z)
+  logits = _disc_logits(disc, disc_params, z)
   return jnp.mean(logits[:, 0] - logits[:, 1])
 
 
@@ -189,7 +197,7 @@ def discriminator_loss(disc: networks.Discriminator, disc_params, z, rng):
 
   z should already carry stop_gradient. Returns (loss, accuracy)."""
   z_perm = estimators.permute_dims(z, rng)
-  logits = disc.apply(disc_params, jnp.concatenate([z, z_perm], axis=0))
+  logits = _disc_logits(disc, disc_params, jnp.concatenate([z, z_perm], axis=0))
   labels = jnp.concatenate([jnp.zeros(z.shape[0], jnp.int32), jnp.ones(z.shape[0], jnp.int32)])
   loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
   acc = jnp.mean(jnp.argmax(logits, -1) == labels)

@@ -8,7 +8,8 @@ FactorVAE density-ratio discriminator. docs/design.md "Objectives" gives the mat
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax.numpy as jnp
 

@@ -129,7 +129,7 @@ def _print_paired(rows, base, other, score):
   print("| seed | " + " | ".join(classes) + " | mean |")
   print("|---|" + "---|" * (len(classes) + 1))
   means = []
-  for s, (b, o) in zip(seeds, per):
+  for s, (b, o) in zip(seeds, per, strict=True):
     d = [o[c] - b[c] for c in classes]
     means.append(sum(d) / len(d))
     print(f"| {s[2:] if s else '0'} | " + " | ".join(f"{x:+.3f}" for x in d) + f" | {means[-1]:+.3f} |")

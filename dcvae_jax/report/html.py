@@ -29,12 +29,12 @@ import numpy as np
 from dcvae_jax import extras, files
 from dcvae_jax.data import input_pipeline, protocols
 from dcvae_jax.errors import WorkdirError
-from dcvae_jax.train import restore
 from dcvae_jax.evaluators import anomaly_scores, scoring
 from dcvae_jax.evaluators.scoring import chosen_condition
 from dcvae_jax.log import log as _log
 from dcvae_jax.models import inference
 from dcvae_jax.report import plots, style
+from dcvae_jax.train import restore
 
 RUN_FIGURES = ("reconstructions", "latent", "manifold", "traversals", "histograms")
 MAX_TRAVERSAL_DIMS = 10

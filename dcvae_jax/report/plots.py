@@ -18,7 +18,7 @@ global backend switch). Sizes are exact pixel counts (``DPI`` = 100; each functi
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -115,7 +115,7 @@ def roc_curves(path: str, curves: Mapping[str, tuple], *, title: str | None = No
   ax = fig.add_axes([0.1, 0.1, 0.6, 0.8])
   colors = _class_colors(len(curves))
   aucs = []
-  for (label, (score, is_anomaly)), color in zip(curves.items(), colors):
+  for (label, (score, is_anomaly)), color in zip(curves.items(), colors, strict=True):
     is_anomaly = np.asarray(is_anomaly, bool)
     fpr, tpr, _ = roc_curve(is_anomaly, score)
     auc = roc_auc_score(is_anomaly, score)

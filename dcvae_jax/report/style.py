@@ -4,7 +4,7 @@ image montages and class colours."""
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

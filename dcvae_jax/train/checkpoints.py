@@ -32,7 +32,7 @@ def restore_latest(manager, target, log=_log, *, with_meta: bool = False):
   if not steps:
     return (None, None, {}) if with_meta else (None, None)
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-  errors = []
+  errors: list[str] = []
   for step in steps:
     try:
       if os.path.isdir(os.path.join(str(manager.directory), str(step), "state")):

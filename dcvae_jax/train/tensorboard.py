@@ -24,6 +24,7 @@ import logging
 import os
 import struct
 import time
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +44,7 @@ class TensorBoardWriter:
   def __init__(self, logdir: str, flush_seconds: float = 10.0):
     self.logdir = logdir
     self.flush_seconds = flush_seconds
-    self._writers = {}
+    self._writers: dict[str, Any] = {}
     self._flushed = time.monotonic()
 
   def scalars(self, run: str, step: int, values: dict):
@@ -131,7 +132,9 @@ def read_scalars(logdir: str) -> dict:
   """
   from tensorboardX.proto import event_pb2
 
-  out = collections.defaultdict(lambda: collections.defaultdict(list))
+  out: collections.defaultdict[str, collections.defaultdict[str, list]] = collections.defaultdict(
+    lambda: collections.defaultdict(list)
+  )
   for path in sorted(glob.glob(os.path.join(logdir, "*", "events.out.tfevents.*"))):
     run = os.path.basename(os.path.dirname(path))
     for data in _records(path):

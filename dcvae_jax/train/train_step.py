@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -237,12 +238,15 @@ def compile_train_fn(setup: Setup, mesh: Mesh, ensemble: str = "vmap"):
   With a single model the model axis is dropped inside the program instead of vmapped: XLA:CPU otherwise
   computes every weight gradient transposed and transposes it again in each consumer."""
   one = functools.partial(scan_steps, setup)
+  many: Callable[..., Any]
   if ensemble == "vmap":
     many = jax.vmap(one, in_axes=(0, None, 0, 0, 0, 0))
   elif ensemble == "map":
 
-    def many(state, x_all, cond_all, idx, stats, active):
+    def map_models(state, x_all, cond_all, idx, stats, active):
       return jax.lax.map(lambda a: one(a[0], x_all, *a[1:]), (state, cond_all, idx, stats, active))
+
+    many = map_models
   else:
     raise ValueError(f"ensemble must be 'vmap' or 'map', got {ensemble!r}")
 

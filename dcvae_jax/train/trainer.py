@@ -9,7 +9,7 @@ import json
 import os
 import signal
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import numpy as np

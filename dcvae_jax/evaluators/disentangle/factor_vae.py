@@ -64,7 +64,10 @@ def factor_vae_score(
 
   # Group rows by (factor, value) into one concatenated index array; groups with >= 2 rows
   # are usable. eligible[e] = (factor column, row -> group id or -1).
-  orders, g_start, g_size, eligible = [], [], [], []
+  orders: list[np.ndarray] = []
+  start_list: list[int] = []
+  size_list: list[int] = []
+  eligible: list[tuple[int, np.ndarray]] = []
   offset = 0
   for k in range(factors.shape[1]):
     vals, inv, counts = np.unique(factors[:, k], return_inverse=True, return_counts=True)
@@ -73,9 +76,9 @@ def factor_vae_score(
       continue
     starts = offset + np.concatenate([[0], np.cumsum(counts)[:-1]])
     gid = np.full(vals.size, -1, dtype=np.int64)
-    gid[big] = len(g_start) + np.arange(big.sum())
-    g_start.extend(starts[big])
-    g_size.extend(counts[big])
+    gid[big] = len(start_list) + np.arange(big.sum())
+    start_list.extend(starts[big])
+    size_list.extend(counts[big])
     orders.append(np.argsort(inv, kind="stable"))
     offset += factors.shape[0]
     eligible.append((k, gid[inv]))
@@ -92,8 +95,8 @@ def factor_vae_score(
     return 0.0
 
   index = np.concatenate(orders)
-  g_start = np.asarray(g_start, dtype=np.int64)
-  g_size = np.asarray(g_size, dtype=np.int64)
+  g_start = np.asarray(start_list, dtype=np.int64)
+  g_size = np.asarray(size_list, dtype=np.int64)
   # Per eligible factor: rows that may serve as the reference row r (group size >= 2).
   ref_rows = [np.nonzero(rg >= 0)[0] for _, rg in eligible]
   codes_a = codes[:, active]

@@ -9,6 +9,8 @@ score matrix S, both (d code dims, K factors) -- and reduces it with a pure func
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import scipy.stats
 
@@ -79,7 +81,7 @@ def dci(
   codes, factors = check_inputs(codes, factors)
   keep = informative_factors(factors)
   d = codes.shape[1]
-  out = {"disentanglement": 0.0, "completeness": 0.0, "informativeness": 0.0}
+  out: dict[str, Any] = {"disentanglement": 0.0, "completeness": 0.0, "informativeness": 0.0}
   if keep.size == 0:
     if return_importance:
       out["importance_matrix"] = np.zeros((d, 0))
