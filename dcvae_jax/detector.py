@@ -7,7 +7,7 @@
   det.score_samples(x_new)      # every score: dict name -> (N,)
   det2 = Detector.load("my_detector")
 
-A detector IS a workdir: ``fit`` runs ``experiment.train_and_evaluate`` (the command line's job) on a dataset
+A detector IS a workdir (``workdir``; None: a new temporary folder, ``tempfile.mkdtemp``): ``fit`` runs ``experiment.train_and_evaluate`` (the command line's job) on a dataset
 built from the images by the folder source's own path (``datasets.normal_images_dataset``, read as a folder's
 ``train.npz`` or ``train/``), and every score comes from the same compiled program and preprocessing as the
 command line's (``predict.Predictor``, which ``--mode=predict`` uses too). So ``save`` copies the workdir and

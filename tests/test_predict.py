@@ -18,7 +18,7 @@ from sklearn.metrics import roc_auc_score
 
 from dcvae_jax import experiment, predict
 from dcvae_jax.config import folder_config
-from dcvae_jax.errors import ConfigError, DataError
+from dcvae_jax.errors import ConfigError, DataError, WorkdirError
 from dcvae_jax.options import SCORES
 from tests.cli import error_line, run_cli
 from tests.helpers import tiny_config, toy_dataset
@@ -260,6 +260,24 @@ def test_cli_errors(colour_workdir, tmp_path):
   assert proc.returncode == 1 and "skipped bad.png: cannot read image" in proc.stderr
   proc = run_cli("--mode=predict", f"--workdir={workdir}")
   assert "needs --input=PATH" in error_line(proc)
+
+
+def test_a_workdir_without_threshold_or_scoring_state(colour_workdir, tmp_path):
+  """No thresholds.json (data.validation_fraction=0): every score, an empty decision column and a summary that
+  says so. No scoring/<run>.npz (a workdir scored before it existed): one line naming --mode=rescore."""
+  workdir, pred, _ = colour_workdir
+  copy = tmp_path / "wd"
+  shutil.copytree(workdir, copy)
+  os.remove(copy / "thresholds.json")
+  lines = predict.predict(str(copy), str(pred / "a_normal"), warn=quiet)
+  assert lines[1].startswith("no decision threshold in the workdir (data.validation_fraction=0")
+  header, rows = read_csv(copy / "predictions.csv")
+  assert header == COLUMNS and len(rows) == 8 and all(r[-1] == "" for r in rows)
+  with pytest.raises(WorkdirError, match="has no decision threshold"):
+    predict.load_predictor(str(copy)).flagged(np.zeros(1))
+  os.remove(copy / "scoring" / "folder_seed0.npz")
+  with pytest.raises(WorkdirError, match="folder_seed0.npz is missing; .* run --mode=rescore"):
+    predict.load_predictor(str(copy))
 
 
 def test_load_input_reports_and_keeps_order(tmp_path):

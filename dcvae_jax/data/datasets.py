@@ -35,6 +35,8 @@ chosen in this order:
    colour, converted to ``image_size`` / ``channels`` (auto: the files' own, when they all agree). Its images
    are (N, H, W) when grey and (N, H, W, 3) when colour; its ``protocol_classes`` fix the protocol (normal =
    the train classes, anomalous = test/anomalous/); without a test set ``x_test`` is empty.
+   ``normal_images_dataset`` builds the same dataset from normal images alone (an array, read as a folder's
+   train.npz, or a folder laid out as train/), for ``dcvae_jax.Detector``.
 4. TFDS (``source="tfds"``), imported lazily; it needs the ``tfds`` extra
    (``pip install -e ".[tfds]"``), and without it asking for a TFDS dataset is one
    :class:`DataError` line naming that extra.  A dataset that is not prepared is only
