@@ -71,7 +71,7 @@ def drawn_shapes(n: int, seed: int) -> np.ndarray:
 
 def write_pngs(folder: str, images, names) -> None:
   os.makedirs(folder, exist_ok=True)
-  for a, name in zip(images, names):
+  for a, name in zip(images, names, strict=True):
     Image.fromarray(a).save(os.path.join(folder, name))
 
 
@@ -101,7 +101,7 @@ def main() -> None:
   order = np.random.default_rng(4).permutation(len(new))
   names = [f"{i:05d}.png" for i in range(len(new))]
   write_pngs(os.path.join(out, "new"), new[order], names)
-  truth = dict(zip(names, truth[order]))
+  truth = dict(zip(names, truth[order], strict=True))
   print(f"{len(train)} normal training images ({args.normal}) in {out}/train, {len(new)} new ones in {out}/new")
 
   # 2. Train on the normal folder (the same job as --config=configs/folder.py --config.data.data_dir=...).
