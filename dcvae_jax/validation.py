@@ -84,7 +84,7 @@ def _check_scores(scores, headline: str) -> None:
   if unknown:
     hint = ", as a tuple of quoted names: --config.eval.scores=\"('recon','iwae')\"" if "," in unknown[0] else ""
     raise ConfigError(f"eval.scores: unknown score {unknown[0]!r}; known: {', '.join(options.SCORES)}{hint}")
-  if scores and headline not in scores:
+  if scores and headline != "auto" and headline not in scores:
     raise ConfigError(
       f"protocol.score={headline!r} is not among eval.scores ({', '.join(scores)}): add it there or pick one of those"
     )

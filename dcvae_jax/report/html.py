@@ -299,7 +299,7 @@ def score_table(results: dict) -> str:
     if k.endswith("_by_score") and isinstance(v, dict) and v and all(isinstance(x, (int, float)) for x in v.values())
   }
   names = sorted(
-    (n for n in dicts if not n.endswith("_std")),
+    (n for n in dicts if n.rpartition("_")[2] in ("auroc", "aupr")),  # metrics, not counts (nonfinite_by_score)
     key=lambda n: (n.rpartition("_")[0] != "", n.rpartition("_")[0], n.rpartition("_")[2] != "auroc", n),
   )
   if not names:
