@@ -58,4 +58,5 @@ def test_two_processes_train_like_one(tmp_path):
 
   p1 = experiment.load_trained(wd1).params["class0_seed0"]
   p2 = experiment.load_trained(wd2).params["class0_seed0"]
-  assert_trees_close(p1, p2, rtol=1e-5, atol=1e-6)
+  # float32 all-reduce order differs between 1 and 2 processes: ~1e-6 apart after the whole run
+  assert_trees_close(p1, p2, rtol=1e-5, atol=3e-6)
