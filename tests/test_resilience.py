@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from dcvae_jax import errors, experiment
+from dcvae_jax.data import protocols
 from dcvae_jax.train import checkpoints, trainer
 from tests.cli import SMOKE, error_line, popen_cli, run_cli
 from tests.helpers import assert_trees_equal, tiny_config, toy_dataset
@@ -115,7 +116,7 @@ def test_nonfinite_loss_stops_and_keeps_the_good_checkpoint(tmp_path):
   config.model.hidden, config.model.latent_dim, config.protocol.classes = (32, 16), 10, (0,)
   config.train.batch_size = 64
   ds = experiment.load_data(config)
-  runs = experiment.protocols.make_runs(config.protocol, ds.num_classes, config.seed)
+  runs = protocols.make_runs(config.protocol, ds.num_classes, config.seed)
   with pytest.raises(errors.NonFiniteError) as e:
     trainer.train_runs(
       config,
@@ -158,7 +159,7 @@ def test_damaged_latest_checkpoint_falls_back_to_previous(tmp_path):
   config = tiny_config("vae", num_epochs=2, checkpoint_every_steps=4, keep_checkpoints=3)
   config.protocol.classes = (0,)
   wd = str(tmp_path / "wd")
-  runs = experiment.protocols.make_runs(config.protocol, 3, 0)
+  runs = protocols.make_runs(config.protocol, 3, 0)
   ckpt = os.path.join(wd, "ck")
   state, _, steps = trainer.train_runs(
     config, ds.x_train, ds.y_train, runs, ckpt, image_shape=(8, 8, 1), num_conditions=2, log=lambda *_: None

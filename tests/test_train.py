@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from dcvae_jax import distributed, errors, validation
+from dcvae_jax import distributed, errors, experiment, validation
 from dcvae_jax.data import input_pipeline
 from dcvae_jax.train import checkpoints, train_step, trainer
 from tests.helpers import assert_trees_close, assert_trees_equal, tiny_config, toy_dataset, toy_runs, train_toy
@@ -135,8 +135,8 @@ def test_metrics_log_has_every_term(tmp_path):
 def test_batch_not_divisible_by_devices_is_refused(tmp_path):
   ds = toy_dataset()
   config = tiny_config("vae", batch_size=30)
-  with pytest.raises(errors.ConfigError, match="not divisible by the 8 devices"):
-    train_toy(config, ds, toy_runs(config, ds), tmp_path / "ck")
+  with pytest.raises(errors.ConfigError, match="not divisible by the 8 devices"):  # checked once, before training
+    experiment.train_and_evaluate(config, str(tmp_path / "wd"), dataset=ds, log=lambda *_: None)
 
 
 @pytest.mark.parametrize("model", ["dcvae", "factor_vae"])

@@ -59,6 +59,7 @@ def trained(tmp_path_factory):
   config.eval.iwae_chunk = 4
   config.eval.rapp_fit_examples = 64
   config.eval.reference_examples = 50
+  config.data.validation_fraction = 0.0  # every training image is a training image (the split: test_validation_split)
   workdir = tmp_path_factory.mktemp("wiring") / "wd"
   results = experiment.train_and_evaluate(config, str(workdir), dataset=ds, log=lambda *_: None)
   run = protocols.make_runs(config.protocol, ds.num_classes, config.seed)[0]
@@ -71,14 +72,14 @@ def trained(tmp_path_factory):
               params=stacked)  # fmt: skip
 
 
-def _device_scores(t, x, seed, nap_stats=None):
+def _device_scores(t, x, seed, nap_stats=None, batch_size=None):
   config = t["config"]
   return scoring.score_test_set(
     t["loaded"].setup,
     t["params"],
     x,
     t["loaded"].mesh,
-    batch_size=config.eval.batch_size,
+    batch_size=config.eval.batch_size if batch_size is None else batch_size,
     num_samples=config.eval.elbo_samples,
     seed=seed,
     nap_stats=nap_stats,
@@ -117,7 +118,8 @@ def test_sap_complexity_is_standardised_on_the_runs_normal_training_images(train
   would give other medians and MADs (checked: the test can tell them apart)."""
   ds, config, run, saved, r = trained["ds"], trained["config"], trained["run"], trained["saved"], trained["run_result"]
   x_ref = ds.x_train[_normal_train_order(ds, run)[: config.eval.reference_examples]]
-  ref = _device_scores(trained, x_ref, seed=config.seed + 1)
+  # the reference images are scored in one batch of their own (experiment.reference_scores)
+  ref = _device_scores(trained, x_ref, seed=config.seed + 1, batch_size=min(config.eval.batch_size, len(x_ref)))
   sap_ref, comp_ref = ref["rapp_sap"][0, :, 0], _complexity(ref["iwae"][0, :, 0], x_ref)
   sap_test, comp_test = saved["rapp_sap"][:, 0], _complexity(saved["iwae"][:, 0], ds.x_test)
   want = _robust_z(sap_test, sap_ref) + _robust_z(comp_test, comp_ref)

@@ -39,7 +39,11 @@ def _all_configs():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     for arg in ("", "smoke", "best"):
-      yield f"{os.path.relpath(path, REPO)}:{arg}", module.get_config(arg)
+      try:
+        config = module.get_config(arg)
+      except ValueError:  # a config without this argument (default.py, folder.py have no "best")
+        continue
+      yield f"{os.path.relpath(path, REPO)}:{arg}", config
 
 
 def test_every_config_field_is_in_exactly_one_class():
@@ -209,8 +213,8 @@ def test_more_epochs_continue_training_and_results_follow(wd):
   proc = run_cli(*SMOKE, f"--workdir={wd}", "--config.train.num_epochs=2")
   assert proc.returncode == 0, proc.stderr
   assert "train.num_epochs: 1 -> 2: training continues" in proc.stderr
-  assert "resuming 1 run(s) from step 56 of 112" in proc.stderr
-  assert _ckpt_steps(wd)[-1] == 112
+  assert "resuming 1 run(s) from step 50 of 100" in proc.stderr
+  assert _ckpt_steps(wd)[-1] == 100
   steps = [json.loads(line)["step"] for line in open(os.path.join(wd, "metrics.jsonl"))]
   assert steps[-1] == 112 and min(s for s in steps if s > 56) <= 60
   again = _json(wd, "results.json")
@@ -230,10 +234,10 @@ def test_other_scoring_settings_rescore_without_training(wd):
   first = _json(wd, "results.json")
   first_scores = dict(np.load(os.path.join(wd, "scores", "class0_seed0.npz")))
   before = _snapshot(wd)
-  args = ["--config.protocol.score=nelbo", "--config.eval.iwae_samples=16"]
+  args = ["--config.protocol.score=nelbo", "--config.eval.iwae_samples=32"]
   proc = run_cli(*SMOKE, f"--workdir={wd}", *args)
   assert proc.returncode == 0, proc.stderr
-  assert "protocol.score: 'recon' -> 'nelbo'; eval.iwae_samples: 64 -> 16): scoring again" in proc.stderr
+  assert "protocol.score: 'recon' -> 'nelbo'; eval.iwae_samples: 16 -> 32): scoring again" in proc.stderr
   assert "resuming" not in proc.stderr
   after = _snapshot(wd)
   for name in before:  # no training: no new metrics, no new or changed checkpoint
