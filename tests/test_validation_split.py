@@ -172,7 +172,7 @@ def test_rapp_fit_and_reference_images_are_training_images(auto_run):
   assert fit.shape[:2] == (2, 40) and _rows(fit.reshape(-1, *fit.shape[2:])) <= train
   kinds = []
   for x in seen["scored"]:
-    r = _rows(x)
+    r = _rows(np.asarray(x).reshape(-1, *ds.x_train.shape[1:]))  # the reference: (runs, n, H, W), each run's own
     kinds.append("test" if r == test else "val" if r == val else "train" if r <= train else "other")
   assert sorted(kinds) == ["test", "train", "val"], kinds  # the reference images come from training images
 

@@ -249,12 +249,12 @@ def test_other_scoring_settings_rescore_without_training(wd):
   assert again["score"] == "nelbo" and again["auroc_mean"] == first["auroc_by_score"]["nelbo"]
   assert again["auroc_by_score"]["recon"] == first["auroc_by_score"]["recon"]  # same model, same scores
   run = _json(wd, "runs/class0_seed0.json")
-  assert run["iwae_auroc"] == again["auroc_by_score"]["iwae"] != first["auroc_by_score"]["iwae"]  # K = 16
+  assert run["iwae_auroc"] == again["auroc_by_score"]["iwae"] != first["auroc_by_score"]["iwae"]  # K = 32
   scores = np.load(os.path.join(wd, "scores", "class0_seed0.npz"))
   np.testing.assert_array_equal(scores["recon"], first_scores["recon"])
   assert not np.array_equal(scores["iwae"], first_scores["iwae"])
   config = _json(wd, "config.json")
-  assert config["protocol"]["score"] == "nelbo" and config["eval"]["iwae_samples"] == 16
+  assert config["protocol"]["score"] == "nelbo" and config["eval"]["iwae_samples"] == 32
 
 
 def test_other_neutral_settings_reuse_the_results(wd):

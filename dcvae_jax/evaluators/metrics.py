@@ -265,8 +265,9 @@ def summarize(
     "E_normal",
     "E_anomalous",
   ):
-    if all(key in r for r in per_run):  # a score left out of eval.scores stays absent
-      out[f"{key}_mean"], out[f"{key}_std"] = mean_std(key)
+    untested = not any(r.get("num_test_normal") or r.get("num_test_anomalous") for r in per_run)
+    if untested or all(key in r for r in per_run):  # a score left out of eval.scores stays absent
+      out[f"{key}_mean"], out[f"{key}_std"] = mean_std(key)  # (None, None) without test images
   tested = {k: v for k, v in by_label.items() if all("auroc" in r for r in v)}
   out["auroc_per_class"] = {k: float(np.mean([r["auroc"] for r in v])) for k, v in tested.items()}
   out["aupr_per_class"] = {k: float(np.mean([r["aupr"] for r in v])) for k, v in tested.items()}
