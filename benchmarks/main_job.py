@@ -1,19 +1,19 @@
 """The main job's time (``make run``: configs/default.py, VAE, leave-one-out on mnist5k, 10 runs): two checkouts
 side by side, and where the time goes.
 
-  python benchmarks/main_job.py compare --before=/tmp/old_checkout --after=. --pairs=3 --cache=cold \\
+  python benchmarks/main_job.py compare --before=/tmp/old_checkout --after=. --reps=3 \\
       --json=benchmarks/results/main_job.json
 
-runs the job (``python -m dcvae_jax.main``, a fresh workdir under /tmp each time) in each checkout in turn,
-before / after / after / before / ..., so that each pair ran within a minute of each other on this shared machine,
-and reports per run: wall and CPU seconds of the whole process (os.wait4), and its phases from inside the job:
-start-up (imports, data), training (compilation included), scoring (everything after training), and the XLA
-compilation seconds and persistent-cache hits of each phase (jax.monitoring). Then the after / before ratios
-pair by pair and their medians, the other processes' CPU share while each run ran (/proc/stat) and the load
-average, and whether both checkouts trained bitwise the same parameters (every leaf of every run's final
-checkpoint). ``--cache``: ``cold`` (an empty XLA cache folder for every run: a first run on a machine), ``warm``
-(one unmeasured run fills it first: every later run), ``off`` (DCVAE_XLA_CACHE=0). A checkout without the cache
-ignores it. ``--merge``: add this measurement to the JSON's "measurements" instead of replacing them.
+runs the job (``python -m dcvae_jax.main``, a fresh workdir under /tmp each time) in turn as: ``before`` (the old
+checkout), ``after_cold`` (this one with an empty XLA cache folder: a first run on a machine) and ``after_warm``
+(this one with a cache folder that one unmeasured run filled: every later run), the order rotating from one
+repetition to the next, so that the runs compared ran within minutes of each other on this shared machine. Per
+run: wall and CPU seconds of the whole process (its rusage), and its phases from inside the job: start-up
+(imports, data), training (compilation included), scoring (everything after training), and the XLA compilation
+seconds and persistent-cache hits of each phase (jax.monitoring). Then the ratios to ``before`` repetition by
+repetition and their medians, the other processes' CPU share while each run ran (/proc/stat) and the load
+average, and whether all three trained bitwise the same parameters (every leaf of every run's final checkpoint,
+the first repetition's). The JSON is rewritten after every run. A checkout without the cache ignores it.
 
   python benchmarks/main_job.py phases [-- --config=configs/default.py:smoke ...]
 
@@ -34,7 +34,7 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+REPO = os.path.dirname(HERE)
 
 # ----------------------------------------------------------------------------------------------------------
 # Inside the job: phases and compilations (works for any checkout: it only wraps train_and_evaluate and
@@ -178,7 +178,9 @@ def _grep(pattern: str, text: str):
 
 
 def same_parameters(workdir_a: str, workdir_b: str) -> bool:
-  """Every leaf of every run's final parameters bitwise equal in the two workdirs."""
+  """Every leaf of every run's final parameters bitwise equal in the two workdirs (run in the checkout's own
+  interpreter by ``python benchmarks/main_job.py same A B``)."""
+  sys.path.insert(0, REPO)
   import jax
   import numpy as np
 
@@ -194,76 +196,95 @@ def same_parameters(workdir_a: str, workdir_b: str) -> bool:
   return True
 
 
-def compare(args) -> dict:
+def _same_in(checkout: str, a: str, b: str):
+  python = os.path.join(checkout, ".venv", "bin", "python")
+  proc = subprocess.run(
+    [python if os.path.exists(python) else sys.executable, os.path.abspath(__file__), "same", a, b],
+    cwd=checkout,
+    capture_output=True,
+    text=True,
+  )
+  last = (proc.stdout.strip().splitlines() or ["?"])[-1]
+  return {"True": True, "False": False}.get(last, f"comparison failed: {proc.stderr[-500:]}")
+
+
+KEYS = (
+  "wall_seconds",
+  "cpu_seconds",
+  "startup_seconds",
+  "train_seconds",
+  "score_seconds",
+  "compile_seconds",
+  "train_compile_seconds",
+  "score_compile_seconds",
+)
+
+
+def compare(args, save) -> dict:
   before, after = os.path.abspath(args.before), os.path.abspath(args.after)
   extra = args.job_args
   cache_root = tempfile.mkdtemp(prefix="main_job_xla_", dir="/tmp")
   warm_dir = os.path.join(cache_root, "warm")
-
-  def cache_for(i):
-    if args.cache == "off":
-      return None
-    if args.cache == "warm":
-      return warm_dir
-    return os.path.join(cache_root, f"cold{i}")
-
-  if args.cache == "warm":  # fill it once, unmeasured
-    for checkout in (before, after):
-      _, wd = run_once(checkout, args.config, extra, warm_dir)
-      shutil.rmtree(wd, ignore_errors=True)
-  runs = {"before": [], "after": []}
-  workdirs = {}
-  for i in range(args.pairs):
-    order = ("before", "after") if i % 2 == 0 else ("after", "before")
-    for which in order:
-      checkout = before if which == "before" else after
-      res, wd = run_once(checkout, args.config, extra, cache_for(f"{which}{i}"))
+  _, wd = run_once(after, args.config, extra, warm_dir)  # fill the warm cache, unmeasured
+  shutil.rmtree(wd, ignore_errors=True)
+  variants = {"before": (before, None), "after_cold": (after, "cold"), "after_warm": (after, warm_dir)}
+  names = list(variants)
+  result = {
+    "config": args.config,
+    "extra_args": extra,
+    "reps": args.reps,
+    "before": before,
+    "after": after,
+    "runs": {n: [] for n in names},
+  }
+  first_workdirs = {}
+  for i in range(args.reps):
+    order = names[i % 3 :] + names[: i % 3]
+    for name in order:
+      checkout, cache = variants[name]
+      if cache == "cold":
+        cache = os.path.join(cache_root, f"cold{i}")
+      res, wd = run_once(checkout, args.config, extra, cache)
       print(
-        f"[main_job] pair {i} {which}: wall {res['wall_seconds']:.1f} s, cpu {res['cpu_seconds']:.1f} s, "
+        f"[main_job] rep {i} {name}: wall {res['wall_seconds']:.1f} s, cpu {res['cpu_seconds']:.1f} s, "
         f"train {res['train_seconds']:.1f} s, score {res['score_seconds']:.1f} s, "
-        f"others' CPU {res['foreign_cpu_fraction']:.0%}",
+        f"compile {res['compile_seconds']:.1f} s, others' CPU {res['foreign_cpu_fraction']:.0%}",
         file=sys.stderr,
         flush=True,
       )
-      runs[which].append(res)
+      result["runs"][name].append(res)
       if i == 0:
-        workdirs[which] = wd
+        first_workdirs[name] = wd
       else:
         shutil.rmtree(wd, ignore_errors=True)
-  identical = same_parameters(workdirs["before"], workdirs["after"])
-  for wd in workdirs.values():
+      save(summarise(result))
+  result["trained_parameters_bitwise_identical"] = {
+    f"{name} vs before": _same_in(after, first_workdirs["before"], first_workdirs[name])
+    for name in ("after_cold", "after_warm")
+  }
+  for wd in first_workdirs.values():
     shutil.rmtree(wd, ignore_errors=True)
   shutil.rmtree(cache_root, ignore_errors=True)
+  return summarise(result)
 
-  def med(which, key):
-    vals = [r[key] for r in runs[which] if r.get(key) is not None]
-    return statistics.median(vals) if vals else None
 
-  keys = (
-    "wall_seconds",
-    "cpu_seconds",
-    "startup_seconds",
-    "train_seconds",
-    "score_seconds",
-    "compile_seconds",
-    "train_compile_seconds",
-    "score_compile_seconds",
+def summarise(result: dict) -> dict:
+  runs = result["runs"]
+  out = dict(result)
+  out["median"] = {name: {k: statistics.median([r[k] for r in rs]) for k in KEYS} for name, rs in runs.items() if rs}
+  out["ratio_to_before_median_of_reps"] = {
+    name: {
+      k: statistics.median([a[k] / b[k] for a, b in zip(runs[name], runs["before"], strict=False) if b[k]])
+      for k in KEYS
+      if any(b[k] for b in runs["before"][: len(runs[name])])
+    }
+    for name in runs
+    if name != "before" and runs[name] and runs["before"]
+  }
+  out["foreign_cpu_fraction_median"] = statistics.median(
+    [r["foreign_cpu_fraction"] for rs in runs.values() for r in rs] or [0.0]
   )
-  ratios = {
-    k: statistics.median(a[k] / b[k] for a, b in zip(runs["after"], runs["before"], strict=True) if b[k]) for k in keys
-  }
-  return {
-    "config": args.config,
-    "extra_args": extra,
-    "cache": args.cache,
-    "pairs": args.pairs,
-    "before": before,
-    "after": after,
-    "median": {w: {k: med(w, k) for k in keys} for w in runs},
-    "ratio_after_over_before_median_of_pairs": ratios,
-    "trained_parameters_bitwise_identical": identical,
-    "runs": runs,
-  }
+  return out
 
 
 def main():
@@ -272,16 +293,17 @@ def main():
     rest = sys.argv[sys.argv.index("--") + 1 :]
     _inner(out, rest)
     return
+  if len(sys.argv) > 1 and sys.argv[1] == "same":
+    print(same_parameters(sys.argv[2], sys.argv[3]))
+    return
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   sub = p.add_subparsers(dest="cmd", required=True)
-  c = sub.add_parser("compare", help="two checkouts, interleaved")
+  c = sub.add_parser("compare", help="the old checkout against this one, cold and warm cache, interleaved")
   c.add_argument("--before", required=True)
-  c.add_argument("--after", default=os.path.dirname(HERE))
-  c.add_argument("--pairs", type=int, default=3)
-  c.add_argument("--cache", choices=("cold", "warm", "off"), default="cold")
+  c.add_argument("--after", default=REPO)
+  c.add_argument("--reps", type=int, default=3)
   c.add_argument("--config", default="configs/default.py")
   c.add_argument("--json", default=None)
-  c.add_argument("--merge", action="store_true", help="append to the JSON's measurements")
   c.add_argument("job_args", nargs="*", help="after --: more arguments for the job")
   ph = sub.add_parser("phases", help="one run of this checkout")
   ph.add_argument("--cache_dir", default=None, help="XLA cache folder (default: off)")
@@ -290,24 +312,22 @@ def main():
   if args.cmd == "phases":
     config = next((a.split("=", 1)[1] for a in args.job_args if a.startswith("--config=")), "configs/default.py")
     extra = [a for a in args.job_args if not a.startswith("--config=")]
-    res, wd = run_once(os.path.dirname(HERE), config, extra, args.cache_dir)
+    res, wd = run_once(REPO, config, extra, args.cache_dir)
     shutil.rmtree(wd, ignore_errors=True)
     print(json.dumps(res, indent=1))
     return
-  result = compare(args)
-  result["measured_at"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-  result["cpus"] = os.cpu_count()
-  print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=1))
-  if args.json:
-    doc = {"measurements": []}
-    if args.merge and os.path.exists(args.json):
-      with open(args.json) as f:
-        doc = json.load(f)
-    doc["measurements"].append(result)
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-      json.dump(doc, f, indent=1)
-      f.write("\n")
+
+  def save(doc):
+    doc = dict(doc, measured_at=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), cpus=os.cpu_count())
+    if args.json:
+      os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+      with open(args.json, "w") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+    return doc
+
+  doc = save(compare(args, save))
+  print(json.dumps({k: v for k, v in doc.items() if k != "runs"}, indent=1))
 
 
 if __name__ == "__main__":
