@@ -66,3 +66,48 @@ def test_tables_from_results_files(tmp_path, monkeypatch, capsys):
   assert "paired t = 3.00" in out
   assert f"p = {1 - 2 * math.atan(3) / math.pi:.3f}" in out
   assert sorted(json.loads(out_json.read_text())) == ["m:dcvae", "m:dcvae+s1", "paper", "paper+s1"]
+
+
+def _write_val_row(root, name, test, val):
+  wd = root / f"mnist-one_vs_rest-50ep-{name}"
+  wd.mkdir()
+  result = {
+    "train_seconds": 1.0,
+    "num_runs": 1,
+    "auroc_by_score": test,
+    "val_auroc_by_score": val,
+    "auroc_per_class_by_score": {k: {"0": v} for k, v in test.items()},
+  }
+  (wd / "results.json").write_text(json.dumps(result))
+
+
+def test_choose_on_validation_never_reads_test():
+  rows = {
+    "a": {"auroc_by_score": {"recon": 0.99, "iwae": 0.10}, "val_auroc_by_score": {"recon": 0.70, "iwae": 0.80}},
+    "b": {"auroc_by_score": {"recon": 0.10, "iwae": 0.99}, "val_auroc_by_score": {"recon": 0.85, "iwae": 0.60}},
+  }
+  assert at.choose_on_validation(rows) == ("b", "recon", 0.85)
+  rows["a"]["val_auroc_by_score"]["iwae"] = 0.85  # a tie: the earlier row wins
+  assert at.choose_on_validation(rows) == ("a", "iwae", 0.85)
+  tie = {"c": {"val_auroc_by_score": {"sap_complexity": 0.9, "recon": 0.9}}}  # the earlier score in SCORES wins
+  assert at.choose_on_validation(tie) == ("c", "recon", 0.9)
+  with pytest.raises(ValueError, match="no validation AUROC"):
+    at.choose_on_validation({"old": {"auroc_by_score": {"recon": 0.9}, "val_auroc_by_score": {}}})
+
+
+def test_choose_and_validation_columns_from_results_files(tmp_path, monkeypatch, capsys):
+  _write_val_row(tmp_path, "paper", {"recon": 0.95, "nelbo": 0.99}, {"recon": 0.91, "nelbo": 0.90})
+  _write_val_row(tmp_path, "gpp", {"recon": 0.97, "nelbo": 0.98}, {"recon": 0.92, "nelbo": 0.93})
+  _write_val_row(tmp_path, "cb", {"recon": 0.999}, {"recon": 0.99})  # not among --rows: not a candidate
+  base = [str(tmp_path), "mnist", "one_vs_rest", "50", "--rows=paper,gpp"]
+  monkeypatch.setattr("sys.argv", ["ablation"] + base + ["--choose"])
+  at.main()
+  assert capsys.readouterr().out == "gpp nelbo\n"
+  monkeypatch.setattr("sys.argv", ["ablation"] + base + ["--validation"])
+  at.main()
+  out = capsys.readouterr().out
+  assert "| paper | **0.910 / 0.950** | 0.900 / 0.990 |" in out  # bold: best on validation, not on test
+  assert "| gpp | 0.920 / 0.970 | **0.930 / 0.980** |" in out
+  monkeypatch.setattr("sys.argv", ["ablation", str(tmp_path), "mnist", "one_vs_rest", "50", "--rows=none", "--choose"])
+  with pytest.raises(SystemExit, match="error: no validation AUROC"):
+    at.main()

@@ -1,12 +1,19 @@
 """Markdown table of ablation rows made by docs/results/ablation.sh: mean AUROC of every score per row.
 
 python -m dcvae_jax.report.ablation ROOT DATASET PROTOCOL EPOCHS [--per_class=ROW:SCORE] [--json=FILE]
+    [--validation] [--choose]
+
+--validation prints each cell as "validation / test" (results.json ``val_auroc_by_score`` beside
+``auroc_by_score``) and marks the row's best *validation* score; --choose prints only "ROW SCORE": the row and
+score with the highest mean validation AUROC among the shown rows (``choose_on_validation``), which is how
+docs/results/make_validation.sh picks a setting without reading test AUROC.
 """
 
 import argparse
 import glob
 import json
 import os
+import sys
 
 DATASET_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "kmnist": "KMNIST", "emnist": "EMNIST"}
 SCORES = ("recon", "nelbo", "iwae", "complexity", "rapp", "rapp_sap", "sap_complexity")
@@ -32,6 +39,8 @@ def main():
     help="per-class AUROC of row B minus row A, for every seed both have (A, A+s1, ... with B, B+s1, ...)",
   )
   ap.add_argument("--rows", default="", help="comma-separated rows to show, in this order (default: all)")
+  ap.add_argument("--validation", action="store_true", help='cells read "validation / test" AUROC')
+  ap.add_argument("--choose", action="store_true", help='print only "ROW SCORE" chosen on validation AUROC')
   a = ap.parse_args()
   prefix = os.path.join(a.root, f"{a.dataset}-{a.protocol}-{a.epochs}ep-")
   rows = {}
@@ -52,6 +61,9 @@ def main():
       "train_seconds": r["train_seconds"],
       "num_runs": r["num_runs"],
       "auroc_by_score": r["auroc_by_score"],
+      "val_auroc_by_score": r.get("val_auroc_by_score", {}),
+      "score": r.get("score", ""),
+      "score_selection": r.get("score_selection", ""),
       "auroc_std_by_score": r.get("auroc_std_by_score", {}),
       "auroc_per_class_by_score": r["auroc_per_class_by_score"],
       "complexity_likelihood": r.get("complexity_likelihood", ""),
@@ -59,17 +71,32 @@ def main():
   all_rows = rows
   if a.rows:
     rows = {n: rows[n] for n in a.rows.split(",") if n in rows}
+  if a.choose:
+    try:
+      row, score, value = choose_on_validation(rows)
+    except ValueError as e:
+      sys.exit(f"error: {e}")
+    print(row, score)
+    return
   title = f"{DATASET_NAMES.get(a.dataset, a.dataset)} {a.protocol.replace('_', '-')}, {a.epochs} epochs"
   print(f"### {title}: mean AUROC over classes (std over classes in brackets)\n")
+  if a.validation:
+    print("cells: mean validation AUROC / mean test AUROC; bold: the row's best score on *validation*.\n")
   print("| row | " + " | ".join(SCORES) + " | train s | complexity's likelihood |")
   print("|---|" + "---|" * (len(SCORES) + 2))
   for name, r in rows.items():
     cells = []
-    best = max(r["auroc_by_score"].values())
+    judged = r["val_auroc_by_score"] if a.validation else r["auroc_by_score"]
+    best = max(judged.values()) if judged else None
     for s in SCORES:
       v = r["auroc_by_score"].get(s)
       if v is None:
         cells.append("-")
+        continue
+      if a.validation:
+        val = r["val_auroc_by_score"].get(s)
+        txt = f"{'-' if val is None else f'{val:.3f}'} / {v:.3f}"
+        cells.append(f"**{txt}**" if val is not None and val == best else txt)
         continue
       txt = f"{v:.3f} ({r['auroc_std_by_score'].get(s, 0):.3f})"
       cells.append(f"**{txt}**" if v == best else txt)
@@ -107,6 +134,21 @@ def main():
   if a.json:
     with open(a.json, "w") as f:
       json.dump(rows, f, indent=1, sort_keys=True)
+
+
+def choose_on_validation(rows: dict) -> tuple[str, str, float]:
+  """The (row, score, value) with the highest mean validation AUROC over every row and score of ``rows`` (the
+  loaded table: name -> {"val_auroc_by_score": {score: AUROC}}); ties go to the earlier row, then to the earlier
+  score in SCORES. Test AUROC is never read. Raises ValueError when no row has validation AUROCs."""
+  best = None
+  for name, r in rows.items():
+    val = r.get("val_auroc_by_score") or {}
+    for score in sorted(val, key=lambda k: SCORES.index(k) if k in SCORES else len(SCORES)):
+      if best is None or val[score] > best[2]:
+        best = (name, score, float(val[score]))
+  if best is None:
+    raise ValueError(f"no validation AUROC in rows {', '.join(rows) or '(none)'}: train them with a validation split")
+  return best
 
 
 def _seed_suffixes(rows, row):
