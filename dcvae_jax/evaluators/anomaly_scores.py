@@ -83,7 +83,7 @@ def principal_directions(centred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   and r = min(n, D'). Eigenvalues below 0 (rounding) count as 0. The answer is the SVD's up to each vector's
   sign, at about a third of its cost (benchmarks/README.md), and up to rounding: the Gram matrix squares the
   condition number, so a direction at 1e-5 of the largest singular value (NAP's cut-off) carries ~1e-6
-  relative error, below what the float32 NAP score itself carries (tests/test_scoring_cost.py)."""
+  relative error, below what the float32 NAP score itself carries (tests/evaluators/test_scoring_cost.py)."""
   x = np.asarray(centred, np.float64)
   n, dim = x.shape
   live = np.flatnonzero(np.any(x != 0.0, axis=0))

@@ -17,7 +17,7 @@ import pytest
 from dcvae_jax.data import datasets as data
 from dcvae_jax.data import tfds_source as data_tfds
 from dcvae_jax.data.datasets import DataError, load_dataset
-from tests.data_test_helpers import (
+from tests.data.helpers import (
   SHARED,
   _fake_builder_name,
   _sha256,

@@ -19,7 +19,7 @@ from scipy.special import logsumexp
 
 from dcvae_jax.models import networks, objectives
 from dcvae_jax.models import registry as models
-from tests.models_test_helpers import (
+from tests.models.helpers import (
   COV,
   D_TC,
   _binary_batch,

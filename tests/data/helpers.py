@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from dcvae_jax.data.datasets import DataError, Dataset
+from tests.cli import REPO
 
-SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
+SHARED = os.path.join(REPO, "..", "shared", "data")
 
 
 _CODES = {

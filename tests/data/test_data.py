@@ -14,7 +14,7 @@ import pytest
 from dcvae_jax.data import datasets as data
 from dcvae_jax.data import sources as data_sources
 from dcvae_jax.data.datasets import DataError, load_dataset
-from tests.data_test_helpers import (
+from tests.data.helpers import (
   MNIST_IDX,
   _idx_dir,
   _npz_case,

@@ -16,10 +16,9 @@ import numpy as np
 import pytest
 
 from dcvae_jax.models import estimators as est
+from tests.cli import REPO
 
-_SPEC = importlib.util.spec_from_file_location(
-  "estimator_bias", os.path.join(os.path.dirname(__file__), "..", "benchmarks", "estimator_bias.py")
-)
+_SPEC = importlib.util.spec_from_file_location("estimator_bias", os.path.join(REPO, "benchmarks", "estimator_bias.py"))
 eb = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(eb)
 

@@ -25,7 +25,7 @@ from dcvae_jax.models import registry as models
 from dcvae_jax.train import train_step, trainer
 from dcvae_jax.validation import validate
 from tests.cli import REPO, run_cli
-from tests.data_test_helpers import raises
+from tests.data.helpers import raises
 from tests.helpers import tiny_config
 
 

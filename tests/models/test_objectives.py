@@ -101,7 +101,7 @@ def test_beta_tcvae_is_weighted_decomposition(batch):
 
 
 def test_cvae_encoder_sees_the_condition(batch):
-  """The encoder side; tests/test_cvae_conditioning.py checks the decoder and the prior."""
+  """The encoder side; tests/models/test_cvae_conditioning.py checks the decoder and the prior."""
   x, cond = batch
   _, t0, out0 = _loss("cvae", x, cond)
   _, t1, out1 = _loss("cvae", x, 1 - cond)

@@ -20,7 +20,7 @@ from dcvae_jax.models import objectives
 from dcvae_jax.models import registry as models
 from dcvae_jax.train import trainer
 from tests.helpers import tiny_config
-from tests.models_test_helpers import (
+from tests.models.helpers import (
   DISC_LOGGED,
   LOGGED,
   RF_LOGGED,

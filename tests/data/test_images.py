@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from dcvae_jax.data import images
-from tests.data_test_helpers import raises
+from tests.data.helpers import raises
 
 
 def _save(path, a, **kw):
