@@ -8,7 +8,8 @@
 # grey levels), gpp / ggl (Gaussian with learned per-pixel / global variance, dequantised), cos (warm-up +
 # cosine schedule), l<N> (latent size N), wide (MLP 1024-512), m:<model> (another model), s<N> (seed N),
 # strat<N> (stratified batches, N per condition), tc<N> (tc_beta N). EXTRA: more --config flags for every row.
-# Workdirs go to $ROOT (default /tmp/dcvae_ablation)/DATASET-PROTOCOL-EPOCHSep-ROW; a finished row is not redone.
+# Workdirs go to $ROOT (default /tmp/dcvae_ablation)/DATASET-PROTOCOL-EPOCHSep-ROW. A finished row is not retrained:
+# the job reuses its results, or scores it again from its checkpoints when a scoring setting (EXTRA) changed.
 # Summarise with: python -m dcvae_jax.report.ablation $ROOT DATASET PROTOCOL EPOCHS
 set -euo pipefail
 DATASET=$1; PROTOCOL=$2; EPOCHS=$3; shift 3
@@ -36,7 +37,6 @@ for ROW in "$@"; do
     esac
   done
   WD=$ROOT/$DATASET-$PROTOCOL-${EPOCHS}ep-$ROW
-  [ -f $WD/results.json ] && { echo "$ROW: done"; continue; }
   # shellcheck disable=SC2086
   $PY -m dcvae_jax.main --config=configs/$DATASET.py --workdir=$WD --config.data.data_dir=${DATA:-../shared/data} \
     --config.protocol.name=$PROTOCOL --config.train.num_epochs=$EPOCHS --config.train.progress=False $ARGS \
