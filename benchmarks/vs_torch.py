@@ -60,14 +60,14 @@ def check_same_loss(batch_size=64, rtol=1e-4) -> dict:
   cond_edge[cond_edge == 8] = 1
   cond_edge[5], cond_edge[17], cond_edge[40] = 9, 8, 8  # a group of one, a group of two
 
-  model = tr.DCVAE(hidden=tuple(setup.hp.hidden), num_conditions=setup.num_conditions)
+  model = tr.DCVAE(hidden=tuple(setup.model_cfg.hidden), num_conditions=setup.num_conditions)
   tr.copy_flax_params(model, params)
   out = {"batch_size": batch_size, "rtol": rtol, "cases": {}}
   ok = True
   for name, cond in (("pipeline_batch", cond_natural), ("group_of_one_and_two", cond_edge)):
     x = input_pipeline.preprocess(trainer.x[idx], True)
     key = jax.random.PRNGKey(7)
-    eps = jax.random.normal(key, (batch_size, setup.hp.latent_dim), jnp.float32)
+    eps = jax.random.normal(key, (batch_size, setup.model_cfg.latent_dim), jnp.float32)
 
     def loss_fn(prm, cond=cond, x=x, key=key):
       return objectives.model_loss(

@@ -8,10 +8,21 @@ Fields (all of them exist in every config, so ``--config.<key>=<value>`` works f
   model.likelihood             "bernoulli" (cross-entropy; a density only on binary pixels) | "continuous_bernoulli"
                                | "gaussian" (model.gaussian_variance: "fixed" (model.gaussian_std, default 1),
                                "global" or "per_pixel" (learned))
-  model.beta                   beta_vae: the KL weight (no other model reads it)
-  model.alpha, tc_beta, gamma  beta_tcvae / dcvae: weights of MI, TC and dimension-wise KL
-  model.factor_gamma           factor_vae / rf_vae: weight of the discriminator's TC (docs/design.md "Objectives")
-  model.estimator              "mss" | "mws": the minibatch estimator of q(z) (docs/design.md "Estimators")
+  model.<name>.*               the weights that only model <name> reads, in a section of its own (the model
+                               registry's ModelSpec.section; vae and cvae have none). One section per model, not
+                               one per regulariser family, so each model reads exactly one section and
+                               --mode=table can give beta_tcvae and dcvae (or factor_vae and rf_vae) different
+                               weights. The math of each weight: docs/design.md "Objectives".
+    beta_vae.beta              the KL weight
+    beta_tcvae.alpha, tc_beta, gamma / dcvae.alpha, tc_beta, gamma
+                               weights of MI, TC and dimension-wise KL (dcvae: conditioned on c)
+    factor_vae.gamma, disc_layers, disc_width
+                               weight of the discriminator's TC estimate; the discriminator's depth and width
+    rf_vae.gamma, disc_layers, disc_width, lambda_min, lambda_max, eta_s, eta_h
+                               as factor_vae, plus the relevance-weighted KL and the penalties on r
+                               (the flat names of earlier versions, model.tc_beta etc.: MOVED_FIELDS)
+  model.estimator              "mss" | "mws": the minibatch estimator of q(z) (docs/design.md "Estimators"); every
+                               model logs the KL decomposition it estimates, so it is not in a model's section
   model.tc_scope               "global": TC estimators see the whole global batch (codes all-gathered);
                                "local": each device's shard is its own minibatch (as a per-device estimator would)
   data.name / data_dir         dataset name; a local folder of .npz or IDX files (overrides TFDS); data.name="folder":
@@ -68,6 +79,7 @@ checkout's ``configs/`` or, in an installed package, in ``dcvae_jax/_configs`` (
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 
 import ml_collections
@@ -87,19 +99,16 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.gaussian_variance = "fixed"  # gaussian: "fixed" | "global" | "per_pixel"
   c.model.gaussian_std = 1.0  # gaussian, fixed variance: sigma
   c.model.compute_dtype = "float32"  # "bfloat16": mixed precision (bf16 compute, fp32 params, optimizer, losses)
-  c.model.beta = 4.0  # beta_vae: KL weight (beta_tcvae / dcvae use tc_beta)
-  c.model.alpha = 1.0  # beta_tcvae / dcvae: index-code MI weight
-  c.model.gamma = 1.0  # beta_tcvae / dcvae: dimension-wise KL weight
-  c.model.tc_beta = 6.0  # beta_tcvae / dcvae: TC weight
-  c.model.factor_gamma = 6.4  # factor_vae / rf_vae: weight of the discriminator's TC estimate
   c.model.estimator = "mss"
   c.model.tc_scope = "global"
-  c.model.disc_layers = 6
-  c.model.disc_width = 1000
-  c.model.lambda_min = 0.1  # rf_vae
-  c.model.lambda_max = 10.0
-  c.model.eta_s = 6.4
-  c.model.eta_h = 6.4
+  # One section per model that has weights of its own (registry.ModelSpec.section): a model reads only its own.
+  c.model.beta_vae = ml_collections.ConfigDict(dict(beta=4.0))
+  decomposed = dict(alpha=1.0, tc_beta=6.0, gamma=1.0)  # weights of MI, TC and dimension-wise KL
+  c.model.beta_tcvae = ml_collections.ConfigDict(decomposed)
+  c.model.dcvae = ml_collections.ConfigDict(decomposed)
+  discriminator = dict(gamma=6.4, disc_layers=6, disc_width=1000)  # TC_D weight; the discriminator's shape
+  c.model.factor_vae = ml_collections.ConfigDict(discriminator)
+  c.model.rf_vae = ml_collections.ConfigDict(dict(discriminator, lambda_min=0.1, lambda_max=10.0, eta_s=6.4, eta_h=6.4))
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "mnist5k"
@@ -173,19 +182,25 @@ FIELD_HELP = {
   "model.gaussian_variance": "gaussian likelihood: fixed (model.gaussian_std) | global | per_pixel (learned)",
   "model.gaussian_std": "gaussian likelihood with fixed variance: sigma",
   "model.compute_dtype": "float32 | bfloat16 (mixed precision: bf16 compute, fp32 params, optimizer, losses)",
-  "model.beta": "beta_vae: weight of KL(q(z|x) || p(z))",
-  "model.alpha": "beta_tcvae / dcvae: weight of the index-code MI I(x;z[|c])",
-  "model.gamma": "beta_tcvae / dcvae: weight of the dimension-wise KL",
-  "model.tc_beta": "beta_tcvae / dcvae: weight of the total correlation TC(z[|c])",
-  "model.factor_gamma": "factor_vae / rf_vae: weight of the discriminator's TC estimate",
   "model.estimator": "minibatch estimator of q(z): mss (stratified) | mws (weighted)",
   "model.tc_scope": "global: TC estimators see the whole batch | local: each device's shard alone",
-  "model.disc_layers": "factor_vae / rf_vae: hidden layers of the TC discriminator",
-  "model.disc_width": "factor_vae / rf_vae: width of each discriminator layer",
-  "model.lambda_min": "rf_vae: KL weight of a fully relevant dimension (r = 1)",
-  "model.lambda_max": "rf_vae: KL weight of an irrelevant dimension (r = 0)",
-  "model.eta_s": "rf_vae: weight of the L1 sparsity penalty on the relevance r",
-  "model.eta_h": "rf_vae: weight of the binary entropy penalty on the relevance r",
+  "model.beta_vae.beta": "beta_vae: weight of KL(q(z|x) || p(z))",
+  "model.beta_tcvae.alpha": "beta_tcvae: weight of the index-code MI I(x;z)",
+  "model.beta_tcvae.tc_beta": "beta_tcvae: weight of the total correlation TC(z)",
+  "model.beta_tcvae.gamma": "beta_tcvae: weight of the dimension-wise KL",
+  "model.dcvae.alpha": "dcvae: weight of the conditional index-code MI I(x;z|c)",
+  "model.dcvae.tc_beta": "dcvae: weight of the conditional total correlation TC(z|c)",
+  "model.dcvae.gamma": "dcvae: weight of the dimension-wise KL to the learned prior r(z|c)",
+  "model.factor_vae.gamma": "factor_vae: weight of the discriminator's TC estimate",
+  "model.factor_vae.disc_layers": "factor_vae: hidden layers of the TC discriminator",
+  "model.factor_vae.disc_width": "factor_vae: width of each discriminator layer",
+  "model.rf_vae.gamma": "rf_vae: weight of the discriminator's TC estimate of r * z",
+  "model.rf_vae.disc_layers": "rf_vae: hidden layers of the TC discriminator",
+  "model.rf_vae.disc_width": "rf_vae: width of each discriminator layer",
+  "model.rf_vae.lambda_min": "rf_vae: KL weight of a fully relevant dimension (r = 1)",
+  "model.rf_vae.lambda_max": "rf_vae: KL weight of an irrelevant dimension (r = 0)",
+  "model.rf_vae.eta_s": "rf_vae: weight of the L1 sparsity penalty on the relevance r",
+  "model.rf_vae.eta_h": "rf_vae: weight of the binary entropy penalty on the relevance r",
   "data.name": "mnist5k (embedded) | mnist | fashion_mnist | kmnist | emnist/byclass|digits|letters | shapes | folder",
   "data.data_dir": "a local folder of <name>_train/_test.npz or IDX files (then no TFDS); '' = none",
   "data.tfds_data_dir": "where TFDS keeps its datasets; '' = ~/tensorflow_datasets",
@@ -247,6 +262,75 @@ def leaves(config, prefix: str = "") -> list:
     else:
       out.append((prefix + key, value))
   return sorted(out)
+
+
+# The flat model.* names of earlier versions -> the fields of the model sections that replace them (a flat
+# weight was read by every model of its family, so it maps to each of their sections).
+MOVED_FIELDS = {
+  "model.beta": ("model.beta_vae.beta",),
+  **{
+    f"model.{k}": (f"model.beta_tcvae.{k}", f"model.dcvae.{k}")
+    for k in ("alpha", "tc_beta", "gamma")  # the weights of the decomposed KL
+  },
+  "model.factor_gamma": ("model.factor_vae.gamma", "model.rf_vae.gamma"),
+  **{f"model.{k}": (f"model.factor_vae.{k}", f"model.rf_vae.{k}") for k in ("disc_layers", "disc_width")},
+  **{f"model.{k}": (f"model.rf_vae.{k}",) for k in ("lambda_min", "lambda_max", "eta_s", "eta_h")},
+}
+"""Old flat name -> its new names, for the error that names them and for reading workdirs of the old layout."""
+
+OLD_NAME = {new: old for old, news in MOVED_FIELDS.items() for new in news}
+"""New dotted name -> the flat name it had (``workdir`` reads trained.json records of the old layout)."""
+
+
+def moved_message(key: str) -> str | None:
+  """One line saying where a flat model field of earlier versions went (None if ``key`` did not move)."""
+  key = key.removeprefix("config.")
+  if key not in MOVED_FIELDS:
+    return None
+  return (
+    f"config key '{key}' has moved to each model's own section: "
+    + " or ".join(f"'{k}'" for k in MOVED_FIELDS[key])
+    + " (e.g. --config."
+    + MOVED_FIELDS[key][-1]
+    + "=...)"
+  )
+
+
+def from_saved(saved: dict) -> ml_collections.ConfigDict:
+  """A config saved as JSON (a workdir's config.json) as a full config: :func:`base_config` with the saved
+  values. A field the saved config lacks (written before the field existed) keeps its default, which keeps the
+  old behaviour; a flat model field of the old layout (MOVED_FIELDS) fills its new sections; a field that no
+  longer exists is dropped. JSON lists become tuples where the field is a tuple."""
+  config = base_config()
+  flat = {}
+
+  def walk(node: dict, prefix: str) -> None:
+    for key, value in node.items():
+      if isinstance(value, dict) and f"{prefix}{key}" not in MOVED_FIELDS:
+        walk(value, f"{prefix}{key}.")
+      else:
+        flat[prefix + key] = value
+
+  walk(saved, "")
+  for key in [k for k in flat if k in MOVED_FIELDS]:
+    value = flat.pop(key)
+    for new in MOVED_FIELDS[key]:
+      flat.setdefault(new, value)
+  for key, value in flat.items():
+    *parents, leaf = key.split(".")
+    node = config
+    for part in parents:
+      node = node[part] if isinstance(node, ml_collections.ConfigDict) and part in node else None
+    if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
+      continue  # a field of an earlier version that no longer exists
+    node[leaf] = tuple(value) if isinstance(node[leaf], tuple) and isinstance(value, list) else value
+  return config
+
+
+def load_saved(path: str) -> ml_collections.ConfigDict:
+  """:func:`from_saved` of the JSON file ``path``."""
+  with open(path) as f:
+    return from_saved(json.load(f))
 
 
 def describe(config) -> str:

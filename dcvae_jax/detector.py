@@ -46,7 +46,7 @@ import numpy as np
 from sklearn.exceptions import NotFittedError
 
 from dcvae_jax import experiment, predict
-from dcvae_jax.config import folder_config
+from dcvae_jax.config import folder_config, moved_message
 from dcvae_jax.data import datasets
 from dcvae_jax.errors import ConfigError, WorkdirError
 from dcvae_jax.log import log as _log
@@ -75,7 +75,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> ml_co
     for part in parents:
       node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
     if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
-      raise ConfigError(f"unknown config field {dotted!r} (from {key}=...)")
+      raise ConfigError(moved_message(dotted) or f"unknown config field {dotted!r} (from {key}=...)")
     if isinstance(node[leaf], tuple) and isinstance(value, list):
       value = tuple(value)
     try:

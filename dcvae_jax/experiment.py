@@ -61,14 +61,14 @@ def complexity_likelihood(config) -> str:
   """Which likelihood the complexity score's -log2 p(x) came from, and whether it is a density of the data."""
   lik = config.model.likelihood
   if lik == "gaussian":
-    lik += f" ({config.model.get('gaussian_variance', 'fixed')} variance)"
+    lik += f" ({config.model.gaussian_variance} variance)"
   data = (
     "binarised pixels"
     if config.data.binarize
-    else ("dequantised grey levels" if config.data.get("dequantize", False) else "grey levels")
+    else ("dequantised grey levels" if config.data.dequantize else "grey levels")
   )
   normalised = objectives.is_density(
-    config.model.likelihood, binarize=bool(config.data.binarize), dequantize=bool(config.data.get("dequantize", False))
+    config.model.likelihood, binarize=bool(config.data.binarize), dequantize=bool(config.data.dequantize)
   )
   return f"{lik} on {data}" + ("" if normalised else " (NOT a normalised density: complexity is not meaningful)")
 
@@ -85,7 +85,7 @@ def complexity_offset_bits(config, image_shape) -> float:
   return anomaly_scores.density_offset_bits(
     int(np.prod(image_shape)),
     is_continuous=config.model.likelihood != "bernoulli",
-    dequantize=bool(config.data.get("dequantize", False)),
+    dequantize=bool(config.data.dequantize),
   )
 
 
@@ -113,7 +113,7 @@ def reference_scores(config, ds, chunk, setup, params, mesh, nap_stats, offset_b
   conditions as the test scores are: one dict per run (the reference of the sap_complexity score). Each run's
   model scores only its own images (one batch of them when eval.batch_size allows)."""
   picks = [normal_train_order(ds, run) for run in chunk]
-  n = max(1, min(int(config.eval.get("reference_examples", 200)), *(p.size for p in picks)))
+  n = max(1, min(int(config.eval.reference_examples), *(p.size for p in picks)))
   idx = np.stack([p[:n] for p in picks])  # (M, n)
   x = ds.x_train[idx]
   scores = score_images(
@@ -178,19 +178,19 @@ def training_settings(config) -> dict:
     "hidden": list(m.hidden),
     "latent_dim": int(m.latent_dim),
     "likelihood": m.likelihood,
-    "gaussian_variance": m.get("gaussian_variance", "fixed") if m.likelihood == "gaussian" else None,
+    "gaussian_variance": m.gaussian_variance if m.likelihood == "gaussian" else None,
     "dataset": d.name,
     "binarize": bool(d.binarize),
-    "dequantize": bool(d.get("dequantize", False)),
+    "dequantize": bool(d.dequantize),
     "validation_fraction": validation_fraction(config),
     "protocol": p.name,
     "score": p.score,
     "score_condition": p.score_condition,
     "num_epochs": int(t.num_epochs),
     "learning_rate": float(t.learning_rate),
-    "lr_schedule": t.get("lr_schedule", "constant"),
+    "lr_schedule": t.lr_schedule,
     "batch_size": int(t.batch_size),
-    "batch_sampling": t.get("batch_sampling", "uniform"),
+    "batch_sampling": t.batch_sampling,
     "seed": int(config.seed),
     "seeds": list(range(int(config.seed), int(config.seed) + max(int(config.num_seeds), 1))),
   }
@@ -242,7 +242,7 @@ def _score_progress(config, ds, chunk, wanted, num_devices: int, show: bool, log
   iwae = f" (iwae K={config.eval.iwae_samples})" if "iwae" in on_device else ""
   log(f"scoring {len(chunk)} run(s) on {ds.x_test.shape[0]} test images: {', '.join(wanted)}{iwae}")
   n_test = len(list(inference.batch_bounds(ds.x_test.shape[0], config.eval.batch_size, num_devices)))
-  n_ref = int(config.eval.get("reference_examples", 200))
+  n_ref = int(config.eval.reference_examples)
   n_ref = len(list(inference.batch_bounds(n_ref, min(int(config.eval.batch_size), n_ref), num_devices)))
   total = len(chunk) * ("rapp" in on_device) + n_test + n_ref * ("sap_complexity" in wanted) + 1 + len(chunk)
   return scoring.ScoreProgress(len(chunk), total, show=show and bool(config.train.progress))
@@ -319,7 +319,7 @@ def _train_and_evaluate(config, workdir, ds, runs, log, identity, write: bool = 
   per_run, total_seconds = [], 0.0
   length_bits = val_length_bits = None
   threshold_method = threshold.choose(
-    fpr=float(config.eval.get("threshold_fpr", 0.05)), contamination=float(config.eval.get("contamination", 0.0))
+    fpr=float(config.eval.threshold_fpr), contamination=float(config.eval.contamination)
   )
   last_step = 0  # the newest training step scored now (0: nothing scored, every run was finished)
   offset_bits = complexity_offset_bits(config, image_shape)
@@ -328,7 +328,7 @@ def _train_and_evaluate(config, workdir, ds, runs, log, identity, write: bool = 
   metrics_file = open(os.path.join(workdir, "metrics.jsonl"), "a") if write else contextlib.nullcontext()
   tensorboard = (
     summaries.TensorBoardWriter(os.path.join(workdir, "tensorboard"))
-    if write and config.train.get("tensorboard", False)
+    if write and config.train.tensorboard
     else contextlib.nullcontext()
   )
   with metrics_file as log_file, tensorboard as tb:
@@ -437,7 +437,7 @@ def _train_and_evaluate(config, workdir, ds, runs, log, identity, write: bool = 
       )
       progress(1)
       progress.stage("metrics")
-      pictures = inference.Model(setup, mesh=mesh) if config.train.get("tensorboard", False) else None
+      pictures = inference.Model(setup, mesh=mesh) if config.train.tensorboard else None
       for m, run in enumerate(chunk):
         if write:
           files.write_npz(
@@ -526,7 +526,7 @@ def _train_and_evaluate(config, workdir, ds, runs, log, identity, write: bool = 
     results["class_names"] = list(ds.class_names)
   if not tested:
     results["note"] = f"no test images in {ds.source}: the runs were trained, not evaluated (no AUROC)"
-  if write and last_step and config.train.get("tensorboard", False):  # the mean over runs, beside each run's
+  if write and last_step and config.train.tensorboard:  # the mean over runs, beside each run's
     with summaries.TensorBoardWriter(os.path.join(workdir, "tensorboard")) as tb:
       tb.evaluation("mean", last_step, results)
   if write:

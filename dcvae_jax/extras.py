@@ -40,8 +40,8 @@ def check(config, mode: str) -> None:
   """Every optional dependency the job ``mode`` will need with ``config`` is installed (else MissingDependency).
 
   ``config``: the config the job runs with (for report and rescore: the workdir's own, if it has one)."""
-  table, data, train = (config.get(k) or {} for k in ("table", "data", "train"))
-  if mode == "report" or (mode == "table" and bool(table.get("figures", False))):
+  data = config.data
+  if mode == "report" or (mode == "table" and bool(config.table.figures)):
     what = "--mode=report" if mode == "report" else "--mode=table with table.figures=True"
     require(
       "matplotlib",
@@ -53,15 +53,15 @@ def check(config, mode: str) -> None:
   if mode in ("train", "table", "rescore", "report"):
     from dcvae_jax.data import datasets
 
-    if "name" in data and datasets.needs_tfds(data["name"], data.get("data_dir", "")):
+    if datasets.needs_tfds(data.name, data.data_dir):
       require(
         "tensorflow_datasets",
         extra="tfds",
         package="tensorflow-datasets",
-        needed_by=f"dataset {data['name']} (read from TFDS)",
+        needed_by=f"dataset {data.name} (read from TFDS)",
         alternative="--config.data.data_dir=DIR with its .npz or IDX files",
       )
-  if mode in ("train", "table", "rescore") and bool(train.get("tensorboard", False)):
+  if mode in ("train", "table", "rescore") and bool(config.train.tensorboard):
     require(
       "tensorboardX",
       extra=None,

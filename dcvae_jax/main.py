@@ -124,12 +124,9 @@ def main(argv):
 def _job_config(mode: str, workdir: str):
   """The config the job runs with: the command line's, or for report / rescore the workdir's own (if any)."""
   if mode in ("report", "rescore", "predict") and os.path.exists(os.path.join(workdir, "config.json")):
-    import json
+    from dcvae_jax.config import load_saved
 
-    import ml_collections
-
-    with open(os.path.join(workdir, "config.json")) as f:
-      return ml_collections.ConfigDict(json.load(f))
+    return load_saved(os.path.join(workdir, "config.json"))
   return FLAGS.config
 
 
@@ -233,7 +230,7 @@ def _unknown_override(argv) -> str | None:
   message with the nearest key; None if every key exists (the failure was something else)."""
   import ml_collections
 
-  from dcvae_jax.config import leaves
+  from dcvae_jax.config import leaves, moved_message
 
   keys = [a[2:].split("=", 1)[0].split(".", 1)[1] for a in argv[1:] if a.startswith("--config.")]
   if not keys:
@@ -256,6 +253,8 @@ def _unknown_override(argv) -> str | None:
     node = config
     for part in key.split("."):
       if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+        if moved_message(key):
+          return moved_message(key)
         close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
         hint = f"; did you mean '{close[0]}'?" if close else "; --mode=config lists every key"
         return f"unknown config key '{key}'{hint}"

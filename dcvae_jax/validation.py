@@ -125,19 +125,19 @@ def _check_validation(config) -> None:
   """data.validation_fraction, protocol.score="auto" (needs a validation split), the threshold's rates, and the
   ood protocol's dataset (named, and not data.name itself)."""
   d, e, p = config.data, config.eval, config.protocol
-  fraction = float(d.get("validation_fraction", 0.0))
+  fraction = float(d.validation_fraction)
   if not 0.0 <= fraction < 1.0:
     raise ConfigError(f"data.validation_fraction must be in [0, 1), got {fraction}")
   if p.score == "auto" and fraction == 0.0:
     raise ConfigError(
       "protocol.score='auto' chooses the score on the validation split, and data.validation_fraction=0 turns it off"
     )
-  if not 0.0 < float(e.get("threshold_fpr", 0.05)) < 1.0:
+  if not 0.0 < float(e.threshold_fpr) < 1.0:
     raise ConfigError(f"eval.threshold_fpr must be in (0, 1), got {e.threshold_fpr}")
-  if not 0.0 <= float(e.get("contamination", 0.0)) < 1.0:
+  if not 0.0 <= float(e.contamination) < 1.0:
     raise ConfigError(f"eval.contamination must be in [0, 1) (0 = use eval.threshold_fpr), got {e.contamination}")
   if p.name == "ood":
-    ood = str(p.get("ood_dataset", "")).strip()
+    ood = str(p.ood_dataset).strip()
     if not ood:
       raise ConfigError("protocol.name='ood' needs protocol.ood_dataset (the dataset whose test images are anomalies)")
     if ood.lower() == str(d.name).strip().lower():

@@ -29,8 +29,8 @@ from dcvae_jax.errors import WorkdirError
 from dcvae_jax.log import log as _log
 
 # Training fields: they change the trained parameters, so checkpoints trained with other values cannot be
-# resumed. Every model.* field (even one the chosen model ignores, e.g. beta for a vae: classified by name, not
-# by model); the data and its preprocessing (binarize, dequantize: the training noise); which runs exist and are
+# resumed. Every model.* field (even one the chosen model ignores, e.g. model.beta_vae.beta for a vae: classified
+# by name, not by model); the data and its preprocessing (binarize, dequantize: the training noise); which runs exist and are
 # trained together (seed, num_seeds, protocol.name / classes / normal, train.runs_per_program: a group shares one
 # program and its checkpoint directory, and vmapped runs differ from single ones in the last float bit);
 # train.ensemble (vmap and map differ in the last bit); every optimisation and batch-sampling setting; and
@@ -49,19 +49,25 @@ TRAINING_FIELDS = (
   "model.gaussian_variance",
   "model.gaussian_std",
   "model.compute_dtype",
-  "model.beta",
-  "model.alpha",
-  "model.gamma",
-  "model.tc_beta",
-  "model.factor_gamma",
   "model.estimator",
   "model.tc_scope",
-  "model.disc_layers",
-  "model.disc_width",
-  "model.lambda_min",
-  "model.lambda_max",
-  "model.eta_s",
-  "model.eta_h",
+  "model.beta_vae.beta",
+  "model.beta_tcvae.alpha",
+  "model.beta_tcvae.tc_beta",
+  "model.beta_tcvae.gamma",
+  "model.dcvae.alpha",
+  "model.dcvae.tc_beta",
+  "model.dcvae.gamma",
+  "model.factor_vae.gamma",
+  "model.factor_vae.disc_layers",
+  "model.factor_vae.disc_width",
+  "model.rf_vae.gamma",
+  "model.rf_vae.disc_layers",
+  "model.rf_vae.disc_width",
+  "model.rf_vae.lambda_min",
+  "model.rf_vae.lambda_max",
+  "model.rf_vae.eta_s",
+  "model.rf_vae.eta_h",
   "data.name",
   "data.binarize",
   "data.dequantize",
@@ -145,14 +151,23 @@ def _default(name: str):
   return _get(json.loads(base_config().to_json()), name, None)
 
 
+def _lookup(cfg: dict, name: str):
+  return cfg[name] if name in cfg else _get(cfg, name)
+
+
 def field_values(config, names) -> dict:
   """``{dotted name: value}`` of ``config`` (a ConfigDict, its JSON dict, or a flat ``{dotted name: value}``
-  record). A field the record lacks (written before the field existed) takes its base_config default: a new
-  field's default keeps the old behaviour."""
+  record). A field the record lacks takes the value of its flat name in a record of the old layout
+  (``config.OLD_NAME``: model.tc_beta for model.dcvae.tc_beta), else, written before the field existed, its
+  base_config default: a new field's default keeps the old behaviour."""
+  from dcvae_jax.config import OLD_NAME
+
   cfg = _as_dict(config)
   out = {}
   for name in names:
-    value = cfg[name] if name in cfg else _get(cfg, name)
+    value = _lookup(cfg, name)
+    if value is _MISSING and name in OLD_NAME:
+      value = _lookup(cfg, OLD_NAME[name])
     out[name] = json.loads(json.dumps(_default(name) if value is _MISSING else value))
   return out
 

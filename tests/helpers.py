@@ -31,8 +31,8 @@ def tiny_config(model="vae", **train):
   c.model.name = model
   c.model.hidden = (32, 16)
   c.model.latent_dim = 4
-  c.model.disc_layers = 2
-  c.model.disc_width = 32
+  for section in (c.model.factor_vae, c.model.rf_vae):
+    section.disc_layers, section.disc_width = 2, 32
   c.protocol.name = "leave_one_out"
   c.train.num_epochs = 1
   c.train.batch_size = 32
@@ -43,6 +43,20 @@ def tiny_config(model="vae", **train):
   for k, v in train.items():
     setattr(c.train, k, v)
   return c
+
+
+def set_model(config, **fields):
+  """Set model fields: a field of the chosen model's own section (``model.<name>.*``, e.g. tc_beta of dcvae)
+  there, any other on config.model itself (latent_dim, estimator, ...)."""
+  from dcvae_jax.models import registry
+
+  section = registry.get_model(config.model.name).section
+  for key, value in fields.items():
+    node = config.model[section] if section and key in config.model[section] else config.model
+    if key not in node:
+      raise KeyError(f"model field {key!r} is neither in config.model nor in config.model.{section}")
+    setattr(node, key, value)
+  return config
 
 
 def toy_runs(config, ds, classes=(0,)):

@@ -107,6 +107,42 @@ def _snapshot(wd) -> dict:
   return out
 
 
+def test_a_workdir_of_the_flat_model_layout_is_read_compatibly(tmp_path):
+  """A trained.json written with the flat model fields of earlier versions (model.tc_beta, model.factor_gamma,
+  ...: config.MOVED_FIELDS) reads as the sections that replace them: the same config resumes it and writes
+  nothing; another weight is refused under its new name; an old config.json loads as a full config."""
+  from dcvae_jax.config import MOVED_FIELDS, OLD_NAME, from_saved
+
+  wd = str(tmp_path / "wd")
+  base = base_config()
+  workdir.check_workdir(base, wd)
+  path = os.path.join(wd, workdir.TRAINED_FILE)
+  record = _json(wd, workdir.TRAINED_FILE)
+  for new, old in OLD_NAME.items():
+    record["training"][old] = record["training"].pop(new)
+  assert set(MOVED_FIELDS) <= set(record["training"])
+  with open(path, "w") as f:
+    json.dump(record, f)
+  before = _snapshot(wd)
+  assert workdir.check_workdir(base, wd) is None
+  assert _snapshot(wd) == before
+  with pytest.raises(errors.WorkdirError, match=re.escape("model.dcvae.tc_beta: 6.0 -> 3.0")):
+    workdir.check_workdir(_with(base, "model.dcvae.tc_beta", 3.0), wd)
+  # An old config.json (flat weights, a field since removed, lists for tuples) -> every field of base_config.
+  saved = json.loads(base.to_json())
+  for section in ("beta_vae", "beta_tcvae", "dcvae", "factor_vae", "rf_vae"):
+    del saved["model"][section]
+  saved["model"].update(tc_beta=3.0, factor_gamma=2.0, beta=5.0)
+  saved["train"]["no_longer_a_field"] = 1
+  del saved["eval"]["contamination"]  # written before the field existed: its default
+  config = from_saved(saved)
+  assert config.model.dcvae.tc_beta == config.model.beta_tcvae.tc_beta == 3.0
+  assert config.model.factor_vae.gamma == config.model.rf_vae.gamma == 2.0 and config.model.beta_vae.beta == 5.0
+  assert config.eval.contamination == 0.0 and "no_longer_a_field" not in config.train
+  assert isinstance(config.model.hidden, tuple)
+  assert json.loads(from_saved(json.loads(base.to_json())).to_json()) == json.loads(base.to_json())
+
+
 def test_check_workdir_refuses_every_training_field_and_only_those(tmp_path):
   """No training: check_workdir against a recorded base config, one field changed at a time."""
   wd = str(tmp_path / "wd")
@@ -126,8 +162,8 @@ def test_check_workdir_refuses_every_training_field_and_only_those(tmp_path):
     assert _snapshot(wd) == before, field
   # Two differences: one line naming both.
   with pytest.raises(errors.WorkdirError) as e:
-    workdir.check_workdir(_with(_with(base, "model.beta", 2.0), "train.learning_rate", 0.01), wd)
-  assert "model.beta: 4.0 -> 2.0; train.learning_rate: 0.001 -> 0.01" in str(e.value)
+    workdir.check_workdir(_with(_with(base, "model.beta_vae.beta", 2.0), "train.learning_rate", 0.01), wd)
+  assert "model.beta_vae.beta: 4.0 -> 2.0; train.learning_rate: 0.001 -> 0.01" in str(e.value)
   assert "\n" not in str(e.value)
   # Other training images (same config): refused.
   ds = toy_dataset()
@@ -192,11 +228,11 @@ def _ckpt_steps(wd):
 @pytest.mark.parametrize(
   "args, named",
   [
-    (["--config.model.beta=2.0"], ["model.beta: 4.0 -> 2.0"]),
+    (["--config.model.beta_vae.beta=2.0"], ["model.beta_vae.beta: 4.0 -> 2.0"]),
     (["--config.train.learning_rate=0.01"], ["train.learning_rate: 0.001 -> 0.01"]),
     (
-      ["--config.model.tc_beta=3.0", "--config.data.dequantize=True", "--config.data.binarize=False"],
-      ["model.tc_beta: 6.0 -> 3.0", "data.binarize: True -> False", "data.dequantize: False -> True"],
+      ["--config.model.dcvae.tc_beta=3.0", "--config.data.dequantize=True", "--config.data.binarize=False"],
+      ["model.dcvae.tc_beta: 6.0 -> 3.0", "data.binarize: True -> False", "data.dequantize: False -> True"],
     ),
   ],
   ids=["beta", "learning_rate", "three"],
@@ -372,8 +408,8 @@ def test_a_workdir_from_before_the_record_is_rescored_not_retrained(tmp_path):
     with open(path, "w") as f:
       json.dump(result, f)
   metrics = _snapshot(wd)["metrics.jsonl"]
-  with pytest.raises(errors.WorkdirError, match="model.beta"):
-    experiment.train_and_evaluate(_with(config, "model.beta", 2.0), wd, dataset=ds, **QUIET)
+  with pytest.raises(errors.WorkdirError, match="model.beta_vae.beta"):
+    experiment.train_and_evaluate(_with(config, "model.beta_vae.beta", 2.0), wd, dataset=ds, **QUIET)
   again = experiment.train_and_evaluate(config, wd, dataset=ds, **QUIET)
   assert _same(again["runs"], first["runs"]) and _snapshot(wd)["metrics.jsonl"] == metrics
   assert os.path.exists(os.path.join(wd, workdir.TRAINED_FILE))

@@ -21,7 +21,7 @@ def load_data(config) -> data_lib.Dataset:
 
 def validation_fraction(config) -> float:
   """data.validation_fraction; 0 for a workdir saved before the field existed (it trained on the whole split)."""
-  return float(config.data.get("validation_fraction", 0.0))
+  return float(config.data.validation_fraction)
 
 
 def prepare_data(config, dataset: data_lib.Dataset | None = None) -> data_lib.Dataset:
@@ -34,7 +34,7 @@ def prepare_data(config, dataset: data_lib.Dataset | None = None) -> data_lib.Da
   if config.protocol.name == "ood":
     ood = data_lib.load_dataset(
       config.protocol.ood_dataset,
-      config.protocol.get("ood_data_dir", ""),
+      config.protocol.ood_data_dir,
       tfds_data_dir=config.data.tfds_data_dir or None,
       download=config.data.download,
     )

@@ -37,7 +37,7 @@ from dcvae_jax.evaluators.disentangle import metrics as disentangle
 from dcvae_jax.models import inference, objectives
 
 if TYPE_CHECKING:  # the training program's types, for annotations only
-  from dcvae_jax.train.train_step import Setup
+  from dcvae_jax.train.train_step import ModelSetup
 
 COMPUTE_ALL_KEYS = ("mig", "factor_vae", "dci_disentanglement", "dci_completeness", "dci_informativeness", "sap")
 
@@ -46,14 +46,14 @@ COMPUTE_ALL_KEYS = ("mig", "factor_vae", "dci_disentanglement", "dci_completenes
 # Codes.
 
 
-def encode_batch(setup: Setup, params, x, cond_ids):
+def encode_batch(setup: ModelSetup, params, x, cond_ids):
   """Encoder means of one model on a float batch x (B,H,W,1) with int condition ids (B,): (B, d)."""
   c = objectives.one_hot_condition(setup.spec, cond_ids, setup.num_conditions)
   mu, _ = objectives.encode(setup.module, params, x, c)
   return mu
 
 
-def compile_encode_fn(setup: Setup, mesh):
+def compile_encode_fn(setup: ModelSetup, mesh):
   """jit(vmap over models) of encode_batch: params (M, ...), x uint8 (B,H,W), cond ids (M, B) -> (M, B, d).
   The batch axis is sharded over the mesh; the output is replicated."""
   fn = jax.vmap(functools.partial(encode_batch, setup), in_axes=(0, None, 0))
@@ -87,7 +87,7 @@ def _num_models(params) -> int:
   return int(leaves[0].shape[0])
 
 
-def encode_test_set(setup: Setup, params, x_test: np.ndarray, mesh, *, batch_size: int, conditions=None):
+def encode_test_set(setup: ModelSetup, params, x_test: np.ndarray, mesh, *, batch_size: int, conditions=None):
   """Encoder means of every test image under every stacked model: float32 numpy (M, N, d).
 
   params: a stacked params tree (leading model axis M), e.g. ``state.params`` of ``trainer.train_runs``.
@@ -121,7 +121,7 @@ def encode_test_set(setup: Setup, params, x_test: np.ndarray, mesh, *, batch_siz
   else:
     ids = np.zeros((num_models, n), np.int32)
   if n == 0:
-    return np.zeros((num_models, 0, int(setup.hp.latent_dim)), np.float32)
+    return np.zeros((num_models, 0, int(setup.model_cfg.latent_dim)), np.float32)
   fn = compile_encode_fn(setup, mesh)
   mu = inference.map_batches(
     lambda i, xb, cb: fn(params, xb, cb), [(x_test, 0), (ids, 1)], mesh=mesh, batch_size=batch_size

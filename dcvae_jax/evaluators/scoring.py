@@ -43,7 +43,7 @@ from dcvae_jax.models import estimators, inference, networks, objectives
 from dcvae_jax.options import SCORE_CONDITIONS, SCORES  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:  # the training program's types, for annotations only
-  from dcvae_jax.train.train_step import Setup
+  from dcvae_jax.train.train_step import ModelSetup
 
 DEVICE_SCORES = ("recon", "nelbo", "iwae", "rapp", "rapp_sap")  # complexity is derived from iwae on the host
 
@@ -62,8 +62,8 @@ LOG_DENSITY_SCORES = ("nelbo", "iwae")
 
 
 def score_names(config) -> tuple[str, ...]:
-  """The scores a job computes and reports: ``eval.scores`` in SCORES order (() or absent: all of them)."""
-  wanted = tuple(config.eval.get("scores", ()) or SCORES)
+  """The scores a job computes and reports: ``eval.scores`` in SCORES order (() = all of them)."""
+  wanted = tuple(config.eval.scores or SCORES)
   return tuple(n for n in SCORES if n in wanted)
 
 
@@ -73,18 +73,18 @@ def device_scores(names) -> tuple[str, ...]:
   return tuple(d for d in DEVICE_SCORES if d in need)
 
 
-def rapp_differences_batch(setup: Setup, params, x, cond_ids):
+def rapp_differences_batch(setup: ModelSetup, params, x, cond_ids):
   """RaPP's stacked differences d(x) of one model on a float batch under integer conditions: (B, D)."""
-  module, hp = setup.module, setup.hp
+  module, model_cfg = setup.module, setup.model_cfg
   c = objectives.one_hot_condition(setup.spec, cond_ids, setup.num_conditions)
   hidden_x = module.apply(params, x, c, method=networks.VAE.encode_hidden)
-  x_hat = objectives.mean_image(objectives.decode(module, params, hidden_x[-1], c), hp.likelihood)
+  x_hat = objectives.mean_image(objectives.decode(module, params, hidden_x[-1], c), model_cfg.likelihood)
   hidden_r = module.apply(params, x_hat, c, method=networks.VAE.encode_hidden)
   return anomaly_scores.rapp_differences(hidden_x, hidden_r, x, x_hat)
 
 
 def score_batch(
-  setup: Setup,
+  setup: ModelSetup,
   params,
   nap_stats,
   x,
@@ -101,13 +101,13 @@ def score_batch(
   The conditions are visited one after another (lax.map) to bound memory.
   """
   spec, module = setup.spec, setup.module
-  hp = setup.hp
+  model_cfg = setup.model_cfg
   n_cols = setup.num_conditions + 1 if spec.conditional else 1
   b = x.shape[0]
-  obs_logvar = objectives.likelihood_logvar(hp, module.apply(params, method=networks.VAE.obs_logvar))
+  obs_logvar = objectives.likelihood_logvar(model_cfg, module.apply(params, method=networks.VAE.obs_logvar))
 
   def nll_of(z, c):
-    return objectives.recon_nll(objectives.decode(module, params, z, c), x, hp.likelihood, obs_logvar)
+    return objectives.recon_nll(objectives.decode(module, params, z, c), x, model_cfg.likelihood, obs_logvar)
 
   def under(cid):
     ids = jnp.full((b,), cid, jnp.int32)
@@ -115,7 +115,7 @@ def score_batch(
     mu, logvar = objectives.encode(module, params, x, c)
     out = {}
     if "recon" in scores:
-      mean = objectives.mean_image(objectives.decode(module, params, mu, c), hp.likelihood)
+      mean = objectives.mean_image(objectives.decode(module, params, mu, c), model_cfg.likelihood)
       out["recon"] = jnp.square(x - mean).reshape((b, -1)).sum(-1)
     pmu, plogvar = module.apply(params, ids, method=networks.VAE.prior)  # the zero condition: N(0, I)
     if "nelbo" in scores:
@@ -150,7 +150,7 @@ def score_batch(
 
 @functools.lru_cache(maxsize=4)
 def compile_score_fn(
-  setup: Setup,
+  setup: ModelSetup,
   mesh,
   num_samples: int,
   iwae_samples: int = 64,
@@ -183,7 +183,7 @@ def compile_score_fn(
 
 
 def fit_rapp(
-  setup: Setup, params, x_fit: np.ndarray, cond_fit: np.ndarray, mesh, *, batch_size: int, progress=None
+  setup: ModelSetup, params, x_fit: np.ndarray, cond_fit: np.ndarray, mesh, *, batch_size: int, progress=None
 ) -> dict:
   """NAP statistics of every stacked model from its own normal training images.
 
@@ -236,7 +236,7 @@ def fit_nap_all(d: np.ndarray, progress=None) -> list[dict]:
 
 
 def score_test_set(
-  setup: Setup,
+  setup: ModelSetup,
   params,
   x_test: np.ndarray,
   mesh,
@@ -278,7 +278,7 @@ def score_test_set(
   return inference.map_batches(call, [(x_test, axis)], mesh=mesh, batch_size=batch_size)
 
 
-def _identity_nap(setup: Setup, params):
+def _identity_nap(setup: ModelSetup, params):
   """NAP statistics that make NAP equal SAP: zero mean, identity basis, unit scales."""
   m = jax.tree.leaves(params)[0].shape[0]
   x = jnp.zeros((1, *setup.module.image_shape), jnp.float32)

@@ -57,7 +57,7 @@ def map_batches(call: Callable, inputs: Sequence[tuple], *, mesh, batch_size: in
 
 
 class Model:
-  """Compiled encode / decode / prior of one ``train_step.Setup``, for figures.
+  """Compiled encode / decode / prior of one ``train_step.ModelSetup``, for figures.
 
   Conditions are integer ids: 0..C-1 the run's normal classes (position in ``run.normal``), C the all-zero
   condition vector; ignored for unconditional models. Arrays go through ``map_batches`` in batches of
@@ -69,7 +69,7 @@ class Model:
     self.mesh = mesh if mesh is not None else distributed.make_mesh()
     spec, module, num_c = setup.spec, setup.module, setup.num_conditions
     self.conditional = spec.conditional
-    self.latent_dim = int(setup.hp.latent_dim)
+    self.latent_dim = int(setup.model_cfg.latent_dim)
 
     def cond(ids):
       return objectives.one_hot_condition(spec, ids, num_c)
@@ -79,7 +79,7 @@ class Model:
       return objectives.encode(module, params, x, cond(ids))
 
     def decode(params, z, ids):
-      mean = objectives.mean_image(objectives.decode(module, params, z, cond(ids)), setup.hp.likelihood)
+      mean = objectives.mean_image(objectives.decode(module, params, z, cond(ids)), setup.model_cfg.likelihood)
       return mean[..., 0] if mean.shape[-1] == 1 else mean
 
     def prior(params, ids):

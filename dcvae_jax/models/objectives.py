@@ -39,10 +39,10 @@ def continuous_bernoulli_log_norm(logits):
   return jnp.where(small, taylor, exact)
 
 
-def gaussian_logvar(hp, obs_logvar):
+def gaussian_logvar(model_cfg, obs_logvar):
   """log sigma^2 of the Gaussian likelihood: 2 log(model.gaussian_std) when fixed, else the learned one."""
-  if hp.get("gaussian_variance", "fixed") == "fixed":
-    std = float(hp.get("gaussian_std", 1.0))
+  if model_cfg.gaussian_variance == "fixed":
+    std = float(model_cfg.gaussian_std)
     return None if std == 1.0 else jnp.asarray(2.0 * np.log(std), jnp.float32)
   return obs_logvar
 
@@ -81,9 +81,9 @@ def mean_image(logits, likelihood: str = "bernoulli"):
   return logits
 
 
-def likelihood_logvar(hp, obs_logvar):
+def likelihood_logvar(model_cfg, obs_logvar):
   """The ``logvar`` argument of recon_nll: None except for the Gaussian (see gaussian_logvar)."""
-  return gaussian_logvar(hp, obs_logvar) if hp.likelihood == "gaussian" else None
+  return gaussian_logvar(model_cfg, obs_logvar) if model_cfg.likelihood == "gaussian" else None
 
 
 def is_density(likelihood: str, *, binarize: bool, dequantize: bool) -> bool:
@@ -210,28 +210,30 @@ def discriminator_input(spec, out):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The models: each returns (regulariser, extra terms). ``out`` carries kl_dims (B,d) and mi/tc/dwkl.
+# The models: each returns (regulariser, extra terms). ``out`` carries kl_dims (B,d) and mi/tc/dwkl; ``w`` is
+# the model's own section of config.model (``registry.ModelSpec.section``; None for vae / cvae).
 
 
-def vae_regularizer(out, hp, tc_d):
+def vae_regularizer(out, w, tc_d):
   """vae, cvae: KL(q(z|x[,c]) || p(z))."""
   return out["kl"], {}
 
 
-def beta_vae_regularizer(out, hp, tc_d):
-  """beta_vae: beta KL."""
-  return hp.beta * out["kl"], {}
+def beta_vae_regularizer(out, w, tc_d):
+  """beta_vae: beta KL (model.beta_vae.beta)."""
+  return w.beta * out["kl"], {}
 
 
-def decomposed_regularizer(out, hp, tc_d):
-  """beta_tcvae (unconditional) and dcvae (conditional): alpha MI + tc_beta TC + gamma DWKL."""
-  return hp.alpha * out["mi"] + hp.tc_beta * out["tc"] + hp.gamma * out["dwkl"], {}
+def decomposed_regularizer(out, w, tc_d):
+  """beta_tcvae (unconditional) and dcvae (conditional): alpha MI + tc_beta TC + gamma DWKL
+  (model.beta_tcvae.* / model.dcvae.*)."""
+  return w.alpha * out["mi"] + w.tc_beta * out["tc"] + w.gamma * out["dwkl"], {}
 
 
-def factor_vae_regularizer(out, hp, tc_d):
-  """factor_vae: KL + factor_gamma TC_D."""
+def factor_vae_regularizer(out, w, tc_d):
+  """factor_vae: KL + gamma TC_D (model.factor_vae.gamma)."""
   tc = tc_d(out["z"])
-  return out["kl"] + hp.factor_gamma * tc, {"tc_d": tc}
+  return out["kl"] + w.gamma * tc, {"tc_d": tc}
 
 
 def binary_entropy(r, eps: float = 1e-7):
@@ -239,15 +241,15 @@ def binary_entropy(r, eps: float = 1e-7):
   return -(r * jnp.log(r) + (1 - r) * jnp.log(1 - r))
 
 
-def rf_vae_regularizer(out, hp, tc_d):
-  """rf_vae: relevance-weighted KL + factor_gamma TC_D(r * z) + eta_s |r|_1 + eta_h H(r)."""
+def rf_vae_regularizer(out, w, tc_d):
+  """rf_vae: relevance-weighted KL + gamma TC_D(r * z) + eta_s |r|_1 + eta_h H(r) (model.rf_vae.*)."""
   r = out["relevance"]
-  lam = hp.lambda_max + (hp.lambda_min - hp.lambda_max) * r
+  lam = w.lambda_max + (w.lambda_min - w.lambda_max) * r
   weighted_kl = jnp.mean(jnp.sum(lam * out["kl_dims"], axis=-1))
   tc = tc_d(out["z"] * r)
   l1 = jnp.sum(jnp.abs(r))
   ent = jnp.sum(binary_entropy(r))
-  reg = weighted_kl + hp.factor_gamma * tc + hp.eta_s * l1 + hp.eta_h * ent
+  reg = weighted_kl + w.gamma * tc + w.eta_s * l1 + w.eta_h * ent
   return reg, {"tc_d": tc, "weighted_kl": weighted_kl, "relevance_l1": l1, "relevance_entropy": ent}
 
 
@@ -275,12 +277,12 @@ def model_loss(model, params, batch: Batch, stats: DataStats, disc_params=None, 
   """The model's loss and every logged term: (loss, (terms, out)).
 
   loss = E[-log p(x|z[,c])] + R, with R the model's regulariser (``spec.regularizer``) on the KL decomposition
-  of the batch. ``model``: the static parts of one model (``train_step.Setup``, or any object with ``spec``,
-  ``module``, ``hp`` (config.model), ``num_conditions``, ``groups`` and ``disc``); ``disc_params``: the
-  FactorVAE / RF-VAE discriminator's; ``rng``: draws eps when the batch carries none."""
-  spec, hp = model.spec, model.hp
+  of the batch. ``model``: the static parts of one model (``train_step.ModelSetup``, or any object with
+  ``spec``, ``module``, ``model_cfg`` (config.model), ``num_conditions``, ``groups`` and ``disc``);
+  ``disc_params``: the FactorVAE / RF-VAE discriminator's; ``rng``: draws eps when the batch carries none."""
+  spec, model_cfg = model.spec, model.model_cfg
   out = forward(spec, model.module, params, batch.x, batch.cond, rng, model.num_conditions, eps=batch.eps)
-  rec = recon_nll(out["logits"], batch.x, hp.likelihood, likelihood_logvar(hp, out["obs_logvar"])).mean()
+  rec = recon_nll(out["logits"], batch.x, model_cfg.likelihood, likelihood_logvar(model_cfg, out["obs_logvar"])).mean()
   out["kl_dims"] = estimators.kl_diag_gaussians(out["mu"], out["logvar"], out["prior_mu"], out["prior_logvar"])
   out["kl"] = out["kl_dims"].sum(-1).mean()
   out.update(
@@ -289,14 +291,14 @@ def model_loss(model, params, batch: Batch, stats: DataStats, disc_params=None, 
       out,
       dataset_size=stats.dataset_size,
       condition_counts=stats.condition_counts,
-      method=hp.estimator,
+      method=model_cfg.estimator,
       groups=model.groups,
     )
   )
   tc_d = None
   if spec.discriminator:
     tc_d = lambda z: discriminator_tc(model.disc, disc_params, z)  # noqa: E731
-  reg, extra = spec.regularizer(out, hp, tc_d)
+  reg, extra = spec.regularizer(out, model_cfg[spec.section] if spec.section else None, tc_d)
   loss = rec + reg
   terms = dict(
     loss=loss, recon=rec, kl=out["kl"], elbo=rec + out["kl"], mi=out["mi"], tc=out["tc"], dwkl=out["dwkl"], **extra

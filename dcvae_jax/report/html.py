@@ -84,7 +84,7 @@ class RunView:
       offset = anomaly_scores.density_offset_bits(
         int(np.prod(ds.x_test.shape[1:])),
         is_continuous=trained.config.model.likelihood != "bernoulli",
-        dequantize=bool(trained.config.data.get("dequantize", False)),
+        dequantize=bool(trained.config.data.dequantize),
       )
       self.reduced["complexity"] = anomaly_scores.complexity(
         self.reduced["iwae"], np.asarray(scores["length_bits"])[keep], offset

@@ -4,11 +4,11 @@ the training loop."""
 
 from __future__ import annotations
 
-import json
 import os
 
 from dcvae_jax import distributed
 from dcvae_jax import workdir as workdir_lib
+from dcvae_jax.config import load_saved
 from dcvae_jax.data import datasets as data_lib
 from dcvae_jax.data.prepare import load_data, make_runs, prepare_data  # noqa: F401 (load_data re-exported)
 from dcvae_jax.errors import WorkdirError
@@ -43,13 +43,11 @@ class Trained:
 
 
 def load_config(workdir: str):
-  import ml_collections
-
+  """The workdir's config.json as a full config (``config.from_saved``: also a workdir of an earlier layout)."""
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     raise WorkdirError(f"{workdir} has no config.json: not a trained workdir")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  return load_saved(path)
 
 
 def load_trained(workdir: str, *, dataset: data_lib.Dataset | None = None) -> Trained:

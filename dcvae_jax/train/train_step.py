@@ -24,6 +24,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 from flax import struct
 from jax.sharding import Mesh, NamedSharding
@@ -31,7 +32,7 @@ from jax.sharding import PartitionSpec as P
 
 from dcvae_jax.data import input_pipeline
 from dcvae_jax.data.protocols import Run
-from dcvae_jax.models import fast_ops, objectives
+from dcvae_jax.models import fast_ops, networks, objectives
 from dcvae_jax.models import registry as models
 from dcvae_jax.options import ENSEMBLE_MODES, LR_SCHEDULES, ON_NONFINITE, TC_SCOPES  # noqa: F401 (re-exported)
 
@@ -47,15 +48,16 @@ class TrainState(struct.PyTreeNode):
 
 
 @dataclasses.dataclass(frozen=True)
-class Setup:
-  """Everything static a compiled step needs (hashable pieces only used at trace time)."""
+class ModelSetup:
+  """Everything static that one model's compiled step needs (hashable pieces only used at trace time): the
+  model's spec, modules and optimizers, its config section, and how its data is prepared."""
 
   spec: models.ModelSpec
-  module: Any
-  disc: Any
-  tx: Any
-  disc_tx: Any
-  hp: Any  # config.model (a frozen ConfigDict)
+  module: networks.VAE
+  disc: networks.Discriminator | None  # FactorVAE / RF-VAE only
+  tx: optax.GradientTransformation
+  disc_tx: optax.GradientTransformation | None
+  model_cfg: ml_collections.FrozenConfigDict  # config.model
   num_conditions: int
   binarize: bool
   dequantize: bool  # grey levels k -> (k + u) / 256, u ~ U(0, 1) in training, u = 1/2 in evaluation
@@ -68,7 +70,7 @@ def make_optimizer(train_cfg, total_steps: int = 0):
   over train.warmup_fraction of the steps, then cosine decay to train.final_lr_fraction x the peak rate at
   ``total_steps`` (the longest run of the program). The schedule only changes the step size: the state
   tree is the same for any total_steps, so a checkpoint restores with any value."""
-  name = train_cfg.get("lr_schedule", "constant")
+  name = train_cfg.lr_schedule
   if name == "constant":
     return optax.adam(train_cfg.learning_rate)
   if name == "warmup_cosine":
@@ -85,23 +87,21 @@ def make_optimizer(train_cfg, total_steps: int = 0):
   raise ValueError(f"train.lr_schedule must be 'constant' or 'warmup_cosine', got {name!r}")
 
 
-def make_setup(config, image_shape, num_conditions: int, num_devices: int, total_steps: int = 0) -> Setup:
+def make_setup(config, image_shape, num_conditions: int, num_devices: int, total_steps: int = 0) -> ModelSetup:
   """The static pieces of one config's step (``validation.validate`` has checked the config)."""
-  import ml_collections
-
   spec = models.get_model(config.model.name)
   module = models.make_module(spec, config.model, image_shape, num_conditions)
-  disc = models.make_discriminator(config.model) if spec.discriminator else None
-  return Setup(
+  disc = models.make_discriminator(spec, config.model) if spec.discriminator else None
+  return ModelSetup(
     spec=spec,
     module=module,
     disc=disc,
     tx=make_optimizer(config.train, total_steps),
     disc_tx=optax.adam(config.train.disc_learning_rate, b1=0.5, b2=0.9) if disc else None,
-    hp=ml_collections.FrozenConfigDict(config.model),
+    model_cfg=ml_collections.FrozenConfigDict(config.model),
     num_conditions=num_conditions,
     binarize=bool(config.data.binarize),
-    dequantize=bool(config.data.get("dequantize", False)),
+    dequantize=bool(config.data.dequantize),
     groups=num_devices if config.model.tc_scope == "local" else 1,
     skip_nonfinite=config.train.on_nonfinite == "skip",
   )
@@ -111,7 +111,7 @@ def run_key(run: Run):
   return jax.random.fold_in(jax.random.PRNGKey(run.seed), run.uid)
 
 
-def init_state(setup: Setup, key, image_shape) -> TrainState:
+def init_state(setup: ModelSetup, key, image_shape) -> TrainState:
   """A fresh state for one run; ``key`` is the run's root key."""
   init_key = jax.random.fold_in(key, -1 & 0x7FFFFFFF)
   k_vae, k_disc = jax.random.split(init_key)
@@ -120,8 +120,8 @@ def init_state(setup: Setup, key, image_shape) -> TrainState:
   c = objectives.one_hot_condition(setup.spec, ids, setup.num_conditions)
   params = setup.module.init(k_vae, x, c, ids)
   disc_params = disc_opt = None
-  if setup.disc is not None:
-    disc_params = setup.disc.init(k_disc, jnp.zeros((2, setup.hp.latent_dim)))
+  if setup.disc is not None and setup.disc_tx is not None:
+    disc_params = setup.disc.init(k_disc, jnp.zeros((2, setup.model_cfg.latent_dim)))
     disc_opt = setup.disc_tx.init(disc_params)
   return TrainState(
     step=jnp.zeros((), jnp.int32),
@@ -145,7 +145,7 @@ def step_keys(state: TrainState, active):
   return jax.vmap(lambda s: jax.random.split(jax.random.fold_in(state.rng, s)))(steps)
 
 
-def train_step(setup: Setup, state: TrainState, batch: objectives.Batch, stats: objectives.DataStats, active, rng):
+def train_step(setup: ModelSetup, state: TrainState, batch: objectives.Batch, stats: objectives.DataStats, active, rng):
   """One update of one model: (state, terms). ``active`` is False for padding steps past the run's end; ``rng``
   is the key of the discriminator's dimension permutation."""
 
@@ -162,18 +162,20 @@ def train_step(setup: Setup, state: TrainState, batch: objectives.Batch, stats: 
   return commit(setup, state, new, terms, active)
 
 
-def discriminator_step(setup: Setup, state: TrainState, z, rng):
+def discriminator_step(setup: ModelSetup, state: TrainState, z, rng):
   """One update of the FactorVAE / RF-VAE discriminator on the (stopped-gradient) codes z: (state, terms)."""
+  disc, disc_tx = setup.disc, setup.disc_tx
+  assert disc is not None and disc_tx is not None, "a model with a discriminator"
   z = jax.lax.stop_gradient(z)
-  (loss, acc), grads = jax.value_and_grad(lambda p: objectives.discriminator_loss(setup.disc, p, z, rng), has_aux=True)(
+  (loss, acc), grads = jax.value_and_grad(lambda p: objectives.discriminator_loss(disc, p, z, rng), has_aux=True)(
     state.disc_params
   )
-  updates, opt_state = setup.disc_tx.update(grads, state.disc_opt_state, state.disc_params)
+  updates, opt_state = disc_tx.update(grads, state.disc_opt_state, state.disc_params)
   state = state.replace(disc_params=optax.apply_updates(state.disc_params, updates), disc_opt_state=opt_state)
   return state, dict(disc_loss=loss, disc_acc=acc, disc_grad_norm=fast_ops.global_norm(grads))
 
 
-def commit(setup: Setup, old: TrainState, new: TrainState, terms: dict, active):
+def commit(setup: ModelSetup, old: TrainState, new: TrainState, terms: dict, active):
   """The one place non-finite updates are handled. A step is finite when every loss term and gradient norm is
   (a non-finite gradient makes its norm non-finite; finite gradients give a finite Adam update).
   train.on_nonfinite="skip": an inactive or non-finite step keeps ``old`` (a select over the state) and is
@@ -187,13 +189,13 @@ def commit(setup: Setup, old: TrainState, new: TrainState, terms: dict, active):
   return new, {**terms, "finite": finite, "skipped": skipped}
 
 
-def scan_steps(setup: Setup, state, x_all, cond_all, idx, stats, active):
+def scan_steps(setup: ModelSetup, state, x_all, cond_all, idx, stats, active):
   """steps_per_call steps in one lax.scan: idx (S, B), active (S,) -> (state, terms with leading S).
 
   stats: dict(dataset_size, condition_counts) of the run. param_norm is logged once per call (the norm after
   its last step), broadcast over the call's steps."""
   keys = step_keys(state, active)
-  eps = fast_ops.normals_ahead(keys[:, 0], (idx.shape[-1], setup.hp.latent_dim))
+  eps = fast_ops.normals_ahead(keys[:, 0], (idx.shape[-1], setup.model_cfg.latent_dim))
   data_stats = objectives.DataStats(**stats)
 
   def step(s, inputs):
@@ -231,7 +233,7 @@ def resolve_ensemble(mode: str, platform: str | None = None) -> str:
   return "map" if (platform or jax.default_backend()) == "cpu" else "vmap"
 
 
-def compile_train_fn(setup: Setup, mesh: Mesh, ensemble: str = "vmap"):
+def compile_train_fn(setup: ModelSetup, mesh: Mesh, ensemble: str = "vmap"):
   """jit(vmap(scan(train_step))) over models; the batch axis (last of idx) is sharded over ``mesh``.
 
   ensemble="map" loops over the models inside the program (lax.map) instead of batching them.

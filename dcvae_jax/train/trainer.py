@@ -78,7 +78,7 @@ _COMPILED: dict = {}
 
 
 def _compiled(config, image_shape, num_conditions: int, mesh: Mesh, ensemble: str, total_steps: int = 0):
-  """(Setup, jitted train fn), shared by every group of runs with the same settings: a protocol trained in
+  """(ModelSetup, jitted train fn), shared by every group of runs with the same settings: a protocol trained in
   several programs (train.runs_per_program) compiles once per group size, not once per group."""
   key = (
     config.model.to_json(sort_keys=True),
@@ -121,12 +121,12 @@ def train_runs(
   mesh = mesh or distributed.make_mesh()
   batch_size = int(config.train.batch_size)
   steps_per_call = max(int(config.train.steps_per_call), 1)
-  ensemble = train_step.resolve_ensemble(config.train.get("ensemble", "auto"))
+  ensemble = train_step.resolve_ensemble(config.train.ensemble)
   sampling = input_pipeline.sampling_options(config)
   datas = [input_pipeline.RunData.build(r, y_train, batch_size, config.train.num_epochs, **sampling) for r in runs]
   max_steps = max(d.total_steps for d in datas)
   # Only a schedule needs the step count (so a constant rate shares one program across group sizes).
-  schedule_steps = 0 if config.train.get("lr_schedule", "constant") == "constant" else max_steps
+  schedule_steps = 0 if config.train.lr_schedule == "constant" else max_steps
   setup, fn = _compiled(config, tuple(image_shape), num_conditions, mesh, ensemble, schedule_steps)
 
   replicated = NamedSharding(mesh, P())

@@ -7,7 +7,8 @@
 # Changes: paper (none), gray (Bernoulli cross-entropy on grey levels), cb (continuous Bernoulli on dequantised
 # grey levels), gpp / ggl (Gaussian with learned per-pixel / global variance, dequantised), cos (warm-up +
 # cosine schedule), l<N> (latent size N), wide (MLP 1024-512), m:<model> (another model), s<N> (seed N),
-# strat<N> (stratified batches, N per condition), tc<N> (tc_beta N). EXTRA: more --config flags for every row.
+# strat<N> (stratified batches, N per condition), tc<N> (the TC weight tc_beta = N of beta_tcvae and dcvae).
+# EXTRA: more --config flags for every row.
 # Workdirs go to $ROOT (default /tmp/dcvae_ablation)/DATASET-PROTOCOL-EPOCHSep-ROW. A finished row is not retrained:
 # the job reuses its results, or scores it again from its checkpoints when a scoring setting (EXTRA) changed.
 # Summarise with: python -m dcvae_jax.report.ablation $ROOT DATASET PROTOCOL EPOCHS
@@ -32,7 +33,7 @@ for ROW in "$@"; do
       s[0-9]*) ARGS="$ARGS --config.seed=${T#s}" ;;
       m:*)  ARGS="$ARGS --config.model.name=${T#m:}" ;;
       strat[0-9]*) ARGS="$ARGS --config.train.batch_sampling=stratified --config.train.per_condition=${T#strat}" ;;
-      tc[0-9]*) ARGS="$ARGS --config.model.tc_beta=${T#tc}" ;;
+      tc[0-9]*) ARGS="$ARGS --config.model.beta_tcvae.tc_beta=${T#tc} --config.model.dcvae.tc_beta=${T#tc}" ;;
       *) echo "error: unknown change '$T' in row '$ROW'" >&2; exit 2 ;;
     esac
   done

@@ -20,7 +20,7 @@ case ${1:-tables} in
       docs/results/ablation.sh mnist leave_one_out 10 paper m:cvae m:dcvae m:dcvae+strat32 m:beta_tcvae
     ;;
   table1)  # every model, the paper's setting (binarised MNIST); FactorVAE / RF-VAE with a 2 x 256 discriminator
-    SMALL_D="--config.model.disc_layers=2 --config.model.disc_width=256"
+    SMALL_D="--config.model.factor_vae.disc_layers=2 --config.model.factor_vae.disc_width=256 --config.model.rf_vae.disc_layers=2 --config.model.rf_vae.disc_width=256"
     docs/results/ablation.sh mnist one_vs_rest 50 m:cvae m:dcvae m:beta_vae m:beta_tcvae
     EXTRA="$SMALL_D" docs/results/ablation.sh mnist one_vs_rest 50 m:factor_vae m:rf_vae
     ROOT=$ROOT/fair EXTRA="$IW" \

@@ -246,13 +246,13 @@ def test_rapp_sap_and_nap_equal_a_hand_computation():
   d = np.concatenate([(x - x_hat).reshape(4, -1), h_x - h_r, mu_x - mu_r], axis=1)
   sap_want = np.sum(d**2, axis=1)
 
-  setup = train_step.Setup(
+  setup = train_step.ModelSetup(
     spec=spec,
     module=module,
     disc=None,
     tx=None,
     disc_tx=None,
-    hp=config,
+    model_cfg=config,
     num_conditions=1,
     binarize=False,
     dequantize=False,

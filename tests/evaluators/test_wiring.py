@@ -261,7 +261,9 @@ def test_learned_observation_log_variance_is_clipped_in_the_loss():
   want = 0.5 * np.sum(
     (np.asarray(x, np.float64) - mean) ** 2 / np.exp(clipped) + clipped + math.log(2 * math.pi), axis=(1, 2, 3)
   )
-  got = objectives.recon_nll(out["logits"], x, "gaussian", objectives.likelihood_logvar(setup.hp, out["obs_logvar"]))
+  got = objectives.recon_nll(
+    out["logits"], x, "gaussian", objectives.likelihood_logvar(setup.model_cfg, out["obs_logvar"])
+  )
   np.testing.assert_allclose(got, want, rtol=1e-5)
 
 

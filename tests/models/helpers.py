@@ -8,7 +8,7 @@ import scipy.stats
 
 from dcvae_jax.models import objectives
 from dcvae_jax.models import registry as models
-from tests.helpers import tiny_config
+from tests.helpers import set_model, tiny_config
 
 
 def np_bce(logits, x):
@@ -22,8 +22,7 @@ def np_log_normal(z, mu, logvar):
 
 def _module(name, image_shape, num_conditions, **hp):
   config = tiny_config(name)
-  for k, v in hp.items():
-    setattr(config.model, k, v)
+  set_model(config, **hp)
   spec = models.get_model(name)
   module = models.make_module(spec, config.model, image_shape, num_conditions)
   return config, spec, module
@@ -75,7 +74,7 @@ def _rf_loss(rho, x, **hp):
   cond = jnp.zeros((x.shape[0],), jnp.int32)
   params = _init(spec, mod, x, cond, 1)
   params = {"params": dict(params["params"], relevance_logit=jnp.asarray(rho, jnp.float32))}
-  disc = models.make_discriminator(cfg.model)
+  disc = models.make_discriminator(spec, cfg.model)
   disc_params = disc.init(jax.random.PRNGKey(1), jnp.zeros((1, 4)))
   loss, (t, out) = objectives.model_loss(
     models.ModelParts(spec, mod, cfg.model, 1, disc=disc),

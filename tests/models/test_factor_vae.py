@@ -13,7 +13,7 @@ from dcvae_jax.data import input_pipeline
 from dcvae_jax.models import objectives
 from dcvae_jax.models import registry as models
 from dcvae_jax.train import train_step
-from tests.helpers import tiny_config, toy_dataset
+from tests.helpers import set_model, tiny_config, toy_dataset
 
 LATENT = 4
 NUM_C = 2
@@ -45,16 +45,15 @@ def _batch(b=16, size=6, seed=0):
 
 def _model(name, x, cond, **hp):
   config = tiny_config(name)
-  for k, v in hp.items():
-    setattr(config.model, k, v)
+  set_model(config, **hp)
   spec = models.get_model(name)
   module = models.make_module(spec, config.model, x.shape[1:], NUM_C)
   params = module.init(jax.random.PRNGKey(0), x, objectives.one_hot_condition(spec, cond, NUM_C), cond)
-  disc = models.make_discriminator(config.model)
+  disc = models.make_discriminator(spec, config.model)
   disc_params = disc.init(jax.random.PRNGKey(1), jnp.zeros((1, LATENT)))
   # A clear real-vs-permuted preference (logit_real - logit_perm ~ +2 by the last bias alone), so TC_D is far
-  # from 0 and a dropped factor_gamma or a flipped sign changes the loss by several nats.
-  last = f"Dense_{config.model.disc_layers}"
+  # from 0 and a dropped gamma or a flipped sign changes the loss by several nats.
+  last = f"Dense_{config.model[spec.section].disc_layers}"
   disc_params = jax.tree.map(lambda a: a, disc_params)
   disc_params["params"][last]["bias"] = jnp.array([1.5, -0.5], jnp.float32)
   return config, spec, module, params, disc, disc_params
@@ -83,11 +82,11 @@ def _hand_pieces(module, params, x, eps):
 @pytest.mark.parametrize("gamma", [6.4, 1.5])
 def test_factor_vae_loss_is_recon_plus_kl_plus_gamma_tc_d(gamma):
   x, cond, eps = _batch()
-  config, spec, module, params, disc, dp = _model("factor_vae", x, cond, factor_gamma=gamma)
+  config, spec, module, params, disc, dp = _model("factor_vae", x, cond, gamma=gamma)
   loss, (terms, _) = _model_loss(config, spec, module, params, x, cond, eps, disc, dp)
   recon, kl_dims, z = _hand_pieces(module, params, x, eps)
   kl = kl_dims.sum(1).mean()
-  logits = np_disc_logits(dp, z, config.model.disc_layers)
+  logits = np_disc_logits(dp, z, config.model.factor_vae.disc_layers)
   tc_d = np.mean(logits[:, 0] - logits[:, 1])
   assert tc_d > 1.0  # the bias set in _model: the sign and weight of the term are visible
   np.testing.assert_allclose(terms["recon"], recon, rtol=1e-5)
@@ -101,7 +100,7 @@ def test_factor_vae_loss_is_recon_plus_kl_plus_gamma_tc_d(gamma):
 @pytest.mark.parametrize("gamma", [6.4, 1.5])
 def test_rf_vae_loss_by_hand(gamma):
   x, cond, eps = _batch(seed=1)
-  hp = dict(factor_gamma=gamma, lambda_min=0.1, lambda_max=10.0, eta_s=0.7, eta_h=1.3)
+  hp = dict(gamma=gamma, lambda_min=0.1, lambda_max=10.0, eta_s=0.7, eta_h=1.3)
   config, spec, module, params, disc, dp = _model("rf_vae", x, cond, **hp)
   rho = np.array([-1.0, 0.5, 2.0, 0.0])
   params = {"params": dict(params["params"], relevance_logit=jnp.asarray(rho, jnp.float32))}
@@ -110,7 +109,7 @@ def test_rf_vae_loss_by_hand(gamma):
   r = 1.0 / (1.0 + np.exp(-rho))
   lam = 10.0 + (0.1 - 10.0) * r
   wkl = np.mean((lam * kl_dims).sum(1))
-  logits = np_disc_logits(dp, z * r, config.model.disc_layers)  # D judges r * z
+  logits = np_disc_logits(dp, z * r, config.model.rf_vae.disc_layers)  # D judges r * z
   tc_d = np.mean(logits[:, 0] - logits[:, 1])
   l1 = r.sum()
   ent = -(r * np.log(r) + (1 - r) * np.log(1 - r)).sum()

@@ -79,17 +79,15 @@ def test_forward_carries_its_noise_into_the_decomposition():
 
 
 @pytest.mark.parametrize("name", ["beta_tcvae", "dcvae"])
-def test_tc_models_read_tc_beta_not_beta(name):
-  """model.beta is beta_vae's KL weight only; beta_tcvae and dcvae weigh the TC with model.tc_beta."""
+def test_tc_models_read_tc_beta_of_their_own_section(name):
+  """beta_tcvae and dcvae weigh the TC with model.<name>.tc_beta (beta_vae's beta is in its own section)."""
   spec = models.get_model(name)
   out = {"kl": jnp.float32(2.0), "mi": jnp.float32(0.5), "tc": jnp.float32(3.0), "dwkl": jnp.float32(0.25)}
-  hp = tiny_config(name).model
-  base = float(spec.regularizer(out, hp, None)[0])
-  assert base == pytest.approx(hp.alpha * 0.5 + hp.tc_beta * 3.0 + hp.gamma * 0.25)
-  hp.beta = hp.beta + 10.0
-  assert float(spec.regularizer(out, hp, None)[0]) == base
-  hp.tc_beta = hp.tc_beta + 1.0
-  assert float(spec.regularizer(out, hp, None)[0]) == pytest.approx(base + 3.0)
+  w = tiny_config(name).model[spec.section]
+  base = float(spec.regularizer(out, w, None)[0])
+  assert base == pytest.approx(w.alpha * 0.5 + w.tc_beta * 3.0 + w.gamma * 0.25)
+  w.tc_beta = w.tc_beta + 1.0
+  assert float(spec.regularizer(out, w, None)[0]) == pytest.approx(base + 3.0)
 
 
 def test_group_of_one_keeps_finite_gradients():

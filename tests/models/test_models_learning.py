@@ -32,7 +32,7 @@ from tests.models.helpers import (
 
 def test_rf_vae_relevance_weighting_and_penalties():
   x = _binary_batch(16, seed=3)
-  hp = dict(lambda_min=0.1, lambda_max=10.0, eta_s=6.4, eta_h=3.2, factor_gamma=2.0)
+  hp = dict(lambda_min=0.1, lambda_max=10.0, eta_s=6.4, eta_h=3.2, gamma=2.0)
   for rho, lam, l1 in ((-40.0, 10.0, 0.0), (40.0, 0.1, 4.0)):  # r = sigmoid(rho) = 0 and 1
     _, t, out, _ = _rf_loss(np.full(4, rho), x, **hp)
     np.testing.assert_allclose(t["weighted_kl"], lam * t["kl"], rtol=1e-5)
@@ -64,7 +64,7 @@ def test_every_model_learns_on_real_digits(tmp_path, mnist5k, model):
   config = tiny_config(model, num_epochs=5, batch_size=64, log_every_steps=1, steps_per_call=70)
   config.model.hidden = (128, 64)
   config.model.latent_dim = 8
-  config.model.disc_width = 64
+  config.model.factor_vae.disc_width = config.model.rf_vae.disc_width = 64
   config.protocol.classes = (0,)
   runs = protocols.make_runs(config.protocol, mnist5k.num_classes, config.seed)
   with open(tmp_path / "m.jsonl", "w") as f:

@@ -8,7 +8,7 @@ import pytest
 from dcvae_jax import errors
 from dcvae_jax.models import objectives
 from dcvae_jax.models import registry as models
-from tests.helpers import tiny_config
+from tests.helpers import set_model, tiny_config
 
 
 def np_bce(logits, x):
@@ -44,16 +44,19 @@ def test_all_seven_models_registered():
 
 
 def _loss(name, x, cond, *, num_conditions=2, **hp):
-  config = tiny_config(name)
-  for k, v in hp.items():
-    setattr(config.model, k, v)
+  return _loss_of(set_model(tiny_config(name), **hp), x, cond, num_conditions=num_conditions, full=True)
+
+
+def _loss_of(config, x, cond, *, num_conditions=2, full=False):
+  """model_loss of ``config``'s model on (x, cond), with params, rng and discriminator drawn from fixed keys."""
+  name = config.model.name
   spec = models.get_model(name)
   module = models.make_module(spec, config.model, x.shape[1:], num_conditions)
   c = objectives.one_hot_condition(spec, cond, num_conditions)
   params = module.init(jax.random.PRNGKey(0), x, c, cond)
   disc = disc_params = None
   if spec.discriminator:
-    disc = models.make_discriminator(config.model)
+    disc = models.make_discriminator(spec, config.model)
     disc_params = disc.init(jax.random.PRNGKey(1), jnp.zeros((1, config.model.latent_dim)))
   loss, (terms, out) = objectives.model_loss(
     models.ModelParts(spec, module, config.model, num_conditions, disc=disc),
@@ -63,7 +66,7 @@ def _loss(name, x, cond, *, num_conditions=2, **hp):
     disc_params,
     rng=jax.random.PRNGKey(2),
   )
-  return loss, terms, out
+  return (loss, terms, out) if full else (loss, terms)
 
 
 @pytest.fixture
@@ -117,3 +120,28 @@ def test_every_model_returns_finite_terms(batch):
       assert np.all(np.isfinite(v)), (name, k)
     for k in ("recon", "kl", "mi", "tc", "dwkl", "elbo"):
       assert k in terms, (name, k)
+
+
+@pytest.mark.parametrize("name", sorted(models.MODELS))
+def test_a_model_reads_only_its_own_section(batch, name):
+  """Changing every other model's section of config.model leaves a model's loss and terms bitwise the same
+  (registry.ModelSpec.section names the one it reads); changing its own section changes the loss."""
+  x, cond = batch
+  spec = models.get_model(name)
+  others = [s.section for s in models.MODELS.values() if s.section and s.section != spec.section]
+
+  def loss_with(sections, disc_layers=None):
+    config = tiny_config(name)
+    for section in sections:
+      for key, value in config.model[section].items():
+        config.model[section][key] = value + 1 if isinstance(value, int) else 2.5 * value + 0.5
+    config.model.latent_dim = 4
+    return _loss_of(config, x, cond)
+
+  base, t0 = loss_with([])
+  changed, t1 = loss_with(others)
+  assert float(changed) == float(base)
+  assert {k: float(v) for k, v in t1.items()} == {k: float(v) for k, v in t0.items()}
+  if spec.section:
+    own, _ = loss_with([spec.section])
+    assert float(own) != float(base)
