@@ -1,7 +1,10 @@
 """``validate(config)``: every config field with a fixed set of values or a range, checked before anything is
 loaded or trained. A bad field raises one ``ConfigError`` (``ProtocolError`` for the protocol's name) naming
-the field, its value and what is allowed. Checks that need the data (classes in range, enough examples per
-run) happen where the data is read: ``protocols.make_runs`` and ``input_pipeline.RunData.build``."""
+the field, its value and what is allowed. This module is the one place that rejects a bad config value: the
+functions that act on a value and can be called without ``validate`` (the model registry, the protocols, the
+optimizer, the batch sampler, the reduction over conditions) call its ``check_*`` functions rather than
+phrasing their own. Checks that need the data (classes in range, enough examples per run) happen where the
+data is read: ``protocols.make_runs`` and ``input_pipeline.RunData.build``."""
 
 from __future__ import annotations
 
@@ -10,23 +13,51 @@ from dcvae_jax.errors import ConfigError, ProtocolError
 from dcvae_jax.options import sampling_options
 
 
-def _one_of(value, allowed, field: str) -> None:
+def check_choice(value, allowed, field: str) -> None:
+  """ConfigError unless ``value`` is one of ``allowed`` (the tuples of ``options``)."""
   if value not in allowed:
     raise ConfigError(f"{field} must be one of {', '.join(allowed)}, got {value!r}")
+
+
+def check_model_name(name: str) -> None:
+  if name not in options.MODEL_NAMES:
+    raise ConfigError(f"unknown model {name!r}; known models: {', '.join(sorted(options.MODEL_NAMES))}")
+
+
+def check_protocol_name(name: str) -> None:
+  if name not in options.PROTOCOLS:
+    raise ProtocolError(f"unknown protocol {name!r}; known protocols: {', '.join(options.PROTOCOLS)}")
+
+
+def check_score_condition(how: str) -> None:
+  if how not in options.SCORE_CONDITIONS:
+    raise ConfigError(f"unknown score_condition {how!r}; known: {', '.join(options.SCORE_CONDITIONS)}")
+
+
+def check_stratified(batch_size: int, per_condition: int, conditions_per_batch: int, given: tuple = ()) -> None:
+  """Stratified batches: batch_size = conditions_per_batch x per_condition, both >= 1 (``given``: the
+  (per_condition, conditions_per_batch) of the config, before a 0 was derived from the other)."""
+  p, k = int(per_condition), int(conditions_per_batch)
+  if p < 1 or k < 1 or p * k != int(batch_size):
+    p0, k0 = given or (p, k)
+    raise ConfigError(
+      f"train.batch_sampling='stratified' needs train.batch_size = train.conditions_per_batch x "
+      f"train.per_condition, got batch_size={batch_size}, conditions_per_batch={k0}, per_condition={p0}"
+      + (" (0 = batch_size / the other, which must divide it)" if 0 in (p0, k0) else "")
+    )
 
 
 def validate(config, num_devices: int = 1) -> None:
   """Raise ConfigError (or ProtocolError) for the first field of ``config`` outside its allowed values;
   ``num_devices``: the devices the batch is split over."""
   m, t, e, p = config.model, config.train, config.eval, config.protocol
-  if m.name not in options.MODEL_NAMES:
-    raise ConfigError(f"unknown model {m.name!r}; known models: {', '.join(sorted(options.MODEL_NAMES))}")
-  _one_of(m.arch, options.ARCHS, "model.arch")
-  _one_of(m.compute_dtype, options.COMPUTE_DTYPES, "model.compute_dtype")
-  _one_of(m.likelihood, options.LIKELIHOODS, "model.likelihood")
-  _one_of(m.gaussian_variance, options.GAUSSIAN_VARIANCES, "model.gaussian_variance")
-  _one_of(m.estimator, options.ESTIMATORS, "model.estimator")
-  _one_of(m.tc_scope, options.TC_SCOPES, "model.tc_scope")
+  check_model_name(m.name)
+  check_choice(m.arch, options.ARCHS, "model.arch")
+  check_choice(m.compute_dtype, options.COMPUTE_DTYPES, "model.compute_dtype")
+  check_choice(m.likelihood, options.LIKELIHOODS, "model.likelihood")
+  check_choice(m.gaussian_variance, options.GAUSSIAN_VARIANCES, "model.gaussian_variance")
+  check_choice(m.estimator, options.ESTIMATORS, "model.estimator")
+  check_choice(m.tc_scope, options.TC_SCOPES, "model.tc_scope")
   if config.data.dequantize and config.data.binarize:
     raise ConfigError("data.dequantize=True needs grey levels: set data.binarize=False")
   _check_image_shape(config.data)
@@ -35,9 +66,9 @@ def validate(config, num_devices: int = 1) -> None:
     raise ConfigError("train.num_epochs and train.batch_size must be positive")
   if int(t.batch_size) % num_devices:
     raise ConfigError(f"train.batch_size={t.batch_size} is not divisible by the {num_devices} devices")
-  _one_of(t.on_nonfinite, options.ON_NONFINITE, "train.on_nonfinite")
-  _one_of(t.lr_schedule, options.LR_SCHEDULES, "train.lr_schedule")
-  _one_of(t.ensemble, options.ENSEMBLE_MODES, "train.ensemble")
+  check_choice(t.on_nonfinite, options.ON_NONFINITE, "train.on_nonfinite")
+  check_choice(t.lr_schedule, options.LR_SCHEDULES, "train.lr_schedule")
+  check_choice(t.ensemble, options.ENSEMBLE_MODES, "train.ensemble")
   _check_sampling(config, num_devices)
 
   if (
@@ -51,14 +82,12 @@ def validate(config, num_devices: int = 1) -> None:
   if int(e.rapp_fit_examples) < 2 or int(e.reference_examples) < 2:
     raise ConfigError("eval.rapp_fit_examples and eval.reference_examples must be at least 2")
 
-  if p.name not in options.PROTOCOLS:
-    raise ProtocolError(f"unknown protocol {p.name!r}; known protocols: {', '.join(options.PROTOCOLS)}")
+  check_protocol_name(p.name)
   if p.score not in options.SCORES + ("auto",):
     raise ConfigError(f"unknown score {p.score!r}; known: {', '.join(options.SCORES + ('auto',))}")
   _check_validation(config)
   _check_scores(e.scores, p.score)
-  if p.score_condition not in options.SCORE_CONDITIONS:
-    raise ConfigError(f"unknown score_condition {p.score_condition!r}; known: {', '.join(options.SCORE_CONDITIONS)}")
+  check_score_condition(p.score_condition)
 
 
 def _check_image_shape(data) -> None:
@@ -95,7 +124,7 @@ def _check_sampling(config, num_devices: int) -> None:
   be 0 = derived from the other), with whole groups on each device under model.tc_scope="local"."""
   t = config.train
   mode = t.batch_sampling
-  _one_of(mode, options.BATCH_SAMPLING, "train.batch_sampling")
+  check_choice(mode, options.BATCH_SAMPLING, "train.batch_sampling")
   if mode == "uniform":
     return
   batch, p, k = int(t.batch_size), int(t.per_condition), int(t.conditions_per_batch)
@@ -104,15 +133,9 @@ def _check_sampling(config, num_devices: int) -> None:
       "train.batch_sampling='stratified' needs train.per_condition or train.conditions_per_batch "
       f">= 1, got per_condition={p}, conditions_per_batch={k}"
     )
-  p0, k0 = p, k
   derived = sampling_options(config)
-  p, k = derived["per_condition"], derived["conditions_per_batch"]
-  if p < 1 or k < 1 or p * k != batch:
-    raise ConfigError(
-      f"train.batch_sampling='stratified' needs train.batch_size = train.conditions_per_batch x "
-      f"train.per_condition, got batch_size={batch}, conditions_per_batch={k0}, per_condition={p0}"
-      + (" (0 = batch_size / the other, which must divide it)" if 0 in (p0, k0) else "")
-    )
+  check_stratified(batch, derived["per_condition"], derived["conditions_per_batch"], given=(p, k))
+  k = derived["conditions_per_batch"]
   shards = int(num_devices) if config.model.tc_scope == "local" else 1
   if k % shards:
     raise ConfigError(

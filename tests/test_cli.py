@@ -177,6 +177,15 @@ def test_config_key_typo_is_one_clean_line():
   assert error_line(proc) == (
     "error: bad command line: unknown config key 'trai.num_epochs'; did you mean 'train.num_epochs'?"
   )
+  # A flat model weight of earlier versions names its new places (each model's own section).
+  proc = run_cli("--config=default:smoke", "--config.model.tc_beta=2", timeout=60)
+  assert proc.returncode == 2
+  assert error_line(proc) == (
+    "error: bad command line: config key 'model.tc_beta' has moved to each model's own section: "
+    "'model.beta_tcvae.tc_beta' or 'model.dcvae.tc_beta' (e.g. --config.model.dcvae.tc_beta=...)"
+  )
+  proc = run_cli("--config=default:smoke", "--config.model.dcvae.tc_bta=2", timeout=60)
+  assert error_line(proc).endswith("unknown config key 'model.dcvae.tc_bta'; did you mean 'model.dcvae.tc_beta'?")
 
 
 def test_named_configs_resolve_from_any_directory(tmp_path):

@@ -19,6 +19,7 @@ import numpy as np
 from dcvae_jax.data.protocols import Run, condition_ids
 from dcvae_jax.errors import ConfigError
 from dcvae_jax.options import BATCH_SAMPLING, sampling_options  # noqa: F401 (re-exported)
+from dcvae_jax.validation import check_choice, check_stratified
 
 
 def with_channels(x, image_shape=None):
@@ -150,13 +151,9 @@ class RunData:
     if sampling == "uniform":
       spe = indices.size // batch_size
       return make(steps_per_epoch=spe, total_steps=spe * int(num_epochs))
-    if sampling != "stratified":
-      raise ConfigError(f"train.batch_sampling must be one of {', '.join(BATCH_SAMPLING)}, got {sampling!r}")
+    check_choice(sampling, BATCH_SAMPLING, "train.batch_sampling")
     p, k = int(per_condition), int(conditions_per_batch)
-    if p < 1 or k < 1 or p * k != batch_size:
-      raise ConfigError(
-        f"stratified batches need batch_size = conditions_per_batch x per_condition, got {batch_size} != {k} x {p}"
-      )
+    check_stratified(batch_size, p, k)
     if k > len(run.normal):
       raise ConfigError(
         f"run {run.name}: train.conditions_per_batch={k} exceeds its {len(run.normal)} normal condition(s)"

@@ -20,7 +20,8 @@ import dataclasses
 import numpy as np
 
 from dcvae_jax.errors import ProtocolError
-from dcvae_jax.options import PROTOCOLS
+from dcvae_jax.options import PROTOCOLS  # noqa: F401 (re-exported)
+from dcvae_jax.validation import check_protocol_name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,8 +38,7 @@ def make_runs(protocol, num_classes: int, seed: int, num_seeds: int = 1, *, fixe
   """The runs of ``protocol``; ``fixed``: (normal, anomalous) classes of a dataset that defines its own protocol
   (``Dataset.protocol_classes``), which then replaces ``protocol.name`` by "folder"."""
   name = "folder" if fixed is not None else protocol.name
-  if name not in PROTOCOLS:
-    raise ProtocolError(f"unknown protocol {name!r}; known protocols: {', '.join(PROTOCOLS)}")
+  check_protocol_name(name)
   all_classes = tuple(range(num_classes))
 
   def check(classes, what):

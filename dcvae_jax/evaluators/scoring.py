@@ -41,6 +41,7 @@ from dcvae_jax.data.protocols import condition_ids
 from dcvae_jax.evaluators import anomaly_scores
 from dcvae_jax.models import estimators, inference, networks, objectives
 from dcvae_jax.options import SCORE_CONDITIONS, SCORES  # noqa: F401 (re-exported)
+from dcvae_jax.validation import check_score_condition
 
 if TYPE_CHECKING:  # the training program's types, for annotations only
   from dcvae_jax.train.train_step import ModelSetup
@@ -299,6 +300,7 @@ def reduce_conditions(
   if not conditional:
     return scores[:, 0]
   per_cond = scores[:, :-1]
+  check_score_condition(how)
   if how == "min":
     return per_cond.min(axis=1)
   if how == "marginal":
@@ -308,10 +310,8 @@ def reduce_conditions(
       top = neg.max(axis=1, keepdims=True)
       return -(top[:, 0] + np.log(np.exp(neg - top).sum(axis=1)))
     return per_cond @ w
-  if how == "given":
-    col = np.where(cond_of_example >= 0, cond_of_example, scores.shape[1] - 1)
-    return scores[np.arange(scores.shape[0]), col]
-  raise ValueError(f"unknown score_condition {how!r}; known: {', '.join(SCORE_CONDITIONS)}")
+  col = np.where(cond_of_example >= 0, cond_of_example, scores.shape[1] - 1)  # "given"
+  return scores[np.arange(scores.shape[0]), col]
 
 
 def reduce_scores(

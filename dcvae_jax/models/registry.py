@@ -15,9 +15,9 @@ from collections.abc import Callable
 import jax.numpy as jnp
 import ml_collections
 
-from dcvae_jax.errors import ConfigError
 from dcvae_jax.models import networks, objectives
 from dcvae_jax.options import COMPUTE_DTYPES, GAUSSIAN_VARIANCES, LIKELIHOODS  # noqa: F401 (re-exported)
+from dcvae_jax.validation import check_model_name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,8 +66,7 @@ def weights(spec: ModelSpec, model_cfg):
 
 
 def get_model(name: str) -> ModelSpec:
-  if name not in MODELS:
-    raise ConfigError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
+  check_model_name(name)  # options.MODEL_NAMES, which a test keeps equal to MODELS
   return MODELS[name]
 
 

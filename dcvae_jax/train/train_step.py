@@ -35,6 +35,7 @@ from dcvae_jax.data.protocols import Run
 from dcvae_jax.models import fast_ops, networks, objectives
 from dcvae_jax.models import registry as models
 from dcvae_jax.options import ENSEMBLE_MODES, LR_SCHEDULES, ON_NONFINITE, TC_SCOPES  # noqa: F401 (re-exported)
+from dcvae_jax.validation import check_choice
 
 
 class TrainState(struct.PyTreeNode):
@@ -70,21 +71,19 @@ def make_optimizer(train_cfg, total_steps: int = 0):
   over train.warmup_fraction of the steps, then cosine decay to train.final_lr_fraction x the peak rate at
   ``total_steps`` (the longest run of the program). The schedule only changes the step size: the state
   tree is the same for any total_steps, so a checkpoint restores with any value."""
-  name = train_cfg.lr_schedule
-  if name == "constant":
+  check_choice(train_cfg.lr_schedule, LR_SCHEDULES, "train.lr_schedule")
+  if train_cfg.lr_schedule == "constant":
     return optax.adam(train_cfg.learning_rate)
-  if name == "warmup_cosine":
-    total = max(int(total_steps), 2)
-    warmup = min(max(int(round(float(train_cfg.warmup_fraction) * total)), 1), total - 1)
-    lr = optax.warmup_cosine_decay_schedule(
-      0.0,
-      train_cfg.learning_rate,
-      warmup,
-      total,
-      end_value=train_cfg.learning_rate * float(train_cfg.final_lr_fraction),
-    )
-    return optax.adam(lr)
-  raise ValueError(f"train.lr_schedule must be 'constant' or 'warmup_cosine', got {name!r}")
+  total = max(int(total_steps), 2)
+  warmup = min(max(int(round(float(train_cfg.warmup_fraction) * total)), 1), total - 1)
+  lr = optax.warmup_cosine_decay_schedule(
+    0.0,
+    train_cfg.learning_rate,
+    warmup,
+    total,
+    end_value=train_cfg.learning_rate * float(train_cfg.final_lr_fraction),
+  )
+  return optax.adam(lr)
 
 
 def make_setup(config, image_shape, num_conditions: int, num_devices: int, total_steps: int = 0) -> ModelSetup:

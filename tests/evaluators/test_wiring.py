@@ -1,5 +1,5 @@
 """Wiring: each test pins one connection between pieces that are right on their own, so that a wrong argument, a
-dropped offset or a swapped image set fails a test (docs/design.md "Anomaly scores", "Randomness").
+dropped offset or a swapped image set fails a test (docs/design.md "Anomaly scores", "Randomness and exact resume").
 
 The end-to-end tests train one tiny VAE (Gaussian likelihood with per-pixel variance on dequantised grey levels)
 on a data set whose normal TRAINING images differ in distribution from its normal TEST images, then recompute
