@@ -20,7 +20,8 @@ Fields (all of them exist in every config, so ``--config.<key>=<value>`` works f
                                weight of the discriminator's TC estimate; the discriminator's depth and width
     rf_vae.gamma, disc_layers, disc_width, lambda_min, lambda_max, eta_s, eta_h
                                as factor_vae, plus the relevance-weighted KL and the penalties on r
-                               (the flat names of earlier versions, model.tc_beta etc.: MOVED_FIELDS)
+                               A flat name such as model.tc_beta is refused with the name of its sections
+                               (MOVED_FIELDS), and read as them from a workdir's trained.json or config.json
   model.estimator              "mss" | "mws": the minibatch estimator of q(z) (docs/design.md "Estimators"); every
                                model logs the KL decomposition it estimates, so it is not in a model's section
   model.tc_scope               "global": TC estimators see the whole global batch (codes all-gathered);
@@ -264,8 +265,8 @@ def leaves(config, prefix: str = "") -> list:
   return sorted(out)
 
 
-# The flat model.* names of earlier versions -> the fields of the model sections that replace them (a flat
-# weight was read by every model of its family, so it maps to each of their sections).
+# Flat model.* names -> the fields of the model sections that hold them (a flat weight is read by every model of
+# its family, so it maps to each of their sections).
 MOVED_FIELDS = {
   "model.beta": ("model.beta_vae.beta",),
   **{
