@@ -79,7 +79,8 @@ def main():
     print(row, score)
     return
   title = f"{DATASET_NAMES.get(a.dataset, a.dataset)} {a.protocol.replace('_', '-')}, {a.epochs} epochs"
-  print(f"### {title}: mean AUROC over classes (std over classes in brackets)\n")
+  what = "validation / test" if a.validation else "(std over classes in brackets)"
+  print(f"### {title}: mean AUROC over classes, {what}\n")
   if a.validation:
     print("cells: mean validation AUROC / mean test AUROC; bold: the row's best score on *validation*.\n")
   print("| row | " + " | ".join(SCORES) + " | train s | complexity's likelihood |")
