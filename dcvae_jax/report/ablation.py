@@ -12,6 +12,7 @@ docs/results/make_validation.sh picks a setting without reading test AUROC.
 import argparse
 import glob
 import json
+import math
 import os
 import sys
 
@@ -140,11 +141,13 @@ def main():
 def choose_on_validation(rows: dict) -> tuple[str, str, float]:
   """The (row, score, value) with the highest mean validation AUROC over every row and score of ``rows`` (the
   loaded table: name -> {"val_auroc_by_score": {score: AUROC}}); ties go to the earlier row, then to the earlier
-  score in SCORES. Test AUROC is never read. Raises ValueError when no row has validation AUROCs."""
+  score in SCORES; a non-finite AUROC is never chosen. Test AUROC is never read. Raises ValueError when no row has validation AUROCs."""
   best = None
   for name, r in rows.items():
     val = r.get("val_auroc_by_score") or {}
     for score in sorted(val, key=lambda k: SCORES.index(k) if k in SCORES else len(SCORES)):
+      if val[score] is None or not math.isfinite(val[score]):
+        continue  # a score that could not be computed is never chosen
       if best is None or val[score] > best[2]:
         best = (name, score, float(val[score]))
   if best is None:

@@ -91,6 +91,8 @@ def test_choose_on_validation_never_reads_test():
   assert at.choose_on_validation(rows) == ("a", "iwae", 0.85)
   tie = {"c": {"val_auroc_by_score": {"sap_complexity": 0.9, "recon": 0.9}}}  # the earlier score in SCORES wins
   assert at.choose_on_validation(tie) == ("c", "recon", 0.9)
+  nan = {"d": {"val_auroc_by_score": {"recon": float("nan"), "iwae": 0.5}}}
+  assert at.choose_on_validation(nan) == ("d", "iwae", 0.5)
   with pytest.raises(ValueError, match="no validation AUROC"):
     at.choose_on_validation({"old": {"auroc_by_score": {"recon": 0.9}, "val_auroc_by_score": {}}})
 
