@@ -51,7 +51,7 @@ case ${1:-tables} in
     done
     for D in fashion_mnist mnist; do
       read -r ROW SCORE <<< "$(choose $D one_vs_rest 50)"
-      $T $ROOT $D ood 50 --rows="$ROW,$ROW+s1,$ROW+s2" --seeds="$ROW" --json=docs/results/validation_${D}_ood.json
+      $T $ROOT $D ood 50 --validation --rows="$ROW,$ROW+s1,$ROW+s2" --seeds="$ROW" --json=docs/results/validation_${D}_ood.json
     done
     for D in mnist fashion_mnist; do
       read -r ROW SCORE <<< "$(choose $D leave_one_out 10)"
