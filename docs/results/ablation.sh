@@ -6,7 +6,7 @@
 # e.g. DATA=../shared/data docs/results/ablation.sh mnist one_vs_rest 50 paper cb gpp cos cb+cos
 # Changes: paper (none), gray (Bernoulli cross-entropy on grey levels), cb (continuous Bernoulli on dequantised
 # grey levels), gpp / ggl (Gaussian with learned per-pixel / global variance, dequantised), cos (warm-up +
-# cosine schedule), l<N> (latent size N), wide (MLP 1024-512), m:<model> (another model), s<N> (seed N),
+# cosine schedule), l<N> (latent size N), wide (MLP 1024-512), m:<model> (another model), s<N> (seed N), n<N> (seeds seed..seed+N-1 as N runs of one job, trained together),
 # strat<N> (stratified batches, N per condition), tc<N> (the TC weight tc_beta = N of beta_tcvae and dcvae).
 # EXTRA: more --config flags for every row.
 # Workdirs go to $ROOT (default /tmp/dcvae_ablation)/DATASET-PROTOCOL-EPOCHSep-ROW. A finished row is not retrained:
@@ -31,6 +31,7 @@ for ROW in "$@"; do
       wide) ARGS="$ARGS --config.model.hidden=(1024,512)" ;;
       l[0-9]*) ARGS="$ARGS --config.model.latent_dim=${T#l}" ;;
       s[0-9]*) ARGS="$ARGS --config.seed=${T#s}" ;;
+      n[0-9]*) ARGS="$ARGS --config.num_seeds=${T#n}" ;;
       m:*)  ARGS="$ARGS --config.model.name=${T#m:}" ;;
       strat[0-9]*) ARGS="$ARGS --config.train.batch_sampling=stratified --config.train.per_condition=${T#strat}" ;;
       tc[0-9]*) ARGS="$ARGS --config.model.beta_tcvae.tc_beta=${T#tc} --config.model.dcvae.tc_beta=${T#tc}" ;;

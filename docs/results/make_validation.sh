@@ -7,7 +7,7 @@
 #   1. one-vs-rest candidates, seed 0, 50 epochs: paper, gpp, gpp+cos (docs/results/ablation.sh's rows);
 #   2. the candidate row and score with the highest mean validation AUROC (`ablation --choose`), seeds 1 and 2;
 #   3. ood: Fashion-MNIST -> MNIST and MNIST -> Fashion-MNIST with each dataset's one-vs-rest choice (row and
-#      score; no ood-specific tuning), 3 seeds;
+#      score; no ood-specific tuning), seeds 0-2 as three runs of one job (row ROW+n3: trained together);
 #   4. leave-one-out, 10 epochs: the same candidates, seed 0, then seeds 1 and 2 of the validation choice.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -35,7 +35,7 @@ case ${1:-tables} in
       D=${PAIR%%:*}; OOD=${PAIR##*:}
       read -r ROW SCORE <<< "$(choose $D one_vs_rest 50)"
       EXTRA="$IW --config.protocol.score=$SCORE --config.protocol.ood_dataset=$OOD --config.protocol.ood_data_dir=$DATA" \
-        docs/results/ablation.sh $D ood 50 "$ROW" "$ROW+s1" "$ROW+s2"
+        docs/results/ablation.sh $D ood 50 "$ROW+n3"
     done
     for D in mnist fashion_mnist; do
       EXTRA="$IW --config.protocol.score=auto" docs/results/ablation.sh $D leave_one_out 10 $CANDIDATES
@@ -51,7 +51,7 @@ case ${1:-tables} in
     done
     for D in fashion_mnist mnist; do
       read -r ROW SCORE <<< "$(choose $D one_vs_rest 50)"
-      $T $ROOT $D ood 50 --validation --rows="$ROW,$ROW+s1,$ROW+s2" --seeds="$ROW" --json=docs/results/validation_${D}_ood.json
+      $T $ROOT $D ood 50 --validation --rows="$ROW+n3" --json=docs/results/validation_${D}_ood.json
     done
     for D in mnist fashion_mnist; do
       read -r ROW SCORE <<< "$(choose $D leave_one_out 10)"
