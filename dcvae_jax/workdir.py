@@ -95,6 +95,7 @@ TRAINING_FIELDS = (
 SCORING_FIELDS = (
   "eval.threshold_fpr",
   "eval.scores",
+  "eval.evaluators",
   "eval.contamination",
   "protocol.ood_dataset",
   "protocol.anomalous",

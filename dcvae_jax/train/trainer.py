@@ -9,7 +9,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import numpy as np
@@ -180,7 +180,7 @@ def train_runs(
 
     step = start
     with _ending_line_on_error(progress), StopFlag(manager) as stop:
-      actions = [
+      actions: list[Callable[[int, periodic.Call], object]] = [
         periodic.LogMetrics(config.train.log_every_steps, runs, log_file, tensorboard),
         periodic.ReportProgress(progress, start),
         periodic.PeriodicAction(config.train.checkpoint_every_steps, saver, start=start, last_step=max_steps),
