@@ -273,12 +273,15 @@ def evaluate(evaluators, runs, state, *, show: bool = True) -> tuple[list[dict],
 
 
 def _write_group(workdir: str, runs, results: list[dict], arrays: list[dict], identity: str | None) -> None:
-  """scores/<run>.npz (where an evaluator gave arrays) and runs/<run>.json of every run of a group; with the
-  results' identity (None: without one, so the runs are evaluated again next time)."""
+  """scores/<run>.npz (the evaluators' arrays; none without) and runs/<run>.json of every run of a group, with
+  the results' identity (None: without one, so the runs are evaluated again next time)."""
   os.makedirs(os.path.join(workdir, "scores"), exist_ok=True)
   for run, result, saved in zip(runs, results, arrays, strict=True):
+    npz = os.path.join(workdir, "scores", f"{run.name}.npz")
     if saved:
-      files.write_npz(os.path.join(workdir, "scores", f"{run.name}.npz"), **saved)
+      files.write_npz(npz, **saved)
+    elif os.path.exists(npz):  # an earlier evaluation's: it would describe other results
+      os.remove(npz)
     path = os.path.join(workdir, "runs", f"{run.name}.json")
     if identity is None:
       files.write_json(path, result)

@@ -166,6 +166,11 @@ def load_predictor(workdir: str, run: str | None = None) -> Predictor:
   results = _read_json(
     os.path.join(workdir, "results.json"), f"{workdir} has no results.json: its training has not finished"
   )
+  if "score" not in results:
+    raise WorkdirError(
+      f"{workdir} was evaluated without the detection evaluator (eval.evaluators): score it first with "
+      f"--mode=rescore --workdir={workdir} --config.eval.evaluators=\"('detection',)\""
+    )
   info = scoring_state.read_input(workdir)
   runs = workdir_runs(workdir, config, info)
   chosen = choose_run(workdir, runs, run)

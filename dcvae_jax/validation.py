@@ -114,7 +114,8 @@ def check_evaluators(names) -> None:
     raise ConfigError(f"eval.evaluators must be a tuple of evaluator names, got {names!r}; known: {known}")
   for name in names:
     if name not in options.EVALUATORS:
-      raise ConfigError(f"eval.evaluators: unknown evaluator {name!r}; known: {known}")
+      hint = ", as a tuple of quoted names: --config.eval.evaluators=\"('detection','latents')\"" if "," in name else ""
+      raise ConfigError(f"eval.evaluators: unknown evaluator {name!r}; known: {known}{hint}")
     missing = [n for n in options.EVALUATOR_NEEDS.get(name, ()) if n not in names]
     if missing:
       raise ConfigError(f"eval.evaluators: {name!r} reads the results of {missing[0]!r}: add it")

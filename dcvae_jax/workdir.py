@@ -305,12 +305,21 @@ def write_run(path: str, result: dict, identity: str) -> None:
 
 
 def write_results(config, workdir: str, results: dict) -> None:
-  """results.json, then config.json: the config that produced it. A config.json that would be false meanwhile
-  (it describes other results) is removed first, so config.json never describes results it did not produce."""
+  """thresholds.json, results.json, then config.json: the config that produced it. A config.json that would be
+  false meanwhile (it describes other results) is removed first, so config.json never describes results it did
+  not produce. thresholds.json is results.json's ``threshold`` section as --mode=predict reads it (each run's
+  threshold of the headline score); without that section there is none."""
   path = os.path.join(workdir, "config.json")
   new = _as_dict(config)
   if os.path.exists(path) and _read(path) != new:
     os.remove(path)
+  thresholds = os.path.join(workdir, "thresholds.json")
+  if "threshold" in results:
+    t, keep = results["threshold"], ("threshold", "val_fpr", "n_val_normal")
+    runs = {name: {k: v[k] for k in keep} for name, v in t["runs"].items()}
+    files.write_json(thresholds, {"score": t["score"], "method": t["method"], "target": t["target"], "runs": runs})
+  elif os.path.exists(thresholds):
+    os.remove(thresholds)
   files.write_json(os.path.join(workdir, "results.json"), results)
   files.write_json(path, new)
 

@@ -8,7 +8,7 @@ then ``metrics.evaluate_run`` (``untested_run`` without test images). It writes 
 (scoring/, evaluators/scoring_state.py) and hands back each run's metrics and its scores for scores/<run>.npz
 (test scores by name, ``y_test``, ``length_bits``, ``reference_<score>``, and the validation images' as
 ``val_<score>``, ``y_val``, ``val_length_bits``). Its summary: the headline score (protocol.score, or chosen on
-validation for "auto"), the means over runs, the decision thresholds and thresholds.json.
+validation for "auto"), the means over runs and the decision thresholds.
 """
 
 from __future__ import annotations
@@ -246,7 +246,8 @@ class Evaluator(base.Evaluator):
 
   def summarize(self, per_run: list[dict], results: dict) -> dict:
     """The headline score (protocol.score; "auto": the best mean validation AUROC, and every run's results
-    rewritten with it), the detection summary (metrics.summarize) and thresholds.json."""
+    rewritten with it) and the detection summary (metrics.summarize; its ``threshold`` section is what
+    workdir.write_results copies to thresholds.json)."""
     config, workdir = self.job.config, self.job.workdir
     score, selection, table = config.protocol.score, "config", None
     if score == "auto":
@@ -268,16 +269,4 @@ class Evaluator(base.Evaluator):
     )
     if table is not None:
       out["score_selection_table"] = table  # mean validation AUROC of every score, best first
-    if self.job.write and "threshold" in out:
-      t = out["threshold"]
-      keep = ("threshold", "val_fpr", "n_val_normal")
-      files.write_json(
-        os.path.join(workdir, "thresholds.json"),
-        {
-          "score": t["score"],
-          "method": t["method"],
-          "target": t["target"],
-          "runs": {name: {k: v[k] for k in keep} for name, v in t["runs"].items()},
-        },
-      )
     return out
