@@ -1,4 +1,7 @@
-"""``train_and_evaluate(config, workdir)``: the whole job, importable from Colab and tests.
+"""``train_and_evaluate(config, workdir)``: the whole job, importable from Colab and tests. It validates the
+config, loads the data and makes the runs; then for each group of runs it trains them (train/trainer.py), runs
+each evaluator that ``eval.evaluators`` names (evaluators/registry.py) and writes the runs' results; then it
+summarises. The evaluators decide what the results hold; the trainer knows none of them.
 
 Workdir layout:
   config.json        the config that produced results.json (written after it; see workdir.py)
@@ -7,15 +10,17 @@ Workdir layout:
   metrics.jsonl      per-step loss terms of every run (JSON lines)
   tensorboard/<run>/ the same as TensorBoard event files, with train.tensorboard=True
   checkpoints/<chunk>/  Orbax checkpoints of each group of runs trained together
-  scores/<run>.npz   every test image's scores under every condition (recon, nelbo: (N_test, C')), y_test; and the
-                     same of the run's validation images as val_<score>, y_val
+  scores/<run>.npz   the evaluators' arrays of the run: every test image's scores under every condition (recon,
+                     nelbo: (N_test, C')), y_test, and the same of its validation images as val_<score>, y_val
+                     (detection); the test images' codes (latents)
   runs/<run>.json    per-run results, written when a run's evaluation finishes, with the identity (training and
                      scoring fields, data) they were computed under: reused only under the same identity
   thresholds.json    each run's decision threshold of the headline score, set on validation images (threshold.py)
-  scoring/           what scoring new images needs from training (evaluators/scoring_state.py): the models' input
+  scoring/           what scoring new images needs (detection; evaluators/scoring_state.py): the models' input
                      shape and the protocol's classes (input.json), each run's NAP statistics, sap_complexity
                      reference scores and condition counts (<run>.npz); --mode=predict reads only the workdir
-  results.json       the summary (see metrics.summarize), its ``settings`` and ``validation`` sections
+  results.json       the summary: what ran on what, each evaluator's part (metrics.summarize,
+                     latents.summarize_disentanglement), every run's results, ``settings`` and ``validation``
 
 Data: ``prepare_data`` carves the validation split (data.validation_fraction of every class of the training split,
 data/splits.py) out of the training split before any run is built; no run trains on it, and RaPP's NAP fit and the
@@ -209,7 +214,8 @@ def _train_and_evaluate(config, workdir, ds, runs, log, identity, write: bool = 
     else contextlib.nullcontext()
   )
   with metrics_file as log_file, tensorboard as tb:
-    evaluators = evaluator_registry.make(base.Job(config, ds, mesh, workdir, write, log, tb))
+    job = base.Job(config, ds, mesh, workdir, write, log, tb)
+    evaluators = evaluator_registry.make(job)
     for group in chunks(runs, int(config.train.runs_per_program)):
       done = [os.path.join(workdir, "runs", f"{r.name}.json") for r in group]
       finished = [workdir_lib.finished_run(p, identity) for p in done]
@@ -232,7 +238,7 @@ def _train_and_evaluate(config, workdir, ds, runs, log, identity, write: bool = 
       )
       total_seconds += seconds
       log(f"trained {len(group)} run(s): {seconds:.1f} s")
-      group_results, arrays = evaluate(evaluators, group, state, show=write)
+      group_results, arrays = evaluate(job, evaluators, group, state)
       skipped = distributed.to_host(state.skipped)
       for m, result in enumerate(group_results):
         result.update(chunk_train_seconds=seconds, skipped_updates=int(skipped[m]))
@@ -246,20 +252,19 @@ def _train_and_evaluate(config, workdir, ds, runs, log, identity, write: bool = 
   return results
 
 
-def evaluate(evaluators, runs, state, *, show: bool = True) -> tuple[list[dict], list[dict]]:
+def evaluate(job: base.Job, evaluators, runs, state) -> tuple[list[dict], list[dict]]:
   """Every evaluator's part of each run's results (runs/<run>.json) and arrays (scores/<run>.npz), the
   evaluators in registry order, each seeing the parts of those before it; ``state``: the runs' stacked
-  TrainState. ``show``: a progress bar (with train.progress)."""
+  TrainState. A progress bar with train.progress, on the process that writes."""
   results: list[dict] = [base.run_fields(r) for r in runs]
   arrays: list[dict] = [{} for _ in runs]
   if not evaluators:
     return results, arrays
-  job = evaluators[0].job
   config, ds, mesh = job.config, job.data, job.mesh
   said = "; ".join(d for d in (e.describe() for e in evaluators) if d)
   job.log(f"scoring {len(runs)} run(s) on {ds.x_test.shape[0]} test images: {said}")
   progress = scoring.ScoreProgress(
-    len(runs), sum(e.steps(runs) for e in evaluators), show=show and bool(config.train.progress)
+    len(runs), sum(e.steps(runs) for e in evaluators), show=job.write and bool(config.train.progress)
   )
   setup = train_step.make_setup(config, ds.image_shape, len(runs[0].normal), mesh.devices.size)
   group = base.Group(runs, state, setup, progress, results, arrays)
