@@ -87,6 +87,7 @@ def by_choice(tmp_path_factory):
   return out
 
 
+@pytest.mark.slow
 def test_a_subset_of_evaluators_gives_only_their_parts_of_the_results(by_choice):
   full, only_latents, only_detection, none = (
     by_choice[k] for k in [("detection", "latents", "tensorboard"), ("latents",), ("detection",), ()]
