@@ -14,6 +14,8 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from dcvae_jax.log import log as _log
+
 
 def run_fields(run) -> dict:
   """Who a run is: the first entries of its results, whichever evaluators run."""
@@ -37,7 +39,7 @@ class Job:
   mesh: Any
   workdir: str
   write: bool = True
-  log: Callable = print
+  log: Callable = _log
   tensorboard: Any = None
 
 

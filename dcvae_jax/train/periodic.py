@@ -3,8 +3,8 @@
 
 A compiled call runs ``train.steps_per_call`` steps, so the host sees the step count jump by that much: an
 action every N steps fires after the call whose steps reach or cross a multiple of N (``step // N`` grew), and
-after the last step. clu itself is not a dependency (its writers pull in TensorFlow); these are the few lines
-of it the loop needs.
+after the last step. clu itself is not a dependency: these are the few lines of its periodic_actions that the
+loop needs.
 """
 
 from __future__ import annotations
