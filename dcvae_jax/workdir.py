@@ -109,6 +109,10 @@ SCORING_FIELDS = (
   "eval.reference_examples",
 )
 
+# Scoring fields that came after results carried an identity. At its default a field does what happened before
+# it existed, so there it is left out of the identity: results computed before it stay reusable.
+LATER_SCORING_FIELDS = ("eval.evaluators",)
+
 # Neutral fields: the trained parameters and the results are bitwise the same. train.steps_per_call only fuses
 # steps (every step draws its batch, keys and noise from its own step number; padding steps are skipped) and
 # checkpoints only copy the state (a resumed run equals an uninterrupted one): both tested bitwise on CPU.
@@ -192,13 +196,14 @@ def data_fingerprints(ds) -> dict:
 
 
 def results_identity(config, data: dict | None = None) -> str:
-  """The identity every ``runs/<run>.json`` is written with: a hash of the training and scoring fields and of
-  the data fingerprints (``data_fingerprints``). A finished run is reused only under the same identity."""
-  record = {
-    "training": field_values(config, TRAINING_FIELDS),
-    "scoring": field_values(config, SCORING_FIELDS),
-    "data": data or {},
-  }
+  """The identity every ``runs/<run>.json`` is written with: a hash of the training and scoring fields (those of
+  LATER_SCORING_FIELDS only off their default) and of the data fingerprints (``data_fingerprints``). A finished
+  run is reused only under the same identity."""
+  scoring = field_values(config, SCORING_FIELDS)
+  for name in LATER_SCORING_FIELDS:
+    if json.dumps(scoring[name]) == json.dumps(_default(name)):
+      del scoring[name]
+  record = {"training": field_values(config, TRAINING_FIELDS), "scoring": scoring, "data": data or {}}
   return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
 
