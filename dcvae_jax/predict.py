@@ -169,7 +169,7 @@ def load_predictor(workdir: str, run: str | None = None) -> Predictor:
   if "score" not in results:
     raise WorkdirError(
       f"{workdir} was evaluated without the detection evaluator (eval.evaluators): score it first with "
-      f"--mode=rescore --workdir={workdir} --config.eval.evaluators=\"('detection',)\""
+      f"--mode=rescore --workdir={workdir} (the default eval.evaluators include it)"
     )
   info = scoring_state.read_input(workdir)
   runs = workdir_runs(workdir, config, info)
