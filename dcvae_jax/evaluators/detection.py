@@ -76,11 +76,11 @@ def score_images(config, setup, params, x, mesh, nap_stats, *, seed: int, scores
   )
 
 
-def reference_scores(config, ds, chunk, setup, params, mesh, nap_stats, offset_bits, progress=None) -> list:
+def reference_scores(config, ds, runs, setup, params, mesh, nap_stats, offset_bits, progress=None) -> list:
   """rapp_sap and complexity of each run's first eval.reference_examples normal training images, reduced over
   conditions as the test scores are: one dict per run (the reference of the sap_complexity score). Each run's
   model scores only its own images (one batch of them when eval.batch_size allows)."""
-  picks = [normal_train_order(ds, run) for run in chunk]
+  picks = [normal_train_order(ds, run) for run in runs]
   n = max(1, min(int(config.eval.get("reference_examples", 200)), *(p.size for p in picks)))
   idx = np.stack([p[:n] for p in picks])  # (M, n)
   x = ds.x_train[idx]
@@ -99,7 +99,7 @@ def reference_scores(config, ds, chunk, setup, params, mesh, nap_stats, offset_b
   )
   spec = models.get_model(config.model.name)
   out = []
-  for m, run in enumerate(chunk):
+  for m, run in enumerate(runs):
     bits = anomaly_scores.png_bits(anomaly_scores.model_view_images(x[m], bool(config.data.binarize)))
     reduced = scoring.reduce_scores(
       run,
@@ -115,14 +115,14 @@ def reference_scores(config, ds, chunk, setup, params, mesh, nap_stats, offset_b
   return out
 
 
-def rapp_fit_data(config, ds, chunk):
+def rapp_fit_data(config, ds, runs):
   """Each run's first eval.rapp_fit_examples normal training images (in a fixed shuffled order) and their
   conditions: uint8 (M, n, H, W), int32 (M, n); n is the smallest run's count if that is fewer."""
   want = int(config.eval.rapp_fit_examples)
-  picks = [normal_train_order(ds, run) for run in chunk]
+  picks = [normal_train_order(ds, run) for run in runs]
   n = max(1, min(want, *(p.size for p in picks)))
   x = np.stack([ds.x_train[p[:n]] for p in picks])
-  cond = np.stack([latents.condition_ids([run], ds.y_train[p[:n]])[0] for run, p in zip(chunk, picks, strict=True)])
+  cond = np.stack([latents.condition_ids([run], ds.y_train[p[:n]])[0] for run, p in zip(runs, picks, strict=True)])
   return x, cond
 
 
@@ -161,21 +161,21 @@ class Evaluator(base.Evaluator):
     return not self.tested or "auroc" in result  # else a test set came since, or "auto" chose no headline yet
 
   def run(self, group: base.Group) -> base.Part:
-    config, ds, mesh, chunk = self.job.config, self.job.data, self.job.mesh, group.runs
+    config, ds, mesh, runs = self.job.config, self.job.data, self.job.mesh, group.runs
     params, progress = group.state.params, group.progress
     nap_stats = None
     if "rapp" in self.on_device:
       progress.stage("NAP fit")
-      x_fit, cond_fit = rapp_fit_data(config, ds, chunk)
+      x_fit, cond_fit = rapp_fit_data(config, ds, runs)
       nap_stats = scoring.fit_rapp(
         group.setup, params, x_fit, cond_fit, mesh, batch_size=config.eval.batch_size, progress=progress
       )
-    references: list[dict | None] = [None] * len(chunk)
+    references: list[dict | None] = [None] * len(runs)
     if "sap_complexity" in self.wanted:
       progress.stage("reference")
-      references = reference_scores(config, ds, chunk, group.setup, params, mesh, nap_stats, self.offset_bits, progress)
+      references = reference_scores(config, ds, runs, group.setup, params, mesh, nap_stats, self.offset_bits, progress)
     if self.job.write and nap_stats is not None:  # what scoring new images needs (--mode=predict, Detector)
-      for m, run in enumerate(chunk):
+      for m, run in enumerate(runs):
         stats = {k: v[m] for k, v in nap_stats.items()}
         counts = input_pipeline.condition_counts(run, ds.y_train)
         scoring_state.write_run(self.job.workdir, run.name, stats, references[m] or {}, counts)
@@ -190,10 +190,10 @@ class Evaluator(base.Evaluator):
         validation=run_val[m],
         threshold_method=self.threshold_method,
       )
-      for m, run in enumerate(chunk)
+      for m, run in enumerate(runs)
     ]
     if not self.tested:  # the runs set their thresholds on validation; nothing else is evaluated
-      return base.Part([metrics.untested_run(run, **common[m]) for m, run in enumerate(chunk)], saved_val)
+      return base.Part([metrics.untested_run(run, **common[m]) for m, run in enumerate(runs)], saved_val)
     progress.stage("test set")
     scores = score_images(config, group.setup, params, ds.x_test, mesh, nap_stats, seed=config.seed, progress=progress)
     if self._length_bits is None and "iwae" in self.on_device:
@@ -201,8 +201,8 @@ class Evaluator(base.Evaluator):
         anomaly_scores.model_view_images(ds.x_test, bool(config.data.binarize))
       )
     progress.stage("metrics")
-    part = base.Part.empty(len(chunk))
-    for m, run in enumerate(chunk):
+    part = base.Part.empty(len(runs))
+    for m, run in enumerate(runs):
       run_scores = {k: v[m] for k, v in scores.items()}
       part.arrays[m] = {
         "y_test": ds.y_test,
