@@ -82,19 +82,19 @@ def training_settings(config) -> dict:
     "hidden": list(m.hidden),
     "latent_dim": int(m.latent_dim),
     "likelihood": m.likelihood,
-    "gaussian_variance": m.get("gaussian_variance", "fixed") if m.likelihood == "gaussian" else None,
+    "gaussian_variance": m.gaussian_variance if m.likelihood == "gaussian" else None,
     "dataset": d.name,
     "binarize": bool(d.binarize),
-    "dequantize": bool(d.get("dequantize", False)),
+    "dequantize": bool(d.dequantize),
     "validation_fraction": validation_fraction(config),
     "protocol": p.name,
     "score": p.score,
     "score_condition": p.score_condition,
     "num_epochs": int(t.num_epochs),
     "learning_rate": float(t.learning_rate),
-    "lr_schedule": t.get("lr_schedule", "constant"),
+    "lr_schedule": t.lr_schedule,
     "batch_size": int(t.batch_size),
-    "batch_sampling": t.get("batch_sampling", "uniform"),
+    "batch_sampling": t.batch_sampling,
     "seed": int(config.seed),
     "seeds": list(range(int(config.seed), int(config.seed) + max(int(config.num_seeds), 1))),
   }
@@ -210,7 +210,7 @@ def _train_and_evaluate(config, workdir, ds, runs, log, identity, write: bool = 
   metrics_file = open(os.path.join(workdir, "metrics.jsonl"), "a") if write else contextlib.nullcontext()
   tensorboard = (
     summaries.TensorBoardWriter(os.path.join(workdir, "tensorboard"))
-    if write and config.train.get("tensorboard", False)
+    if write and config.train.tensorboard
     else contextlib.nullcontext()
   )
   with metrics_file as log_file, tensorboard as tb:

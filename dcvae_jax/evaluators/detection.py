@@ -29,14 +29,14 @@ def complexity_likelihood(config) -> str:
   """Which likelihood the complexity score's -log2 p(x) came from, and whether it is a density of the data."""
   lik = config.model.likelihood
   if lik == "gaussian":
-    lik += f" ({config.model.get('gaussian_variance', 'fixed')} variance)"
+    lik += f" ({config.model.gaussian_variance} variance)"
   data = (
     "binarised pixels"
     if config.data.binarize
-    else ("dequantised grey levels" if config.data.get("dequantize", False) else "grey levels")
+    else ("dequantised grey levels" if config.data.dequantize else "grey levels")
   )
   normalised = objectives.is_density(
-    config.model.likelihood, binarize=bool(config.data.binarize), dequantize=bool(config.data.get("dequantize", False))
+    config.model.likelihood, binarize=bool(config.data.binarize), dequantize=bool(config.data.dequantize)
   )
   return f"{lik} on {data}" + ("" if normalised else " (NOT a normalised density: complexity is not meaningful)")
 
@@ -53,7 +53,7 @@ def complexity_offset_bits(config, image_shape) -> float:
   return anomaly_scores.density_offset_bits(
     int(np.prod(image_shape)),
     is_continuous=config.model.likelihood != "bernoulli",
-    dequantize=bool(config.data.get("dequantize", False)),
+    dequantize=bool(config.data.dequantize),
   )
 
 
@@ -81,7 +81,7 @@ def reference_scores(config, ds, runs, setup, params, mesh, nap_stats, offset_bi
   conditions as the test scores are: one dict per run (the reference of the sap_complexity score). Each run's
   model scores only its own images (one batch of them when eval.batch_size allows)."""
   picks = [normal_train_order(ds, run) for run in runs]
-  n = max(1, min(int(config.eval.get("reference_examples", 200)), *(p.size for p in picks)))
+  n = max(1, min(int(config.eval.reference_examples), *(p.size for p in picks)))
   idx = np.stack([p[:n] for p in picks])  # (M, n)
   x = ds.x_train[idx]
   scores = score_images(
@@ -137,7 +137,7 @@ class Evaluator(base.Evaluator):
     self.on_device = scoring.device_scores(self.wanted)
     self.offset_bits = complexity_offset_bits(config, ds.image_shape)
     self.threshold_method = threshold.choose(
-      fpr=float(config.eval.get("threshold_fpr", 0.05)), contamination=float(config.eval.get("contamination", 0.0))
+      fpr=float(config.eval.threshold_fpr), contamination=float(config.eval.contamination)
     )
     self.tested = ds.x_test.shape[0] > 0  # data.name=folder without a test set: validation only
     self._length_bits: np.ndarray | None = None  # PNG bits of the test images, once
@@ -153,7 +153,7 @@ class Evaluator(base.Evaluator):
     """A NAP fit per run, the reference batches, the test set's batches, the metrics of each run."""
     config, n_dev = self.job.config, self.job.mesh.devices.size
     n_test = len(list(inference.batch_bounds(self.job.data.x_test.shape[0], config.eval.batch_size, n_dev)))
-    n_ref = int(config.eval.get("reference_examples", 200))
+    n_ref = int(config.eval.reference_examples)
     n_ref = len(list(inference.batch_bounds(n_ref, min(int(config.eval.batch_size), n_ref), n_dev)))
     return len(runs) * ("rapp" in self.on_device) + n_test + n_ref * ("sap_complexity" in self.wanted) + len(runs)
 

@@ -54,7 +54,7 @@ class Evaluator(base.Evaluator):
 
   def __init__(self, job: base.Job):
     super().__init__(job)
-    self.on = bool(job.config.train.get("tensorboard", False)) and job.data.x_test.shape[0] > 0
+    self.on = bool(job.config.train.tensorboard) and job.data.x_test.shape[0] > 0
     self.last_step = 0  # the newest training step written now (0: none)
 
   def run(self, group: base.Group) -> base.Part:
