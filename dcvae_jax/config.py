@@ -51,6 +51,9 @@ Fields (all of them exist in every config, so ``--config.<key>=<value>`` works f
   eval.scores                  which of those seven scores are computed and reported (default: all; a score left
                                out is absent from results.json, and its cost is not paid: iwae, complexity and
                                sap_complexity need the K-sample iwae bound, rapp NAP's fit)
+  eval.evaluators              what evaluates each group of runs once trained, each writing its own part of the results
+                               (evaluators/registry.py): "detection" (scores, metrics, thresholds), "latents" (codes,
+                               disentanglement), "tensorboard" (metrics and reconstructions, with train.tensorboard)
   train.lr_schedule            "constant" | "warmup_cosine" (train.warmup_fraction, train.final_lr_fraction)
   eval.iwae_samples            K of the importance-weighted bound (eval.iwae_chunk samples per pass)
   eval.rapp_fit_examples       normal training images that fit RaPP's NAP normalisation
@@ -169,6 +172,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.reference_examples = 200  # normal training images that standardise sap_complexity (per run)
   c.eval.threshold_fpr = 0.05  # decision threshold: target false-positive rate on normal validation images
   c.eval.contamination = 0.0  # > 0: threshold flags this fraction of all validation images instead (PyOD-style)
+  c.eval.evaluators = ("detection", "latents", "tensorboard")  # what runs after training (evaluators/registry.py)
   return c
 
 
@@ -242,6 +246,7 @@ FIELD_HELP = {
   "table.figures": "--mode=table: draw each model's figures and report.html",
   "table.figure_runs": "--mode=table: runs per model that get per-run figures",
   "eval.scores": "which scores to compute and report; () = all seven (a score left out is absent, not zero)",
+  "eval.evaluators": "what runs after training: detection | latents | tensorboard (its part of results); () = none",
   "eval.threshold_fpr": "decision threshold: this false-positive rate on held-out normal validation images",
   "eval.contamination": "if > 0: threshold at this expected share of anomalies in the validation images instead",
   "eval.batch_size": "test images per scoring batch",

@@ -15,6 +15,8 @@ TC_SCOPES = ("global", "local")  # model.tc_scope
 PROTOCOLS = ("one_vs_rest", "leave_one_out", "split", "folder", "ood")  # protocol.name
 SCORES = ("recon", "nelbo", "iwae", "complexity", "rapp", "rapp_sap", "sap_complexity")  # protocol.score
 SCORE_CONDITIONS = ("min", "marginal", "given")  # protocol.score_condition
+EVALUATORS = ("detection", "latents", "tensorboard")  # eval.evaluators, in the order they run
+EVALUATOR_NEEDS = {"tensorboard": ("detection",)}  # evaluators that read another's results
 
 CHANNELS = (0, 1, 3)  # data.channels: 0 = auto (taken from the images), 1 = grey, 3 = colour
 

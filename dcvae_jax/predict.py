@@ -9,22 +9,22 @@ What it reads, all from the workdir W (not the training data, not a config file)
   checkpoints/             the trained parameters (the newest good checkpoint)
   results.json             the chosen score (protocol.score, or the one chosen on validation for "auto")
   thresholds.json          the run's decision threshold of that score, set on its validation images
-(evaluators/scoring_state.py; experiment.py writes them when it scores a run; a workdir scored before they
+(evaluators/scoring_state.py; the detection evaluator writes them when it scores a run; a workdir scored before they
 existed gets them from ``--mode=rescore``).
 
 Input PATH: a folder (its PNG / JPEG / BMP files at any depth, sorted by path, then its .npz files, sorted), one
 .npz (its array ``x``, or its only array: uint8 (N, H, W) or (N, H, W, C)) or one image file. Every image gets
 exactly the training preprocessing: resized to the training (H, W) and converted to its channel count as the
 folder dataset does (data/images.py), then scaled, binarised or dequantised inside the same compiled scoring
-program as training's evaluation (experiment.score_images -> evaluators/scoring.py), with the same eval settings
+program as training's evaluation (evaluators/detection.py -> evaluators/scoring.py), with the same eval settings
 and seed (config.seed, as the test images) and the run's saved NAP statistics and references; the scores are
 reduced over conditions (protocol.score_condition; "given" needs labels and is refused) and complexity /
 sap_complexity are derived exactly as for the test set (scoring.reduce_scores).
 
 Monte Carlo scores: nelbo, iwae, and so complexity and sap_complexity, average over random codes drawn per batch
 of eval.batch_size images from (config.seed, batch index), so an image's value carries the estimator's noise for
-its position in the input: the same images in the same order give the scores experiment saved in
-scores/<run>.npz (tested); recon, rapp and rapp_sap are deterministic.
+its position in the input: the same images in the same order give the scores the detection evaluator saved
+in scores/<run>.npz (tested); recon, rapp and rapp_sap are deterministic.
 
 Output: a CSV (default W/predictions.csv) with one row per scored image: ``image`` (its path relative to the
 input folder, the file name, or ``file.npz[i]``), every score (larger = more anomalous), ``score`` (the chosen
@@ -49,11 +49,11 @@ from typing import Any
 import jax
 import numpy as np
 
-from dcvae_jax import distributed, experiment
+from dcvae_jax import distributed
 from dcvae_jax.data import images as images_lib
 from dcvae_jax.data import protocols
 from dcvae_jax.errors import ConfigError, DataError, WorkdirError
-from dcvae_jax.evaluators import anomaly_scores, scoring, scoring_state, threshold
+from dcvae_jax.evaluators import anomaly_scores, detection, scoring, scoring_state, threshold
 from dcvae_jax.models import registry as models
 from dcvae_jax.options import SCORES
 from dcvae_jax.train import restore
@@ -131,7 +131,7 @@ class Predictor:
     x = np.asarray(x)
     if x.shape[0] == 0:
       return {name: np.zeros((0,), np.float64) for name in self.score_names}
-    raw = experiment.score_images(self.config, self.setup, self.params, x, self.mesh, self.nap_stats, seed=self.seed)
+    raw = detection.score_images(self.config, self.setup, self.params, x, self.mesh, self.nap_stats, seed=self.seed)
     bits = anomaly_scores.png_bits(anomaly_scores.model_view_images(x, bool(self.config.data.binarize)))
     reduced = scoring.reduce_scores(
       self.run,
@@ -141,7 +141,7 @@ class Predictor:
       condition_counts=self.condition_counts,
       protocol=self.config.protocol,
       length_bits=bits,
-      offset_bits=experiment.complexity_offset_bits(self.config, self.image_shape),
+      offset_bits=detection.complexity_offset_bits(self.config, self.image_shape),
       reference=self.reference,
     )
     return {name: np.asarray(reduced[name], np.float64) for name in SCORES if name in reduced}
@@ -166,6 +166,11 @@ def load_predictor(workdir: str, run: str | None = None) -> Predictor:
   results = _read_json(
     os.path.join(workdir, "results.json"), f"{workdir} has no results.json: its training has not finished"
   )
+  if "score" not in results:
+    raise WorkdirError(
+      f"{workdir} was evaluated without the detection evaluator (eval.evaluators): score it first with "
+      f"--mode=rescore --workdir={workdir} (the default eval.evaluators include it)"
+    )
   info = scoring_state.read_input(workdir)
   runs = workdir_runs(workdir, config, info)
   chosen = choose_run(workdir, runs, run)

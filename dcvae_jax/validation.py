@@ -87,6 +87,7 @@ def validate(config, num_devices: int = 1) -> None:
     raise ConfigError(f"unknown score {p.score!r}; known: {', '.join(options.SCORES + ('auto',))}")
   _check_validation(config)
   _check_scores(e.scores, p.score)
+  check_evaluators(e.evaluators)
   check_score_condition(p.score_condition)
 
 
@@ -103,6 +104,21 @@ def _check_image_shape(data) -> None:
     raise ConfigError(
       f"data.image_size and data.channels apply to data.name=folder (your own images), not to {data.name!r}"
     )
+
+
+def check_evaluators(names) -> None:
+  """eval.evaluators: a tuple of known evaluator names (empty: the runs are only trained), each with the
+  evaluators it reads."""
+  known = ", ".join(options.EVALUATORS)
+  if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+    raise ConfigError(f"eval.evaluators must be a tuple of evaluator names, got {names!r}; known: {known}")
+  for name in names:
+    if name not in options.EVALUATORS:
+      hint = ", as a tuple of quoted names: --config.eval.evaluators=\"('detection','latents')\"" if "," in name else ""
+      raise ConfigError(f"eval.evaluators: unknown evaluator {name!r}; known: {known}{hint}")
+    missing = [n for n in options.EVALUATOR_NEEDS.get(name, ()) if n not in names]
+    if missing:
+      raise ConfigError(f"eval.evaluators: {name!r} reads the results of {missing[0]!r}: add it")
 
 
 def _check_scores(scores, headline: str) -> None:

@@ -95,6 +95,7 @@ TRAINING_FIELDS = (
 SCORING_FIELDS = (
   "eval.threshold_fpr",
   "eval.scores",
+  "eval.evaluators",
   "eval.contamination",
   "protocol.ood_dataset",
   "protocol.anomalous",
@@ -107,6 +108,10 @@ SCORING_FIELDS = (
   "eval.rapp_fit_examples",
   "eval.reference_examples",
 )
+
+# Scoring fields that came after results carried an identity. At its default a field does what happened before
+# it existed, so there it is left out of the identity: results computed before it stay reusable.
+LATER_SCORING_FIELDS = ("eval.evaluators",)
 
 # Neutral fields: the trained parameters and the results are bitwise the same. train.steps_per_call only fuses
 # steps (every step draws its batch, keys and noise from its own step number; padding steps are skipped) and
@@ -191,13 +196,14 @@ def data_fingerprints(ds) -> dict:
 
 
 def results_identity(config, data: dict | None = None) -> str:
-  """The identity every ``runs/<run>.json`` is written with: a hash of the training and scoring fields and of
-  the data fingerprints (``data_fingerprints``). A finished run is reused only under the same identity."""
-  record = {
-    "training": field_values(config, TRAINING_FIELDS),
-    "scoring": field_values(config, SCORING_FIELDS),
-    "data": data or {},
-  }
+  """The identity every ``runs/<run>.json`` is written with: a hash of the training and scoring fields (those of
+  LATER_SCORING_FIELDS only off their default) and of the data fingerprints (``data_fingerprints``). A finished
+  run is reused only under the same identity."""
+  scoring = field_values(config, SCORING_FIELDS)
+  for name in LATER_SCORING_FIELDS:
+    if json.dumps(scoring[name]) == json.dumps(_default(name)):
+      del scoring[name]
+  record = {"training": field_values(config, TRAINING_FIELDS), "scoring": scoring, "data": data or {}}
   return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
 
@@ -304,12 +310,21 @@ def write_run(path: str, result: dict, identity: str) -> None:
 
 
 def write_results(config, workdir: str, results: dict) -> None:
-  """results.json, then config.json: the config that produced it. A config.json that would be false meanwhile
-  (it describes other results) is removed first, so config.json never describes results it did not produce."""
+  """thresholds.json, results.json, then config.json: the config that produced it. A config.json that would be
+  false meanwhile (it describes other results) is removed first, so config.json never describes results it did
+  not produce. thresholds.json is results.json's ``threshold`` section as --mode=predict reads it (each run's
+  threshold of the headline score); without that section there is none."""
   path = os.path.join(workdir, "config.json")
   new = _as_dict(config)
   if os.path.exists(path) and _read(path) != new:
     os.remove(path)
+  thresholds = os.path.join(workdir, "thresholds.json")
+  if "threshold" in results:
+    t, keep = results["threshold"], ("threshold", "val_fpr", "n_val_normal")
+    runs = {name: {k: v[k] for k in keep} for name, v in t["runs"].items()}
+    files.write_json(thresholds, {"score": t["score"], "method": t["method"], "target": t["target"], "runs": runs})
+  elif os.path.exists(thresholds):
+    os.remove(thresholds)
   files.write_json(os.path.join(workdir, "results.json"), results)
   files.write_json(path, new)
 

@@ -130,3 +130,11 @@ def test_table_runs_table_models_and_draws_figure_runs(monkeypatch, tmp_path):
   config.table.figures, drawn[:] = False, []
   table.run_table(config, str(tmp_path / "b"), dataset=toy_dataset(), log=lambda *_: None)
   assert drawn == []
+
+
+def test_evaluator_names_match_the_registry_in_order():
+  from dcvae_jax.evaluators import registry
+
+  assert tuple(registry.EVALUATORS) == options.EVALUATORS
+  assert set(options.EVALUATOR_NEEDS) <= set(options.EVALUATORS)
+  assert all(set(needs) <= set(options.EVALUATORS) for needs in options.EVALUATOR_NEEDS.values())

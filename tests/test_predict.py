@@ -294,3 +294,17 @@ def test_load_input_reports_and_keeps_order(tmp_path):
   os.makedirs(tmp_path / "empty")
   with pytest.raises(DataError, match="holds no images"):
     predict.load_input(str(tmp_path / "empty"), (4, 4), 3)
+
+
+def test_a_workdir_evaluated_without_detection_is_one_line_naming_the_rescore(tmp_path):
+  """results.json without a headline score (eval.evaluators left detection out): nothing to predict with."""
+  wd = tmp_path / "wd"
+  wd.mkdir()
+  (wd / "config.json").write_text(tiny_config().to_json())
+  (wd / "results.json").write_text(json.dumps({"model": "vae", "runs": []}))
+  with pytest.raises(WorkdirError) as e:
+    predict.load_predictor(str(wd))
+  assert str(e.value) == (
+    f"{wd} was evaluated without the detection evaluator (eval.evaluators): score it first with "
+    f"--mode=rescore --workdir={wd} (the default eval.evaluators include it)"
+  )

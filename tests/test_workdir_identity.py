@@ -4,6 +4,7 @@ describes results.json; every config field is classified."""
 
 import copy
 import glob
+import hashlib
 import importlib.util
 import json
 import os
@@ -183,6 +184,22 @@ def test_check_workdir_refuses_every_training_field_and_only_those(tmp_path):
   os.makedirs(tmp_path / "bare" / "checkpoints" / "class0_seed0")
   with pytest.raises(errors.WorkdirError, match="without a record"):
     workdir.check_workdir(base, str(tmp_path / "bare"))
+
+
+def test_a_later_scoring_field_at_its_default_keeps_the_identity_it_had_before_the_field():
+  """eval.evaluators at its default runs what ran before the field existed: the identity is the one results
+  written then carry (the same hash without the field), so they stay reusable; another choice rescores."""
+  config = base_config()
+  before = {
+    "training": workdir.field_values(config, workdir.TRAINING_FIELDS),
+    "scoring": workdir.field_values(config, [f for f in workdir.SCORING_FIELDS if f != "eval.evaluators"]),
+    "data": {},
+  }
+  want = hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()
+  assert workdir.LATER_SCORING_FIELDS == ("eval.evaluators",)
+  assert workdir.results_identity(config) == want
+  config.eval.evaluators = ("detection",)
+  assert workdir.results_identity(config) != want
 
 
 def test_neutral_training_fields_train_bitwise_the_same(tmp_path):

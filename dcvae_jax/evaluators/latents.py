@@ -19,6 +19,7 @@
   not carry the class (the condition does): a low ``class_mig`` is then expected.
   Non-finite codes (a diverged model) give None metrics and a ``dis_error`` note, never an exception.
 * :func:`summarize_disentanglement` -- mean / std over runs of every such metric, for results.json.
+* :class:`Evaluator` -- the ``latents`` evaluator (evaluators/base.py): codes and their disentanglement.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from jax.sharding import PartitionSpec as P
 
 from dcvae_jax.data import protocols
 from dcvae_jax.data.input_pipeline import preprocess
+from dcvae_jax.evaluators import base
 from dcvae_jax.evaluators.disentangle import metrics as disentangle
 from dcvae_jax.models import inference, objectives
 
@@ -212,3 +214,39 @@ def summarize_disentanglement(per_run: list[dict]) -> dict:
     if notes:
       out["class_mig_note"] = notes[0]
   return out
+
+
+class Evaluator(base.Evaluator):
+  """The ``latents`` evaluator: each run's encoder means of the test set (``codes`` (N_test, d) in
+  scores/<run>.npz) and their disentanglement (:func:`disentanglement_results`); its summary
+  :func:`summarize_disentanglement`. Nothing without test images."""
+
+  def describe(self) -> str:
+    return "codes" if self.job.data.x_test.shape[0] else ""
+
+  def steps(self, runs) -> int:
+    return 1 if self.job.data.x_test.shape[0] else 0  # one for all the group's codes
+
+  def run(self, group: base.Group) -> base.Part:
+    config, ds = self.job.config, self.job.data
+    if ds.x_test.shape[0] == 0:
+      return base.Part.empty(len(group.runs))
+    group.progress.stage("codes")
+    codes = encode_test_set(
+      group.setup,
+      group.state.params,
+      ds.x_test,
+      self.job.mesh,
+      batch_size=config.eval.batch_size,
+      conditions=condition_ids(group.runs, ds.y_test),
+    )
+    group.progress(1)
+    group.progress.stage("disentanglement")
+    results = [
+      disentanglement_results(run, codes[m], ds.y_test, ds.factors_test, ds.factor_names, seed=config.seed)
+      for m, run in enumerate(group.runs)
+    ]
+    return base.Part(results, [{"codes": codes[m]} for m in range(len(group.runs))])
+
+  def summarize(self, per_run: list[dict], results: dict) -> dict:
+    return summarize_disentanglement(per_run)

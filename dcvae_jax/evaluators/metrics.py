@@ -14,6 +14,7 @@ import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from dcvae_jax.evaluators import threshold
+from dcvae_jax.evaluators.base import run_fields
 from dcvae_jax.evaluators.scoring import DEVICE_SCORES, SCORES, reduce_scores
 
 
@@ -106,11 +107,7 @@ def evaluate_run(
   )
   reduced, is_anomaly = reduced_run_scores(run, scores, y_test, length_bits=length_bits, **common)
   result = {
-    "run": run.name,
-    "label": run.label,
-    "seed": run.seed,
-    "normal": list(run.normal),
-    "anomalous": list(run.anomalous),
+    **run_fields(run),
     "num_test_normal": int((~is_anomaly).sum()),
     "num_test_anomalous": int(is_anomaly.sum()),
   }
@@ -137,15 +134,7 @@ def untested_run(
   """The result of a run without test images (data.name=folder without test/): who it is, no test metrics; with
   ``validation`` (as :func:`evaluate_run`'s, and its keyword arguments ``common``: conditional, condition_counts,
   protocol, offset_bits, reference) every score's decision threshold set on the validation images."""
-  result = {
-    "run": run.name,
-    "label": run.label,
-    "seed": run.seed,
-    "normal": list(run.normal),
-    "anomalous": list(run.anomalous),
-    "num_test_normal": 0,
-    "num_test_anomalous": 0,
-  }
+  result = {**run_fields(run), "num_test_normal": 0, "num_test_anomalous": 0}
   if validation is not None:
     result.update(_validation_results(run, None, None, validation, common, threshold_method))
   return result
@@ -219,19 +208,15 @@ def select_score(per_run: list[dict]) -> tuple[str, list[dict]]:
 def summarize(
   per_run: list[dict],
   *,
-  model: str,
-  dataset: str,
-  protocol,
-  train_seconds: float,
-  complexity_likelihood: str | None = None,
-  score: str | None = None,
+  score: str,
+  score_condition: str,
   score_selection: str = "config",
+  complexity_likelihood: str | None = None,
 ) -> dict:
-  """results.json: per-class AUROC (mean over seeds), mean and std over classes and seeds, of the headline
-  ``score`` (default protocol.score; the runs' headlines must be set to it, :func:`set_headline`), chosen by
-  ``score_selection`` ("config" or "validation"); every score's test and validation AUROC / AUPR. Runs without
-  test images (:func:`untested_run`) leave every metric None."""
-  score = score or protocol.score
+  """results.json's detection part: per-class AUROC (mean over seeds), mean and std over classes and seeds, of
+  the headline ``score`` (the runs' headlines must be set to it, :func:`set_headline`), chosen by
+  ``score_selection`` ("config" or "validation"); every score's test and validation AUROC / AUPR; the decision
+  threshold. Runs without test images (:func:`untested_run`) leave every metric None."""
 
   def mean_std(key):
     v = np.array([r[key] for r in per_run] if any(key in r for r in per_run) else [], np.float64)
@@ -240,18 +225,13 @@ def summarize(
   by_label: dict[str, list] = {}
   for r in per_run:
     by_label.setdefault(r["label"], []).append(r)
-  out = {
-    "model": model,
-    "dataset": dataset,
-    "protocol": protocol.name,
+  out: dict[str, Any] = {
     "score": score,
     "score_selected": score,
     "score_selection": score_selection,
-    "score_condition": protocol.score_condition,
-    "num_runs": len(per_run),
-    "train_seconds": float(train_seconds),
+    "score_condition": score_condition,
   }
-  if protocol.score_condition == "given":
+  if score_condition == "given":
     out["warning"] = "score_condition='given' uses the test label (leaks the anomaly label)"
   for key in (
     "auroc",
@@ -292,7 +272,6 @@ def summarize(
   section = summarize_threshold(per_run, score)
   if section is not None:
     out["threshold"] = section
-  out["runs"] = per_run
   return out
 
 
@@ -327,13 +306,14 @@ def summarize_threshold(per_run: list[dict], score: str) -> dict | None:
 def format_table(results: dict) -> str:
   """A short text table: one row per class, then the mean +- std."""
   chosen = " chosen on validation" if results.get("score_selection") == "validation" else ""
+  score = f", score={results['score']}{chosen}" if "score" in results else ""
   lines = [
-    f"{results['model']} on {results['dataset']} ({results['protocol']}, score={results['score']}{chosen})",
+    f"{results['model']} on {results['dataset']} ({results['protocol']}{score})",
     f"{'class':>8} {'AUROC':>7} {'AUPR':>7}",
   ]
   if results.get("auroc_mean") is None:  # no test images: trained only
     lines.append(f"{'(none)':>8}       -       -   (train {results['train_seconds']:.1f} s)")
-    lines.append(results.get("note", "no test images: nothing was evaluated"))
+    lines.append(results.get("note", "no detection metrics: eval.evaluators leaves out detection"))
     return "\n".join(lines)
   for k in sorted(results["auroc_per_class"], key=lambda s: (len(s), s)):
     lines.append(f"{k:>8} {results['auroc_per_class'][k]:7.3f} {results['aupr_per_class'][k]:7.3f}")

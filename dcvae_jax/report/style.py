@@ -8,6 +8,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from dcvae_jax.evaluators.recon_grid import montage as _montage  # noqa: F401 (the figures' montage)
+
 DPI = 100
 # Pixel sizes of the figures (see each function).
 RECON_CELL = (90, 118)  # (w, h) of one image column/row in ``reconstructions``
@@ -43,16 +45,6 @@ def _save(fig, path: str) -> str:
 
 def _frac(px, total):
   return px / total
-
-
-def _montage(images: np.ndarray, pad: int = 1, value: float = 1.0) -> np.ndarray:
-  """(R, C, H, W[, 3]) -> one (R*(H+pad)+pad, C*(W+pad)+pad[, 3]) image with ``value`` lines between the tiles."""
-  r, c, h, w = images.shape[:4]
-  out = np.full((r * (h + pad) + pad, c * (w + pad) + pad, *images.shape[4:]), value, np.float32)
-  for i in range(r):
-    for j in range(c):
-      out[pad + i * (h + pad) : pad + i * (h + pad) + h, pad + j * (w + pad) : pad + j * (w + pad) + w] = images[i, j]
-  return out
 
 
 def _images(x) -> np.ndarray:

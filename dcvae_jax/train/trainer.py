@@ -1,15 +1,15 @@
-"""The host training loop: runs of a protocol trained together in one compiled program, with checkpoints
-every ``train.checkpoint_every_steps``, on SIGTERM / SIGINT and at the end, JSON-lines metrics, TensorBoard
-scalars and a progress bar. The compiled program itself is ``train_step``."""
+"""The host training loop: runs of a protocol trained together in one compiled program. After every compiled
+call the loop hands the step to its periodic actions (train/periodic.py): JSON-lines metrics and TensorBoard
+scalars, a progress bar, a checkpoint every ``train.checkpoint_every_steps`` and at the end, and a checkpoint
+and stop on SIGTERM / SIGINT. The compiled program itself is ``train_step``."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import numpy as np
@@ -19,9 +19,9 @@ from jax.sharding import PartitionSpec as P
 from dcvae_jax import distributed
 from dcvae_jax.data import input_pipeline
 from dcvae_jax.data.protocols import Run
-from dcvae_jax.errors import Interrupted, NonFiniteError
+from dcvae_jax.errors import NonFiniteError
 from dcvae_jax.log import log as _log
-from dcvae_jax.train import checkpoints, train_step
+from dcvae_jax.train import checkpoints, periodic, train_step
 
 
 class StopFlag:
@@ -155,61 +155,77 @@ def train_runs(
       log(f"resuming {len(runs)} run(s) from step {start} of {max_steps}")
 
     progress = _progress(config, start, max_steps, len(runs)) if primary else None
-    every = max(int(config.train.checkpoint_every_steps), 1)
-    log_every = max(int(config.train.log_every_steps), 1)
-    t0 = time.perf_counter()
-    step = start
-    last_saved = start
+    saver = _Saver(manager, prior_seconds, start)
 
-    def save_now(at):  # async: the manager's exit waits for the last save
-      seconds = prior_seconds + time.perf_counter() - t0
-      checkpoints.save(manager, at, state, {"train_seconds": seconds})
-      return seconds
-
-    seconds = prior_seconds
-
-    with _ending_line_on_error(progress), StopFlag(manager) as stop:
-      while step < max_steps:
-        steps = np.arange(step, step + steps_per_call)
-        idx = np.zeros((len(runs), steps_per_call, batch_size), np.int32)
-        active = np.zeros((len(runs), steps_per_call), bool)
-        for m, d in enumerate(datas):
-          for s_i, s in enumerate(steps):
-            if s < d.total_steps:
-              idx[m, s_i] = d.batch_indices(int(s), batch_size)
-              active[m, s_i] = True
-        new_state, terms = fn(
-          state,
-          x_dev,
-          cond_all,
-          distributed.batch_sharded(idx, idx_sharding, axis=2),
-          stats,
-          distributed.replicated(active, replicated),
+    def one_call(state, steps) -> periodic.Call:
+      """Steps ``steps`` of every run in one compiled call; a non-finite update stops here (train.on_nonfinite)."""
+      idx, active = _call_batches(datas, steps, batch_size)
+      new_state, terms = fn(
+        state,
+        x_dev,
+        cond_all,
+        distributed.batch_sharded(idx, idx_sharding, axis=2),
+        stats,
+        distributed.replicated(active, replicated),
+      )
+      terms = distributed.to_host(terms)
+      bad = active & ~terms["finite"]
+      if bad.any() and not setup.skip_nonfinite:
+        m, s_i = np.argwhere(bad)[0]
+        raise NonFiniteError(
+          f"non-finite {_describe_nonfinite(terms, m, s_i)} at step {int(steps[s_i])} of run {runs[m].name}; "
+          f"the last good checkpoint (step {saver.last_step}) is kept in {ckpt_dir}"
         )
-        terms_host = distributed.to_host(terms)
-        bad = active & ~terms_host["finite"]
-        if bad.any() and not setup.skip_nonfinite:
-          m, s_i = np.argwhere(bad)[0]
-          raise NonFiniteError(
-            f"non-finite {_describe_nonfinite(terms_host, m, s_i)} at step {int(steps[s_i])} of run "
-            f"{runs[m].name}; the last good checkpoint (step {last_saved}) is kept in {ckpt_dir}"
-          )
-        state = new_state
-        _write_metrics(log_file, runs, steps, active, terms_host, log_every, tensorboard)
-        n_done = int(min(step + steps_per_call, max_steps)) - step
-        step += n_done
-        if progress is not None:
-          progress.update(n_done)
-          progress.set_postfix(loss=float(np.mean(terms_host["loss"][:, 0])))
-        stopping = stop.should_stop()
-        if step >= max_steps or step // every > last_saved // every or stopping:
-          seconds = save_now(step)
-          last_saved = step
-        if stopping:
-          raise Interrupted(f"stopped by signal {stop.signum} at step {step}; checkpoint saved in {ckpt_dir}")
+      return periodic.Call(steps, active, terms, new_state)
+
+    step = start
+    with _ending_line_on_error(progress), StopFlag(manager) as stop:
+      actions: list[Callable[[int, periodic.Call], object]] = [
+        periodic.LogMetrics(config.train.log_every_steps, runs, log_file, tensorboard),
+        periodic.ReportProgress(progress, start),
+        periodic.PeriodicAction(config.train.checkpoint_every_steps, saver, start=start, last_step=max_steps),
+        periodic.StopOnSignal(stop, saver, ckpt_dir),  # saves (unless saved at this step) and raises Interrupted
+      ]
+      while step < max_steps:
+        call = one_call(state, np.arange(step, step + steps_per_call))
+        state, step = call.state, min(step + steps_per_call, max_steps)
+        for action in actions:
+          action(step, call)
     if progress is not None:
       progress.close()
-    return state, seconds, step  # the time the final checkpoint records: a rescore reports the same
+    return state, saver.seconds, step  # the time the final checkpoint records: a rescore reports the same
+
+
+def _call_batches(datas, steps: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+  """The training-image indices (M, S, B) of every run's steps ``steps`` (S,), and which steps each run takes
+  (M, S): a run past its last step pads with index 0, inactive."""
+  idx = np.zeros((len(datas), len(steps), batch_size), np.int32)
+  active = np.zeros((len(datas), len(steps)), bool)
+  for m, d in enumerate(datas):
+    for s_i, s in enumerate(steps):
+      if s < d.total_steps:
+        idx[m, s_i] = d.batch_indices(int(s), batch_size)
+        active[m, s_i] = True
+  return idx, active
+
+
+class _Saver:
+  """Saves the loop's state at a step (once: the periodic save and a signal's at the same step are one), with
+  the train seconds so far (those of earlier invocations included) in the checkpoint's metadata. Saves are
+  async; the manager's exit waits for the last one."""
+
+  def __init__(self, manager, prior_seconds: float, start: int):
+    self.manager = manager
+    self.prior_seconds = self.seconds = prior_seconds
+    self.last_step = start
+    self.t0 = time.perf_counter()
+
+  def __call__(self, step: int, call: periodic.Call) -> None:
+    if step == self.last_step:
+      return
+    self.seconds = self.prior_seconds + time.perf_counter() - self.t0
+    checkpoints.save(self.manager, step, call.state, {"train_seconds": self.seconds})
+    self.last_step = step
 
 
 @contextlib.contextmanager
@@ -231,24 +247,3 @@ def _progress(config, start, total, n_runs):
   from tqdm.auto import tqdm
 
   return tqdm(total=total, initial=start, desc=f"train {n_runs} run(s)", unit="step", leave=False)
-
-
-def _write_metrics(log_file, runs, steps, active, terms_host, log_every, tensorboard=None):
-  """Every log_every-th step's terms (and each run's last step): a JSON line each, and TensorBoard scalars."""
-  if log_file is None and tensorboard is None:
-    return
-  keys = [k for k in terms_host if k != "finite"]
-  for s_i, s in enumerate(steps):
-    for m, run in enumerate(runs):
-      last = s_i + 1 == len(steps) or not active[m, s_i + 1]
-      if active[m, s_i] and ((s + 1) % log_every == 0 or last):
-        rec = {"step": int(s) + 1, "run": run.name}
-        values = {k: float(terms_host[k][m, s_i]) for k in keys}
-        if log_file is not None:
-          log_file.write(json.dumps({**rec, **values}) + "\n")
-        if tensorboard is not None:
-          tensorboard.scalars(run.name, int(s) + 1, values)
-  if log_file is not None:
-    log_file.flush()
-  if tensorboard is not None:
-    tensorboard.flush()

@@ -13,7 +13,7 @@ from dcvae_jax import experiment
 from dcvae_jax.data import input_pipeline, protocols, splits
 from dcvae_jax.data.datasets import Dataset
 from dcvae_jax.errors import ConfigError, DataError
-from dcvae_jax.evaluators import metrics, scoring
+from dcvae_jax.evaluators import detection, metrics, scoring
 from dcvae_jax.train import trainer
 from dcvae_jax.validation import validate
 from tests.helpers import tiny_config, toy_dataset
@@ -125,7 +125,7 @@ def auto_run(tmp_path_factory):
   """leave_one_out on classes 0 and 2 with protocol.score="auto", recording what training and scoring see."""
   ds = _unique_toy()
   seen = {"train": [], "scored": [], "fit": []}
-  train_runs, score_images, fit_rapp = trainer.train_runs, experiment.score_images, scoring.fit_rapp
+  train_runs, score_images, fit_rapp = trainer.train_runs, detection.score_images, scoring.fit_rapp
 
   def spy_train(config, x_train, y_train, runs, *a, **k):
     seen["train"].append((np.array(x_train), np.array(y_train), list(runs)))
@@ -143,7 +143,7 @@ def auto_run(tmp_path_factory):
   config = _config(**{"protocol.score": "auto"})
   with pytest.MonkeyPatch.context() as mp:
     mp.setattr(trainer, "train_runs", spy_train)
-    mp.setattr(experiment, "score_images", spy_score)
+    mp.setattr(detection, "score_images", spy_score)
     mp.setattr(scoring, "fit_rapp", spy_fit)
     results = experiment.train_and_evaluate(config, wd, dataset=ds, log=lambda *_: None)
   return dict(ds=ds, split=experiment.prepare_data(config, ds), seen=seen, results=results, wd=wd, config=config)

@@ -10,7 +10,7 @@ import pytest
 from dcvae_jax import distributed
 from dcvae_jax.data import datasets as data
 from dcvae_jax.data import input_pipeline, protocols, shapes
-from dcvae_jax.evaluators import latents
+from dcvae_jax.evaluators import base, latents, scoring
 from dcvae_jax.models import networks
 from dcvae_jax.train import train_step, trainer
 from tests.helpers import tiny_config, toy_dataset
@@ -96,28 +96,32 @@ def test_condition_ids_and_zero_condition(trained):
   assert np.abs(own - zero).max() > 1e-4  # the condition reaches the encoder
 
 
-def test_pipeline_fragment_is_json_ready(trained):
-  """What experiment.py does after scoring a chunk: encode, score each run, summarise."""
+def test_the_latents_evaluator_gives_each_runs_codes_and_json_ready_disentanglement(trained):
+  """The ``latents`` evaluator on a group of runs, as the experiment runs it: every run's codes (for its
+  scores/<run>.npz), its disentanglement metrics, and their summary."""
   config, ds, runs, setup, state = trained
+  mesh = distributed.make_mesh()
+  evaluator = latents.Evaluator(base.Job(config, ds, mesh, workdir="", write=False))
+  progress = scoring.ScoreProgress(len(runs), evaluator.steps(runs), show=False)
+  part = evaluator.run(base.Group(runs, state, setup, progress, [{} for _ in runs], [{} for _ in runs]))
   codes = latents.encode_test_set(
     setup,
     state.params,
     ds.x_test,
-    distributed.make_mesh(),
-    batch_size=32,
+    mesh,
+    batch_size=config.eval.batch_size,
     conditions=latents.condition_ids(runs, ds.y_test),
   )
-  per_run = [
-    latents.disentanglement_results(
-      run, codes[m], ds.y_test, getattr(ds, "factors_test", None), getattr(ds, "factor_names", None), seed=config.seed
-    )
-    for m, run in enumerate(runs)
-  ]
+  for m in range(len(runs)):
+    assert set(part.arrays[m]) == {"codes"}
+    np.testing.assert_array_equal(part.arrays[m]["codes"], codes[m])
+  per_run = part.results
   for run, r in zip(runs, per_run, strict=True):
     assert set(r) == {"dis_num_images", "class_mig"}
     assert r["dis_num_images"] == int(np.isin(ds.y_test, run.normal).sum())
     assert 0.0 <= r["class_mig"] <= 1.0
-  summary = latents.summarize_disentanglement(per_run)
+  summary = evaluator.summarize(per_run, {})
+  assert summary == latents.summarize_disentanglement(per_run)
   assert summary["disentanglement_num_runs"] == {"class_mig": 3}
   np.testing.assert_allclose(summary["class_mig_mean"], np.mean([r["class_mig"] for r in per_run]))
   json.dumps({"runs": per_run, **summary}, allow_nan=False)

@@ -193,8 +193,10 @@ def test_reduced_scores_are_absent_and_the_rest_unchanged(tmp_path, monkeypatch)
     "reference",
     "validation",
     "test set",
-    "codes",
     "metrics",
+    "codes",
+    "disentanglement",
+    "reconstructions",
   ]
   assert any(m.startswith("scoring 2 run(s) on 64 test images: recon, nelbo, iwae,") for m in messages)
   assert any(m.startswith("scored 2 run(s) in ") and "NAP fit" in m for m in messages)
@@ -207,8 +209,10 @@ def test_reduced_scores_are_absent_and_the_rest_unchanged(tmp_path, monkeypatch)
   assert progress.steps == progress.total and progress.stages == [
     "validation",
     "test set",
-    "codes",
     "metrics",
+    "codes",
+    "disentanglement",
+    "reconstructions",
   ]  # no NAP
   assert set(part["auroc_by_score"]) == {"recon", "rapp_sap"}
   for name in ("recon", "rapp_sap"):

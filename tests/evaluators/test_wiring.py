@@ -16,7 +16,7 @@ import pytest
 from dcvae_jax import experiment
 from dcvae_jax.data import input_pipeline, protocols
 from dcvae_jax.data.datasets import Dataset
-from dcvae_jax.evaluators import anomaly_scores, scoring
+from dcvae_jax.evaluators import anomaly_scores, detection, scoring
 from dcvae_jax.models import networks, objectives
 from dcvae_jax.train import train_step
 from tests.helpers import tiny_config
@@ -118,7 +118,7 @@ def test_sap_complexity_is_standardised_on_the_runs_normal_training_images(train
   would give other medians and MADs (checked: the test can tell them apart)."""
   ds, config, run, saved, r = trained["ds"], trained["config"], trained["run"], trained["saved"], trained["run_result"]
   x_ref = ds.x_train[_normal_train_order(ds, run)[: config.eval.reference_examples]]
-  # the reference images are scored in one batch of their own (experiment.reference_scores)
+  # the reference images are scored in one batch of their own (detection.reference_scores)
   ref = _device_scores(trained, x_ref, seed=config.seed + 1, batch_size=min(config.eval.batch_size, len(x_ref)))
   sap_ref, comp_ref = ref["rapp_sap"][0, :, 0], _complexity(ref["iwae"][0, :, 0], x_ref)
   sap_test, comp_test = saved["rapp_sap"][:, 0], _complexity(saved["iwae"][:, 0], ds.x_test)
@@ -166,7 +166,7 @@ def test_rapp_fit_data_are_normal_training_images_under_their_own_conditions():
   config = tiny_config("cvae")
   config.eval.rapp_fit_examples = 30
   chunk = protocols.make_runs(config.protocol, ds.num_classes, config.seed)[:2]  # normal (1, 2) and (0, 2)
-  x, cond = experiment.rapp_fit_data(config, ds, chunk)
+  x, cond = detection.rapp_fit_data(config, ds, chunk)
   assert x.shape == (2, 30, SIZE, SIZE) and cond.shape == (2, 30) and cond.dtype == np.int32
   for m, run in enumerate(chunk):
     idx = x[m, :, 0, 0].astype(int) * 256 + x[m, :, 0, 1]
@@ -176,7 +176,7 @@ def test_rapp_fit_data_are_normal_training_images_under_their_own_conditions():
     np.testing.assert_array_equal(cond[m], [run.normal.index(k) for k in labels])
     assert set(cond[m]) == {0, 1}
   config.eval.rapp_fit_examples = 1000  # more than a run has: every normal image, the same count for each run
-  x, cond = experiment.rapp_fit_data(config, ds, chunk)
+  x, cond = detection.rapp_fit_data(config, ds, chunk)
   assert x.shape[1] == cond.shape[1] == 80
 
 
@@ -225,7 +225,7 @@ def test_model_view_images_are_the_pixels_the_model_sees_in_8_bits():
 
 
 def test_reference_complexity_reads_binarised_images_as_the_model_sees_them():
-  """experiment.reference_scores on binarised pixels: the PNG bits of the 0 / 255 images (not of the grey ones)."""
+  """detection.reference_scores on binarised pixels: the PNG bits of the 0 / 255 images (not of the grey ones)."""
   ds = _shifted_dataset()
   config = tiny_config("vae")
   config.protocol.name = "split"
@@ -236,8 +236,8 @@ def test_reference_complexity_reads_binarised_images_as_the_model_sees_them():
   chunk = protocols.make_runs(config.protocol, ds.num_classes, config.seed)
   stacked = jax.tree.map(lambda a: a[None], params)
   stats = scoring._identity_nap(setup, stacked)
-  (got,) = experiment.reference_scores(config, ds, chunk, setup, stacked, _mesh(), stats, offset_bits=0.0)
-  x = ds.x_train[experiment.normal_train_order(ds, chunk[0])[:20]]
+  (got,) = detection.reference_scores(config, ds, chunk, setup, stacked, _mesh(), stats, offset_bits=0.0)
+  x = ds.x_train[detection.normal_train_order(ds, chunk[0])[:20]]
   iwae = scoring.score_test_set(
     setup, stacked, x, _mesh(), batch_size=20, num_samples=2, seed=config.seed + 1, iwae_samples=4, iwae_chunk=4
   )["iwae"][0, :, 0]
@@ -289,7 +289,7 @@ def test_is_density_only_where_the_bin_probability_is_a_probability(likelihood, 
   assert objectives.is_density(likelihood, binarize=binarize, dequantize=dequantize) is density
   config = tiny_config()
   config.model.likelihood, config.data.binarize, config.data.dequantize = likelihood, binarize, dequantize
-  assert ("NOT a normalised density" in experiment.complexity_likelihood(config)) is (not density)
+  assert ("NOT a normalised density" in detection.complexity_likelihood(config)) is (not density)
 
 
 def test_a_density_read_at_binary_pixels_has_bin_probabilities_above_one():

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from dcvae_jax.report import recon_grid
+from dcvae_jax.evaluators import recon_grid
 from dcvae_jax.train import tensorboard as summaries
 
 
