@@ -214,7 +214,7 @@ def _train_and_evaluate(config, workdir, ds, runs, log, identity, write: bool = 
     else contextlib.nullcontext()
   )
   with metrics_file as log_file, tensorboard as tb:
-    job = base.Job(config, ds, mesh, workdir, write, log, tb)
+    job = base.Job(config, ds, mesh, workdir, write, log, tb, identity if tested else None)
     evaluators = evaluator_registry.make(job)
     for group in chunks(runs, int(config.train.runs_per_program)):
       done = [os.path.join(workdir, "runs", f"{r.name}.json") for r in group]

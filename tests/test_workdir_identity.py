@@ -430,3 +430,17 @@ def test_a_workdir_from_before_the_record_is_rescored_not_retrained(tmp_path):
   again = experiment.train_and_evaluate(config, wd, dataset=ds, **QUIET)
   assert _same(again["runs"], first["runs"]) and _snapshot(wd)["metrics.jsonl"] == metrics
   assert os.path.exists(os.path.join(wd, workdir.TRAINED_FILE))
+
+
+def test_a_finished_auto_score_job_is_reused_not_evaluated_again(tmp_path, monkeypatch):
+  """protocol.score="auto" rewrites every run's results with the chosen headline; they keep their identity, so
+  the same job again reads them back and neither trains nor scores."""
+  ds = toy_dataset()
+  config = _toy_config(num_epochs=1)
+  config.protocol.score = "auto"
+  first = experiment.train_and_evaluate(config, str(tmp_path), dataset=ds, **QUIET)
+  assert first["score_selection"] == "validation"
+  calls = _crash_on_call(monkeypatch, 1)
+  again = experiment.train_and_evaluate(config, str(tmp_path), dataset=ds, **QUIET)
+  assert calls == [] and again["score"] == first["score"]
+  assert again["auroc_by_score"] == first["auroc_by_score"]

@@ -32,7 +32,8 @@ def run_fields(run) -> dict:
 class Job:
   """What the evaluators of one experiment share: the config, the data (validation split carved out), the
   device mesh, the workdir and whether this process writes it (process 0 does; the others compute with it),
-  the log, and the TensorBoard writer (None without train.tensorboard, or off process 0)."""
+  the log, the TensorBoard writer (None without train.tensorboard, or off process 0), and the identity that
+  runs/<run>.json files are written with (workdir.write_run), so that a rewritten run stays reusable."""
 
   config: Any
   data: Any  # data.datasets.Dataset
@@ -41,6 +42,7 @@ class Job:
   write: bool = True
   log: Callable = _log
   tensorboard: Any = None
+  identity: str | None = None  # the results identity runs/<run>.json are written with (None: none, evaluate again)
 
 
 @dataclasses.dataclass

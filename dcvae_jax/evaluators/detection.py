@@ -18,6 +18,7 @@ import os
 import numpy as np
 
 from dcvae_jax import files
+from dcvae_jax import workdir as workdir_lib
 from dcvae_jax.data import input_pipeline
 from dcvae_jax.errors import ConfigError
 from dcvae_jax.evaluators import anomaly_scores, base, latents, metrics, scoring, scoring_state, threshold
@@ -258,8 +259,12 @@ class Evaluator(base.Evaluator):
       selection = "validation"
     for result in per_run:  # also the runs of an earlier invocation, which may have had another score
       metrics.set_headline(result, score)
-      if self.job.write and selection == "validation":
-        files.write_json(os.path.join(workdir, "runs", f"{result['run']}.json"), result)
+      if self.job.write and selection == "validation":  # with the identity: the next same job reuses it
+        path = os.path.join(workdir, "runs", f"{result['run']}.json")
+        if self.job.identity is None:
+          files.write_json(path, result)
+        else:
+          workdir_lib.write_run(path, result, self.job.identity)
     out = metrics.summarize(
       per_run,
       score=score,
