@@ -9,7 +9,7 @@ Workdir layout:
                      refused, but for more train.num_epochs (continued); other scoring fields rescore
   metrics.jsonl      per-step loss terms of every run (JSON lines)
   tensorboard/<run>/ the same as TensorBoard event files, with train.tensorboard=True
-  checkpoints/<chunk>/  Orbax checkpoints of each group of runs trained together
+  checkpoints/<group>/  Orbax checkpoints of each group of runs trained together
   scores/<run>.npz   the evaluators' arrays of the run: every test image's scores under every condition (recon,
                      nelbo: (N_test, C')), y_test, and the same of its validation images as val_<score>, y_val
                      (detection); the test images' codes (latents)
@@ -52,11 +52,11 @@ from dcvae_jax.train import tensorboard as summaries
 from dcvae_jax.train import train_step, trainer
 from dcvae_jax.train.restore import (  # noqa: F401 (load_config, load_trained, Trained: re-exported)
   Trained,
-  chunk_name,
-  chunks,
+  group_name,
   load_config,
   load_data,
   load_trained,
+  run_groups,
 )
 from dcvae_jax.validation import validate
 from dcvae_jax.workdir import WorkdirLock, check_workdir
@@ -216,19 +216,19 @@ def _train_and_evaluate(config, workdir, ds, runs, log, identity, write: bool = 
   with metrics_file as log_file, tensorboard as tb:
     job = base.Job(config, ds, mesh, workdir, write, log, tb, identity if tested else None)
     evaluators = evaluator_registry.make(job)
-    for group in chunks(runs, int(config.train.runs_per_program)):
+    for group in run_groups(runs, int(config.train.runs_per_program)):
       done = [os.path.join(workdir, "runs", f"{r.name}.json") for r in group]
       finished = [workdir_lib.finished_run(p, identity) for p in done]
       if not rescore and all(r is not None and all(e.complete(r) for e in evaluators) for r in finished):
         per_run.extend(finished)
-        total_seconds += per_run[-1].get("chunk_train_seconds", 0.0)
+        total_seconds += per_run[-1].get("group_train_seconds", per_run[-1].get("chunk_train_seconds", 0.0))
         continue
       state, seconds, _ = trainer.train_runs(
         config,
         ds.x_train,
         ds.y_train,
         group,
-        os.path.join(workdir, "checkpoints", chunk_name(group)),
+        os.path.join(workdir, "checkpoints", group_name(group)),
         image_shape=ds.image_shape,
         num_conditions=len(runs[0].normal),
         log_file=log_file,
@@ -241,7 +241,7 @@ def _train_and_evaluate(config, workdir, ds, runs, log, identity, write: bool = 
       group_results, arrays = evaluate(job, evaluators, group, state)
       skipped = distributed.to_host(state.skipped)
       for m, result in enumerate(group_results):
-        result.update(chunk_train_seconds=seconds, skipped_updates=int(skipped[m]))
+        result.update(group_train_seconds=seconds, skipped_updates=int(skipped[m]))
       if write:
         _write_group(workdir, group, group_results, arrays, identity if tested else None)
       per_run.extend(group_results)

@@ -15,13 +15,16 @@ from dcvae_jax.errors import WorkdirError
 from dcvae_jax.train import checkpoints, train_step
 
 
-def chunks(runs, size: int):
+def run_groups(runs, size: int):
+  """The runs in groups of ``size`` (train.runs_per_program; 0: one group of all), each trained together in one
+  compiled program."""
   size = len(runs) if size <= 0 else size
   return [runs[i : i + size] for i in range(0, len(runs), size)]
 
 
-def chunk_name(chunk) -> str:
-  return chunk[0].name if len(chunk) == 1 else f"{chunk[0].name}--{chunk[-1].name}"
+def group_name(group) -> str:
+  """A group's checkpoint folder: its run's name, or "first--last"."""
+  return group[0].name if len(group) == 1 else f"{group[0].name}--{group[-1].name}"
 
 
 class Trained:
@@ -67,17 +70,17 @@ def load_params(workdir: str, config, runs, image_shape, mesh, *, only=None) -> 
   num_conditions = len(runs[0].normal)
   setup = train_step.make_setup(config, image_shape, num_conditions, mesh.devices.size)
   params = {}
-  for chunk in chunks(runs, int(config.train.runs_per_program)):
-    if only is not None and not any(r.name in only for r in chunk):
+  for group in run_groups(runs, int(config.train.runs_per_program)):
+    if only is not None and not any(r.name in only for r in group):
       continue
-    target = train_step.stack_states([train_step.init_state(setup, train_step.run_key(r), image_shape) for r in chunk])
-    ckpt = os.path.join(workdir, "checkpoints", chunk_name(chunk))
+    target = train_step.stack_states([train_step.init_state(setup, train_step.run_key(r), image_shape) for r in group])
+    ckpt = os.path.join(workdir, "checkpoints", group_name(group))
     if not os.path.isdir(ckpt):
-      raise WorkdirError(f"{workdir}: runs {chunk_name(chunk)} were not trained (no {ckpt})")
+      raise WorkdirError(f"{workdir}: runs {group_name(group)} were not trained (no {ckpt})")
     with checkpoints.checkpoint_manager(ckpt, config.train.keep_checkpoints) as manager:
       state, _ = checkpoints.restore_latest(manager, target)
     if state is None:
       raise WorkdirError(f"{ckpt} holds no checkpoint")
-    for m, run in enumerate(chunk):
+    for m, run in enumerate(group):
       params[run.name] = train_step.unstack(state.params, m)
   return setup, params

@@ -113,7 +113,7 @@ def test_a_subset_of_evaluators_gives_only_their_parts_of_the_results(by_choice)
   assert only_detection["results"]["auroc_mean"] == full["results"]["auroc_mean"]
   assert "class_mig_mean" not in only_detection["results"] and only_detection["thresholds"] and full["thresholds"]
   # none: the runs are trained, and who they are is all their results hold
-  who = {"run", "label", "seed", "normal", "anomalous", "chunk_train_seconds", "skipped_updates", "identity"}
+  who = {"run", "label", "seed", "normal", "anomalous", "group_train_seconds", "skipped_updates", "identity"}
   assert set(none["run"]) == who
   assert none["arrays"] == {} and not none["thresholds"]
   assert {"model", "dataset", "protocol", "num_runs", "train_seconds", "runs", "settings"} <= set(none["results"])
