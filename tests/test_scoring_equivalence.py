@@ -168,3 +168,40 @@ def test_noise_is_the_batchs_whatever_rows_the_program_takes():
     other = scoring.score_test_set(setup, params, x, mesh, score_rows=rows, pass_rows=pass_rows, **kw)
     for k in base:
       np.testing.assert_allclose(other[k], base[k], rtol=RTOL, atol=ATOL, err_msg=f"{k} rows={rows}")
+
+
+@pytest.mark.parametrize("shape", [(7,), (3, 5), (4, 6, 3)])
+def test_a_flat_draw_reshaped_is_jaxs_draw_of_the_shape(shape):
+  key = jax.random.PRNGKey(11)
+  np.testing.assert_array_equal(anomaly_scores.normal_flat(key, shape), jax.random.normal(key, shape))
+  np.testing.assert_array_equal(jax.jit(anomaly_scores.normal_flat, static_argnums=1)(key, shape),
+                                jax.random.normal(key, shape))  # fmt: skip
+
+
+def test_no_compilation_for_a_second_group_of_runs():
+  """Each group of runs builds its own train_step.Setup (its optimizer differs as an object); scoring a second
+  group, with the same shapes, compiles nothing: not per run, not per class."""
+  config = tiny_config("cvae")
+  setups = [train_step.make_setup(config, (SIZE, SIZE, 1), 3, num_devices=1) for _ in range(2)]
+  assert setups[0] != setups[1]
+  mesh = distributed.make_mesh()
+  compiles = []
+
+  def listen(event, duration, **kw):
+    if event == "/jax/core/compile/backend_compile_duration":
+      compiles.append(duration)
+
+  jax.monitoring.register_event_duration_secs_listener(listen)
+  x = np.random.default_rng(0).integers(0, 256, (20, SIZE, SIZE)).astype(np.uint8)
+  kw = dict(batch_size=16, seed=0, num_samples=2, iwae_samples=4, iwae_chunk=4)
+  counts = []
+  try:
+    for i, setup in enumerate(setups):
+      _, params = _models("cvae", m=2)
+      params = jax.tree.map(lambda a, i=i: a + i, params)  # other parameters, same shapes
+      nap = scoring.fit_rapp(setup, params, x[None].repeat(2, 0), np.zeros((2, 20), np.int32), mesh, batch_size=16)
+      jax.block_until_ready(scoring.score_test_set(setup, params, x, mesh, nap_stats=nap, **kw))
+      counts.append(len(compiles))
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listen)
+  assert counts[0] > 0 and counts[1] == counts[0], counts

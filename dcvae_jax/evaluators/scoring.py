@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import functools
 import os
 import time
@@ -73,7 +74,24 @@ def device_scores(names) -> tuple[str, ...]:
   return tuple(d for d in DEVICE_SCORES if d in need)
 
 
-def rapp_differences_batch(setup: Setup, params, x, cond_ids):
+@dataclasses.dataclass(frozen=True)
+class ScoringSetup:
+  """The pieces of a ``train_step.Setup`` that scoring reads. Two setups of one config are equal here (their
+  optimizers are not), so the compiled programs cached on it serve every group of runs of a job."""
+
+  spec: Any
+  module: Any
+  hp: Any
+  num_conditions: int
+  binarize: bool
+  dequantize: bool
+
+  @classmethod
+  def of(cls, setup) -> ScoringSetup:
+    return cls(setup.spec, setup.module, setup.hp, setup.num_conditions, setup.binarize, setup.dequantize)
+
+
+def rapp_differences_batch(setup: Setup | ScoringSetup, params, x, cond_ids):
   """RaPP's stacked differences d(x) of one model on a float batch under integer conditions: (B, D)."""
   c = objectives.one_hot_condition(setup.spec, cond_ids, setup.num_conditions)
   return _rapp_pass(setup, params, x, c)["d"]
@@ -86,7 +104,7 @@ def _encode_hidden(module, params, x, c):
   return mu, logvar, [*hidden, mu]
 
 
-def _rapp_pass(setup: Setup, params, x, c) -> dict:
+def _rapp_pass(setup: Setup | ScoringSetup, params, x, c) -> dict:
   """One encoder pass of x, the decoder's mean x_hat = E[x | z = mu(x)] and one encoder pass of x_hat: mu, logvar,
   x_hat and RaPP's differences d (B, D). The recon score and RaPP read the same x_hat."""
   module, hp = setup.module, setup.hp
@@ -108,7 +126,8 @@ def draw_noise(key, rows: int, latent_dim: int, num_samples: int, iwae_samples: 
   Every model and every condition of the batch reads the same noise (only the scores ``scores`` need it)."""
   out = {}
   if "nelbo" in scores:
-    out["nelbo"] = jax.vmap(lambda k: jax.random.normal(k, (rows, latent_dim)))(jax.random.split(key, num_samples))
+    draw = functools.partial(anomaly_scores.normal_flat, shape=(rows, latent_dim))
+    out["nelbo"] = jax.vmap(draw)(jax.random.split(key, num_samples))
   if "iwae" in scores:
     out["iwae"] = anomaly_scores.iwae_noise(
       jax.random.fold_in(key, 0x1AE), (rows, latent_dim), num_samples=iwae_samples, chunk=iwae_chunk
@@ -117,7 +136,7 @@ def draw_noise(key, rows: int, latent_dim: int, num_samples: int, iwae_samples: 
 
 
 def score_with_noise(
-  setup: Setup,
+  setup: Setup | ScoringSetup,
   params,
   nap_stats,
   x,
@@ -218,7 +237,7 @@ PASS_ROWS = 4000
 
 @functools.lru_cache(maxsize=8)
 def compile_score_fn(
-  setup: Setup,
+  setup: ScoringSetup,
   mesh,
   iwae_chunk: int,
   *,
@@ -266,7 +285,7 @@ def compile_noise_fn(mesh, rows: int, padded_rows: int, latent_dim: int, num_sam
 
 
 @functools.lru_cache(maxsize=4)
-def _compile_differences_fn(setup: Setup, mesh):
+def _compile_differences_fn(setup: ScoringSetup, mesh):
   """jit(map over models) of rapp_differences_batch on each model's own images and conditions."""
   rep = NamedSharding(mesh, P())
   one = functools.partial(rapp_differences_batch, setup)
@@ -286,7 +305,7 @@ def fit_rapp(
 
   x_fit uint8 (M, n, H, W), cond_fit int (M, n) (each image's condition in its run). Returns stacked numpy
   dict(mean (M, D), basis (M, D, k), inv_scale (M, k)). ``progress``: called with 1 after each model's fit."""
-  diffs = _compile_differences_fn(setup, mesh)
+  diffs = _compile_differences_fn(ScoringSetup.of(setup), mesh)
   d = inference.map_batches(
     lambda i, xb, cb: diffs(params, xb, cb),
     [(x_fit, 1), (np.asarray(cond_fit, np.int32), 1)],
@@ -363,7 +382,7 @@ def score_test_set(
   rows = max(ndev, -(-min(int(score_rows or SCORE_ROWS), batch_size) // ndev) * ndev)
   padded = -(-batch_size // rows) * rows
   fn = compile_score_fn(
-    setup,
+    ScoringSetup.of(setup),
     mesh,
     iwae_chunk,
     scores=scores,
