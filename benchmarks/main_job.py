@@ -355,6 +355,7 @@ def _model_figures(res: dict) -> dict:
     "score_stages",
     "log_trained",
     "log_scored",
+    "table_tail",
   )
   out = {k: res.get(k) for k in keep}
   out["score_to_train"] = res["score_seconds"] / res["train_seconds"]
