@@ -229,9 +229,10 @@ def score_batch(
 
 
 # Scoring's compiled program takes SCORE_ROWS images at a time (rounded to the device count): any number of
-# images is scored with the same program, with at most SCORE_ROWS - 1 padded rows, and its decoder passes take
-# about PASS_ROWS codes (benchmarks/score_profile.py measured the choice).
-SCORE_ROWS = 100
+# images is scored with the same program, with at most SCORE_ROWS - 1 padded rows (none for the default job's
+# 1,000 test, 400 validation and 200 reference images), and its decoder passes take about PASS_ROWS codes: matrix
+# products of a few thousand rows, which XLA:CPU runs near its matmul rate (benchmarks/README.md, "Scoring").
+SCORE_ROWS = 200
 PASS_ROWS = 4000
 
 
