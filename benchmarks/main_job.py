@@ -15,6 +15,19 @@ repetition and their medians, the other processes' CPU share while each run ran 
 average, and whether all three trained bitwise the same parameters (every leaf of every run's final checkpoint,
 the first repetition's). The JSON is rewritten after every run. A checkout without the cache ignores it.
 
+  python benchmarks/main_job.py models --models=vae,cvae,dcvae [--before=/tmp/old_checkout] \\
+      --json=benchmarks/results/main_job_models.json
+
+is the phase benchmark: the default job once per model (``--config.model.name``), each with an empty XLA cache
+folder, and its compile, training and scoring seconds, training images per second, the scoring stages of the
+job's log line, and scoring / training; with ``--before`` the old checkout's job beside each, taking turns.
+
+  python benchmarks/main_job.py cache --config=configs/mnist.py:smoke --json=benchmarks/results/compile_cache.json \\
+      [-- --config.data.data_dir=/work/shared/data]
+
+runs the same job twice, separate workdirs, one XLA cache folder that starts empty, and compares their compile
+seconds (jax.monitoring's backend_compile_duration: a compilation, or its load from the cache).
+
   python benchmarks/main_job.py phases [-- --config=configs/default.py:smoke ...]
 
 runs the job once in this process's checkout and prints the same per-run figures.
@@ -44,19 +57,23 @@ REPO = os.path.dirname(HERE)
 def _inner(out_path: str, job_args: list[str]) -> None:
   t0 = time.perf_counter()
   sys.path.insert(0, os.getcwd())  # the checkout being measured, not the one this script is in
-  record = {"compiles": [], "cache_hits": 0, "marks": {}}
+  record = {"compiles": [], "traces": [], "cache_hits": 0, "cache_misses": 0, "marks": {}}
 
   import jax
   from jax import monitoring
 
   def on_duration(event, duration, **kw):
-    if event == "/jax/core/compile/backend_compile_duration":
+    if event == "/jax/core/compile/backend_compile_duration":  # an XLA compilation, or its load from the cache
       record["compiles"].append((time.perf_counter() - t0, float(duration)))
+    elif event in ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration"):
+      record["traces"].append((time.perf_counter() - t0, float(duration)))  # never cached: every run pays it
 
   def on_event(event, **kw):
     if event == "/jax/compilation_cache/cache_hits":
       record["cache_hits"] += 1
       record["marks"].setdefault("hit_times", []).append(time.perf_counter() - t0)
+    elif event == "/jax/compilation_cache/cache_misses":
+      record["cache_misses"] += 1
 
   monitoring.register_event_duration_secs_listener(on_duration)
   monitoring.register_event_listener(on_event)
@@ -71,6 +88,13 @@ def _inner(out_path: str, job_args: list[str]) -> None:
     out = train_runs(*a, **k)
     record["marks"]["train_end"] = time.perf_counter() - t0
     record["train_seconds"] = record.get("train_seconds", 0.0) + float(out[1])
+    try:  # training images: the steps of every run times the batch size
+      import numpy as np
+
+      steps = int(np.sum(np.asarray(out[0].step)))
+      record["train_images"] = record.get("train_images", 0) + steps * int(a[0].train.batch_size)
+    except Exception:  # an old checkout whose state differs: no images/s then
+      pass
     return out
 
   def timed_job(*a, **k):
@@ -102,6 +126,11 @@ def _phases(record: dict) -> dict:
     out[f"{name}_compiles"] = sum(1 for t, _ in record["compiles"] if a < t <= b)
     out[f"{name}_cache_hits"] = sum(1 for t in m.get("hit_times", []) if a < t <= b)
   out["compile_seconds"] = sum(d for _, d in record["compiles"])
+  out["trace_seconds"] = sum(d for _, d in record.get("traces", []))
+  out["cache_misses"] = record.get("cache_misses", 0)
+  if record.get("train_images"):
+    out["train_images"] = record["train_images"]
+    out["train_images_per_second"] = record["train_images"] / record["train_seconds"]
   out["compiles_over_0.2s"] = sum(1 for _, d in record["compiles"] if d >= 0.2)
   out["compile_seconds_under_0.2s"] = sum(d for _, d in record["compiles"] if d < 0.2)
   return out
@@ -145,7 +174,7 @@ def run_once(checkout: str, config: str, extra: list[str], cache_dir: str | None
   run_once.cpu_before = usage
   own_ticks = cpu * os.sysconf("SC_CLK_TCK")
   foreign = max(0.0, (busy1 - busy0) - own_ticks) / max(total1 - total0, 1)
-  text = stderr.decode(errors="replace")
+  text = stderr.decode(errors="replace") + stdout.decode(errors="replace")
   result = {
     "checkout": checkout,
     "wall_seconds": wall,
@@ -157,6 +186,7 @@ def run_once(checkout: str, config: str, extra: list[str], cache_dir: str | None
     "cache_hits": record["cache_hits"],
     "log_trained": _grep(r"trained \d+ run\(s\).*", text),
     "log_scored": _grep(r"scored \d+ run\(s\).*", text),
+    "score_stages": _stages(_grep(r"scored \d+ run\(s\).*", text)),
     "table_tail": stdout.decode(errors="replace").strip().splitlines()[-3:],
   }
   return result, workdir
@@ -175,6 +205,26 @@ def resource_of_children() -> float:
 def _grep(pattern: str, text: str):
   found = re.findall(pattern, text)
   return found[-1] if found else None
+
+
+def _stages(line: str | None) -> dict | None:
+  """The seconds of each scoring stage in the job's "scored N run(s) in T s (NAP fit a s, ...)" line."""
+  if not line or "(" not in line:
+    return None
+  inner = line.split("(", 2)[-1].rstrip(")")
+  return {m.group(1).strip(): float(m.group(2)) for m in re.finditer(r"([^,]+?) ([0-9.]+) s", inner)}
+
+
+def cpu_model() -> str:
+  """The CPU's model name (/proc/cpuinfo)."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return "unknown"
 
 
 def same_parameters(workdir_a: str, workdir_b: str) -> bool:
@@ -287,6 +337,89 @@ def summarise(result: dict) -> dict:
   return out
 
 
+def _model_figures(res: dict) -> dict:
+  """The phase benchmark's figures of one job."""
+  keep = (
+    "wall_seconds",
+    "train_seconds",
+    "score_seconds",
+    "compile_seconds",
+    "train_compile_seconds",
+    "score_compile_seconds",
+    "trace_seconds",
+    "train_images_per_second",
+    "cache_hits",
+    "cache_misses",
+    "foreign_cpu_fraction",
+    "load_average_before",
+    "score_stages",
+    "log_trained",
+    "log_scored",
+    "table_tail",
+  )
+  out = {k: res.get(k) for k in keep}
+  out["score_to_train"] = res["score_seconds"] / res["train_seconds"]
+  out["score_to_train_without_compiling"] = (res["score_seconds"] - res["score_compile_seconds"]) / max(
+    res["train_seconds"] - res["train_compile_seconds"], 1e-9
+  )
+  return out
+
+
+def models(args, save) -> dict:
+  """Per model: compile, train and score seconds of the default job and training images/s; with --before, the
+  old checkout's job beside it, the two taking turns (before first for the first model, after first for the
+  next, ...). Every job starts with an empty XLA cache folder of its own (a first run: compile seconds are
+  compilations)."""
+  checkouts = {"after": os.path.abspath(args.after)}
+  if args.before:
+    checkouts = {"before": os.path.abspath(args.before), **checkouts}
+  names = list(checkouts)
+  doc = {"config": args.config, "extra_args": args.job_args, "cpu_model": cpu_model(), "models": {}}
+  doc.update({f"{n}_checkout": c for n, c in checkouts.items()})
+  for i, model in enumerate(args.models.split(",")):
+    order = names[i % len(names) :] + names[: i % len(names)]
+    for name in order:
+      cache = tempfile.mkdtemp(prefix="main_job_xla_", dir="/tmp")
+      res, wd = run_once(checkouts[name], args.config, [f"--config.model.name={model}", *args.job_args], cache)
+      shutil.rmtree(wd, ignore_errors=True)
+      shutil.rmtree(cache, ignore_errors=True)
+      fig = _model_figures(res)
+      doc["models"].setdefault(model, {})[name] = fig
+      print(
+        f"[main_job] {model} {name}: train {fig['train_seconds']:.1f} s (compile {fig['train_compile_seconds']:.1f}),"
+        f" score {fig['score_seconds']:.1f} s (compile {fig['score_compile_seconds']:.1f}), score/train "
+        f"{fig['score_to_train']:.2f}, others' CPU {fig['foreign_cpu_fraction']:.0%}",
+        file=sys.stderr,
+        flush=True,
+      )
+      save(doc)
+  return doc
+
+
+def cache_reuse(args, save) -> dict:
+  """Two identical jobs, separate workdirs, one XLA cache folder that starts empty: the second's compile seconds
+  (compilations and loads from the cache, jax.monitoring's backend_compile_duration) against the first's."""
+  cache = tempfile.mkdtemp(prefix="main_job_xla_", dir="/tmp")
+  doc = {"config": args.config, "extra_args": args.job_args, "cpu_model": cpu_model(), "runs": []}
+  for _ in range(2):
+    res, wd = run_once(os.path.abspath(args.after), args.config, list(args.job_args), cache)
+    shutil.rmtree(wd, ignore_errors=True)
+    doc["runs"].append(res)
+    save(doc)
+  first, second = doc["runs"]
+  doc["compile_seconds"] = [first["compile_seconds"], second["compile_seconds"]]
+  doc["second_to_first_compile"] = second["compile_seconds"] / max(first["compile_seconds"], 1e-9)
+  doc["trace_seconds"] = [first["trace_seconds"], second["trace_seconds"]]
+  doc["wall_seconds"] = [first["wall_seconds"], second["wall_seconds"]]
+  doc["cache_hits_second"] = second["cache_hits"]
+  doc["cache_misses_second"] = second["cache_misses"]
+  doc["cache_folder_bytes"] = sum(
+    os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(cache) for f in fs if not f.endswith(".tmp")
+  )
+  shutil.rmtree(cache, ignore_errors=True)
+  return doc
+
+
 def main():
   if len(sys.argv) > 1 and sys.argv[1] == "inner":
     out = sys.argv[2].split("=", 1)[1]
@@ -305,6 +438,18 @@ def main():
   c.add_argument("--config", default="configs/default.py")
   c.add_argument("--json", default=None)
   c.add_argument("job_args", nargs="*", help="after --: more arguments for the job")
+  mo = sub.add_parser("models", help="compile / train / score seconds and images/s per model (one job each)")
+  mo.add_argument("--models", default="vae,cvae,dcvae")
+  mo.add_argument("--before", default=None, help="an old checkout to run beside this one")
+  mo.add_argument("--after", default=REPO)
+  mo.add_argument("--config", default="configs/default.py")
+  mo.add_argument("--json", default=None)
+  mo.add_argument("job_args", nargs="*", help="after --: more arguments for the job")
+  ca = sub.add_parser("cache", help="two identical jobs sharing one new XLA cache folder: compile seconds of each")
+  ca.add_argument("--after", default=REPO)
+  ca.add_argument("--config", default="configs/mnist.py:smoke")
+  ca.add_argument("--json", default=None)
+  ca.add_argument("job_args", nargs="*", help="after --: more arguments for the job")
   ph = sub.add_parser("phases", help="one run of this checkout")
   ph.add_argument("--cache_dir", default=None, help="XLA cache folder (default: off)")
   ph.add_argument("job_args", nargs="*")
@@ -319,6 +464,7 @@ def main():
 
   def save(doc):
     doc = dict(doc, measured_at=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), cpus=os.cpu_count())
+    doc.setdefault("cpu_model", cpu_model())
     if args.json:
       os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
       with open(args.json, "w") as f:
@@ -326,6 +472,10 @@ def main():
         f.write("\n")
     return doc
 
+  if args.cmd in ("models", "cache"):
+    doc = save((models if args.cmd == "models" else cache_reuse)(args, save))
+    print(json.dumps({k: v for k, v in doc.items() if k != "runs"}, indent=1))
+    return
   doc = save(compare(args, save))
   print(json.dumps({k: v for k, v in doc.items() if k != "runs"}, indent=1))
 

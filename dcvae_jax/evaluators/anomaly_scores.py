@@ -30,23 +30,47 @@ import numpy as np
 from dcvae_jax.models import estimators
 
 
+def iwae_noise(key, shape, *, num_samples: int, chunk: int, dtype=jnp.float32):
+  """The standard normal noise eps (K, *shape) of :func:`iwae_nll`: chunk i of ``chunk`` samples is
+  normal(k_i, (chunk, *shape)) with k_i the i-th of split(key, K / chunk). K = num_samples must be a multiple of
+  ``chunk``."""
+  if num_samples % chunk:
+    raise ValueError(f"iwae samples {num_samples} is not a multiple of the chunk {chunk}")
+  keys = jax.random.split(key, num_samples // chunk)
+  eps = jax.lax.map(lambda k: normal_flat(k, (chunk, *shape), dtype), keys)
+  return eps.reshape((num_samples, *shape))
+
+
+def normal_flat(key, shape, dtype=jnp.float32):
+  """jax.random.normal(key, shape), drawn as one flat vector and reshaped: the same numbers (JAX's threefry numbers
+  a draw's elements in row-major order, tests/test_scoring_equivalence.py), and XLA:CPU compiles a flat draw
+  several times faster than one of two or three dimensions (the counters of every dimension are built apart)."""
+  return jax.random.normal(key, (math.prod(shape),), dtype).reshape(shape)
+
+
+def iwae_combine(log_w, *, chunk: int):
+  """-log (1/K) sum_k w_k from log w (K, B): a logsumexp within each chunk of ``chunk`` samples, then over the
+  chunks (the order :func:`iwae_nll` adds them in). Returns (B,)."""
+  k = log_w.shape[0]
+  per_chunk = jax.nn.logsumexp(log_w.reshape((k // chunk, chunk, *log_w.shape[1:])), axis=1)
+  return -(jax.nn.logsumexp(per_chunk, axis=0) - math.log(k))
+
+
 def iwae_nll(log_joint_minus_q, key, mu, logvar, *, num_samples: int, chunk: int):
   """-log (1/K) sum_k w_k with log w_k = ``log_joint_minus_q(z_k, log q(z_k|x))``, z_k = mu + sigma eps_k.
 
-  ``log_joint_minus_q(z, log_q)`` maps codes (S, B, d) to log p(x, z) - log q(z|x) of shape (S, B).
-  K = num_samples must be a multiple of ``chunk``. Returns (B,)."""
-  if num_samples % chunk:
-    raise ValueError(f"iwae samples {num_samples} is not a multiple of the chunk {chunk}")
+  ``log_joint_minus_q(z, log_q)`` maps codes (S, B, d) to log p(x, z) - log q(z|x) of shape (S, B); it is called
+  once per chunk of ``chunk`` samples (memory: chunk x batch x pixels). eps: :func:`iwae_noise`. K = num_samples
+  must be a multiple of ``chunk``. Returns (B,)."""
+  eps = iwae_noise(key, mu.shape, num_samples=num_samples, chunk=chunk, dtype=mu.dtype)
   std = jnp.exp(0.5 * logvar)
 
-  def one(k):
-    eps = jax.random.normal(k, (chunk, *mu.shape), mu.dtype)
-    z = mu + std * eps
-    log_q = estimators.own_sample_log_density(eps, logvar).sum(-1)
-    return jax.nn.logsumexp(log_joint_minus_q(z, log_q), axis=0)
+  def one(e):
+    log_q = estimators.own_sample_log_density(e, logvar).sum(-1)
+    return log_joint_minus_q(mu + std * e, log_q)
 
-  per_chunk = jax.lax.map(one, jax.random.split(key, num_samples // chunk))
-  return -(jax.nn.logsumexp(per_chunk, axis=0) - math.log(num_samples))
+  log_w = jax.lax.map(one, eps.reshape((num_samples // chunk, chunk, *mu.shape)))
+  return iwae_combine(log_w.reshape((num_samples, *log_w.shape[2:])), chunk=chunk)
 
 
 def rapp_differences(hidden_x, hidden_recon, x, x_hat):

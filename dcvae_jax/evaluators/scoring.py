@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import functools
 import os
 import time
@@ -74,14 +75,139 @@ def device_scores(names) -> tuple[str, ...]:
   return tuple(d for d in DEVICE_SCORES if d in need)
 
 
-def rapp_differences_batch(setup: ModelSetup, params, x, cond_ids):
+@dataclasses.dataclass(frozen=True)
+class ScoringSetup:
+  """The pieces of a ``train_step.ModelSetup`` that scoring reads. Two setups of one config are equal here (their
+  optimizers are not), so the compiled programs cached on it serve every group of runs of a job."""
+
+  spec: Any
+  module: Any
+  model_cfg: Any
+  num_conditions: int
+  binarize: bool
+  dequantize: bool
+
+  @classmethod
+  def of(cls, setup) -> ScoringSetup:
+    return cls(setup.spec, setup.module, setup.model_cfg, setup.num_conditions, setup.binarize, setup.dequantize)
+
+
+def rapp_differences_batch(setup: ModelSetup | ScoringSetup, params, x, cond_ids):
   """RaPP's stacked differences d(x) of one model on a float batch under integer conditions: (B, D)."""
-  module, model_cfg = setup.module, setup.model_cfg
   c = objectives.one_hot_condition(setup.spec, cond_ids, setup.num_conditions)
-  hidden_x = module.apply(params, x, c, method=networks.VAE.encode_hidden)
-  x_hat = objectives.mean_image(objectives.decode(module, params, hidden_x[-1], c), model_cfg.likelihood)
-  hidden_r = module.apply(params, x_hat, c, method=networks.VAE.encode_hidden)
-  return anomaly_scores.rapp_differences(hidden_x, hidden_r, x, x_hat)
+  return _rapp_pass(setup, params, x, c)["d"]
+
+
+def _encode_hidden(module, params, x, c):
+  """(mu, logvar, hidden) of the encoder in one pass: hidden = its hidden activations (each (B, width)), then mu
+  (RaPP's layers, ``networks.VAE.encode_hidden``)."""
+  mu, logvar, hidden = module.apply(params, x, c, method=lambda m, x, c: m.encoder(x, c, return_hidden=True))
+  return mu, logvar, [*hidden, mu]
+
+
+def _rapp_pass(setup: ModelSetup | ScoringSetup, params, x, c) -> dict:
+  """One encoder pass of x, the decoder's mean x_hat = E[x | z = mu(x)] and one encoder pass of x_hat: mu, logvar,
+  x_hat and RaPP's differences d (B, D). The recon score and RaPP read the same x_hat."""
+  module, model_cfg = setup.module, setup.model_cfg
+  mu, logvar, hidden_x = _encode_hidden(module, params, x, c)
+  x_hat = objectives.mean_image(objectives.decode(module, params, mu, c), model_cfg.likelihood)
+  _, _, hidden_r = _encode_hidden(module, params, x_hat, c)
+  return {
+    "mu": mu,
+    "logvar": logvar,
+    "x_hat": x_hat,
+    "d": anomaly_scores.rapp_differences(hidden_x, hidden_r, x, x_hat),
+  }
+
+
+def draw_noise(key, rows: int, latent_dim: int, num_samples: int, iwae_samples: int, iwae_chunk: int, scores):
+  """The standard normal noise a batch of ``rows`` images is scored with, from the batch's key: dict of
+  nelbo (S, rows, d): sample s is normal(split(key, S)[s], (rows, d));
+  iwae (K, rows, d): anomaly_scores.iwae_noise(fold_in(key, 0x1AE), (rows, d)), chunks of ``iwae_chunk``.
+  Every model and every condition of the batch reads the same noise (only the scores ``scores`` need it)."""
+  out = {}
+  if "nelbo" in scores:
+    draw = functools.partial(anomaly_scores.normal_flat, shape=(rows, latent_dim))
+    out["nelbo"] = jax.vmap(draw)(jax.random.split(key, num_samples))
+  if "iwae" in scores:
+    out["iwae"] = anomaly_scores.iwae_noise(
+      jax.random.fold_in(key, 0x1AE), (rows, latent_dim), num_samples=iwae_samples, chunk=iwae_chunk
+    )
+  return out
+
+
+def score_with_noise(
+  setup: ModelSetup | ScoringSetup,
+  params,
+  nap_stats,
+  x,
+  noise: dict,
+  *,
+  iwae_chunk: int,
+  scores: tuple = DEVICE_SCORES,
+  zero_condition: bool = True,
+  pass_rows: int = 0,
+):
+  """Scores of one model on a float batch x (B,H,W,C) under each condition, given the noise of
+  :func:`draw_noise` (its rows those of x): dict name -> (B, C'), for the device scores ``scores``.
+
+  C' = 1 for unconditional models; C + 1 for conditional ones (the last column: the all-zero condition; with
+  ``zero_condition`` False it is not computed and holds NaN, for the reductions that do not read it). The
+  conditions are visited one after another (lax.map). Under each: one encoder pass of x gives mu, logvar and
+  RaPP's hidden layers; one decoder pass of mu gives x_hat (recon and RaPP); one encoder pass of x_hat; and the
+  log-likelihoods of the nelbo and iwae codes z = mu + sigma eps in decoder passes of about ``pass_rows`` rows
+  (0: every code of the batch in one pass).
+  """
+  spec, module, model_cfg = setup.spec, setup.module, setup.model_cfg
+  b = x.shape[0]
+  n_cols = setup.num_conditions + 1 if spec.conditional else 1
+  visit = n_cols if zero_condition or not spec.conditional else n_cols - 1
+  obs_logvar = objectives.likelihood_logvar(model_cfg, module.apply(params, method=networks.VAE.obs_logvar))
+  eps_parts = [noise[k] for k in ("nelbo", "iwae") if k in scores]
+  n_eps = sum(e.shape[0] for e in eps_parts)
+  per_pass = n_eps if pass_rows <= 0 else max(1, min(n_eps, pass_rows // max(b, 1)))
+
+  def under(cid):
+    ids = jnp.full((b,), cid, jnp.int32)
+    c = objectives.one_hot_condition(spec, ids, setup.num_conditions)
+    out = {}
+    if any(s in scores for s in ("recon", "rapp", "rapp_sap")):
+      r = _rapp_pass(setup, params, x, c)
+      mu, logvar = r["mu"], r["logvar"]
+      if "recon" in scores:
+        out["recon"] = jnp.square(x - r["x_hat"]).reshape((b, -1)).sum(-1)
+      if "rapp" in scores:
+        out["rapp"] = anomaly_scores.nap(r["d"], nap_stats)
+      if "rapp_sap" in scores:
+        out["rapp_sap"] = anomaly_scores.sap(r["d"])
+    else:
+      mu, logvar = objectives.encode(module, params, x, c)
+    if n_eps:
+      eps = jnp.concatenate(eps_parts, axis=0)  # (S + K, B, d)
+      z = mu + jnp.exp(0.5 * logvar) * eps
+      nll = jax.lax.map(
+        lambda zs: objectives.recon_nll(objectives.decode(module, params, zs, c), x, model_cfg.likelihood, obs_logvar),
+        z,
+        batch_size=per_pass,
+      )  # (S + K, B)
+      pmu, plogvar = module.apply(params, ids, method=networks.VAE.prior)  # the zero condition: N(0, I)
+      start = 0
+      if "nelbo" in scores:
+        s = noise["nelbo"].shape[0]
+        kl = estimators.kl_diag_gaussians(mu, logvar, pmu, plogvar).sum(-1)
+        out["nelbo"] = jnp.mean(nll[:s], axis=0) + kl
+        start = s
+      if "iwae" in scores:
+        e, zk = eps[start:], z[start:]
+        log_q = estimators.own_sample_log_density(e, logvar).sum(-1)
+        log_w = -nll[start:] + estimators.gaussian_log_density(zk, pmu, plogvar).sum(-1) - log_q
+        out["iwae"] = anomaly_scores.iwae_combine(log_w, chunk=iwae_chunk)
+    return out
+
+  cols = {k: v.T for k, v in jax.lax.map(under, jnp.arange(visit)).items()}
+  if visit < n_cols:
+    cols = {k: jnp.concatenate([v, jnp.full((b, 1), jnp.nan, v.dtype)], axis=1) for k, v in cols.items()}
+  return cols
 
 
 def score_batch(
@@ -96,91 +222,82 @@ def score_batch(
   scores: tuple = DEVICE_SCORES,
 ):
   """Scores of one model on a float batch x (B,H,W,1) under each condition: dict name -> (B, C'), for the
-  device scores ``scores`` (only those are built into the program; ``nap_stats`` is read only for rapp).
-
-  C' = 1 for unconditional models; C + 1 for conditional ones (the last column: the all-zero condition).
-  The conditions are visited one after another (lax.map) to bound memory.
-  """
-  spec, module = setup.spec, setup.module
-  model_cfg = setup.model_cfg
-  n_cols = setup.num_conditions + 1 if spec.conditional else 1
-  b = x.shape[0]
-  obs_logvar = objectives.likelihood_logvar(model_cfg, module.apply(params, method=networks.VAE.obs_logvar))
-
-  def nll_of(z, c):
-    return objectives.recon_nll(objectives.decode(module, params, z, c), x, model_cfg.likelihood, obs_logvar)
-
-  def under(cid):
-    ids = jnp.full((b,), cid, jnp.int32)
-    c = objectives.one_hot_condition(spec, ids, setup.num_conditions)
-    mu, logvar = objectives.encode(module, params, x, c)
-    out = {}
-    if "recon" in scores:
-      mean = objectives.mean_image(objectives.decode(module, params, mu, c), model_cfg.likelihood)
-      out["recon"] = jnp.square(x - mean).reshape((b, -1)).sum(-1)
-    pmu, plogvar = module.apply(params, ids, method=networks.VAE.prior)  # the zero condition: N(0, I)
-    if "nelbo" in scores:
-      kl = estimators.kl_diag_gaussians(mu, logvar, pmu, plogvar).sum(-1)
-
-      def nll(k):
-        z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(k, mu.shape)
-        return nll_of(z, c)
-
-      rec = jnp.mean(jax.vmap(nll)(jax.random.split(key, num_samples)), axis=0)
-      out["nelbo"] = rec + kl
-
-    if "iwae" in scores:
-
-      def log_w(z, log_q):  # (S, B, d) -> log p(x|z) + log p(z) - log q(z|x): (S, B)
-        log_px = -jax.lax.map(lambda zs: nll_of(zs, c), z)
-        return log_px + estimators.gaussian_log_density(z, pmu, plogvar).sum(-1) - log_q
-
-      out["iwae"] = anomaly_scores.iwae_nll(
-        log_w, jax.random.fold_in(key, 0x1AE), mu, logvar, num_samples=iwae_samples, chunk=iwae_chunk
-      )
-    if "rapp" in scores or "rapp_sap" in scores:
-      d = rapp_differences_batch(setup, params, x, ids)
-      if "rapp" in scores:
-        out["rapp"] = anomaly_scores.nap(d, nap_stats)
-      if "rapp_sap" in scores:
-        out["rapp_sap"] = anomaly_scores.sap(d)
-    return out
-
-  return {k: v.T for k, v in jax.lax.map(under, jnp.arange(n_cols)).items()}
+  device scores ``scores`` (only those are built into the program; ``nap_stats`` is read only for rapp), with
+  the noise :func:`draw_noise` draws from ``key`` for B rows (:func:`score_with_noise`)."""
+  iwae_chunk = min(iwae_chunk, iwae_samples)
+  noise = draw_noise(key, x.shape[0], int(setup.model_cfg.latent_dim), num_samples, iwae_samples, iwae_chunk, scores)
+  return score_with_noise(setup, params, nap_stats, x, noise, iwae_chunk=iwae_chunk, scores=tuple(scores))
 
 
-@functools.lru_cache(maxsize=4)
+# Scoring's compiled program takes SCORE_ROWS images at a time (rounded to the device count): any number of
+# images is scored with the same program, with at most SCORE_ROWS - 1 padded rows (none for the default job's
+# 1,000 test, 400 validation and 200 reference images), and its decoder passes take about PASS_ROWS codes: matrix
+# products of a few thousand rows, which XLA:CPU runs near its matmul rate (benchmarks/README.md, "Scoring").
+SCORE_ROWS = 200
+PASS_ROWS = 4000
+
+
+@functools.lru_cache(maxsize=8)
 def compile_score_fn(
-  setup: ModelSetup,
+  setup: ScoringSetup,
   mesh,
-  num_samples: int,
-  iwae_samples: int = 64,
-  iwae_chunk: int = 16,
+  iwae_chunk: int,
   *,
   scores: tuple = DEVICE_SCORES,
   per_model_images: bool = False,
+  zero_condition: bool = True,
+  pass_rows: int = PASS_ROWS,
 ):
-  """jit(map over models) of score_batch, the batch sharded over the mesh: one batch (B, H, W) that every
-  model scores, or with ``per_model_images`` a batch (M, B, H, W) of each model's own images. One per setting
-  (cached), so the test, validation and reference images of a group of runs share one compiled program."""
+  """jit(map over models) of :func:`score_with_noise` on ``rows`` images: (params, nap_stats, x uint8, noise,
+  offset) -> dict name -> (M, rows, C'), where noise holds a whole batch's noise (replicated) and its rows
+  offset..offset+rows are those of x. x is one batch (rows, H, W) that every model scores, or with
+  ``per_model_images`` (M, rows, H, W), each model's own images; rows are sharded over the mesh. One program
+  per setting (cached): every batch of every image set and every group of runs goes through it."""
   one = functools.partial(
-    score_batch,
+    score_with_noise,
     setup,
-    num_samples=num_samples,
-    iwae_samples=iwae_samples,
-    iwae_chunk=min(iwae_chunk, iwae_samples),
+    iwae_chunk=iwae_chunk,
     scores=tuple(scores),
+    zero_condition=zero_condition,
+    pass_rows=pass_rows,
   )
 
-  def wrapped(params, nap_stats, x_uint8, key):
+  def wrapped(params, nap_stats, x_uint8, noise, offset):
     x = preprocess(x_uint8, setup.binarize, setup.dequantize, image_shape=setup.module.image_shape)
+    rows = x.shape[1] if per_model_images else x.shape[0]
+    noise = {k: jax.lax.dynamic_slice_in_dim(v, offset, rows, axis=1) for k, v in noise.items()}
     if per_model_images:
-      return jax.lax.map(lambda a: one(a[0], a[1], a[2], key), (params, nap_stats, x))
-    return jax.lax.map(lambda a: one(a[0], a[1], x, key), (params, nap_stats))
+      return jax.lax.map(lambda a: one(a[0], a[1], a[2], noise), (params, nap_stats, x))
+    return jax.lax.map(lambda a: one(a[0], a[1], x, noise), (params, nap_stats))
 
   rep = NamedSharding(mesh, P())
   batch = NamedSharding(mesh, P(None, "data") if per_model_images else P("data"))
-  return jax.jit(wrapped, in_shardings=(rep, rep, batch, rep), out_shardings=rep)
+  return jax.jit(wrapped, in_shardings=(rep, rep, batch, rep, rep), out_shardings=rep)
+
+
+@functools.lru_cache(maxsize=8)
+def compile_noise_fn(mesh, rows: int, padded_rows: int, latent_dim: int, num_samples, iwae_samples, iwae_chunk, scores):
+  """jit of :func:`draw_noise` for a batch of ``rows`` images, padded with zero rows to ``padded_rows``."""
+
+  def fn(key):
+    noise = draw_noise(key, rows, latent_dim, num_samples, iwae_samples, iwae_chunk, scores)
+    return {k: jnp.pad(v, ((0, 0), (0, padded_rows - rows), (0, 0))) for k, v in noise.items()}
+
+  return jax.jit(fn, in_shardings=NamedSharding(mesh, P()), out_shardings=NamedSharding(mesh, P()))
+
+
+@functools.lru_cache(maxsize=4)
+def _compile_differences_fn(setup: ScoringSetup, mesh):
+  """jit(map over models) of rapp_differences_batch on each model's own images and conditions."""
+  rep = NamedSharding(mesh, P())
+  one = functools.partial(rapp_differences_batch, setup)
+
+  def diffs(params, x_uint8, cond):
+    x = preprocess(x_uint8, setup.binarize, setup.dequantize, image_shape=setup.module.image_shape)
+    return jax.lax.map(lambda a: one(a[0], a[1], a[2]), (params, x, cond))
+
+  sharded = NamedSharding(mesh, P(None, "data"))
+  return jax.jit(diffs, in_shardings=(rep, sharded, sharded), out_shardings=rep)
 
 
 def fit_rapp(
@@ -190,18 +307,7 @@ def fit_rapp(
 
   x_fit uint8 (M, n, H, W), cond_fit int (M, n) (each image's condition in its run). Returns stacked numpy
   dict(mean (M, D), basis (M, D, k), inv_scale (M, k)). ``progress``: called with 1 after each model's fit."""
-  rep = NamedSharding(mesh, P())
-  one = functools.partial(rapp_differences_batch, setup)
-
-  @functools.partial(
-    jax.jit,
-    in_shardings=(rep, NamedSharding(mesh, P(None, "data")), NamedSharding(mesh, P(None, "data"))),
-    out_shardings=rep,
-  )
-  def diffs(params, x_uint8, cond):
-    x = preprocess(x_uint8, setup.binarize, setup.dequantize, image_shape=setup.module.image_shape)
-    return jax.lax.map(lambda a: one(a[0], a[1], a[2]), (params, x, cond))
-
+  diffs = _compile_differences_fn(ScoringSetup.of(setup), mesh)
   d = inference.map_batches(
     lambda i, xb, cb: diffs(params, xb, cb),
     [(x_fit, 1), (np.asarray(cond_fit, np.int32), 1)],
@@ -250,33 +356,63 @@ def score_test_set(
   iwae_chunk: int = 16,
   scores: tuple = DEVICE_SCORES,
   per_model_images: bool = False,
+  zero_condition: bool = True,
   progress=None,
+  score_rows: int | None = None,
+  pass_rows: int | None = None,
 ):
   """Scores of every test image under every stacked model: dict name -> (M, N_test, C'), for the device scores
-  ``scores``. Each image is scored exactly once: the last batch is padded to the batch size (a multiple of the
-  device count) and cut back. ``nap_stats`` from :func:`fit_rapp` (None: an identity normalisation, so rapp
-  equals rapp_sap). ``per_model_images``: x_test is (M, N, H, W), model m scores only its own x_test[m].
-  ``progress``: called with 1 after each batch."""
+  ``scores``. ``nap_stats`` from :func:`fit_rapp` (None: an identity normalisation, so rapp equals rapp_sap).
+  ``per_model_images``: x_test is (M, N, H, W), model m scores only its own x_test[m]. ``zero_condition``
+  False: a conditional model's last column (the all-zero condition, read only by score_condition "given") is
+  NaN, not computed. ``progress``: called with 1 after each batch.
+
+  The images are cut into batches of ``batch_size`` (eval.batch_size, a multiple of the device count), and batch
+  i is scored with the noise :func:`draw_noise` draws from fold_in(PRNGKey(seed), i) for batch_size rows, so an
+  image's scores depend on its place in the set and on batch_size only. Each batch goes through the compiled
+  program ``score_rows`` images at a time (default SCORE_ROWS), only as many times as it has images: a short
+  batch (a validation set smaller than batch_size, the last batch) costs its own size, rounded up to
+  ``score_rows``; each image is scored exactly once."""
   scores = tuple(s for s in DEVICE_SCORES if s in scores)
   if "rapp" not in scores:
     nap_stats = {}  # nothing reads it
   elif nap_stats is None:
     nap_stats = _identity_nap(setup, params)
+  iwae_chunk = min(iwae_chunk, iwae_samples)
+  ndev = mesh.devices.size
+  batch_size = max(ndev, (int(batch_size) // ndev) * ndev)
+  rows = max(ndev, -(-min(int(score_rows or SCORE_ROWS), batch_size) // ndev) * ndev)
+  padded = -(-batch_size // rows) * rows
   fn = compile_score_fn(
-    setup, mesh, num_samples, iwae_samples, iwae_chunk, scores=scores, per_model_images=per_model_images
+    ScoringSetup.of(setup),
+    mesh,
+    iwae_chunk,
+    scores=scores,
+    per_model_images=per_model_images,
+    zero_condition=zero_condition,
+    pass_rows=PASS_ROWS if pass_rows is None else int(pass_rows),
   )
-  stats = distributed.replicated(nap_stats, NamedSharding(mesh, P()))
-
-  def call(i, xb):
-    key = distributed.replicated(jax.random.fold_in(jax.random.PRNGKey(seed), i), NamedSharding(mesh, P()))
-    out = {k: v for k, v in fn(params, stats, xb, key).items() if k in DEVICE_SCORES}
-    if progress is not None:  # after the batch is done, not when it is dispatched
-      jax.block_until_ready(out)
-      progress(1)
-    return out
-
+  draw = compile_noise_fn(
+    mesh, batch_size, padded, int(setup.model_cfg.latent_dim), num_samples, iwae_samples, iwae_chunk, scores
+  )
+  rep = NamedSharding(mesh, P())
+  stats = distributed.replicated(nap_stats, rep)
   axis = 1 if per_model_images else 0
-  return inference.map_batches(call, [(x_test, axis)], mesh=mesh, batch_size=batch_size)
+  n = x_test.shape[axis]
+  parts = []
+  for i, (start, stop, _) in enumerate(inference.batch_bounds(n, batch_size, ndev)):
+    key = distributed.replicated(jax.random.fold_in(jax.random.PRNGKey(seed), i), rep)
+    noise = draw(key)
+    for offset, offset_stop, pad in inference.batch_bounds(stop - start, rows, ndev):
+      xb = np.take(x_test, np.arange(start + offset, start + offset_stop), axis=axis)
+      sharding = NamedSharding(mesh, P(*([None] * axis), "data"))
+      xb = distributed.batch_sharded(inference.pad_batch(xb, pad, axis), sharding, axis)
+      parts.append((fn(params, stats, xb, noise, distributed.replicated(np.int32(offset), rep)), offset_stop - offset))
+    if progress is not None:  # after the batch is done, not when it is dispatched
+      jax.block_until_ready(parts[-1][0])
+      progress(1)
+  host = [jax.tree.map(lambda o, k=k: np.asarray(o)[:, :k], distributed.to_host(out)) for out, k in parts]
+  return jax.tree.map(lambda *o: np.concatenate(o, axis=1), *host)
 
 
 def _identity_nap(setup: ModelSetup, params):
