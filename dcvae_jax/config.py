@@ -55,7 +55,7 @@ Fields (all of them exist in every config, so ``--config.<key>=<value>`` works f
                                (evaluators/registry.py): "detection" (scores, metrics, thresholds), "latents" (codes,
                                disentanglement), "tensorboard" (metrics and reconstructions, with train.tensorboard)
   train.lr_schedule            "constant" | "warmup_cosine" (train.warmup_fraction, train.final_lr_fraction)
-  eval.iwae_samples            K of the importance-weighted bound (eval.iwae_chunk samples per pass)
+  eval.iwae_samples            K of the importance-weighted bound (its noise drawn eval.iwae_chunk samples per key)
   eval.rapp_fit_examples       normal training images that fit RaPP's NAP normalisation
   eval.reference_examples      normal training images that standardise the sap_complexity score
   eval.threshold_fpr           in (0, 1): each run's decision threshold of the headline score is the order statistic
@@ -167,7 +167,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.elbo_samples = 4
   c.eval.scores = ("recon", "nelbo", "iwae", "complexity", "rapp", "rapp_sap", "sap_complexity")  # computed scores
   c.eval.iwae_samples = 64  # K of the iwae score
-  c.eval.iwae_chunk = 16  # samples per pass (bounds memory: chunk x batch x pixels)
+  c.eval.iwae_chunk = 16  # iwae noise drawn in chunks of this many samples, one key each (fixes its values)
   c.eval.rapp_fit_examples = 2000  # normal training images that fit NAP's mean and SVD (per run)
   c.eval.reference_examples = 200  # normal training images that standardise sap_complexity (per run)
   c.eval.threshold_fpr = 0.05  # decision threshold: target false-positive rate on normal validation images
@@ -252,7 +252,7 @@ FIELD_HELP = {
   "eval.batch_size": "test images per scoring batch",
   "eval.elbo_samples": "samples of z for the nelbo score",
   "eval.iwae_samples": "K of the iwae score's importance-weighted bound",
-  "eval.iwae_chunk": "iwae samples per pass (bounds memory)",
+  "eval.iwae_chunk": "iwae noise: samples drawn per key (which numbers are drawn; decoder passes are sized by scoring)",
   "eval.rapp_fit_examples": "normal training images that fit RaPP's NAP normalisation (per run)",
   "eval.reference_examples": "normal training images that standardise sap_complexity (per run)",
 }
