@@ -46,7 +46,10 @@ case ${1:-tables} in
   tables)
     for D in mnist fashion_mnist; do
       read -r ROW SCORE <<< "$(choose $D one_vs_rest 50)"
-      $T $ROOT $D one_vs_rest 50 --validation --rows="${CANDIDATES// /,},$ROW+s1,$ROW+s2" --seeds="$ROW" \
+      PAIRED=""
+      for C in $CANDIDATES; do [ "$C" = "$ROW" ] || PAIRED="$PAIRED --paired $C $ROW $SCORE"; done
+      # shellcheck disable=SC2086
+      $T $ROOT $D one_vs_rest 50 --validation --rows="${CANDIDATES// /,},$ROW+s1,$ROW+s2" --seeds="$ROW" $PAIRED \
         --json=docs/results/validation_${D}_one_vs_rest.json
     done
     for D in fashion_mnist mnist; do
