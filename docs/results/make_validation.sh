@@ -55,6 +55,17 @@ case ${1:-tables} in
     for D in fashion_mnist mnist; do
       read -r ROW SCORE <<< "$(choose $D one_vs_rest 50)"
       $T $ROOT $D ood 50 --validation --rows="$ROW+n3" --json=docs/results/validation_${D}_ood.json
+      $PY - "$ROOT/$D-ood-50ep-$ROW+n3/results.json" <<'PYEOF'
+import json, sys  # each seed's test AUROC (the seeds are the runs of one job), then mean +- population std
+r = json.load(open(sys.argv[1]))
+order = ("recon", "nelbo", "iwae", "complexity", "rapp", "rapp_sap", "sap_complexity")
+scores = [s for s in order if s in r["auroc_by_score"]]
+print("| seed | " + " | ".join(scores) + " |\n|---|" + "---|" * len(scores))
+for run in r["runs"]:
+  print(f"| {run['seed']} | " + " | ".join(f"{run[s + '_auroc']:.3f}" for s in scores) + " |")
+mean, std = r["auroc_by_score"], r["auroc_std_by_score"]
+print("| mean +- std | " + " | ".join(f"{mean[s]:.3f} +- {std[s]:.3f}" for s in scores) + " |\n")
+PYEOF
     done
     for D in mnist fashion_mnist; do
       read -r ROW SCORE <<< "$(choose $D leave_one_out 10)"
