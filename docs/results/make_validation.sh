@@ -68,6 +68,7 @@ print("| mean +- std | " + " | ".join(f"{mean[s]:.3f} +- {std[s]:.3f}" for s in 
 PYEOF
     done
     for D in mnist fashion_mnist; do
+      compgen -G "$ROOT/$D-leave_one_out-10ep-*/results.json" > /dev/null || { echo "($D leave-one-out: not run)"; continue; }
       read -r ROW SCORE <<< "$(choose $D leave_one_out 10)"
       $T $ROOT $D leave_one_out 10 --validation --rows="${CANDIDATES// /,},$ROW+s1,$ROW+s2" --seeds="$ROW" \
         --json=docs/results/validation_${D}_leave_one_out.json
