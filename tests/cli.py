@@ -1,6 +1,7 @@
 """Run the command line as a user would (a subprocess), for the CLI and resilience tests."""
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -28,6 +29,12 @@ def run_cli(*args, timeout=300, devices=8, cwd=REPO, **kw):
   )
 
 
+def _sigint_default():
+  # A test run started in the background (`make test &`) inherits SIGINT ignored, and so would the job: Python then
+  # installs no KeyboardInterrupt handler. The interrupt tests need the job to see Ctrl-C as a terminal gives it.
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def popen_cli(*args, devices=8):
   return subprocess.Popen(
     [sys.executable, "-m", "dcvae_jax.main", *args],
@@ -36,6 +43,7 @@ def popen_cli(*args, devices=8):
     stdout=subprocess.PIPE,
     stderr=subprocess.PIPE,
     text=True,
+    preexec_fn=_sigint_default,
   )
 
 

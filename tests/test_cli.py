@@ -311,9 +311,9 @@ def test_ctrl_c_while_training_ends_the_progress_bar_line(tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_while_scoring_keeps_finished_runs_and_a_rerun_finishes(tmp_path):
   wd = tmp_path / "wd"
-  # K = 2048 makes each run's scoring last seconds, so the interrupt lands while the second run is scored.
+  # K = 1024 makes each run's scoring last seconds, so the interrupt lands while the second run is scored.
   args = [*SMOKE, "--config.protocol.classes=(0,1)", "--config.train.runs_per_program=1", f"--workdir={wd}"]
-  args += ["--config.eval.iwae_samples=2048"]
+  args += ["--config.eval.iwae_samples=1024"]
   proc = popen_cli(*args)
   status, err = _interrupt_when(proc, lambda text: text.count("scoring 1 run(s)") >= 2)  # the second run
   assert status == 130, err[-3000:]
