@@ -100,3 +100,32 @@ def test_best_detector_fields():
     lr_schedule="constant",
     iwae_samples=16,
   )
+
+
+# What each candidate row of docs/results/make_validation.sh sets, as BEST_DETECTOR keys (ablation.sh's tokens).
+ROW_SETTINGS = {
+  "paper": dict(binarize=True, dequantize=False, likelihood="bernoulli"),
+  "gpp": dict(binarize=False, dequantize=True, likelihood="gaussian", gaussian_variance="per_pixel"),
+  "gpp+cos": dict(
+    binarize=False, dequantize=True, likelihood="gaussian", gaussian_variance="per_pixel", lr_schedule="warmup_cosine"
+  ),
+}
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
+def test_best_config_is_the_validation_studys_choice(name):
+  """`:best` is the candidate row and score with the highest mean validation AUROC in the study's committed
+  tables (docs/results/validation_<dataset>_one_vs_rest.json), chosen as `ablation --choose` does."""
+  import json
+
+  from dcvae_jax.report.ablation import choose_on_validation
+  from tests.cli import REPO
+
+  path = pathlib.Path(REPO) / "docs" / "results" / f"validation_{name}_one_vs_rest.json"
+  rows = {k: v for k, v in json.loads(path.read_text()).items() if k in ROW_SETTINGS}
+  assert set(rows) == set(ROW_SETTINGS)  # every candidate was trained and scored
+  row, score, _ = choose_on_validation(rows)
+  best = _load(name).get_config("best")
+  want = {**BEST_DETECTOR, "lr_schedule": "constant", **ROW_SETTINGS[row], "score": score}
+  got = {key: _field(best, FIELDS[key]) for key in want}
+  assert got == {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in want.items()}
