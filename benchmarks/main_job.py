@@ -216,7 +216,7 @@ def _stages(line: str | None) -> dict | None:
 
 
 def cpu_model() -> str:
-  """The CPU's model name (/proc/cpuinfo)."""
+  """The CPU's model name (/proc/cpuinfo; else the platform's processor name)."""
   try:
     with open("/proc/cpuinfo") as f:
       for line in f:
@@ -224,7 +224,9 @@ def cpu_model() -> str:
           return line.split(":", 1)[1].strip()
   except OSError:
     pass
-  return "unknown"
+  import platform
+
+  return platform.processor() or "unknown"
 
 
 def same_parameters(workdir_a: str, workdir_b: str) -> bool:

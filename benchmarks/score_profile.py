@@ -27,22 +27,11 @@ import sys
 import tempfile
 import time
 
+from main_job import cpu_model  # benchmarks/ is this script's folder: first on sys.path
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 SCORES = ("recon", "nelbo", "iwae", "rapp", "rapp_sap")  # the device scores; complexity & co. are host-side
-
-
-def cpu_model() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  import platform
-
-  return platform.processor() or "unknown"
 
 
 def _cpu_ticks():
