@@ -287,11 +287,7 @@ def _write_group(workdir: str, runs, results: list[dict], arrays: list[dict], id
       files.write_npz(npz, **saved)
     elif os.path.exists(npz):  # an earlier evaluation's: it would describe other results
       os.remove(npz)
-    path = os.path.join(workdir, "runs", f"{run.name}.json")
-    if identity is None:
-      files.write_json(path, result)
-    else:
-      workdir_lib.write_run(path, result, identity)
+    workdir_lib.write_run(os.path.join(workdir, "runs", f"{run.name}.json"), result, identity)
 
 
 def summarize(config, ds, evaluators, per_run: list[dict], train_seconds: float, *, num_devices: int) -> dict:

@@ -305,8 +305,9 @@ def finished_run(path: str, identity: str):
   return result if result.pop("identity", None) == identity else None
 
 
-def write_run(path: str, result: dict, identity: str) -> None:
-  files.write_json(path, {**result, "identity": identity})
+def write_run(path: str, result: dict, identity: str | None) -> None:
+  """runs/<run>.json with the identity it was computed under (None: without one, so it is evaluated again)."""
+  files.write_json(path, result if identity is None else {**result, "identity": identity})
 
 
 def write_results(config, workdir: str, results: dict) -> None:

@@ -17,7 +17,6 @@ import os
 
 import numpy as np
 
-from dcvae_jax import files
 from dcvae_jax import workdir as workdir_lib
 from dcvae_jax.data import input_pipeline
 from dcvae_jax.errors import ConfigError
@@ -260,11 +259,7 @@ class Evaluator(base.Evaluator):
     for result in per_run:  # also the runs of an earlier invocation, which may have had another score
       metrics.set_headline(result, score)
       if self.job.write and selection == "validation":  # with the identity: the next same job reuses it
-        path = os.path.join(workdir, "runs", f"{result['run']}.json")
-        if self.job.identity is None:
-          files.write_json(path, result)
-        else:
-          workdir_lib.write_run(path, result, self.job.identity)
+        workdir_lib.write_run(os.path.join(workdir, "runs", f"{result['run']}.json"), result, self.job.identity)
     out = metrics.summarize(
       per_run,
       score=score,
