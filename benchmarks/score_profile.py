@@ -56,7 +56,12 @@ def profile_model(model: str, job_args: list[str], per_score: bool) -> dict:
   import jax
   import numpy as np
 
-  from dcvae_jax import distributed, experiment
+  from dcvae_jax import distributed
+
+  try:  # the scoring phases' functions: evaluators/detection.py (experiment.py before the evaluators were plug-ins)
+    from dcvae_jax.evaluators import detection as phases_of
+  except ImportError:
+    from dcvae_jax import experiment as phases_of
   from dcvae_jax.data.prepare import make_runs, prepare_data
   from dcvae_jax.evaluators import latents, scoring
   from dcvae_jax.train import train_step, trainer
@@ -114,7 +119,7 @@ def profile_model(model: str, job_args: list[str], per_score: bool) -> dict:
   out["train_images_per_second"] = steps * int(config.train.batch_size) / out["train_seconds"]
   setup = train_step.make_setup(config, ds.image_shape, num_conditions, mesh.devices.size)
   params = state.params
-  offset_bits = experiment.complexity_offset_bits(config, ds.image_shape)
+  offset_bits = phases_of.complexity_offset_bits(config, ds.image_shape)
 
   phases: dict = {}
 
@@ -126,18 +131,18 @@ def profile_model(model: str, job_args: list[str], per_score: bool) -> dict:
     store[name] = {"seconds": time.perf_counter() - t, "compile_seconds": sum(compiles[n:])}
     return res
 
-  x_fit, cond_fit = experiment.rapp_fit_data(config, ds, runs)
+  x_fit, cond_fit = phases_of.rapp_fit_data(config, ds, runs)
   nap = timed(
     "NAP fit",
     lambda: scoring.fit_rapp(setup, params, x_fit, cond_fit, mesh, batch_size=config.eval.batch_size),
   )
-  timed("reference", lambda: experiment.reference_scores(config, ds, runs, setup, params, mesh, nap, offset_bits))
+  timed("reference", lambda: phases_of.reference_scores(config, ds, runs, setup, params, mesh, nap, offset_bits))
   rows = np.flatnonzero(np.isin(ds.y_val, [k for r in runs for k in r.normal + r.anomalous]))
   timed(
     "validation",
-    lambda: experiment.score_images(config, setup, params, ds.x_val[rows], mesh, nap, seed=config.seed + 2),
+    lambda: phases_of.score_images(config, setup, params, ds.x_val[rows], mesh, nap, seed=config.seed + 2),
   )
-  timed("test set", lambda: experiment.score_images(config, setup, params, ds.x_test, mesh, nap, seed=config.seed))
+  timed("test set", lambda: phases_of.score_images(config, setup, params, ds.x_test, mesh, nap, seed=config.seed))
   timed(
     "codes",
     lambda: latents.encode_test_set(
@@ -155,14 +160,14 @@ def profile_model(model: str, job_args: list[str], per_score: bool) -> dict:
   if per_score:  # the test set again, each device score alone (its own program: first call compiles)
     each: dict = {}
     for s in SCORES:
-      timed(s, lambda s=s: experiment.score_images(config, setup, params, ds.x_test, mesh, nap, seed=0, scores=(s,)),
+      timed(s, lambda s=s: phases_of.score_images(config, setup, params, ds.x_test, mesh, nap, seed=0, scores=(s,)),
             each)  # fmt: skip
     import inspect
 
     if "zero_condition" in inspect.signature(scoring.score_test_set).parameters and setup.spec.conditional:
       timed(
         "all, without the zero condition",
-        lambda: experiment.score_images(config, setup, params, ds.x_test, mesh, nap, seed=0, zero_condition=False),
+        lambda: phases_of.score_images(config, setup, params, ds.x_test, mesh, nap, seed=0, zero_condition=False),
         each,
       )
     out["test_set_per_score"] = each

@@ -59,7 +59,10 @@ def complexity_offset_bits(config, image_shape) -> float:
 
 def score_images(config, setup, params, x, mesh, nap_stats, *, seed: int, scores=None, batch_size=None, **kw) -> dict:
   """The device scores ``scores`` (default: what eval.scores needs) of uint8 images ``x`` under every stacked
-  model, with the config's eval settings; ``kw``: scoring.score_test_set's per_model_images, progress."""
+  model, with the config's eval settings; ``kw``: scoring.score_test_set's per_model_images, progress,
+  zero_condition (default: only for protocol.score_condition "given", the one reduction that reads the all-zero
+  condition's column; otherwise that column is NaN and its passes are not made)."""
+  kw.setdefault("zero_condition", config.protocol.score_condition == "given")
   return scoring.score_test_set(
     setup,
     params,

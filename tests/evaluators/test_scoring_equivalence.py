@@ -4,7 +4,8 @@
 condition visited with its own encoder and decoder passes for each score (recon, nelbo, iwae, RaPP), the noise
 drawn inside the program from the batch's key. The program under test shares those passes, draws the noise
 once per batch outside and scores the images a few rows at a time (a short batch costs only its own rows). The
-noise is bitwise the same (the same keys, shapes and draws); what differs is which rows a matrix product sees
+noise is bitwise the same (the same keys, shapes and draws; nelbo's S codes are iwae's first S when S <= K, or
+S draws of their own when S > K); what differs is which rows a matrix product sees
 at once and the order XLA sums them in, so the scores agree to float32 rounding (a few ulp of the largest term,
 here rtol 2e-5 / atol 2e-4 on scores of size 10-1000), and the iwae, a deterministic function of that noise, to
 the same tolerance."""
@@ -46,10 +47,14 @@ def _plain_batch(setup, params, nap_stats, x, key, num_samples, iwae_samples, iw
     pmu, plogvar = module.apply(params, ids, method=networks.VAE.prior)
     kl = estimators.kl_diag_gaussians(mu, logvar, pmu, plogvar).sum(-1)
 
-    def nll(k):
-      return nll_of(mu + jnp.exp(0.5 * logvar) * jax.random.normal(k, mu.shape), c)
-
-    out["nelbo"] = jnp.mean(jax.vmap(nll)(jax.random.split(key, num_samples)), axis=0) + kl
+    if num_samples <= iwae_samples:  # nelbo's codes: iwae's first S (the same draws as iwae_nll's below)
+      eps = anomaly_scores.iwae_noise(
+        jax.random.fold_in(key, 0x1AE), mu.shape, num_samples=iwae_samples, chunk=iwae_chunk
+      )[:num_samples]
+    else:
+      eps = jax.vmap(lambda k: jax.random.normal(k, mu.shape))(jax.random.split(key, num_samples))
+    nll_s = jax.vmap(lambda e: nll_of(mu + jnp.exp(0.5 * logvar) * e, c))(eps)
+    out["nelbo"] = jnp.mean(nll_s, axis=0) + kl
 
     def log_w(z, log_q):
       return (
@@ -205,3 +210,51 @@ def test_no_compilation_for_a_second_group_of_runs():
   finally:
     jax.monitoring.unregister_event_duration_listener(listen)
   assert counts[0] > 0 and counts[1] == counts[0], counts
+
+
+@pytest.mark.parametrize("num_samples,iwae_samples", [(6, 4), (8, 8), (1, 8)])
+def test_nelbo_codes_of_its_own_or_iwaes_first(num_samples, iwae_samples):
+  """S > K: nelbo draws its own S codes; S <= K: it reads iwae's first S (all K when S = K)."""
+  setup, params = _models("dcvae")
+  mesh = distributed.make_mesh()
+  nap = _nap(setup, params, mesh)
+  x = np.random.default_rng(9).integers(0, 256, (20, SIZE, SIZE)).astype(np.uint8)
+  kw = dict(batch_size=16, seed=3, num_samples=num_samples, iwae_samples=iwae_samples, iwae_chunk=4)
+  want = _plain_scores(setup, params, nap, x, **kw)
+  got = scoring.score_test_set(setup, params, x, mesh, nap_stats=nap, score_rows=8, **kw)
+  for k in ("nelbo", "iwae"):
+    np.testing.assert_allclose(got[k], want[k], rtol=RTOL, atol=ATOL, err_msg=k)
+
+
+@pytest.mark.parametrize("num_samples", [3, 9])
+def test_an_images_nelbo_does_not_depend_on_which_other_scores_are_computed(num_samples):
+  setup, params = _models("cvae")
+  mesh = distributed.make_mesh()
+  x = np.random.default_rng(5).integers(0, 256, (20, SIZE, SIZE)).astype(np.uint8)
+  kw = dict(batch_size=16, seed=4, num_samples=num_samples, iwae_samples=8, iwae_chunk=4, score_rows=8)
+  full = scoring.score_test_set(setup, params, x, mesh, **kw)
+  alone = scoring.score_test_set(setup, params, x, mesh, scores=("nelbo",), **kw)
+  with_recon = scoring.score_test_set(setup, params, x, mesh, scores=("recon", "nelbo"), **kw)
+  for other in (alone, with_recon):
+    np.testing.assert_allclose(other["nelbo"], full["nelbo"], rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("how", ["min", "marginal", "given"])
+def test_the_zero_conditions_column_is_scored_only_for_given(how):
+  """detection.score_images makes the all-zero condition's passes only for score_condition "given", the one
+  reduction that reads that column; under min / marginal it is NaN and the other columns are unchanged."""
+  from dcvae_jax.evaluators import detection
+
+  setup, params = _models("cvae")
+  mesh = distributed.make_mesh()
+  config = tiny_config("cvae")
+  config.protocol.score_condition = how
+  config.eval.batch_size = 16
+  x = np.random.default_rng(6).integers(0, 256, (20, SIZE, SIZE)).astype(np.uint8)
+  got = detection.score_images(config, setup, params, x, mesh, None, seed=0, scores=("recon", "iwae"))
+  full = detection.score_images(config, setup, params, x, mesh, None, seed=0, scores=("recon", "iwae"),
+                                zero_condition=True)  # fmt: skip
+  for k in got:
+    np.testing.assert_array_equal(got[k][..., :-1], full[k][..., :-1], err_msg=k)
+    assert np.isnan(got[k][..., -1]).all() == (how != "given"), k
+    assert np.isfinite(full[k]).all(), k
