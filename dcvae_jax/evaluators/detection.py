@@ -82,7 +82,8 @@ def score_images(config, setup, params, x, mesh, nap_stats, *, seed: int, scores
 def reference_scores(config, ds, runs, setup, params, mesh, nap_stats, offset_bits, progress=None) -> list:
   """rapp_sap and complexity of each run's first eval.reference_examples normal training images, reduced over
   conditions as the test scores are: one dict per run (the reference of the sap_complexity score). Each run's
-  model scores only its own images (one batch of them when eval.batch_size allows)."""
+  model scores only its own images (one batch of them when eval.batch_size allows), with the job's device scores:
+  the one compiled program that also scores the validation and test images (only rapp_sap and iwae are read)."""
   picks = [normal_train_order(ds, run) for run in runs]
   n = max(1, min(int(config.eval.reference_examples), *(p.size for p in picks)))
   idx = np.stack([p[:n] for p in picks])  # (M, n)
@@ -95,7 +96,6 @@ def reference_scores(config, ds, runs, setup, params, mesh, nap_stats, offset_bi
     mesh,
     nap_stats,
     seed=config.seed + 1,
-    scores=("iwae", "rapp_sap"),
     batch_size=min(int(config.eval.batch_size), n),
     per_model_images=True,
     progress=progress,

@@ -11,11 +11,44 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score
 
 from dcvae_jax.evaluators import threshold
 from dcvae_jax.evaluators.base import run_fields
 from dcvae_jax.evaluators.scoring import DEVICE_SCORES, SCORES, reduce_scores
+
+
+def _one_of_each(is_anomaly: np.ndarray) -> None:
+  if is_anomaly.all() or not is_anomaly.any():
+    raise ValueError("AUROC / AUPR need both normal and anomalous examples; these are all of one kind")
+
+
+def auroc(score: np.ndarray, is_anomaly: np.ndarray) -> float:
+  """Area under the ROC curve with anomalies positive: the Mann-Whitney statistic
+      AUROC = (sum of the anomalies' ranks - n_a (n_a + 1) / 2) / (n_a n_n) = P(s_a > s_n) + P(s_a = s_n) / 2,
+  ranks 1..N ascending, tied scores sharing their mean rank (what the trapezoidal ROC area gives). Exact in float64;
+  a few microseconds of numpy where scikit-learn's checks of its inputs took milliseconds per call."""
+  score, is_anomaly = np.asarray(score, np.float64).ravel(), np.asarray(is_anomaly, bool).ravel()
+  _one_of_each(is_anomaly)
+  _, inverse, counts = np.unique(score, return_inverse=True, return_counts=True)
+  mean_rank = np.cumsum(counts) - (counts - 1) / 2.0  # of each distinct score, ascending
+  n_a = int(is_anomaly.sum())
+  n_n = is_anomaly.size - n_a
+  u = mean_rank[inverse.ravel()][is_anomaly].sum() - n_a * (n_a + 1) / 2.0
+  return float(u / (n_a * n_n))
+
+
+def average_precision(score: np.ndarray, is_anomaly: np.ndarray) -> float:
+  """AUPR as average precision, anomalies positive: AP = sum_t (R_t - R_{t-1}) P_t over the distinct scores t in
+  descending order, flagging score >= t (ties enter together), R_0 = 0 (scikit-learn's definition)."""
+  score, is_anomaly = np.asarray(score, np.float64).ravel(), np.asarray(is_anomaly, bool).ravel()
+  _one_of_each(is_anomaly)
+  order = np.argsort(-score, kind="mergesort")
+  s, hit = score[order], is_anomaly[order]
+  last = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]  # the last position of each group of equal scores
+  tp = np.cumsum(hit)[last]
+  precision = tp / (last + 1.0)
+  recall = tp / tp[-1]
+  return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
 def detection_metrics(score: np.ndarray, is_anomaly: np.ndarray) -> dict:
@@ -29,8 +62,8 @@ def detection_metrics(score: np.ndarray, is_anomaly: np.ndarray) -> dict:
     score = np.where(bad, top, score)
   return {
     "nonfinite": int(bad.sum()),
-    "auroc": float(roc_auc_score(is_anomaly, score)),
-    "aupr": float(average_precision_score(is_anomaly, score)),
+    "auroc": auroc(score, is_anomaly),
+    "aupr": average_precision(score, is_anomaly),
     "mean_normal": float(np.mean(score[~is_anomaly])),
     "mean_anomalous": float(np.mean(score[is_anomaly])),
   }

@@ -265,15 +265,14 @@ def compile_score_fn(
   *,
   num_samples: int,
   scores: tuple = DEVICE_SCORES,
-  per_model_images: bool = False,
   zero_condition: bool = True,
   pass_rows: int = PASS_ROWS,
 ):
-  """jit(map over models) of :func:`score_with_noise` on ``rows`` images: (params, nap_stats, x uint8, noise,
-  offset) -> dict name -> (M, rows, C'), where noise holds a whole batch's noise (replicated) and its rows
-  offset..offset+rows are those of x. x is one batch (rows, H, W) that every model scores, or with
-  ``per_model_images`` (M, rows, H, W), each model's own images; rows are sharded over the mesh. One program
-  per setting (cached): every batch of every image set and every group of runs goes through it."""
+  """jit(map over models) of :func:`score_with_noise` on ``rows`` images: (params, nap_stats, x uint8, noise)
+  -> dict name -> (M, rows, C'), where x (M, rows, H, W) holds each model's images (the same batch repeated when
+  every model scores the same images) and noise those rows' noise (replicated); rows are sharded over the mesh.
+  One program per setting (cached): every batch of every image set (reference, validation, test, new images) and
+  every group of runs goes through it."""
   one = functools.partial(
     score_with_noise,
     setup,
@@ -284,17 +283,19 @@ def compile_score_fn(
     pass_rows=pass_rows,
   )
 
-  def wrapped(params, nap_stats, x_uint8, noise, offset):
+  def wrapped(params, nap_stats, x_uint8, noise):
     x = preprocess(x_uint8, setup.binarize, setup.dequantize, image_shape=setup.module.image_shape)
-    rows = x.shape[1] if per_model_images else x.shape[0]
-    noise = {k: jax.lax.dynamic_slice_in_dim(v, offset, rows, axis=1) for k, v in noise.items()}
-    if per_model_images:
-      return jax.lax.map(lambda a: one(a[0], a[1], a[2], noise), (params, nap_stats, x))
-    return jax.lax.map(lambda a: one(a[0], a[1], x, noise), (params, nap_stats))
+    return jax.lax.map(lambda a: one(a[0], a[1], a[2], noise), (params, nap_stats, x))
 
   rep = NamedSharding(mesh, P())
-  batch = NamedSharding(mesh, P(None, "data") if per_model_images else P("data"))
-  return jax.jit(wrapped, in_shardings=(rep, rep, batch, rep, rep), out_shardings=rep)
+  return jax.jit(wrapped, in_shardings=(rep, rep, NamedSharding(mesh, P(None, "data")), rep), out_shardings=rep)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _noise_rows(noise: dict, offset, rows: int) -> dict:
+  """Rows offset..offset+rows of a batch's noise (each (S, batch rows, d)): the score program's input, so its shape
+  depends on ``rows`` only, not on the batch size."""
+  return {k: jax.lax.dynamic_slice_in_dim(v, offset, rows, axis=1) for k, v in noise.items()}
 
 
 @functools.lru_cache(maxsize=8)
@@ -411,7 +412,6 @@ def score_test_set(
     iwae_chunk,
     num_samples=int(num_samples),
     scores=scores,
-    per_model_images=per_model_images,
     zero_condition=zero_condition,
     pass_rows=PASS_ROWS if pass_rows is None else int(pass_rows),
   )
@@ -422,15 +422,19 @@ def score_test_set(
   stats = distributed.replicated(nap_stats, rep)
   axis = 1 if per_model_images else 0
   n = x_test.shape[axis]
+  m = jax.tree.leaves(params)[0].shape[0]
+  sharding = NamedSharding(mesh, P(None, "data"))
   parts = []
   for i, (start, stop, _) in enumerate(inference.batch_bounds(n, batch_size, ndev)):
     key = distributed.replicated(jax.random.fold_in(jax.random.PRNGKey(seed), i), rep)
     noise = draw(key)
     for offset, offset_stop, pad in inference.batch_bounds(stop - start, rows, ndev):
-      xb = np.take(x_test, np.arange(start + offset, start + offset_stop), axis=axis)
-      sharding = NamedSharding(mesh, P(*([None] * axis), "data"))
-      xb = distributed.batch_sharded(inference.pad_batch(xb, pad, axis), sharding, axis)
-      parts.append((fn(params, stats, xb, noise, distributed.replicated(np.int32(offset), rep)), offset_stop - offset))
+      xb = inference.pad_batch(np.take(x_test, np.arange(start + offset, start + offset_stop), axis=axis), pad, axis)
+      if not per_model_images:  # every model scores the same images: the program takes them once per model
+        xb = np.broadcast_to(xb[None], (m, *xb.shape))
+      xb = distributed.batch_sharded(np.ascontiguousarray(xb), sharding, 1)
+      noise_rows = _noise_rows(noise, distributed.replicated(np.int32(offset), rep), rows)
+      parts.append((fn(params, stats, xb, noise_rows), offset_stop - offset))
     if progress is not None:  # after the batch is done, not when it is dispatched
       jax.block_until_ready(parts[-1][0])
       progress(1)

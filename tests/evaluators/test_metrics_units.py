@@ -197,6 +197,29 @@ def test_against_numpy_with_ties(seed):
   assert m["mean_anomalous"] == pytest.approx(score[is_anomaly].mean())
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_auroc_and_average_precision_equal_scikit_learns(seed):
+  """A second, independent reference: scikit-learn's roc_auc_score and average_precision_score, on large sets
+  with and without ties, float32 scores included."""
+  from sklearn.metrics import average_precision_score, roc_auc_score
+
+  rng = np.random.default_rng(seed)
+  is_anomaly = rng.random(3000) < [0.1, 0.5, 0.9][seed]
+  for score in (rng.normal(size=3000) + is_anomaly, np.round(rng.normal(size=3000) + is_anomaly, 1).astype(np.float32)):
+    assert metrics.auroc(score, is_anomaly) == pytest.approx(roc_auc_score(is_anomaly, score), abs=1e-12)
+    assert metrics.average_precision(score, is_anomaly) == pytest.approx(
+      average_precision_score(is_anomaly, score), abs=1e-12
+    )
+
+
+@pytest.mark.parametrize("labels", [[0, 0, 0], [1, 1]])
+def test_auroc_of_one_kind_only_is_an_error(labels):
+  is_anomaly = np.array(labels, bool)
+  for fn in (metrics.auroc, metrics.average_precision):
+    with pytest.raises(ValueError, match="both normal and anomalous"):
+      fn(np.arange(is_anomaly.size, dtype=float), is_anomaly)
+
+
 def test_nonfinite_scores_rank_as_most_anomalous_and_are_counted():
   score = np.array([0.1, np.nan, 0.3, np.inf, 0.9, 0.2])
   is_anomaly = np.array([0, 0, 1, 1, 1, 0], bool)

@@ -258,3 +258,29 @@ def test_the_zero_conditions_column_is_scored_only_for_given(how):
     np.testing.assert_array_equal(got[k][..., :-1], full[k][..., :-1], err_msg=k)
     assert np.isnan(got[k][..., -1]).all() == (how != "given"), k
     assert np.isfinite(full[k]).all(), k
+
+
+def test_reference_validation_and_test_images_go_through_one_compiled_program():
+  """The job's three image sets (each model's own reference images, a short validation set, the test set) are
+  scored by one compiled program: same device scores, same rows per call, noise sliced outside it."""
+  from dcvae_jax.evaluators import detection
+
+  setup, params = _models("dcvae")
+  mesh = distributed.make_mesh()
+  config = tiny_config("dcvae")
+  config.eval.batch_size, config.eval.iwae_samples, config.eval.iwae_chunk = 16, 8, 4
+  rng = np.random.default_rng(8)
+  scoring.compile_score_fn.cache_clear()
+  nap = _nap(setup, params, mesh)
+  ref = detection.score_images(config, setup, params, rng.integers(0, 256, (2, 16, SIZE, SIZE)).astype(np.uint8),
+                               mesh, nap, seed=1, batch_size=16, per_model_images=True)  # fmt: skip
+  for n, seed in ((11, 2), (40, 0)):
+    detection.score_images(config, setup, params, rng.integers(0, 256, (n, SIZE, SIZE)).astype(np.uint8), mesh, nap,
+                           seed=seed)  # fmt: skip
+  assert scoring.compile_score_fn.cache_info().currsize == 1
+  fn = scoring.compile_score_fn(
+    scoring.ScoringSetup.of(setup), mesh, 4, num_samples=config.eval.elbo_samples,
+    scores=scoring.DEVICE_SCORES, zero_condition=False, pass_rows=scoring.PASS_ROWS,
+  )  # fmt: skip
+  assert fn._cache_size() == 1
+  assert set(ref) == set(scoring.DEVICE_SCORES)
