@@ -188,8 +188,21 @@ def run_once(checkout: str, config: str, extra: list[str], cache_dir: str | None
     "log_scored": _grep(r"scored \d+ run\(s\).*", text),
     "score_stages": _stages(_grep(r"scored \d+ run\(s\).*", text)),
     "table_tail": stdout.decode(errors="replace").strip().splitlines()[-3:],
+    **_mean_aurocs(workdir),
   }
   return result, workdir
+
+
+def _mean_aurocs(workdir: str) -> dict:
+  """The job's mean test and validation AUROC of every score (results.json), rounded to 4 decimals: before and
+  after are compared on what they detect, not only on time."""
+  try:
+    with open(os.path.join(workdir, "results.json")) as f:
+      r = json.load(f)
+  except (OSError, ValueError):
+    return {}
+  keys = ("auroc_by_score", "val_auroc_by_score")
+  return {k: {n: round(float(v), 4) for n, v in r[k].items()} for k in keys if isinstance(r.get(k), dict)}
 
 
 run_once.cpu_before = 0.0

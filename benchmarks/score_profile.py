@@ -174,10 +174,82 @@ def profile_model(model: str, job_args: list[str], per_score: bool) -> dict:
   busy1, total1 = _cpu_ticks()
   out["foreign_cpu_fraction"] = max(0.0, (busy1 - busy0) - (_own_ticks() - own0)) / max(total1 - total0, 1)
   out["score_to_train"] = out["score_seconds"] / out["train_seconds"]
+  if hasattr(scoring, "nelbo_shares_iwae_codes"):  # the accounting below is of this scoring algorithm
+    counts = {
+      "train_images": steps * int(config.train.batch_size),
+      "fit_images": int(x_fit.shape[0] * x_fit.shape[1]),
+      "reference_images": len(runs) * min(int(config.eval.reference_examples), int(x_fit.shape[1])),
+      "validation_images": len(runs) * int(rows.size),
+      "test_images": len(runs) * int(ds.x_test.shape[0]),
+    }
+    out["work"] = work_accounting(config, setup, params, nap, counts, phases, out["train_seconds"])
   import shutil
 
   shutil.rmtree(workdir, ignore_errors=True)
   return out
+
+
+def work_accounting(config, setup, params, nap, counts, phases, train_seconds) -> dict:
+  """Matrix-product work (GFLOP = 2 x multiply-adds / 1e9) of training and of each scoring phase, counted from the
+  Dense kernels' shapes, and the rate each phase ran at: what the work alone says about scoring / training.
+
+  Per trained image: forward, the weights' gradients and the inputs' gradients of every encoder and decoder layer
+  (3 products per layer, the input layer's input gradient excepted). Per scored image and visited condition: an
+  encoder pass of x, a decoder pass of mu, an encoder pass of x_hat (recon, RaPP), NAP's projection (D x k) and
+  one decoder pass per code: max(K, S) when nelbo reads iwae's first S codes (S <= K), K + S otherwise. The NAP fit:
+  the three passes per fit image. Conditions visited: C for a conditional model (the all-zero condition only under
+  score_condition "given"), 1 otherwise. Elementwise work (likelihoods, softplus, the TC estimator) is left out."""
+  import numpy as np
+
+  from dcvae_jax.evaluators import scoring
+
+  first = {k: v for k, v in params["params"].items()}
+
+  def macs(part):
+    kernels = [leaf for path, leaf in _leaves(first.get(part, {})) if path.endswith("kernel")]
+    return sum(int(np.prod(k.shape[1:])) for k in kernels), (int(np.prod(kernels[0].shape[1:])) if kernels else 0)
+
+  enc, enc_in = macs("encoder")
+  dec, _ = macs("decoder")
+  train_per_image = 3 * (enc + dec) - enc_in
+  k, s = int(config.eval.iwae_samples), int(config.eval.elbo_samples)
+  wanted = scoring.device_scores(scoring.score_names(config))
+  codes = (max(k, s) if scoring.nelbo_shares_iwae_codes(s, k) else k + s) if "iwae" in wanted else s
+  nap_macs = int(np.prod(np.shape(nap["basis"])[1:])) if "rapp" in wanted else 0
+  visited = setup.num_conditions if setup.spec.conditional else 1
+  if setup.spec.conditional and config.protocol.score_condition == "given":
+    visited += 1
+  per_scored = visited * (2 * enc + dec + nap_macs + codes * dec)
+  gflop = {
+    "train": 2 * train_per_image * counts["train_images"] / 1e9,
+    "NAP fit": 2 * (2 * enc + dec) * counts["fit_images"] / 1e9,
+    "reference": 2 * per_scored * counts["reference_images"] / 1e9,
+    "validation": 2 * per_scored * counts["validation_images"] / 1e9,
+    "test set": 2 * per_scored * counts["test_images"] / 1e9,
+  }
+  seconds = {"train": train_seconds, **{p: phases[p]["seconds"] for p in gflop if p in phases}}
+  score_gflop = sum(v for p, v in gflop.items() if p != "train")
+  return {
+    "counts": counts,
+    "macs": {
+      "encoder": enc,
+      "decoder": dec,
+      "nap_projection": nap_macs,
+      "codes_per_condition": codes,
+      "conditions_visited": visited,
+    },  # fmt: skip
+    "gflop": gflop,
+    "gflop_per_second": {p: gflop[p] / seconds[p] for p in gflop if p in seconds and seconds[p] > 0},
+    "score_to_train_gflop": score_gflop / gflop["train"],
+  }
+
+
+def _leaves(tree, prefix=""):
+  if isinstance(tree, dict) or hasattr(tree, "items"):
+    for key, value in tree.items():
+      yield from _leaves(value, f"{prefix}/{key}")
+  else:
+    yield prefix, tree
 
 
 # ----------------------------------------------------------------------------------------------------------
