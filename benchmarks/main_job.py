@@ -371,6 +371,8 @@ def _model_figures(res: dict) -> dict:
     "log_trained",
     "log_scored",
     "table_tail",
+    "auroc_by_score",
+    "val_auroc_by_score",
   )
   out = {k: res.get(k) for k in keep}
   out["score_to_train"] = res["score_seconds"] / res["train_seconds"]

@@ -174,7 +174,7 @@ def profile_model(model: str, job_args: list[str], per_score: bool) -> dict:
   busy1, total1 = _cpu_ticks()
   out["foreign_cpu_fraction"] = max(0.0, (busy1 - busy0) - (_own_ticks() - own0)) / max(total1 - total0, 1)
   out["score_to_train"] = out["score_seconds"] / out["train_seconds"]
-  if hasattr(scoring, "nelbo_shares_iwae_codes"):  # the accounting below is of this scoring algorithm
+  if hasattr(scoring, "_noise_rows"):  # the accounting below is of this scoring algorithm
     counts = {
       "train_images": steps * int(config.train.batch_size),
       "fit_images": int(x_fit.shape[0] * x_fit.shape[1]),
@@ -196,7 +196,7 @@ def work_accounting(config, setup, params, nap, counts, phases, train_seconds) -
   Per trained image: forward, the weights' gradients and the inputs' gradients of every encoder and decoder layer
   (3 products per layer, the input layer's input gradient excepted). Per scored image and visited condition: an
   encoder pass of x, a decoder pass of mu, an encoder pass of x_hat (recon, RaPP), NAP's projection (D x k) and
-  one decoder pass per code: max(K, S) when nelbo reads iwae's first S codes (S <= K), K + S otherwise. The NAP fit:
+  one decoder pass per code (iwae's K and nelbo's S). The NAP fit:
   the three passes per fit image. Conditions visited: C for a conditional model (the all-zero condition only under
   score_condition "given"), 1 otherwise. Elementwise work (likelihoods, softplus, the TC estimator) is left out."""
   import numpy as np
@@ -214,7 +214,7 @@ def work_accounting(config, setup, params, nap, counts, phases, train_seconds) -
   train_per_image = 3 * (enc + dec) - enc_in
   k, s = int(config.eval.iwae_samples), int(config.eval.elbo_samples)
   wanted = scoring.device_scores(scoring.score_names(config))
-  codes = (max(k, s) if scoring.nelbo_shares_iwae_codes(s, k) else k + s) if "iwae" in wanted else s
+  codes = (k if "iwae" in wanted else 0) + (s if "nelbo" in wanted else 0)
   nap_macs = int(np.prod(np.shape(nap["basis"])[1:])) if "rapp" in wanted else 0
   visited = setup.num_conditions if setup.spec.conditional else 1
   if setup.spec.conditional and config.protocol.score_condition == "given":

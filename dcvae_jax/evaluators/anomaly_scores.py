@@ -30,19 +30,15 @@ import numpy as np
 from dcvae_jax.models import estimators
 
 
-def iwae_noise(key, shape, *, num_samples: int, chunk: int, dtype=jnp.float32, take: int | None = None):
+def iwae_noise(key, shape, *, num_samples: int, chunk: int, dtype=jnp.float32):
   """The standard normal noise eps (K, *shape) of :func:`iwae_nll`: chunk i of ``chunk`` samples is
   normal(k_i, (chunk, *shape)) with k_i the i-th of split(key, K / chunk). K = num_samples must be a multiple of
-  ``chunk``. ``take`` (<= K): only the first ``take`` samples, the same numbers as the full draw's first rows (only
-  the chunks they fall in are drawn)."""
+  ``chunk``."""
   if num_samples % chunk:
     raise ValueError(f"iwae samples {num_samples} is not a multiple of the chunk {chunk}")
-  take = num_samples if take is None else int(take)
-  if not 0 < take <= num_samples:
-    raise ValueError(f"take {take} is not in 1..{num_samples}")
-  keys = jax.random.split(key, num_samples // chunk)[: -(-take // chunk)]
+  keys = jax.random.split(key, num_samples // chunk)
   eps = jax.lax.map(lambda k: normal_flat(k, (chunk, *shape), dtype), keys)
-  return eps.reshape((keys.shape[0] * chunk, *shape))[:take]
+  return eps.reshape((num_samples, *shape))
 
 
 def normal_flat(key, shape, dtype=jnp.float32):

@@ -3,8 +3,7 @@
 
 Scores of a test image x (larger = more anomalous):
   recon       A(x) = ||x - mean of p(x | z = mu(x)[, c])||^2    (the paper's score; encoder mean, no sampling)
-  nelbo       E(x) = E_q[-log p(x|z[,c])] + KL(q(z|x[,c]) || p(z[|c]))  (S = eval.elbo_samples fixed-key samples for
-              the expectation: the first S of iwae's K codes when S <= K, so one decoder pass serves both)
+  nelbo       E(x) = E_q[-log p(x|z[,c])] + KL(q(z|x[,c]) || p(z[|c]))  (K fixed-key samples for the expectation)
   iwae        -log p_K(x), the importance-weighted bound with K = eval.iwae_samples (anomaly_scores.iwae_nll)
   complexity  iwae in bits (+ D log2 256 for a density on [0, 1]) - PNG bits of x (Serra et al. 2020)
   rapp        RaPP's NAP: normalised hidden-reconstruction differences (Kim et al. 2020); rapp_sap: its SAP
@@ -121,34 +120,19 @@ def _rapp_pass(setup: ModelSetup | ScoringSetup, params, x, c) -> dict:
   }
 
 
-def nelbo_shares_iwae_codes(num_samples: int, iwae_samples: int) -> bool:
-  """Whether nelbo's S = ``num_samples`` codes are the first S of iwae's K (S <= K): E_q[-log p(x|z)] is then
-  estimated from the same z_k = mu + sigma eps_k, k < S, that the iwae bound reads, and their decoder passes are
-  made once. The estimator is unchanged in distribution (S independent draws from q either way)."""
-  return int(num_samples) <= int(iwae_samples)
-
-
 def draw_noise(key, rows: int, latent_dim: int, num_samples: int, iwae_samples: int, iwae_chunk: int, scores):
   """The standard normal noise a batch of ``rows`` images is scored with, from the batch's key: dict of
-  iwae (K', rows, d): anomaly_scores.iwae_noise(fold_in(key, 0x1AE), (rows, d)), chunks of ``iwae_chunk``: all
-      K samples for the iwae score, or only the first S when just nelbo reads them (S <= K);
-  nelbo (S, rows, d), only when S > K: sample s is normal(split(key, S)[s], (rows, d)).
-  nelbo reads iwae's first S samples when S <= K (:func:`nelbo_shares_iwae_codes`), so an image's nelbo is the
-  same whether or not iwae is computed. Every model and every condition of the batch reads the same noise (only
-  the scores ``scores`` need it)."""
+  nelbo (S, rows, d): sample s is normal(split(key, S)[s], (rows, d));
+  iwae (K, rows, d): anomaly_scores.iwae_noise(fold_in(key, 0x1AE), (rows, d)), chunks of ``iwae_chunk``.
+  Every model and every condition of the batch reads the same noise (only the scores ``scores`` need it)."""
   out = {}
-  shared = nelbo_shares_iwae_codes(num_samples, iwae_samples)
-  if "iwae" in scores or ("nelbo" in scores and shared):
-    out["iwae"] = anomaly_scores.iwae_noise(
-      jax.random.fold_in(key, 0x1AE),
-      (rows, latent_dim),
-      num_samples=iwae_samples,
-      chunk=iwae_chunk,
-      take=iwae_samples if "iwae" in scores else num_samples,
-    )
-  if "nelbo" in scores and not shared:
+  if "nelbo" in scores:
     draw = functools.partial(anomaly_scores.normal_flat, shape=(rows, latent_dim))
     out["nelbo"] = jax.vmap(draw)(jax.random.split(key, num_samples))
+  if "iwae" in scores:
+    out["iwae"] = anomaly_scores.iwae_noise(
+      jax.random.fold_in(key, 0x1AE), (rows, latent_dim), num_samples=iwae_samples, chunk=iwae_chunk
+    )
   return out
 
 
@@ -160,29 +144,26 @@ def score_with_noise(
   noise: dict,
   *,
   iwae_chunk: int,
-  num_samples: int,
   scores: tuple = DEVICE_SCORES,
   zero_condition: bool = True,
   pass_rows: int = 0,
 ):
   """Scores of one model on a float batch x (B,H,W,C) under each condition, given the noise of
-  :func:`draw_noise` (its rows those of x; ``num_samples`` = S, nelbo's samples): dict name -> (B, C'), for the
-  device scores ``scores``.
+  :func:`draw_noise` (its rows those of x): dict name -> (B, C'), for the device scores ``scores``.
 
   C' = 1 for unconditional models; C + 1 for conditional ones (the last column: the all-zero condition; with
   ``zero_condition`` False it is not computed and holds NaN, for the reductions that do not read it). The
   conditions are visited one after another (lax.map). Under each: one encoder pass of x gives mu, logvar and
   RaPP's hidden layers; one decoder pass of mu gives x_hat (recon and RaPP); one encoder pass of x_hat; and the
   log-likelihoods of the nelbo and iwae codes z = mu + sigma eps in decoder passes of about ``pass_rows`` rows
-  (0: every code of the batch in one pass); nelbo's codes are iwae's first S when the noise has no own nelbo
-  draw (S <= K).
+  (0: every code of the batch in one pass).
   """
   spec, module, model_cfg = setup.spec, setup.module, setup.model_cfg
   b = x.shape[0]
   n_cols = setup.num_conditions + 1 if spec.conditional else 1
   visit = n_cols if zero_condition or not spec.conditional else n_cols - 1
   obs_logvar = objectives.likelihood_logvar(model_cfg, module.apply(params, method=networks.VAE.obs_logvar))
-  eps_parts = [noise[k] for k in ("nelbo", "iwae") if k in noise]  # own nelbo codes (S > K) first, then iwae's
+  eps_parts = [noise[k] for k in ("nelbo", "iwae") if k in scores]
   n_eps = sum(e.shape[0] for e in eps_parts)
   per_pass = n_eps if pass_rows <= 0 else max(1, min(n_eps, pass_rows // max(b, 1)))
 
@@ -210,11 +191,12 @@ def score_with_noise(
         batch_size=per_pass,
       )  # (S + K, B)
       pmu, plogvar = module.apply(params, ids, method=networks.VAE.prior)  # the zero condition: N(0, I)
-      start = 0  # where iwae's codes begin
+      start = 0
       if "nelbo" in scores:
+        s = noise["nelbo"].shape[0]
         kl = estimators.kl_diag_gaussians(mu, logvar, pmu, plogvar).sum(-1)
-        out["nelbo"] = jnp.mean(nll[:num_samples], axis=0) + kl
-        start = num_samples if "nelbo" in noise else 0
+        out["nelbo"] = jnp.mean(nll[:s], axis=0) + kl
+        start = s
       if "iwae" in scores:
         e, zk = eps[start:], z[start:]
         log_q = estimators.own_sample_log_density(e, logvar).sum(-1)
@@ -244,9 +226,7 @@ def score_batch(
   the noise :func:`draw_noise` draws from ``key`` for B rows (:func:`score_with_noise`)."""
   iwae_chunk = min(iwae_chunk, iwae_samples)
   noise = draw_noise(key, x.shape[0], int(setup.model_cfg.latent_dim), num_samples, iwae_samples, iwae_chunk, scores)
-  return score_with_noise(
-    setup, params, nap_stats, x, noise, iwae_chunk=iwae_chunk, num_samples=num_samples, scores=tuple(scores)
-  )
+  return score_with_noise(setup, params, nap_stats, x, noise, iwae_chunk=iwae_chunk, scores=tuple(scores))
 
 
 # Scoring's compiled program takes SCORE_ROWS images at a time (rounded to the device count): any number of
@@ -263,7 +243,6 @@ def compile_score_fn(
   mesh,
   iwae_chunk: int,
   *,
-  num_samples: int,
   scores: tuple = DEVICE_SCORES,
   zero_condition: bool = True,
   pass_rows: int = PASS_ROWS,
@@ -277,7 +256,6 @@ def compile_score_fn(
     score_with_noise,
     setup,
     iwae_chunk=iwae_chunk,
-    num_samples=num_samples,
     scores=tuple(scores),
     zero_condition=zero_condition,
     pass_rows=pass_rows,
@@ -410,7 +388,6 @@ def score_test_set(
     ScoringSetup.of(setup),
     mesh,
     iwae_chunk,
-    num_samples=int(num_samples),
     scores=scores,
     zero_condition=zero_condition,
     pass_rows=PASS_ROWS if pass_rows is None else int(pass_rows),

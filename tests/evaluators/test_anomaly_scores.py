@@ -106,22 +106,6 @@ def test_iwae_is_the_numpy_bound_over_the_k_distinct_samples_it_drew():
   np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
-@pytest.mark.parametrize("take", [1, 3, 4, 5, 12])
-def test_iwae_noise_take_is_the_full_draws_first_rows(take):
-  """nelbo reads iwae's first S codes: drawing only those gives exactly the full draw's first S rows."""
-  key = jax.random.PRNGKey(8)
-  full = anomaly_scores.iwae_noise(key, (3, 2), num_samples=12, chunk=4)
-  part = anomaly_scores.iwae_noise(key, (3, 2), num_samples=12, chunk=4, take=take)
-  assert part.shape == (take, 3, 2)
-  np.testing.assert_array_equal(np.asarray(part), np.asarray(full)[:take])
-
-
-@pytest.mark.parametrize("take", [0, 13])
-def test_iwae_noise_take_outside_one_to_k_is_refused(take):
-  with pytest.raises(ValueError, match="take"):
-    anomaly_scores.iwae_noise(jax.random.PRNGKey(0), (3,), num_samples=12, chunk=4, take=take)
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Likelihoods.
 

@@ -4,8 +4,7 @@
 condition visited with its own encoder and decoder passes for each score (recon, nelbo, iwae, RaPP), the noise
 drawn inside the program from the batch's key. The program under test shares those passes, draws the noise
 once per batch outside and scores the images a few rows at a time (a short batch costs only its own rows). The
-noise is bitwise the same (the same keys, shapes and draws; nelbo's S codes are iwae's first S when S <= K, or
-S draws of their own when S > K); what differs is which rows a matrix product sees
+noise is bitwise the same (the same keys, shapes and draws); what differs is which rows a matrix product sees
 at once and the order XLA sums them in, so the scores agree to float32 rounding (a few ulp of the largest term,
 here rtol 2e-5 / atol 2e-4 on scores of size 10-1000), and the iwae, a deterministic function of that noise, to
 the same tolerance."""
@@ -47,14 +46,10 @@ def _plain_batch(setup, params, nap_stats, x, key, num_samples, iwae_samples, iw
     pmu, plogvar = module.apply(params, ids, method=networks.VAE.prior)
     kl = estimators.kl_diag_gaussians(mu, logvar, pmu, plogvar).sum(-1)
 
-    if num_samples <= iwae_samples:  # nelbo's codes: iwae's first S (the same draws as iwae_nll's below)
-      eps = anomaly_scores.iwae_noise(
-        jax.random.fold_in(key, 0x1AE), mu.shape, num_samples=iwae_samples, chunk=iwae_chunk
-      )[:num_samples]
-    else:
-      eps = jax.vmap(lambda k: jax.random.normal(k, mu.shape))(jax.random.split(key, num_samples))
-    nll_s = jax.vmap(lambda e: nll_of(mu + jnp.exp(0.5 * logvar) * e, c))(eps)
-    out["nelbo"] = jnp.mean(nll_s, axis=0) + kl
+    def nll(k):
+      return nll_of(mu + jnp.exp(0.5 * logvar) * jax.random.normal(k, mu.shape), c)
+
+    out["nelbo"] = jnp.mean(jax.vmap(nll)(jax.random.split(key, num_samples)), axis=0) + kl
 
     def log_w(z, log_q):
       return (
@@ -212,33 +207,6 @@ def test_no_compilation_for_a_second_group_of_runs():
   assert counts[0] > 0 and counts[1] == counts[0], counts
 
 
-@pytest.mark.parametrize("num_samples,iwae_samples", [(6, 4), (8, 8), (1, 8)])
-def test_nelbo_codes_of_its_own_or_iwaes_first(num_samples, iwae_samples):
-  """S > K: nelbo draws its own S codes; S <= K: it reads iwae's first S (all K when S = K)."""
-  setup, params = _models("dcvae")
-  mesh = distributed.make_mesh()
-  nap = _nap(setup, params, mesh)
-  x = np.random.default_rng(9).integers(0, 256, (20, SIZE, SIZE)).astype(np.uint8)
-  kw = dict(batch_size=16, seed=3, num_samples=num_samples, iwae_samples=iwae_samples, iwae_chunk=4)
-  want = _plain_scores(setup, params, nap, x, **kw)
-  got = scoring.score_test_set(setup, params, x, mesh, nap_stats=nap, score_rows=8, **kw)
-  for k in ("nelbo", "iwae"):
-    np.testing.assert_allclose(got[k], want[k], rtol=RTOL, atol=ATOL, err_msg=k)
-
-
-@pytest.mark.parametrize("num_samples", [3, 9])
-def test_an_images_nelbo_does_not_depend_on_which_other_scores_are_computed(num_samples):
-  setup, params = _models("cvae")
-  mesh = distributed.make_mesh()
-  x = np.random.default_rng(5).integers(0, 256, (20, SIZE, SIZE)).astype(np.uint8)
-  kw = dict(batch_size=16, seed=4, num_samples=num_samples, iwae_samples=8, iwae_chunk=4, score_rows=8)
-  full = scoring.score_test_set(setup, params, x, mesh, **kw)
-  alone = scoring.score_test_set(setup, params, x, mesh, scores=("nelbo",), **kw)
-  with_recon = scoring.score_test_set(setup, params, x, mesh, scores=("recon", "nelbo"), **kw)
-  for other in (alone, with_recon):
-    np.testing.assert_allclose(other["nelbo"], full["nelbo"], rtol=RTOL, atol=ATOL)
-
-
 @pytest.mark.parametrize("how", ["min", "marginal", "given"])
 def test_the_zero_conditions_column_is_scored_only_for_given(how):
   """detection.score_images makes the all-zero condition's passes only for score_condition "given", the one
@@ -279,8 +247,8 @@ def test_reference_validation_and_test_images_go_through_one_compiled_program():
                            seed=seed)  # fmt: skip
   assert scoring.compile_score_fn.cache_info().currsize == 1
   fn = scoring.compile_score_fn(
-    scoring.ScoringSetup.of(setup), mesh, 4, num_samples=config.eval.elbo_samples,
-    scores=scoring.DEVICE_SCORES, zero_condition=False, pass_rows=scoring.PASS_ROWS,
+    scoring.ScoringSetup.of(setup), mesh, 4, scores=scoring.DEVICE_SCORES, zero_condition=False,
+    pass_rows=scoring.PASS_ROWS,
   )  # fmt: skip
   assert fn._cache_size() == 1
   assert set(ref) == set(scoring.DEVICE_SCORES)
