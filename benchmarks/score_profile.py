@@ -5,7 +5,7 @@
 
 For each model (configs/default.py with ``--config.model.name``): train the 10 runs once (train.num_epochs as
 configured, the job's own ``trainer.train_runs``; its seconds are the training the scoring is compared with), then
-run the scoring phases as ``experiment._train_and_evaluate`` calls them: the NAP fit, the sap_complexity
+run the scoring phases as the detection evaluator (evaluators/detection.py) calls them: the NAP fit, the sap_complexity
 reference, the validation images, the test set, the codes (not the host-side metrics, which the job's log line
 "scored N run(s)" times). Each phase's seconds include its compilations, also counted apart (jax.monitoring's
 backend_compile_duration; the XLA cache is off). With ``--per_score``, the test set again once per device score
