@@ -273,12 +273,15 @@ class CompiledTrainer:
 class Product:
   """One matrix product lax.dot_general(lhs, rhs) contracting lhs axis ``dims[0]`` with rhs axis ``dims[1]``, as
   reverse-mode autodiff of a Dense layer y = x W (x (rows, in), W (in, out)) writes it:
-  forward x W ((1, 0)), input gradient dX = dY W^T ((1, 1)), weight gradient dW = x^T dY ((0, 0))."""
+  forward x W ((1, 0)), input gradient dX = dY W^T ((1, 1)), weight gradient dW = x^T dY ((0, 0)).
+  ``operands`` names the arrays it reads, so that products of one layer share them as the step's do (forward and
+  dW read the same x, forward and dX the same W, dX and dW the same dY)."""
 
   name: str
   lhs: tuple[int, int]
   rhs: tuple[int, int]
   dims: tuple[int, int]
+  operands: tuple[str, str]
 
   @property
   def flops(self) -> int:
@@ -288,20 +291,23 @@ class Product:
     return 2 * self.lhs[1 - self.dims[0]] * self.rhs[1 - self.dims[1]] * k
 
 
-def dense_products(prefix: str, kernels, rows: int, *, forward=True, dx=True, dw=True, first_dx=True):
-  """The products of Dense layers with kernels ``kernels`` [(name, (in, out))] applied to ``rows`` rows: forward,
-  dX (skipped for the first layer when ``first_dx`` is False: its input is data, nothing asks for its gradient)
-  and dW."""
-  out = []
+def dense_products(prefix: str, kernels, rows: int, *, dw=True, first_dx=True):
+  """(forward, backward) products of Dense layers with kernels ``kernels`` [(name, (in, out))] applied to ``rows``
+  rows, in the order a step runs them: the forwards first to last, then per layer, last to first, dX (left out for
+  the first layer when ``first_dx`` is False: its input is data or a constant, nothing asks for its gradient) and
+  dW (left out when ``dw`` is False: the weights are constants)."""
+  forward, backward = [], []
   for i, (name, (n_in, n_out)) in enumerate(kernels):
     tag = f"{prefix}/{name}"
-    if forward:
-      out.append(Product(f"{tag}/forward", (rows, n_in), (n_in, n_out), (1, 0)))
-    if dx and (first_dx or i > 0):
-      out.append(Product(f"{tag}/dX", (rows, n_out), (n_in, n_out), (1, 1)))
+    x, w, dy = f"{tag}/x", f"{tag}/W", f"{tag}/dY"
+    forward.append(Product(f"{tag}/forward", (rows, n_in), (n_in, n_out), (1, 0), (x, w)))
+    layer = []
+    if first_dx or i > 0:
+      layer.append(Product(f"{tag}/dX", (rows, n_out), (n_in, n_out), (1, 1), (dy, w)))
     if dw:
-      out.append(Product(f"{tag}/dW", (rows, n_in), (rows, n_out), (0, 0)))
-  return out
+      layer.append(Product(f"{tag}/dW", (rows, n_in), (rows, n_out), (0, 0), (x, dy)))
+    backward = layer + backward
+  return forward, backward
 
 
 def _kernels(params) -> list[tuple[str, tuple[int, int]]]:
@@ -311,11 +317,12 @@ def _kernels(params) -> list[tuple[str, tuple[int, int]]]:
 
 def square_product(n: int = 1024) -> list[Product]:
   """The square probe: one n x n by n x n product (a shape every BLAS runs near its best)."""
-  return [Product(f"square{n}", (n, n), (n, n), (1, 0))]
+  return [Product(f"square{n}", (n, n), (n, n), (1, 0), ("a", "b"))]
 
 
 def step_products(setup, batch_size: int) -> list[Product]:
-  """Every matrix product of one training step of an MLP model (``train_step.ModelSetup``), by hand:
+  """Every matrix product of one training step of an MLP model (``train_step.ModelSetup``), by hand, in the
+  step's order:
 
   encoder and decoder: each Dense layer's forward, dX and dW on the batch's B rows, less the encoder's first dX
   (its input is the image). A model with a discriminator D (FactorVAE, RF-VAE) adds D's layers twice: in the
@@ -329,14 +336,15 @@ def step_products(setup, batch_size: int) -> list[Product]:
   c = objectives.one_hot_condition(setup.spec, ids, setup.num_conditions)
   params = jax.eval_shape(lambda: setup.module.init(jax.random.PRNGKey(0), x, c, ids))["params"]
   b = batch_size
-  prods = dense_products("encoder", _kernels(params["encoder"]), b, first_dx=False)
-  prods += dense_products("decoder", _kernels(params["decoder"]), b)
-  if setup.disc is not None:
-    z = jnp.zeros((2, setup.model_cfg.latent_dim), jnp.float32)
-    disc = _kernels(jax.eval_shape(lambda: setup.disc.init(jax.random.PRNGKey(0), z))["params"])
-    prods += dense_products("tc_d", disc, b, dw=False)
-    prods += dense_products("disc_update", disc, 2 * b, first_dx=False)
-  return prods
+  enc_f, enc_b = dense_products("encoder", _kernels(params["encoder"]), b, first_dx=False)
+  dec_f, dec_b = dense_products("decoder", _kernels(params["decoder"]), b)
+  if setup.disc is None:
+    return enc_f + dec_f + dec_b + enc_b
+  z = jnp.zeros((2, setup.model_cfg.latent_dim), jnp.float32)
+  disc = _kernels(jax.eval_shape(lambda: setup.disc.init(jax.random.PRNGKey(0), z))["params"])
+  tc_f, tc_b = dense_products("tc_d", disc, b, dw=False)
+  d_f, d_b = dense_products("disc_update", disc, 2 * b, first_dx=False)
+  return enc_f + dec_f + tc_f + tc_b + dec_b + enc_b + d_f + d_b
 
 
 def hlo_matmul_flops(hlo_text: str) -> float:
@@ -359,27 +367,29 @@ def hlo_matmul_flops(hlo_text: str) -> float:
 
 
 class StepMatmuls:
-  """The step-shapes probe: one jitted function that runs exactly ``products`` (float32, random operands), one
-  after another (each product's operands pass through an optimisation barrier with the previous result, so XLA
-  runs them in sequence, as the step's chain of layers does, and cannot merge or drop any). Its FLOP rate is the
-  matmul peak a step of these shapes can reach on this machine through XLA."""
+  """The step-shapes probe: one jitted function that runs exactly ``products`` (float32, random operands, shared
+  between products as ``Product.operands`` says), one after another in the step's order (each product's operands
+  pass through an optimisation barrier with the previous result, so XLA runs them in sequence, as the step's
+  chain of layers does, and cannot merge or drop any). Its FLOP rate is the matmul peak a step of these shapes
+  can reach on this machine through XLA."""
 
   def __init__(self, products: list[Product], seed: int = 0):
     self.products = products
     rng = np.random.default_rng(seed)
-    self.operands = [
-      (jnp.asarray(rng.standard_normal(p.lhs, np.float32)), jnp.asarray(rng.standard_normal(p.rhs, np.float32)))
-      for p in products
-    ]
-    dims = [p.dims for p in products]
+    shapes: dict[str, tuple[int, int]] = {}
+    for p in products:
+      for name, shape in zip(p.operands, (p.lhs, p.rhs), strict=True):
+        assert shapes.setdefault(name, shape) == shape, (name, shape, shapes[name])
+    self.operands = {n: jnp.asarray(rng.standard_normal(s, np.float32)) for n, s in shapes.items()}
 
-    def run(operands):
+    def run(arrays):
       outs = []
       prev = None
-      for (a, b), (da, db) in zip(operands, dims, strict=True):
+      for p in products:
+        a, b = arrays[p.operands[0]], arrays[p.operands[1]]
         if prev is not None:
           prev, a, b = jax.lax.optimization_barrier((prev, a, b))
-        prev = jax.lax.dot_general(a, b, (((da,), (db,)), ((), ())))
+        prev = jax.lax.dot_general(a, b, (((p.dims[0],), (p.dims[1],)), ((), ())))
         outs.append(prev)
       return outs
 
