@@ -3,14 +3,16 @@
 Machine load (this machine is small and shared): wait for a quiet CPU, measure the CPU time other processes use
 while timing, interleave the things compared (A, B, C, A, B, C, ...) and report medians of per-repetition ratios.
 The pipeline's step: a synthetic training set, the pipeline's compiled train call ready to time, FLOPs, the
-machine's matmul peak, JSON output.
+machine's matmul peak (the step's own matrix products in one jitted function, and a square matmul), JSON output.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
+import re
 import sys
 import time
 
@@ -22,9 +24,12 @@ from jax.sharding import PartitionSpec as P
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
 
+from main_job import cpu_model  # noqa: E402  (benchmarks/ is on sys.path: this file's folder)
+
 from dcvae_jax import distributed  # noqa: E402
 from dcvae_jax.config import base_config  # noqa: E402
 from dcvae_jax.data import input_pipeline, protocols
+from dcvae_jax.models import objectives
 from dcvae_jax.train import train_step
 
 # ----------------------------------------------------------------------------------------------------------
@@ -260,22 +265,181 @@ class CompiledTrainer:
     return float(np.median(times)), compile_s
 
 
-def matmul_peak_gflops(n=1024, seconds=2.0) -> float:
-  """Measured float32 matmul throughput of this machine through XLA (the 'peak' we compare against)."""
-  a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n), np.float32))
-  f = jax.jit(lambda a: a @ a)
-  jax.block_until_ready(f(a))
-  best = 0.0
-  start = time.perf_counter()
-  while time.perf_counter() - start < seconds:
-    t = time.perf_counter()
-    jax.block_until_ready(f(a))
-    best = max(best, 2 * n**3 / (time.perf_counter() - t) / 1e9)
-  return best
+# ----------------------------------------------------------------------------------------------------------
+# The step's own matrix products: the peak a step of these shapes could reach.
+
+
+@dataclasses.dataclass(frozen=True)
+class Product:
+  """One matrix product lax.dot_general(lhs, rhs) contracting lhs axis ``dims[0]`` with rhs axis ``dims[1]``, as
+  reverse-mode autodiff of a Dense layer y = x W (x (rows, in), W (in, out)) writes it:
+  forward x W ((1, 0)), input gradient dX = dY W^T ((1, 1)), weight gradient dW = x^T dY ((0, 0)).
+  ``operands`` names the arrays it reads, so that products of one layer share them as the step's do (forward and
+  dW read the same x, forward and dX the same W, dX and dW the same dY)."""
+
+  name: str
+  lhs: tuple[int, int]
+  rhs: tuple[int, int]
+  dims: tuple[int, int]
+  operands: tuple[str, str]
+
+  @property
+  def flops(self) -> int:
+    """2 x multiply-adds: 2 x (rows of the result) x (its columns) x (the contracted length)."""
+    k = self.lhs[self.dims[0]]
+    assert k == self.rhs[self.dims[1]], self
+    return 2 * self.lhs[1 - self.dims[0]] * self.rhs[1 - self.dims[1]] * k
+
+
+def dense_products(prefix: str, kernels, rows: int, *, dw=True, first_dx=True):
+  """(forward, backward) products of Dense layers with kernels ``kernels`` [(name, (in, out))] applied to ``rows``
+  rows, in the order a step runs them: the forwards first to last, then per layer, last to first, dX (left out for
+  the first layer when ``first_dx`` is False: its input is data or a constant, nothing asks for its gradient) and
+  dW (left out when ``dw`` is False: the weights are constants)."""
+  forward, backward = [], []
+  for i, (name, (n_in, n_out)) in enumerate(kernels):
+    tag = f"{prefix}/{name}"
+    x, w, dy = f"{tag}/x", f"{tag}/W", f"{tag}/dY"
+    forward.append(Product(f"{tag}/forward", (rows, n_in), (n_in, n_out), (1, 0), (x, w)))
+    layer = []
+    if first_dx or i > 0:
+      layer.append(Product(f"{tag}/dX", (rows, n_out), (n_in, n_out), (1, 1), (dy, w)))
+    if dw:
+      layer.append(Product(f"{tag}/dW", (rows, n_in), (rows, n_out), (0, 0), (x, dy)))
+    backward = layer + backward
+  return forward, backward
+
+
+def _kernels(params) -> list[tuple[str, tuple[int, int]]]:
+  """(layer name, kernel shape) of each Dense layer of a Flax params dict, in creation order."""
+  return [(name, tuple(leaf["kernel"].shape)) for name, leaf in params.items() if "kernel" in leaf]
+
+
+def square_product(n: int = 1024) -> list[Product]:
+  """The square probe: one n x n by n x n product (a shape every BLAS runs near its best)."""
+  return [Product(f"square{n}", (n, n), (n, n), (1, 0), ("a", "b"))]
+
+
+def step_products(setup, batch_size: int) -> list[Product]:
+  """Every matrix product of one training step of an MLP model (``train_step.ModelSetup``), by hand, in the
+  step's order:
+
+  encoder and decoder: each Dense layer's forward, dX and dW on the batch's B rows, less the encoder's first dX
+  (its input is the image). A model with a discriminator D (FactorVAE, RF-VAE) adds D's layers twice: in the
+  VAE's loss, TC_D(z) is D's forward and dX on B rows (the gradient reaches z; D's weights are constants there);
+  in D's own update, on the 2B rows [z, permuted z], forward, dW and dX less the first (z is a constant there)."""
+  if setup.model_cfg.arch != "mlp":
+    raise ValueError(f"the step-shapes probe is written for model.arch='mlp', not {setup.model_cfg.arch!r}")
+  shape = setup.module.image_shape
+  x = jnp.zeros((2, *shape), jnp.float32)
+  ids = jnp.zeros((2,), jnp.int32)
+  c = objectives.one_hot_condition(setup.spec, ids, setup.num_conditions)
+  params = jax.eval_shape(lambda: setup.module.init(jax.random.PRNGKey(0), x, c, ids))["params"]
+  b = batch_size
+  enc_f, enc_b = dense_products("encoder", _kernels(params["encoder"]), b, first_dx=False)
+  dec_f, dec_b = dense_products("decoder", _kernels(params["decoder"]), b)
+  if setup.disc is None:
+    return enc_f + dec_f + dec_b + enc_b
+  z = jnp.zeros((2, setup.model_cfg.latent_dim), jnp.float32)
+  disc = _kernels(jax.eval_shape(lambda: setup.disc.init(jax.random.PRNGKey(0), z))["params"])
+  tc_f, tc_b = dense_products("tc_d", disc, b, dw=False)
+  d_f, d_b = dense_products("disc_update", disc, 2 * b, first_dx=False)
+  return enc_f + dec_f + tc_f + tc_b + dec_b + enc_b + d_f + d_b
+
+
+def hlo_matmul_flops(hlo_text: str) -> float:
+  """2 x multiply-adds of every matrix product in an optimised HLO module (fusion bodies included): each ``dot``
+  whose result is a matrix with no axis of length 1 (matrix-vector sums, e.g. ``fast_ops.sum_per_example``, are
+  left out). Each instruction is counted once, so a loop body counts once."""
+  shapes = {}
+  for m in re.finditer(r"%([\w.\-]+) = f32\[([\d,]*)\]", hlo_text):
+    shapes[m.group(1)] = tuple(int(v) for v in m.group(2).split(",") if v)
+  total = 0.0
+  pattern = r"= f32\[([\d,]*)\]\{[\d,]*\} dot\(%([\w.\-]+), %[\w.\-]+\), lhs_contracting_dims=\{([\d,]*)\}"
+  for m in re.finditer(pattern, hlo_text):
+    out = tuple(int(v) for v in m.group(1).split(",") if v)
+    if len(out) != 2 or min(out) == 1:
+      continue
+    lhs = shapes[m.group(2)]
+    k = int(np.prod([lhs[int(d)] for d in m.group(3).split(",")]))
+    total += 2.0 * out[0] * out[1] * k
+  return total
+
+
+class StepMatmuls:
+  """The step-shapes probe: one jitted function that runs exactly ``products`` (float32, random operands, shared
+  between products as ``Product.operands`` says), one after another in the step's order (each product's operands
+  pass through an optimisation barrier with the previous result, so XLA runs them in sequence, as the step's
+  chain of layers does, and cannot merge or drop any). Its FLOP rate is the matmul peak a step of these shapes
+  can reach on this machine through XLA."""
+
+  def __init__(self, products: list[Product], seed: int = 0):
+    self.products = products
+    rng = np.random.default_rng(seed)
+    shapes: dict[str, tuple[int, int]] = {}
+    for p in products:
+      for name, shape in zip(p.operands, (p.lhs, p.rhs), strict=True):
+        assert shapes.setdefault(name, shape) == shape, (name, shape, shapes[name])
+    self.operands = {n: jnp.asarray(rng.standard_normal(s, np.float32)) for n, s in shapes.items()}
+
+    def run(arrays):
+      outs = []
+      prev = None
+      for p in products:
+        a, b = arrays[p.operands[0]], arrays[p.operands[1]]
+        if prev is not None:
+          prev, a, b = jax.lax.optimization_barrier((prev, a, b))
+        prev = jax.lax.dot_general(a, b, (((p.dims[0],), (p.dims[1],)), ((), ())))
+        outs.append(prev)
+      return outs
+
+    self.fn = jax.jit(run)
+    self.compiled = self.fn.lower(self.operands).compile()
+    jax.block_until_ready(self.fn(self.operands))
+
+  @property
+  def flops(self) -> int:
+    """Counted by hand: sum of 2 x multiply-adds of the products."""
+    return sum(p.flops for p in self.products)
+
+  def xla_flops(self) -> float:
+    """XLA's cost analysis of the compiled probe."""
+    cost = self.compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost.get("flops", float("nan")))
+
+  def seconds_per_call(self, seconds: float = 2.0, min_calls: int = 5) -> float:
+    """Median seconds of one call, calls repeated for >= ``seconds``."""
+    times = []
+    start = time.perf_counter()
+    while len(times) < min_calls or time.perf_counter() - start < seconds:
+      t = time.perf_counter()
+      jax.block_until_ready(self.fn(self.operands))
+      times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+  def gflops(self, seconds: float = 2.0, min_calls: int = 5) -> float:
+    """GFLOP/s over calls repeated for >= ``seconds`` (all the work over all the time, as ``call_rate``)."""
+    calls = 0
+    t0 = time.perf_counter()
+    while calls < min_calls or time.perf_counter() - t0 < seconds:
+      jax.block_until_ready(self.fn(self.operands))
+      calls += 1
+    return calls * self.flops / (time.perf_counter() - t0) / 1e9
+
+  def seconds_by_kind(self, seconds: float = 1.0) -> dict:
+    """Seconds of each kind of product (forward, dX, dW), each kind's products alone in a probe of their own."""
+    out = {}
+    for kind in ("forward", "dX", "dW"):
+      sub = [p for p in self.products if p.name.endswith("/" + kind)]
+      if sub:
+        out[kind] = StepMatmuls(sub).seconds_per_call(seconds)
+    return out
 
 
 def machine() -> dict:
   return {
+    "cpu_model": cpu_model(),
     "backend": jax.default_backend(),
     "devices": jax.device_count(),
     "cpu_count": os.cpu_count(),

@@ -1,6 +1,12 @@
 """Images per second of the pipeline's compiled train step for every model, XLA's FLOPs per image and the
 fraction of the machine's measured matmul peak; one JSON per model and batch size.
 
+The peak is the step-shapes probe (common.StepMatmuls): one jitted function running exactly the matrix products of
+one step (each Dense layer's forward, dX and dW at the step's shapes; FLOPs counted by hand, equal to XLA's cost
+analysis of the probe and to the matrix products in the step's own optimised HLO). A square 1024 matmul is
+reported beside it. Step and both probes are timed interleaved in one process (``--reps`` repetitions; medians
+of per-repetition ratios), so load on this shared machine falls on them alike.
+
   python benchmarks/throughput.py       # every model at batch 64, dcvae at 256 -> benchmarks/results/
   python benchmarks/throughput.py --runs=dcvae:64 --repeats=1 --out=/tmp/bench      # one figure
 
@@ -15,6 +21,7 @@ this shared 2-core machine a process now and then runs at half speed with no oth
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -28,11 +35,17 @@ sys.path.insert(0, HERE)
 import common  # noqa: E402
 
 MODELS = ("vae", "cvae", "beta_vae", "factor_vae", "rf_vae", "beta_tcvae", "dcvae")
-STEP_OPTIONS = ("steps_per_call", "num_models", "arch", "hidden", "latent_dim", "estimator", "seconds")
+STEP_OPTIONS = ("steps_per_call", "num_models", "arch", "hidden", "latent_dim", "estimator", "seconds", "reps")
 
 
 def measure(a, model: str, batch_size: int) -> dict:
-  """One configuration, timed in this process."""
+  """One configuration, timed in this process, interleaved with the two matmul probes.
+
+  Each of ``a.reps`` repetitions times the step (``a.seconds``), the step-shapes probe and the square probe
+  (``a.seconds / 2`` each) in rotating order, so that other processes' load falls on all three alike; the
+  fractions are medians of per-repetition ratios. fraction_of_peak = (XLA's FLOPs of one step x images/s) /
+  the step-shapes probe's GFLOP/s; matmul_time_share = the probe's time for one step's products / the step's
+  time (the share of the step that its matrix products would take at the probe's rate)."""
   config = common.bench_config(
     model,
     batch_size,
@@ -44,10 +57,28 @@ def measure(a, model: str, batch_size: int) -> dict:
   )
   trainer = common.CompiledTrainer(config, num_models=a.num_models)
   flops_per_image = trainer.flops_per_image()
-  per_call, compile_s = trainer.time_calls(a.steps_per_call, min_seconds=a.seconds)
+  per_call, compile_s = trainer.time_calls(a.steps_per_call, min_seconds=1.0, min_calls=1)
   images = a.num_models * a.steps_per_call * batch_size
-  peak = common.matmul_peak_gflops()
-  achieved = flops_per_image * images / per_call / 1e9
+  products = common.step_products(trainer.setup, batch_size)
+  probe = common.StepMatmuls(products)
+  square = common.StepMatmuls(common.square_product(1024))
+  matmul_flops_per_image = probe.flops / batch_size
+  rates = common.interleave(
+    {
+      "step_images_per_second": lambda: common.call_rate(
+        trainer, a.steps_per_call, a.num_models * batch_size, a.seconds
+      ),
+      "step_shapes_probe_gflops": lambda: probe.gflops(a.seconds / 2),
+      "square_probe_gflops": lambda: square.gflops(a.seconds / 2),
+    },
+    a.reps,
+    max_discards=0,
+  )
+  ips = np.asarray(rates["step_images_per_second"])
+  achieved = flops_per_image * ips / 1e9
+  step_peak = np.asarray(rates["step_shapes_probe_gflops"])
+  square_peak = np.asarray(rates["square_probe_gflops"])
+  by_kind = probe.seconds_by_kind(a.seconds / 4)
   return {
     "benchmark": "throughput",
     "model": model,
@@ -58,13 +89,28 @@ def measure(a, model: str, batch_size: int) -> dict:
     "estimator": a.estimator,
     "num_models": a.num_models,
     "steps_per_call": a.steps_per_call,
-    "images_per_second": images / per_call,
-    "seconds_per_step": per_call / a.steps_per_call,
+    "reps": a.reps,
+    "images_per_second": float(np.median(ips)),
+    "seconds_per_step": float(np.median(images / a.steps_per_call / ips)),
     "compile_seconds": compile_s,
     "flops_per_image": flops_per_image,
-    "achieved_gflops": achieved,
-    "matmul_peak_gflops": peak,
-    "fraction_of_peak": achieved / peak,
+    "achieved_gflops": float(np.median(achieved)),
+    "peak_probe": (
+      "step_shapes: one jitted function running every matrix product of one training step (each Dense layer's "
+      "forward, dX and dW with the step's shapes and dimension numbers, in sequence; common.step_products), "
+      "timed interleaved with the step in this process"
+    ),
+    "matmul_peak_gflops": float(np.median(step_peak)),
+    "fraction_of_peak": common.median_ratio(achieved, step_peak),
+    "matmul_flops_per_image": matmul_flops_per_image,
+    "matmul_flops_per_image_xla_probe": probe.xla_flops() / batch_size,
+    "matmul_time_share": common.median_ratio(matmul_flops_per_image * ips / 1e9, step_peak),
+    "matmul_peak_gflops_square": float(np.median(square_peak)),
+    "fraction_of_peak_square": common.median_ratio(achieved, square_peak),
+    "step_shapes_probe_seconds_by_kind": by_kind,
+    "step_shapes_probe_products": [dataclasses.asdict(p) for p in products],
+    "rates": common.summary(rates),
+    "load_in_process": common.load_info(rates),
     "machine": common.machine(),
   }
 
@@ -108,7 +154,8 @@ def main():
   p.add_argument("--hidden", default="512,256")
   p.add_argument("--latent_dim", type=int, default=10)
   p.add_argument("--estimator", default="mss")
-  p.add_argument("--seconds", type=float, default=5.0, help="timed calls per measurement, at least")
+  p.add_argument("--seconds", type=float, default=4.0, help="timed calls of the step per repetition, at least")
+  p.add_argument("--reps", type=int, default=5, help="interleaved repetitions of step and probes per process")
   p.add_argument("--one", default=None, help="MODEL:BATCH_SIZE: time it here, print its JSON as the last line")
   a = p.parse_args()
   if a.one:
@@ -123,8 +170,9 @@ def main():
       results[(model, batch)].append(res)
       print(
         f"[run {r}] {model} b{batch}: {res['images_per_second']:.0f} images/s, "
-        f"{res['fraction_of_peak']:.1%} of matmul peak ({res['achieved_gflops']:.1f} / "
-        f"{res['matmul_peak_gflops']:.1f} GFLOP/s), other processes "
+        f"{res['fraction_of_peak']:.1%} of the step-shapes matmul peak ({res['achieved_gflops']:.1f} / "
+        f"{res['matmul_peak_gflops']:.1f} GFLOP/s), {res['fraction_of_peak_square']:.1%} of the square one "
+        f"({res['matmul_peak_gflops_square']:.1f}), other processes "
         f"{res['load']['foreign_cpu_fraction_during']:.0%}",
         flush=True,
       )
@@ -133,6 +181,7 @@ def main():
     med = runs[int(np.argsort(ips)[len(ips) // 2])]
     med["images_per_second_runs"] = ips
     med["fraction_of_peak_runs"] = [r["fraction_of_peak"] for r in runs]
+    med["fraction_of_peak_square_runs"] = [r["fraction_of_peak_square"] for r in runs]
     med["kept"] = "the median run (by images/s) of images_per_second_runs"
     common.write_json(os.path.join(a.out, f"throughput_{model}_b{batch}.json"), med, echo=False)
     print(
