@@ -1,12 +1,14 @@
 """Losses on known inputs, checked against independent numpy computations."""
 
+from types import SimpleNamespace
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from dcvae_jax import errors
-from dcvae_jax.models import objectives
+from dcvae_jax.models import estimators, objectives
 from dcvae_jax.models import registry as models
 from tests.helpers import set_model, tiny_config
 
@@ -145,3 +147,184 @@ def test_a_model_reads_only_its_own_section(batch, name):
   if spec.section:
     own, _ = loss_with([spec.section])
     assert float(own) != float(base)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Known answers for the functions that the model-level tests above reach only through a whole model.
+
+
+def test_continuous_bernoulli_log_norm_is_log_l_over_tanh_half_l_on_both_branches():
+  """log C = log(l / tanh(l/2)), even in l and log 2 at 0, on the series branch (|l| < 0.1) and the exact one.
+
+  The series drops 2 l^6/30240 (< 1e-10 at |l| < 0.1), so it holds to float32 rounding (atol 1e-7), finer than
+  its own l^4/720 term (1.4e-7 at |l| = 0.1); the exact branch loses ~2e-7 to cancellation near |l| = 0.1
+  (atol 3e-7), and the series read at |l| = 1 would be 3e-5 off."""
+  l = np.array([-30, -5, -1.0, -0.5, -0.1, -0.0999, -0.05, 0.0, 0.01, 0.06, 0.0999, 0.1, 0.3, 1.0, 5, 30], np.float32)
+  a = np.abs(l.astype(np.float64))
+  safe = np.where(a == 0, 1, a)
+  want = np.where(a == 0, np.log(2.0), np.log(safe / np.tanh(safe / 2)))
+  got = np.asarray(objectives.continuous_bernoulli_log_norm(jnp.asarray(l)), np.float64)
+  series = a < 0.1
+  np.testing.assert_allclose(got[series], want[series], rtol=0, atol=1e-7)
+  np.testing.assert_allclose(got[~series], want[~series], rtol=1e-7, atol=3e-7)
+
+
+def test_continuous_bernoulli_mean_is_the_closed_form_on_both_branches():
+  """E[x] = 1/2 + 1/(2 tanh(l/2)) - 1/l, 1/2 at l = 0, on the series branch (|l| < 0.01: 1/2 + l/12, off by
+  l^3/720 < 2e-9) and the exact one (whose cancellation costs ~1e-6 at |l| = 0.05). The default likelihood is the
+  Bernoulli's sigmoid, and a Gaussian's mean is its output."""
+  l = np.array([-30, -5, -1.0, -0.3, -0.05, -0.0099, -0.005, 0.0, 0.005, 0.0099, 0.05, 0.3, 1.0, 5, 30], np.float32)
+  l64 = l.astype(np.float64)
+  safe = np.where(l64 == 0, 1, l64)
+  want = np.where(l64 == 0, 0.5, 0.5 + 0.5 / np.tanh(safe / 2) - 1 / safe)
+  np.testing.assert_allclose(objectives.mean_image(jnp.asarray(l), "continuous_bernoulli"), want, rtol=0, atol=5e-6)
+  np.testing.assert_allclose(objectives.mean_image(jnp.asarray(l)), 1 / (1 + np.exp(-l64)), rtol=1e-6)
+  np.testing.assert_array_equal(objectives.mean_image(jnp.asarray(l), "gaussian"), l)
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "continuous_bernoulli", "gaussian"])
+def test_is_density_truth_table(likelihood):
+  """Bernoulli: a mass exactly on binarised pixels; the densities: only on dequantised, not binarised, ones."""
+  for binarize in (False, True):
+    for dequantize in (False, True):
+      want = binarize if likelihood == "bernoulli" else dequantize and not binarize
+      got = objectives.is_density(likelihood, binarize=binarize, dequantize=dequantize)
+      assert got is want, (binarize, dequantize)
+
+
+def test_gaussian_logvar_fixed_is_twice_log_std_and_none_at_one_and_learned_passes_through():
+  cfg = lambda variance, std=1.0: SimpleNamespace(gaussian_variance=variance, gaussian_std=std, likelihood="gaussian")  # noqa: E731
+  learned = jnp.asarray([0.3, -0.2])
+  assert objectives.gaussian_logvar(cfg("fixed", 1.0), learned) is None
+  for std in (0.5, 2.0):
+    got = objectives.gaussian_logvar(cfg("fixed", std), learned)
+    assert got.dtype == jnp.float32 and got.shape == ()
+    np.testing.assert_allclose(got, 2 * np.log(std), rtol=1e-6)
+  assert objectives.gaussian_logvar(cfg("learned"), learned) is learned
+  assert objectives.likelihood_logvar(cfg("learned"), learned) is learned
+  assert (
+    objectives.likelihood_logvar(SimpleNamespace(likelihood="bernoulli", gaussian_variance="learned"), learned) is None
+  )
+
+
+def test_discriminator_input_is_z_or_relevance_times_z():
+  out = {"z": jnp.asarray([[1.0, -2.0, 3.0]]), "relevance": jnp.asarray([0.5, 2.0, 0.0])}
+  np.testing.assert_array_equal(objectives.discriminator_input(SimpleNamespace(relevance=False), out), out["z"])
+  np.testing.assert_array_equal(
+    objectives.discriminator_input(SimpleNamespace(relevance=True), out), [[0.5, -4.0, 0.0]]
+  )
+
+
+class _LinearDisc:
+  """A stand-in discriminator with known logits z @ W (W: its params, (d, 2))."""
+
+  def apply(self, params, z):
+    return z @ params
+
+
+def test_discriminator_tc_and_loss_are_the_numpy_cross_entropy_of_known_logits():
+  """TC_D = mean(logit_real - logit_perm); the loss is the mean two-class cross-entropy of the B real rows
+  (label 0) then the B column-permuted rows (label 1), and the accuracy the share of rows whose argmax is the
+  label. B = 5 != d = 3, so a mix-up of the batch and latent axes changes the shapes."""
+  rng = np.random.default_rng(3)
+  z = jnp.asarray(rng.normal(size=(5, 3)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(3, 2)), jnp.float32)
+  disc, key = _LinearDisc(), jax.random.PRNGKey(4)
+  real = np.asarray(z, np.float64) @ np.asarray(w, np.float64)
+  np.testing.assert_allclose(objectives.discriminator_tc(disc, w, z), np.mean(real[:, 0] - real[:, 1]), rtol=1e-5)
+
+  z_perm = np.asarray(estimators.permute_dims(z, key), np.float64)
+  logits = np.concatenate([real, z_perm @ np.asarray(w, np.float64)])
+  labels = np.repeat([0, 1], 5)
+  log_p = logits - np.logaddexp(logits[:, :1], logits[:, 1:])
+  loss, acc = objectives.discriminator_loss(disc, w, z, key)
+  np.testing.assert_allclose(loss, -np.mean(log_p[np.arange(10), labels]), rtol=1e-5)
+  np.testing.assert_allclose(acc, np.mean(np.argmax(logits, -1) == labels), rtol=1e-6)
+  assert 0 < float(acc) < 1  # the check above tells a flipped comparison apart
+
+
+def test_binary_entropy_is_the_clipped_closed_form():
+  """H(r) = -(r log r + (1-r) log(1-r)) with r clipped to [1e-7, 1 - 1e-7]: finite (~2e-6) at 0 and 1."""
+  r = np.array([0.0, 1e-9, 0.2, 0.5, 0.9, 1.0], np.float32)
+  rc = np.clip(r.astype(np.float64), 1e-7, 1 - 1e-7)
+  want = -(rc * np.log(rc) + (1 - rc) * np.log1p(-rc))
+  np.testing.assert_allclose(objectives.binary_entropy(jnp.asarray(r)), want, rtol=1e-5, atol=1e-6)
+
+
+def test_each_regularizer_is_its_weighted_sum_of_known_terms():
+  """vae: KL; beta_vae: beta KL; beta_tcvae / dcvae: alpha MI + tc_beta TC + gamma DWKL; factor_vae: KL +
+  gamma TC_D(z); rf_vae: mean_b sum_j lambda_j KL_bj + gamma TC_D(r z) + eta_s |r|_1 + eta_h sum_j H(r_j) with
+  lambda = lambda_max + (lambda_min - lambda_max) r. Every term and weight is distinct and != 1, and the batch
+  (4) differs from the latent size (3)."""
+  rng = np.random.default_rng(5)
+  z = rng.normal(size=(4, 3))
+  kl_dims = rng.random((4, 3)) + 0.1
+  r = np.array([0.2, 0.5, 0.9])
+  out = {
+    "kl": jnp.asarray(2.0),
+    "mi": jnp.asarray(0.3),
+    "tc": jnp.asarray(0.7),
+    "dwkl": jnp.asarray(1.1),
+    "z": jnp.asarray(z, jnp.float32),
+    "kl_dims": jnp.asarray(kl_dims, jnp.float32),
+    "relevance": jnp.asarray(r, jnp.float32),
+  }
+  w = SimpleNamespace(beta=4.0, alpha=1.5, tc_beta=6.0, gamma=2.5, lambda_min=0.5, lambda_max=3.0, eta_s=0.7, eta_h=1.3)
+  coef = np.array([0.3, -1.2, 2.0])
+  tc_d = lambda v: jnp.sum(jnp.asarray(coef, jnp.float32) * v) / 10 + 0.25  # noqa: E731
+  tc_np = lambda v: np.sum(coef * v) / 10 + 0.25  # noqa: E731
+
+  assert objectives.vae_regularizer(out, None, None) == (out["kl"], {})
+  reg, extra = objectives.beta_vae_regularizer(out, w, None)
+  np.testing.assert_allclose(reg, 8.0, rtol=1e-6)
+  assert extra == {}
+  reg, extra = objectives.decomposed_regularizer(out, w, None)
+  np.testing.assert_allclose(reg, 1.5 * 0.3 + 6.0 * 0.7 + 2.5 * 1.1, rtol=1e-6)
+  assert extra == {}
+
+  reg, extra = objectives.factor_vae_regularizer(out, w, tc_d)
+  assert set(extra) == {"tc_d"}
+  np.testing.assert_allclose(extra["tc_d"], tc_np(z), rtol=1e-5)
+  np.testing.assert_allclose(reg, 2.0 + 2.5 * tc_np(z), rtol=1e-5)
+
+  lam = 3.0 + (0.5 - 3.0) * r
+  weighted_kl = np.mean(np.sum(lam * kl_dims, axis=-1))
+  ent = np.sum(-(r * np.log(r) + (1 - r) * np.log1p(-r)))
+  reg, extra = objectives.rf_vae_regularizer(out, w, tc_d)
+  want = {"tc_d": tc_np(z * r), "weighted_kl": weighted_kl, "relevance_l1": np.sum(r), "relevance_entropy": ent}
+  assert set(extra) == set(want)
+  for k in want:
+    np.testing.assert_allclose(extra[k], want[k], rtol=1e-5, err_msg=k)
+  np.testing.assert_allclose(reg, weighted_kl + 2.5 * want["tc_d"] + 0.7 * np.sum(r) + 1.3 * ent, rtol=1e-5)
+
+
+def test_continuous_bernoulli_recon_is_minus_the_log_density():
+  """-log CB(x; lambda) = -[x log lambda + (1-x) log(1-lambda)] - log C(lambda), C = 2 artanh(1-2 lambda) / (1-2
+  lambda), on grey levels; the default likelihood is the Bernoulli (the same cross-entropy without log C)."""
+  rng = np.random.default_rng(6)
+  logits = rng.normal(scale=2.0, size=(2, 3, 3, 1)).astype(np.float32)
+  x = rng.random((2, 3, 3, 1)).astype(np.float32)
+  lam = 1 / (1 + np.exp(-logits.astype(np.float64)))
+  log_c = np.log(2 * np.arctanh(1 - 2 * lam) / (1 - 2 * lam))
+  want = (np_bce(logits.astype(np.float64), x) - log_c).sum((1, 2, 3))
+  got = objectives.recon_nll(jnp.asarray(logits), jnp.asarray(x), "continuous_bernoulli")
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  np.testing.assert_allclose(
+    objectives.recon_nll(jnp.asarray(logits), jnp.asarray(x)), np_bce(logits, x).sum((1, 2, 3)), rtol=1e-5
+  )
+
+
+def test_gaussian_recon_with_a_log_variance_is_the_normal_density():
+  """0.5 (x - m)^2 / sigma^2 + 0.5 (log sigma^2 + log 2 pi) per pixel, for a per-pixel and a scalar log sigma^2."""
+  rng = np.random.default_rng(7)
+  mean = rng.normal(size=(2, 3, 4, 1)).astype(np.float32)
+  x = rng.random((2, 3, 4, 1)).astype(np.float32)
+  for logvar in (rng.normal(size=(3, 4, 1)).astype(np.float32), np.float32(-0.7)):
+    want = (0.5 * (x - mean) ** 2 / np.exp(logvar) + 0.5 * (logvar + np.log(2 * np.pi))).sum((1, 2, 3))
+    got = objectives.recon_nll(jnp.asarray(mean), jnp.asarray(x), "gaussian", jnp.asarray(logvar))
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_an_unknown_likelihood_is_named_in_the_error():
+  with pytest.raises(ValueError, match="unknown likelihood 'poisson'"):
+    objectives.recon_nll(jnp.zeros((1, 2)), jnp.zeros((1, 2)), "poisson")
