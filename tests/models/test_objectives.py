@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dcvae_jax import errors
-from dcvae_jax.models import estimators, objectives
+from dcvae_jax.models import estimators, networks, objectives
 from dcvae_jax.models import registry as models
 from tests.helpers import set_model, tiny_config
 
@@ -49,8 +49,9 @@ def _loss(name, x, cond, *, num_conditions=2, **hp):
   return _loss_of(set_model(tiny_config(name), **hp), x, cond, num_conditions=num_conditions, full=True)
 
 
-def _loss_of(config, x, cond, *, num_conditions=2, full=False):
-  """model_loss of ``config``'s model on (x, cond), with params, rng and discriminator drawn from fixed keys."""
+def _loss_of(config, x, cond, *, num_conditions=2, full=False, eps=None):
+  """model_loss of ``config``'s model on (x, cond), with params, rng and discriminator drawn from fixed keys (and
+  the batch's noise ``eps``, when given)."""
   name = config.model.name
   spec = models.get_model(name)
   module = models.make_module(spec, config.model, x.shape[1:], num_conditions)
@@ -63,7 +64,7 @@ def _loss_of(config, x, cond, *, num_conditions=2, full=False):
   loss, (terms, out) = objectives.model_loss(
     models.ModelParts(spec, module, config.model, num_conditions, disc=disc),
     params,
-    objectives.Batch(x, cond),
+    objectives.Batch(x, cond, eps),
     objectives.DataStats(1000.0, jnp.array([500.0, 500.0])),
     disc_params,
     rng=jax.random.PRNGKey(2),
@@ -89,6 +90,8 @@ def test_vae_terms_are_recon_plus_analytic_kl(batch):
   np.testing.assert_allclose(terms["recon"], rec, rtol=1e-4)
   np.testing.assert_allclose(loss, rec + kl, rtol=1e-4)
   np.testing.assert_allclose(terms["elbo"], rec + kl, rtol=1e-4)
+  assert set(terms) == {"loss", "recon", "kl", "elbo", "mi", "tc", "dwkl"}
+  assert terms["loss"] is loss
 
 
 def test_beta_vae_weights_the_kl(batch):
@@ -328,3 +331,112 @@ def test_gaussian_recon_with_a_log_variance_is_the_normal_density():
 def test_an_unknown_likelihood_is_named_in_the_error():
   with pytest.raises(ValueError, match="unknown likelihood 'poisson'"):
     objectives.recon_nll(jnp.zeros((1, 2)), jnp.zeros((1, 2)), "poisson")
+
+
+def _module_and_params(name, x, cond, num_conditions=2, config=None):
+  config = config or tiny_config(name)
+  spec = models.get_model(name)
+  module = models.make_module(spec, config.model, x.shape[1:], num_conditions)
+  params = module.init(jax.random.PRNGKey(0), x, objectives.one_hot_condition(spec, cond, num_conditions), cond)
+  return spec, module, params
+
+
+def test_one_hot_condition_is_the_identity_rows_of_the_conditions_or_none():
+  cond = jnp.asarray([1, 0, 2, 1])
+  np.testing.assert_array_equal(
+    objectives.one_hot_condition(models.get_model("cvae"), cond, 3), np.eye(3)[[1, 0, 2, 1]]
+  )
+  np.testing.assert_array_equal(objectives.one_hot_condition(models.get_model("cvae"), cond * 0, 1), np.ones((4, 1)))
+  assert objectives.one_hot_condition(models.get_model("vae"), cond, 3) is None
+
+
+@pytest.mark.parametrize("name", ["vae", "cvae"])
+def test_forward_is_encode_reparameterise_decode(batch, name):
+  """z = mu + exp(logvar / 2) eps with the given eps (or eps = normal(rng) when none), the decoder's output of
+  that z, and the prior, relevance and observation log-variance of the module, under one-hot conditions."""
+  x, cond = batch
+  spec, module, params = _module_and_params(name, x, cond)
+  c = jax.nn.one_hot(cond, 2) if spec.conditional else None
+  mu, logvar = module.apply(params, x, c, method=networks.VAE.encode)
+  eps = jax.random.normal(jax.random.PRNGKey(9), mu.shape)
+  out = objectives.forward(spec, module, params, x, cond, None, 2, eps=eps)
+  z = np.asarray(mu) + np.exp(0.5 * np.asarray(logvar)) * np.asarray(eps)
+  assert set(out) == {"mu", "logvar", "z", "eps", "logits", "prior_mu", "prior_logvar", "relevance", "cond_ids"} | {
+    "obs_logvar"
+  }
+  np.testing.assert_allclose(out["mu"], mu, rtol=1e-6)
+  np.testing.assert_allclose(out["logvar"], logvar, rtol=1e-6)
+  assert out["eps"] is eps and out["cond_ids"] is cond
+  np.testing.assert_allclose(out["z"], z, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    out["logits"], module.apply(params, jnp.asarray(z), c, method=networks.VAE.decode), atol=1e-5
+  )
+  prior_mu, prior_logvar = module.apply(params, cond, method=networks.VAE.prior)
+  np.testing.assert_array_equal(out["prior_mu"], prior_mu)
+  np.testing.assert_array_equal(out["prior_logvar"], prior_logvar)
+  np.testing.assert_array_equal(out["relevance"], module.apply(params, method=networks.VAE.relevance_vector))
+  np.testing.assert_array_equal(out["obs_logvar"], module.apply(params, method=networks.VAE.obs_logvar))
+  drawn = objectives.forward(spec, module, params, x, cond, jax.random.PRNGKey(3), 2)
+  np.testing.assert_array_equal(drawn["eps"], jax.random.normal(jax.random.PRNGKey(3), mu.shape))
+
+
+def test_model_loss_takes_the_batch_noise_and_the_learned_gaussian_variance(batch):
+  """With the batch's eps, z = mu + sigma eps; with a learned per-pixel variance the recon term is the normal
+  density under the module's observation log-variance."""
+  x, cond = batch
+  config = set_model(tiny_config("vae"), likelihood="gaussian", gaussian_variance="per_pixel")
+  eps = jax.random.normal(jax.random.PRNGKey(9), (x.shape[0], config.model.latent_dim))
+  loss, terms, out = _loss_of(config, x, cond, full=True, eps=eps)
+  assert out["eps"] is eps
+  z = np.asarray(out["mu"]) + np.exp(0.5 * np.asarray(out["logvar"])) * np.asarray(eps)
+  np.testing.assert_allclose(out["z"], z, rtol=1e-5, atol=1e-6)
+  m, lv, xs = (np.asarray(a, np.float64) for a in (out["logits"], out["obs_logvar"], x))
+  rec = (0.5 * (xs - m) ** 2 / np.exp(lv) + 0.5 * (lv + np.log(2 * np.pi))).sum((1, 2, 3)).mean()
+  np.testing.assert_allclose(terms["recon"], rec, rtol=1e-5)
+
+
+def test_decompose_is_the_estimator_on_the_batch_or_the_mean_over_its_shards():
+  """Unconditional: N and no conditions; conditional: the counts N_c and the condition ids; eps, when out carries
+  it, reaches the estimator (here an eps that z, mu, logvar do not imply, so that it shows); groups = 2: the mean
+  of the two halves' estimates."""
+  rng = np.random.default_rng(8)
+  b, d = 8, 3
+  out = {
+    "z": rng.normal(size=(b, d)),
+    "mu": rng.normal(size=(b, d)),
+    "logvar": rng.normal(scale=0.3, size=(b, d)),
+    "prior_mu": rng.normal(size=(b, d)),
+    "prior_logvar": rng.normal(scale=0.3, size=(b, d)),
+    "cond_ids": np.arange(b) % 2,
+  }
+  out = {k: jnp.asarray(v) for k, v in out.items()}
+  counts = jnp.asarray([300.0, 500.0])
+
+  def want(o, conditional, **kw):
+    return estimators.elbo_decomposition(
+      o["z"],
+      o["mu"],
+      o["logvar"],
+      dataset_size=counts if conditional else 1000.0,
+      method=kw.get("method", "mws"),
+      conditions=o["cond_ids"] if conditional else None,
+      prior_mu=o["prior_mu"],
+      prior_logvar=o["prior_logvar"],
+      eps=o.get("eps"),
+    )
+
+  def check(got, expected):
+    assert set(got) == {"mi", "tc", "dwkl"}
+    for k in expected:
+      np.testing.assert_allclose(got[k], expected[k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+  with_eps = dict(out, eps=jnp.asarray(rng.normal(size=(b, d))))
+  for conditional in (False, True):
+    spec = SimpleNamespace(conditional=conditional)
+    for o in (out, with_eps):
+      got = objectives.decompose(spec, o, dataset_size=1000.0, condition_counts=counts, method="mws")
+      check(got, want(o, conditional))
+    halves = [want({k: v[i * 4 : (i + 1) * 4] for k, v in out.items()}, conditional) for i in (0, 1)]
+    got = objectives.decompose(spec, out, dataset_size=1000.0, condition_counts=counts, method="mws", groups=2)
+    check(got, {k: (halves[0][k] + halves[1][k]) / 2 for k in halves[0]})
+  assert not np.isclose(float(want(with_eps, False)["mi"]), float(want(out, False)["mi"]))
