@@ -200,7 +200,8 @@ def test_gaussian_logvar_fixed_is_twice_log_std_and_none_at_one_and_learned_pass
   learned = jnp.asarray([0.3, -0.2])
   assert objectives.gaussian_logvar(cfg("fixed", 1.0), learned) is None
   for std in (0.5, 2.0):
-    got = objectives.gaussian_logvar(cfg("fixed", std), learned)
+    with jax.enable_x64(True):  # float32 even where JAX's default float is float64
+      got = objectives.gaussian_logvar(cfg("fixed", std), learned)
     assert got.dtype == jnp.float32 and got.shape == ()
     np.testing.assert_allclose(got, 2 * np.log(std), rtol=1e-6)
   assert objectives.gaussian_logvar(cfg("learned"), learned) is learned
@@ -378,6 +379,8 @@ def test_forward_is_encode_reparameterise_decode(batch, name):
   np.testing.assert_array_equal(out["obs_logvar"], module.apply(params, method=networks.VAE.obs_logvar))
   drawn = objectives.forward(spec, module, params, x, cond, jax.random.PRNGKey(3), 2)
   np.testing.assert_array_equal(drawn["eps"], jax.random.normal(jax.random.PRNGKey(3), mu.shape))
+  with jax.enable_x64(True):  # the drawn noise takes the encoder's dtype, not JAX's default float
+    assert objectives.forward(spec, module, params, x, cond, jax.random.PRNGKey(3), 2)["eps"].dtype == jnp.float32
 
 
 def test_model_loss_takes_the_batch_noise_and_the_learned_gaussian_variance(batch):
