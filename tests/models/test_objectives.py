@@ -443,3 +443,27 @@ def test_decompose_is_the_estimator_on_the_batch_or_the_mean_over_its_shards():
     got = objectives.decompose(spec, out, dataset_size=1000.0, condition_counts=counts, method="mws", groups=2)
     check(got, {k: (halves[0][k] + halves[1][k]) / 2 for k in halves[0]})
   assert not np.isclose(float(want(with_eps, False)["mi"]), float(want(out, False)["mi"]))
+
+
+def test_kl_is_the_analytic_kl_to_the_learned_prior_rows(batch):
+  """dcvae with a learned prior moved off its N(0, I) init: kl = mean_b sum_j KL(N(mu, e^logvar) || N(m_c, e^s_c))
+  with (m_c, s_c) the prior's row of each example's condition c."""
+  x, cond = batch
+  config = tiny_config("dcvae")
+  spec, module, params = _module_and_params("dcvae", x, cond, config=config)
+  rng = np.random.default_rng(10)
+  prior_mu, prior_logvar = rng.normal(size=(2, 4)), rng.normal(scale=0.5, size=(2, 4))
+  moved = {"prior_mu": jnp.asarray(prior_mu, jnp.float32), "prior_logvar": jnp.asarray(prior_logvar, jnp.float32)}
+  params = {**params, "params": {**params["params"], **moved}}
+  loss, (terms, out) = objectives.model_loss(
+    models.ModelParts(spec, module, config.model, 2),
+    params,
+    objectives.Batch(x, cond),
+    objectives.DataStats(1000.0, jnp.array([500.0, 500.0])),
+    rng=jax.random.PRNGKey(2),
+  )
+  mu, logvar = np.asarray(out["mu"], np.float64), np.asarray(out["logvar"], np.float64)
+  m, s = prior_mu[np.asarray(cond)], prior_logvar[np.asarray(cond)]
+  kl = 0.5 * (s - logvar + (np.exp(logvar) + (mu - m) ** 2) / np.exp(s) - 1)
+  np.testing.assert_allclose(out["kl_dims"], kl, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(terms["kl"], kl.sum(-1).mean(), rtol=1e-4)
