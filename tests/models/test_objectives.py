@@ -455,7 +455,7 @@ def test_kl_is_the_analytic_kl_to_the_learned_prior_rows(batch):
   prior_mu, prior_logvar = rng.normal(size=(2, 4)), rng.normal(scale=0.5, size=(2, 4))
   moved = {"prior_mu": jnp.asarray(prior_mu, jnp.float32), "prior_logvar": jnp.asarray(prior_logvar, jnp.float32)}
   params = {**params, "params": {**params["params"], **moved}}
-  loss, (terms, out) = objectives.model_loss(
+  _, (terms, out) = objectives.model_loss(
     models.ModelParts(spec, module, config.model, 2),
     params,
     objectives.Batch(x, cond),
