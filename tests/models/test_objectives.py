@@ -467,3 +467,19 @@ def test_kl_is_the_analytic_kl_to_the_learned_prior_rows(batch):
   kl = 0.5 * (s - logvar + (np.exp(logvar) + (mu - m) ** 2) / np.exp(s) - 1)
   np.testing.assert_allclose(out["kl_dims"], kl, rtol=1e-4, atol=1e-6)
   np.testing.assert_allclose(terms["kl"], kl.sum(-1).mean(), rtol=1e-4)
+
+
+def test_the_discriminator_models_log_their_regularizer_terms(batch):
+  """factor_vae: loss = recon + KL + gamma TC_D, TC_D logged as tc_d; rf_vae: loss = recon + weighted KL +
+  gamma TC_D(r z) + eta_s |r|_1 + eta_h H(r), each term logged, the weighted KL and |r|_1 recomputed here."""
+  x, cond = batch
+  loss, t, _ = _loss("factor_vae", x, cond, gamma=3.0)
+  np.testing.assert_allclose(loss, t["recon"] + t["kl"] + 3.0 * t["tc_d"], rtol=1e-5)
+  loss, t, out = _loss("rf_vae", x, cond)
+  w = tiny_config("rf_vae").model.rf_vae
+  r = np.asarray(out["relevance"], np.float64)
+  lam = w.lambda_max + (w.lambda_min - w.lambda_max) * r
+  np.testing.assert_allclose(t["weighted_kl"], np.mean(np.sum(lam * np.asarray(out["kl_dims"]), -1)), rtol=1e-5)
+  np.testing.assert_allclose(t["relevance_l1"], r.sum(), rtol=1e-6)
+  reg = t["weighted_kl"] + w.gamma * t["tc_d"] + w.eta_s * t["relevance_l1"] + w.eta_h * t["relevance_entropy"]
+  np.testing.assert_allclose(loss, t["recon"] + reg, rtol=1e-5)
