@@ -49,9 +49,9 @@ def _loss(name, x, cond, *, num_conditions=2, **hp):
   return _loss_of(set_model(tiny_config(name), **hp), x, cond, num_conditions=num_conditions, full=True)
 
 
-def _loss_of(config, x, cond, *, num_conditions=2, full=False, eps=None):
+def _loss_of(config, x, cond, *, num_conditions=2, full=False, eps=None, groups=1):
   """model_loss of ``config``'s model on (x, cond), with params, rng and discriminator drawn from fixed keys (and
-  the batch's noise ``eps``, when given)."""
+  the batch's noise ``eps``, when given; ``groups`` estimator shards)."""
   name = config.model.name
   spec = models.get_model(name)
   module = models.make_module(spec, config.model, x.shape[1:], num_conditions)
@@ -62,7 +62,7 @@ def _loss_of(config, x, cond, *, num_conditions=2, full=False, eps=None):
     disc = models.make_discriminator(spec, config.model)
     disc_params = disc.init(jax.random.PRNGKey(1), jnp.zeros((1, config.model.latent_dim)))
   loss, (terms, out) = objectives.model_loss(
-    models.ModelParts(spec, module, config.model, num_conditions, disc=disc),
+    models.ModelParts(spec, module, config.model, num_conditions, groups=groups, disc=disc),
     params,
     objectives.Batch(x, cond, eps),
     objectives.DataStats(1000.0, jnp.array([500.0, 500.0])),
@@ -483,3 +483,24 @@ def test_the_discriminator_models_log_their_regularizer_terms(batch):
   np.testing.assert_allclose(t["relevance_l1"], r.sum(), rtol=1e-6)
   reg = t["weighted_kl"] + w.gamma * t["tc_d"] + w.eta_s * t["relevance_l1"] + w.eta_h * t["relevance_entropy"]
   np.testing.assert_allclose(loss, t["recon"] + reg, rtol=1e-5)
+
+
+def test_model_loss_decomposes_per_shard_with_groups(batch):
+  """groups = 2 (model.tc_scope="local" on two devices): mi, tc and dwkl are the means of the two half-batches'
+  estimates, with the batch's own noise."""
+  x, cond = batch
+  config = tiny_config("beta_tcvae")
+  _, terms, out = _loss_of(config, x, cond, full=True, groups=2)
+  halves = [
+    estimators.elbo_decomposition(
+      *(out[k][i * 8 : (i + 1) * 8] for k in ("z", "mu", "logvar")),
+      dataset_size=1000.0,
+      method=config.model.estimator,
+      prior_mu=out["prior_mu"][i * 8 : (i + 1) * 8],
+      prior_logvar=out["prior_logvar"][i * 8 : (i + 1) * 8],
+      eps=out["eps"][i * 8 : (i + 1) * 8],
+    )
+    for i in (0, 1)
+  ]
+  for k in ("mi", "tc", "dwkl"):
+    np.testing.assert_allclose(terms[k], (halves[0][k] + halves[1][k]) / 2, rtol=1e-5, atol=1e-6, err_msg=k)
