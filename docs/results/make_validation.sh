@@ -76,8 +76,9 @@ mean, std = r["auroc_by_score"], r["auroc_std_by_score"]
 print("| mean +- std | " + " | ".join(f"{mean[s]:.3f} +- {std[s]:.3f}" for s in scores) + " |\n")
 PYEOF
     done
-    ALL="$CANDIDATES $WIDER"
-    if compgen -G "$ROOT/fashion_mnist-one_vs_rest-50ep-gpp+l32/results.json" > /dev/null; then
+    ALL="$CANDIDATES"  # the wider search's rows that were run
+    for W in $WIDER; do [ -f "$ROOT/fashion_mnist-one_vs_rest-50ep-$W/results.json" ] && ALL="$ALL $W"; done
+    if [ "$ALL" != "$CANDIDATES" ]; then
       read -r ROW SCORE <<< "$($T $ROOT fashion_mnist one_vs_rest 50 --rows="${ALL// /,}" --choose)"
       SEEDS=""
       for S in s1 s2; do [ -f "$ROOT/fashion_mnist-one_vs_rest-50ep-$ROW+$S/results.json" ] && SEEDS="$SEEDS,$ROW+$S"; done
