@@ -53,7 +53,9 @@ case ${1:-tables} in
     EXTRA="$IW --config.protocol.score=$SCORE" docs/results/ablation.sh fashion_mnist one_vs_rest 50 "$ROW+s1" "$ROW+s2"
     ;;
   tables)
+    ran() { compgen -G "$ROOT/$1-$2-$3ep-*/results.json" > /dev/null || { echo "($1 $2: not run in $ROOT)"; false; }; }
     for D in mnist fashion_mnist; do
+      ran $D one_vs_rest 50 || continue
       read -r ROW SCORE <<< "$(choose $D one_vs_rest 50)"
       PAIRED=""
       for C in $CANDIDATES; do [ "$C" = "$ROW" ] || PAIRED="$PAIRED --paired $C $ROW $SCORE"; done
@@ -62,6 +64,7 @@ case ${1:-tables} in
         --json=docs/results/validation_${D}_one_vs_rest.json
     done
     for D in fashion_mnist mnist; do
+      ran $D one_vs_rest 50 && ran $D ood 50 || continue
       read -r ROW SCORE <<< "$(choose $D one_vs_rest 50)"
       $T $ROOT $D ood 50 --validation --rows="$ROW+n3" --json=docs/results/validation_${D}_ood.json
       $PY - "$ROOT/$D-ood-50ep-$ROW+n3/results.json" <<'PYEOF'
@@ -78,17 +81,19 @@ PYEOF
     done
     ALL="$CANDIDATES"  # the wider search's rows that were run
     for W in $WIDER; do [ -f "$ROOT/fashion_mnist-one_vs_rest-50ep-$W/results.json" ] && ALL="$ALL $W"; done
-    if [ "$ALL" != "$CANDIDATES" ]; then
+    HAVE=1  # the wider choice is made among all the rows: the three candidates' must be there too
+    for C in $CANDIDATES; do [ -f "$ROOT/fashion_mnist-one_vs_rest-50ep-$C/results.json" ] || HAVE=0; done
+    if [ "$ALL" != "$CANDIDATES" ] && [ $HAVE = 1 ]; then
       read -r ROW SCORE <<< "$($T $ROOT fashion_mnist one_vs_rest 50 --rows="${ALL// /,}" --choose)"
       SEEDS=""
       for S in s1 s2; do [ -f "$ROOT/fashion_mnist-one_vs_rest-50ep-$ROW+$S/results.json" ] && SEEDS="$SEEDS,$ROW+$S"; done
       $T $ROOT fashion_mnist one_vs_rest 50 --validation --rows="${ALL// /,}$SEEDS" --seeds="$ROW" \
         --json=docs/results/validation_fashion_mnist_one_vs_rest_wider.json
     else
-      echo "(fashion_mnist one-vs-rest, wider search: not run)"
+      echo "(fashion_mnist one-vs-rest, wider search: not run, or the three candidates' rows are not in $ROOT)"
     fi
     for D in mnist fashion_mnist; do
-      compgen -G "$ROOT/$D-leave_one_out-10ep-*/results.json" > /dev/null || { echo "($D leave-one-out: not run)"; continue; }
+      ran $D leave_one_out 10 || continue
       read -r ROW SCORE <<< "$(choose $D leave_one_out 10)"
       $T $ROOT $D leave_one_out 10 --validation --rows="${CANDIDATES// /,},$ROW+s1,$ROW+s2" --seeds="$ROW" \
         --json=docs/results/validation_${D}_leave_one_out.json
