@@ -126,6 +126,18 @@ PYEOF
       for S in s1 s2; do [ -f "$ROOT/$D-leave_one_out-50ep-$ROW+$S/results.json" ] && S50="$S50,$ROW+$S"; done
       $T $ROOT $D leave_one_out 50 --validation --rows="$ROW$S50" --seeds="$ROW" \
         --json=docs/results/validation_${D}_leave_one_out_50ep.json
+      $PY - "$ROOT" "$D" "$ROW" "$SCORE" <<'PYEOF'
+import json, os, sys  # per-class test AUROC of the row at 50 epochs minus 10 epochs, seed by seed (paired t)
+from dcvae_jax.report.ablation import _print_paired
+root, d, row, score = sys.argv[1:]
+rows = {}
+for ep in (10, 50):
+  for s in ("", "+s1", "+s2"):
+    path = f"{root}/{d}-leave_one_out-{ep}ep-{row}{s}/results.json"
+    if os.path.exists(path):
+      rows[f"{row}@{ep}ep{s}"] = json.load(open(path))
+_print_paired(rows, f"{row}@10ep", f"{row}@50ep", score)
+PYEOF
     done
     ;;
   *) echo "usage: $0 run|tables" >&2; exit 2 ;;
