@@ -54,9 +54,10 @@ case ${1:-tables} in
       read -r ROW SCORE <<< "$(choose $D leave_one_out 10)"
       EXTRA="$IW --config.protocol.score=auto" docs/results/ablation.sh $D leave_one_out 50 "$ROW"
       read -r EP SCORE <<< "$($PY - "$ROOT/$D-leave_one_out-10ep-$ROW" "$ROOT/$D-leave_one_out-50ep-$ROW" <<'PYEOF'
-import json, sys  # "EPOCHS SCORE": 50 only if its best mean validation AUROC beats the 10-epoch row's
-best = [max(json.load(open(wd + "/results.json"))["val_auroc_by_score"].items(), key=lambda kv: kv[1]) for wd in sys.argv[1:]]
-print(f"50 {best[1][0]}" if best[1][1] > best[0][1] else f"10 {best[0][0]}")
+import json, sys  # "EPOCHS SCORE" as ablation --choose picks them: 50 only if it beats 10 (a tie keeps 10)
+from dcvae_jax.report.ablation import choose_on_validation
+rows = {ep: json.load(open(wd + "/results.json")) for ep, wd in zip(("10", "50"), sys.argv[1:], strict=True)}
+print(*choose_on_validation(rows)[:2])
 PYEOF
 )"
       echo "$D leave_one_out, $ROW at 10 or 50 epochs: validation chose $EP epochs, score $SCORE"
@@ -121,7 +122,8 @@ PYEOF
     done
     for D in $LONG_LOO; do
       ran $D leave_one_out 50 || continue
-      read -r ROW SCORE <<< "$(choose $D leave_one_out 10)"
+      read -r ROW _ <<< "$(choose $D leave_one_out 10)"
+      read -r _ SCORE <<< "$($T $ROOT $D leave_one_out 50 --rows="$ROW" --choose)"  # the 50-epoch row's own score
       S50=""
       for S in s1 s2; do [ -f "$ROOT/$D-leave_one_out-50ep-$ROW+$S/results.json" ] && S50="$S50,$ROW+$S"; done
       $T $ROOT $D leave_one_out 50 --validation --rows="$ROW$S50" --seeds="$ROW" \
