@@ -19,6 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 export ROOT=${ROOT:-/tmp/dcvae_validation}
 export DATA=${DATA:-../shared/data}
+OUT=${OUT:-docs/results}  # where `tables` writes its JSON
 PY=${PY:-.venv/bin/python}
 export PY
 T="$PY -m dcvae_jax.report.ablation"
@@ -80,12 +81,12 @@ PYEOF
       for C in $CANDIDATES; do [ "$C" = "$ROW" ] || PAIRED="$PAIRED --paired $C $ROW $SCORE"; done
       # shellcheck disable=SC2086
       $T $ROOT $D one_vs_rest 50 --validation --rows="${CANDIDATES// /,},$ROW+s1,$ROW+s2" --seeds="$ROW" $PAIRED \
-        --json=docs/results/validation_${D}_one_vs_rest.json
+        --json=$OUT/validation_${D}_one_vs_rest.json
     done
     for D in fashion_mnist mnist; do
       ran $D one_vs_rest 50 && ran $D ood 50 || continue
       read -r ROW SCORE <<< "$(choose $D one_vs_rest 50)"
-      $T $ROOT $D ood 50 --validation --rows="$ROW+n3" --json=docs/results/validation_${D}_ood.json
+      $T $ROOT $D ood 50 --validation --rows="$ROW+n3" --json=$OUT/validation_${D}_ood.json
       $PY - "$ROOT/$D-ood-50ep-$ROW+n3/results.json" <<'PYEOF'
 import json, sys  # each seed's test AUROC (the seeds are the runs of one job), then mean +- population std
 r = json.load(open(sys.argv[1]))
@@ -107,7 +108,7 @@ PYEOF
       SEEDS=""
       for S in s1 s2; do [ -f "$ROOT/fashion_mnist-one_vs_rest-50ep-$ROW+$S/results.json" ] && SEEDS="$SEEDS,$ROW+$S"; done
       $T $ROOT fashion_mnist one_vs_rest 50 --validation --rows="${ALL// /,}$SEEDS" --seeds="$ROW" \
-        --json=docs/results/validation_fashion_mnist_one_vs_rest_wider.json
+        --json=$OUT/validation_fashion_mnist_one_vs_rest_wider.json
     else
       echo "(fashion_mnist one-vs-rest, wider search: not run, or the three candidates' rows are not in $ROOT)"
     fi
@@ -118,7 +119,7 @@ PYEOF
       for C in $CANDIDATES; do [ "$C" = "$ROW" ] || PAIRED="$PAIRED --paired $C $ROW $SCORE"; done
       # shellcheck disable=SC2086
       $T $ROOT $D leave_one_out 10 --validation --rows="${CANDIDATES// /,},$ROW+s1,$ROW+s2" --seeds="$ROW" $PAIRED \
-        --json=docs/results/validation_${D}_leave_one_out.json
+        --json=$OUT/validation_${D}_leave_one_out.json
     done
     for D in $LONG_LOO; do
       ran $D leave_one_out 50 || continue
@@ -127,7 +128,7 @@ PYEOF
       S50=""
       for S in s1 s2; do [ -f "$ROOT/$D-leave_one_out-50ep-$ROW+$S/results.json" ] && S50="$S50,$ROW+$S"; done
       $T $ROOT $D leave_one_out 50 --validation --rows="$ROW$S50" --seeds="$ROW" \
-        --json=docs/results/validation_${D}_leave_one_out_50ep.json
+        --json=$OUT/validation_${D}_leave_one_out_50ep.json
       $PY - "$ROOT" "$D" "$ROW" "$SCORE" <<'PYEOF'
 import json, os, sys  # per-class test AUROC of the row at 50 epochs minus 10 epochs, seed by seed (paired t)
 from dcvae_jax.report.ablation import _print_paired

@@ -1,0 +1,128 @@
+"""docs/results/ablation.sh and make_validation.sh, the study's shell scripts: which flags each row's name becomes,
+where its workdir goes, bad rows refused, and the validation tables written from results.json files (no training:
+ablation.sh's Python is a stub that records its arguments; the tables read hand-written results)."""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+ABLATION = REPO / "docs" / "results" / "ablation.sh"
+VALIDATION = REPO / "docs" / "results" / "make_validation.sh"
+
+
+def _stub_python(tmp_path: Path) -> Path:
+  """A stand-in for `python`: appends its arguments (one line per call) to calls.txt and creates --workdir."""
+  stub = tmp_path / "stub_python"
+  stub.write_text(
+    "#!/usr/bin/env bash\n"
+    f'echo "$*" >> {tmp_path}/calls.txt\n'
+    'for a in "$@"; do case $a in --workdir=*) mkdir -p "${a#--workdir=}" ;; esac; done\n'
+  )
+  stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
+  return stub
+
+
+def _run(script, args, env, cwd=REPO):
+  return subprocess.run(
+    ["bash", str(script), *args], cwd=cwd, env={**os.environ, **env}, capture_output=True, text=True
+  )
+
+
+def test_ablation_row_names_become_config_flags(tmp_path):
+  env = {"PY": str(_stub_python(tmp_path)), "ROOT": str(tmp_path / "root"), "DATA": "/data", "EXTRA": "--x=1"}
+  out = _run(ABLATION, ["fashion_mnist", "leave_one_out", "10", "paper", "gpp+cos+l16+s2", "m:dcvae+strat32+tc4"], env)
+  assert out.returncode == 0, out.stderr
+  calls = (tmp_path / "calls.txt").read_text().splitlines()
+  assert len(calls) == 3
+  common = [
+    "-m dcvae_jax.main",
+    "--config=configs/fashion_mnist.py",
+    "--config.data.data_dir=/data",
+    "--config.protocol.name=leave_one_out",
+    "--config.train.num_epochs=10",
+    "--config.model.name=vae",
+  ]
+  for call in calls:
+    assert all(c in call for c in common), call
+    assert call.endswith("--x=1")  # EXTRA last: it overrides the row
+  paper, gpp, dcvae = calls
+  assert f"--workdir={tmp_path}/root/fashion_mnist-leave_one_out-10ep-paper " in paper
+  assert "likelihood" not in paper and "binarize" not in paper  # the paper's setting: the config's defaults
+  for flag in (
+    "--config.data.binarize=False",
+    "--config.model.likelihood=gaussian",
+    "--config.model.gaussian_variance=per_pixel",
+    "--config.data.dequantize=True",
+    "--config.train.lr_schedule=warmup_cosine",
+    "--config.model.latent_dim=16",
+    "--config.seed=2",
+  ):
+    assert flag in gpp, flag
+  assert "-10ep-gpp+cos+l16+s2 " in gpp
+  # a later model flag overrides the VAE default; stratified batches; the TC weight of both TC models
+  assert dcvae.index("--config.model.name=vae") < dcvae.index("--config.model.name=dcvae")
+  for flag in (
+    "--config.train.batch_sampling=stratified",
+    "--config.train.per_condition=32",
+    "--config.model.beta_tcvae.tc_beta=4",
+    "--config.model.dcvae.tc_beta=4",
+  ):
+    assert flag in dcvae, flag
+  row_txt = (tmp_path / "root" / "fashion_mnist-leave_one_out-10ep-paper" / "row.txt").read_text()
+  assert row_txt.startswith("paper --config.model.name=vae")
+
+
+def test_ablation_refuses_an_unknown_change_before_running_it(tmp_path):
+  env = {"PY": str(_stub_python(tmp_path)), "ROOT": str(tmp_path / "root")}
+  out = _run(ABLATION, ["mnist", "one_vs_rest", "50", "gpp+wdie"], env)
+  assert out.returncode == 2
+  assert out.stderr.strip() == "error: unknown change 'wdie' in row 'gpp+wdie'"
+  assert not (tmp_path / "calls.txt").exists()
+
+
+def _row(root: Path, name: str, val: dict, test: dict) -> None:
+  wd = root / f"mnist-one_vs_rest-50ep-{name}"
+  wd.mkdir(parents=True)
+  result = {
+    "train_seconds": 1.0,
+    "num_runs": 2,
+    "auroc_by_score": test,
+    "val_auroc_by_score": val,
+    "auroc_per_class_by_score": {k: {"0": v, "1": v} for k, v in test.items()},
+  }
+  (wd / "results.json").write_text(json.dumps(result))
+
+
+def test_validation_tables_choose_on_validation_and_write_to_out(tmp_path):
+  root, out_dir = tmp_path / "root", tmp_path / "out"
+  out_dir.mkdir()
+  # test prefers paper (0.99), validation prefers gpp+cos with rapp: the table must follow validation
+  _row(root, "paper", {"recon": 0.90, "rapp": 0.80}, {"recon": 0.99, "rapp": 0.80})
+  _row(root, "gpp", {"recon": 0.91, "rapp": 0.85}, {"recon": 0.90, "rapp": 0.80})
+  _row(root, "gpp+cos", {"recon": 0.92, "rapp": 0.95}, {"recon": 0.90, "rapp": 0.70})
+  _row(root, "gpp+cos+s1", {"recon": 0.92, "rapp": 0.94}, {"recon": 0.90, "rapp": 0.72})
+  _row(root, "gpp+cos+s2", {"recon": 0.92, "rapp": 0.96}, {"recon": 0.90, "rapp": 0.74})
+  env = {"ROOT": str(root), "OUT": str(out_dir), "PY": sys.executable}
+  before = {p: p.read_bytes() for p in (REPO / "docs" / "results").glob("validation_*.json")}
+  out = _run(VALIDATION, ["tables"], env)
+  assert out.returncode == 0, out.stderr
+  assert "| paper | **0.900 / 0.990** | - | - | - | 0.800 / 0.800 |" in out.stdout  # bold: best on validation
+  assert "| gpp+cos | 0.920 / 0.900 | - | - | - | **0.950 / 0.700** |" in out.stdout
+  assert "(fashion_mnist one_vs_rest: not run in" in out.stdout  # a missing stage says so; the others still print
+  assert "(mnist leave_one_out: not run in" in out.stdout
+  assert "`rapp`: per-class AUROC of gpp+cos minus paper, seed by seed" in out.stdout  # paired on the chosen score
+  # seeds of the chosen row, on its chosen score: test 0.70, 0.72, 0.74 -> mean 0.720, population std 0.016
+  assert "| rapp | 0.700 | 0.720 | 0.740 | 0.720 | 0.016 |" in out.stdout
+  written = json.loads((out_dir / "validation_mnist_one_vs_rest.json").read_text())
+  assert sorted(written) == ["gpp", "gpp+cos", "gpp+cos+s1", "gpp+cos+s2", "paper"]
+  assert {p: p.read_bytes() for p in (REPO / "docs" / "results").glob("validation_*.json")} == before
+
+
+def test_validation_script_refuses_an_unknown_stage(tmp_path):
+  out = _run(VALIDATION, ["rnu"], {"ROOT": str(tmp_path)})
+  assert out.returncode == 2
+  assert out.stderr.strip() == f"usage: {VALIDATION} run|tables"
