@@ -84,8 +84,8 @@ def test_ablation_refuses_an_unknown_change_before_running_it(tmp_path):
   assert not (tmp_path / "calls.txt").exists()
 
 
-def _row(root: Path, name: str, val: dict, test: dict) -> None:
-  wd = root / f"mnist-one_vs_rest-50ep-{name}"
+def _row(root: Path, name: str, val: dict, test: dict, setting: str = "mnist-one_vs_rest-50ep") -> None:
+  wd = root / f"{setting}-{name}"
   wd.mkdir(parents=True)
   result = {
     "train_seconds": 1.0,
@@ -114,6 +114,7 @@ def test_validation_tables_choose_on_validation_and_write_to_out(tmp_path):
   assert "| gpp+cos | 0.920 / 0.900 | - | - | - | **0.950 / 0.700** |" in out.stdout
   assert "(fashion_mnist one_vs_rest: not run in" in out.stdout  # a missing stage says so; the others still print
   assert "(mnist leave_one_out: not run in" in out.stdout
+  assert "(mnist leave-one-out, the paper's models: not run" in out.stdout
   assert "`rapp`: per-class AUROC of gpp+cos minus paper, seed by seed" in out.stdout  # paired on the chosen score
   # seeds of the chosen row, on its chosen score: test 0.70, 0.72, 0.74 -> mean 0.720, population std 0.016
   assert "| rapp | 0.700 | 0.720 | 0.740 | 0.720 | 0.016 |" in out.stdout
@@ -126,3 +127,34 @@ def test_validation_script_refuses_an_unknown_stage(tmp_path):
   out = _run(VALIDATION, ["rnu"], {"ROOT": str(tmp_path)})
   assert out.returncode == 2
   assert out.stderr.strip() == f"usage: {VALIDATION} run|tables"
+
+
+def test_validation_tables_paper_models_stage_picks_the_headline_on_validation(tmp_path):
+  """Stage 7: five candidates at 10 epochs, the chosen paper model at 10 or 50 epochs, then the headline between
+  stage 6's paper@50 and stage 7's kept setting, all on validation (test is made to disagree every time)."""
+  root, out_dir = tmp_path / "root", tmp_path / "out"
+  out_dir.mkdir()
+  loo10, loo50 = "mnist-leave_one_out-10ep", "mnist-leave_one_out-50ep"
+  for name, v in (("paper", 0.89), ("gpp", 0.85), ("gpp+cos", 0.86), ("m:cvae", 0.88), ("m:dcvae", 0.90)):
+    _row(root, name, {"recon": v - 0.1, "sap_complexity": v}, {"recon": 0.99, "sap_complexity": 1.5 - v}, loo10)
+  _row(root, "paper", {"sap_complexity": 0.91}, {"sap_complexity": 0.99}, loo50)  # stage 6's kept setting
+  _row(root, "m:dcvae", {"sap_complexity": 0.92}, {"sap_complexity": 0.60}, loo50)
+  _row(root, "m:dcvae+s1", {"sap_complexity": 0.93}, {"sap_complexity": 0.62}, loo50)
+  _row(root, "m:dcvae+s2", {"sap_complexity": 0.91}, {"sap_complexity": 0.64}, loo50)
+  out = _run(VALIDATION, ["tables"], {"ROOT": str(root), "OUT": str(out_dir), "PY": sys.executable})
+  assert out.returncode == 0, out.stderr
+  assert "validation chose `m:dcvae` with `sap_complexity` among the five" in out.stdout
+  assert "m:dcvae at 10 or 50 epochs: validation chose 50 epochs, `sap_complexity`" in out.stdout
+  assert "| sap_complexity | 0.600 | 0.620 | 0.640 | 0.620 | 0.016 |" in out.stdout
+  assert "headline, stage 6 or 7 on seed-0 validation: `m:dcvae@50ep` with `sap_complexity` (validation 0.920)" in (
+    out.stdout
+  )
+  assert "per-class AUROC of m:dcvae@50ep minus paper@50ep, seed by seed" in out.stdout
+  assert "| 0 | -0.390 | -0.390 | -0.390 |" in out.stdout  # 0.60 - 0.99 in both classes
+  five = json.loads((out_dir / "validation_mnist_leave_one_out_paper_models.json").read_text())
+  assert sorted(five) == ["gpp", "gpp+cos", "m:cvae", "m:dcvae", "paper"]
+  assert sorted(json.loads((out_dir / "validation_mnist_leave_one_out_paper_models_50ep.json").read_text())) == [
+    "m:dcvae",
+    "m:dcvae+s1",
+    "m:dcvae+s2",
+  ]
