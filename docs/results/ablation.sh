@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The detection-quality ablation: one row = one training setting, named by "+"-joined changes to the paper's
 # setting (VAE, MLP 512-256, latent 10, binarised Bernoulli, Adam 1e-3 constant, batch 64). Every row records
-# all six scores (results.json auroc_by_score).
+# all seven scores (results.json auroc_by_score).
 #   DATA=../shared/data docs/results/ablation.sh DATASET PROTOCOL EPOCHS ROW [ROW ...]
 # e.g. DATA=../shared/data docs/results/ablation.sh mnist one_vs_rest 50 paper cb gpp cos cb+cos
 # Changes: paper (none), gray (Bernoulli cross-entropy on grey levels), cb (continuous Bernoulli on dequantised
 # grey levels), gpp / ggl (Gaussian with learned per-pixel / global variance, dequantised), cos (warm-up +
-# cosine schedule), l<N> (latent size N), wide (MLP 1024-512), m:<model> (another model), s<N> (seed N), n<N> (seeds seed..seed+N-1 as N runs of one job, trained together),
+# cosine schedule), l<N> (latent size N), wide (MLP 1024-512), conv (stride-2 4x4 convolutions of 32 and 64
+# channels, then dense 256; the decoder mirrors it), m:<model> (another model), s<N> (seed N), n<N> (seeds
+# seed..seed+N-1 as N runs of one job, trained together),
 # strat<N> (stratified batches, N per condition), tc<N> (the TC weight tc_beta = N of beta_tcvae and dcvae).
 # EXTRA: more --config flags for every row.
 # Workdirs go to $ROOT (default /tmp/dcvae_ablation)/DATASET-PROTOCOL-EPOCHSep-ROW. A finished row is not retrained:
@@ -29,6 +31,7 @@ for ROW in "$@"; do
       ggl)  ARGS="$ARGS $GRAY --config.model.likelihood=gaussian --config.model.gaussian_variance=global --config.data.dequantize=True" ;;
       cos)  ARGS="$ARGS --config.train.lr_schedule=warmup_cosine" ;;
       wide) ARGS="$ARGS --config.model.hidden=(1024,512)" ;;
+      conv) ARGS="$ARGS --config.model.arch=conv --config.model.hidden=(32,64,256)" ;;
       l[0-9]*) ARGS="$ARGS --config.model.latent_dim=${T#l}" ;;
       s[0-9]*) ARGS="$ARGS --config.seed=${T#s}" ;;
       n[0-9]*) ARGS="$ARGS --config.num_seeds=${T#n}" ;;

@@ -34,7 +34,9 @@ def _run(script, args, env, cwd=REPO):
 
 def test_ablation_row_names_become_config_flags(tmp_path):
   env = {"PY": str(_stub_python(tmp_path)), "ROOT": str(tmp_path / "root"), "DATA": "/data", "EXTRA": "--x=1"}
-  out = _run(ABLATION, ["fashion_mnist", "leave_one_out", "10", "paper", "gpp+cos+l16+s2", "m:dcvae+strat32+tc4"], env)
+  out = _run(
+    ABLATION, ["fashion_mnist", "leave_one_out", "10", "paper", "gpp+cos+l16+s2", "m:dcvae+strat32+tc4+conv"], env
+  )
   assert out.returncode == 0, out.stderr
   calls = (tmp_path / "calls.txt").read_text().splitlines()
   assert len(calls) == 3
@@ -70,6 +72,7 @@ def test_ablation_row_names_become_config_flags(tmp_path):
     "--config.train.per_condition=32",
     "--config.model.beta_tcvae.tc_beta=4",
     "--config.model.dcvae.tc_beta=4",
+    "--config.model.arch=conv --config.model.hidden=(32,64,256)",
   ):
     assert flag in dcvae, flag
   row_txt = (tmp_path / "root" / "fashion_mnist-leave_one_out-10ep-paper" / "row.txt").read_text()
