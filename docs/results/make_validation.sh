@@ -92,7 +92,14 @@ case ${1:-tables} in
     EXTRA="$IW --config.protocol.score=$SCORE" docs/results/ablation.sh fashion_mnist one_vs_rest 50 "$ROW+s1" "$ROW+s2"
     ;;
   tables)
-    ran() { compgen -G "$ROOT/$1-$2-$3ep-*/results.json" > /dev/null || { echo "($1 $2: not run in $ROOT)"; false; }; }
+    ran() {  # DATASET PROTOCOL EPOCHS [ROW ...]: true if each ROW (default: every candidate) has its results
+      local d=$1 p=$2 e=$3 r; shift 3
+      # shellcheck disable=SC2086
+      [ $# -gt 0 ] || set -- $CANDIDATES
+      for r in "$@"; do
+        [ -f "$ROOT/$d-$p-${e}ep-$r/results.json" ] || { echo "($d $p: not run in $ROOT, or its row $r is not)"; return 1; }
+      done
+    }
     for D in mnist fashion_mnist; do
       ran $D one_vs_rest 50 || continue
       read -r ROW SCORE <<< "$(choose $D one_vs_rest 50)"
@@ -103,8 +110,9 @@ case ${1:-tables} in
         --json=$OUT/validation_${D}_one_vs_rest.json
     done
     for D in fashion_mnist mnist; do
-      ran $D one_vs_rest 50 && ran $D ood 50 || continue
+      ran $D one_vs_rest 50 || continue
       read -r ROW SCORE <<< "$(choose $D one_vs_rest 50)"
+      ran $D ood 50 "$ROW+n3" || continue
       $T $ROOT $D ood 50 --validation --rows="$ROW+n3" --json=$OUT/validation_${D}_ood.json
       $PY - "$ROOT/$D-ood-50ep-$ROW+n3/results.json" <<'PYEOF'
 import json, sys  # each seed's test AUROC (the seeds are the runs of one job), then mean +- population std
@@ -141,8 +149,9 @@ PYEOF
         --json=$OUT/validation_${D}_leave_one_out.json
     done
     for D in $LONG_LOO; do
-      ran $D leave_one_out 50 || continue
+      ran $D leave_one_out 10 || continue
       read -r ROW _ <<< "$(choose $D leave_one_out 10)"
+      ran $D leave_one_out 50 "$ROW" || continue
       read -r _ SCORE <<< "$($T $ROOT $D leave_one_out 50 --rows="$ROW" --choose)"  # the 50-epoch row's own score
       S50=""
       for S in s1 s2; do [ -f "$ROOT/$D-leave_one_out-50ep-$ROW+$S/results.json" ] && S50="$S50,$ROW+$S"; done

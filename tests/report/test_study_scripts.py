@@ -109,6 +109,8 @@ def test_validation_tables_choose_on_validation_and_write_to_out(tmp_path):
   _row(root, "gpp+cos", {"recon": 0.92, "rapp": 0.95}, {"recon": 0.90, "rapp": 0.70})
   _row(root, "gpp+cos+s1", {"recon": 0.92, "rapp": 0.94}, {"recon": 0.90, "rapp": 0.72})
   _row(root, "gpp+cos+s2", {"recon": 0.92, "rapp": 0.96}, {"recon": 0.90, "rapp": 0.74})
+  # a stage with some rows but not its candidates' (here the wider search's alone) is skipped, not a crash
+  _row(root, "gpp+l16", {"recon": 0.99}, {"recon": 0.99}, "fashion_mnist-one_vs_rest-50ep")
   env = {"ROOT": str(root), "OUT": str(out_dir), "PY": sys.executable}
   before = {p: p.read_bytes() for p in (REPO / "docs" / "results").glob("validation_*.json")}
   out = _run(VALIDATION, ["tables"], env)
@@ -116,6 +118,7 @@ def test_validation_tables_choose_on_validation_and_write_to_out(tmp_path):
   assert "| paper | **0.900 / 0.990** | - | - | - | 0.800 / 0.800 |" in out.stdout  # bold: best on validation
   assert "| gpp+cos | 0.920 / 0.900 | - | - | - | **0.950 / 0.700** |" in out.stdout
   assert "(fashion_mnist one_vs_rest: not run in" in out.stdout  # a missing stage says so; the others still print
+  assert "or its row paper is not)" in out.stdout
   assert "(mnist leave_one_out: not run in" in out.stdout
   assert "(mnist leave-one-out, the paper's models: not run" in out.stdout
   assert "`rapp`: per-class AUROC of gpp+cos minus paper, seed by seed" in out.stdout  # paired on the chosen score
