@@ -37,6 +37,11 @@ IW="--config.eval.iwae_samples=16"   # iwae K = 16 (as the main job and `:best`)
 choose() {  # DATASET PROTOCOL EPOCHS -> "ROW SCORE" chosen on validation among the candidates
   $T $ROOT "$1" "$2" "$3" --rows="${CANDIDATES// /,}" --choose
 }
+seed_rows() {  # DATASET PROTOCOL EPOCHS ROW -> ",ROW+s1,ROW+s2", the seed rows of ROW that have results
+  local out="" s
+  for s in s1 s2; do [ -f "$ROOT/$1-$2-$3ep-$4+$s/results.json" ] && out="$out,$4+$s"; done
+  echo "$out"
+}
 choose_epochs() {  # DATASET ROW -> "EPOCHS SCORE" of its leave-one-out rows: 50 only if it beats 10 on validation
   $PY - "$ROOT/$1-leave_one_out-10ep-$2" "$ROOT/$1-leave_one_out-50ep-$2" <<'PYEOF'
 import json, sys  # as ablation --choose picks: choose_on_validation's tie (keeps 10) and non-finite rules
@@ -132,8 +137,7 @@ PYEOF
     for C in $CANDIDATES; do [ -f "$ROOT/fashion_mnist-one_vs_rest-50ep-$C/results.json" ] || HAVE=0; done
     if [ "$ALL" != "$CANDIDATES" ] && [ $HAVE = 1 ]; then
       read -r ROW SCORE <<< "$($T $ROOT fashion_mnist one_vs_rest 50 --rows="${ALL// /,}" --choose)"
-      SEEDS=""
-      for S in s1 s2; do [ -f "$ROOT/fashion_mnist-one_vs_rest-50ep-$ROW+$S/results.json" ] && SEEDS="$SEEDS,$ROW+$S"; done
+      SEEDS=$(seed_rows fashion_mnist one_vs_rest 50 "$ROW")
       $T $ROOT fashion_mnist one_vs_rest 50 --validation --rows="${ALL// /,}$SEEDS" --seeds="$ROW" \
         --json=$OUT/validation_fashion_mnist_one_vs_rest_wider.json
     else
@@ -153,8 +157,7 @@ PYEOF
       read -r ROW _ <<< "$(choose $D leave_one_out 10)"
       ran $D leave_one_out 50 "$ROW" || continue
       read -r _ SCORE <<< "$($T $ROOT $D leave_one_out 50 --rows="$ROW" --choose)"  # the 50-epoch row's own score
-      S50=""
-      for S in s1 s2; do [ -f "$ROOT/$D-leave_one_out-50ep-$ROW+$S/results.json" ] && S50="$S50,$ROW+$S"; done
+      S50=$(seed_rows $D leave_one_out 50 "$ROW")
       $T $ROOT $D leave_one_out 50 --validation --rows="$ROW$S50" --seeds="$ROW" \
         --json=$OUT/validation_${D}_leave_one_out_50ep.json
       $PY - "$ROOT" "$D" "$ROW" "$SCORE" <<'PYEOF'
@@ -171,9 +174,8 @@ _print_paired(rows, f"{row}@10ep", f"{row}@50ep", score)
 PYEOF
     done
     FIVE="$CANDIDATES $PAPER_MODELS"  # stage 7
-    HAVE=1
-    for C in $FIVE; do [ -f "$ROOT/mnist-leave_one_out-10ep-$C/results.json" ] || HAVE=0; done
-    if [ $HAVE = 0 ]; then
+    # shellcheck disable=SC2086
+    if ! ran mnist leave_one_out 10 $FIVE > /dev/null; then
       echo "(mnist leave-one-out, the paper's models: not run, or a candidate's row is not in $ROOT)"
     else
       $T $ROOT mnist leave_one_out 10 --validation --rows="${FIVE// /,}" \
@@ -181,21 +183,21 @@ PYEOF
       read -r ROW SCORE <<< "$($T $ROOT mnist leave_one_out 10 --rows="${FIVE// /,}" --choose)"
       echo "validation chose \`$ROW\` with \`$SCORE\` among the five (MNIST leave-one-out, 10 epochs)"
       echo
-      if [[ " $PAPER_MODELS " == *" $ROW "* ]] && [ -f "$ROOT/mnist-leave_one_out-50ep-$ROW/results.json" ]; then
+      if [[ " $PAPER_MODELS " == *" $ROW "* ]] && ran mnist leave_one_out 50 "$ROW" > /dev/null; then
         read -r EP SCORE <<< "$(choose_epochs mnist "$ROW")"
         echo "$ROW at 10 or 50 epochs: validation chose $EP epochs, \`$SCORE\`"
         echo
-        SEEDS=""
-        for S in s1 s2; do [ -f "$ROOT/mnist-leave_one_out-${EP}ep-$ROW+$S/results.json" ] && SEEDS="$SEEDS,$ROW+$S"; done
+        SEEDS=$(seed_rows mnist leave_one_out $EP "$ROW")
         $T $ROOT mnist leave_one_out $EP --validation --rows="$ROW$SEEDS" --seeds="$ROW" \
           --json=$OUT/validation_mnist_leave_one_out_paper_models_${EP}ep.json
-        $PY - "$ROOT" "$ROW" "$EP" <<'PYEOF'
+        read -r ROW6 _ <<< "$(choose mnist leave_one_out 10)"  # stage 6's row, and the length validation kept
+        if ran mnist leave_one_out 50 "$ROW6" > /dev/null; then  # else stage 6 did not run: nothing to compare
+          read -r EP6 _ <<< "$(choose_epochs mnist "$ROW6")"
+          $PY - "$ROOT" "$ROW6" "$EP6" "$ROW" "$EP" <<'PYEOF'
 import json, os, sys  # the headline: stage 6's kept setting or stage 7's, on seed-0 validation AUROC (a tie keeps 6)
 from dcvae_jax.report.ablation import _print_paired, choose_on_validation
-root, row, ep = sys.argv[1:]
-if not os.path.exists(f"{root}/mnist-leave_one_out-50ep-paper/results.json"):
-  sys.exit(0)  # stage 6 not run: nothing to compare against
-settings = {"paper@50ep": "mnist-leave_one_out-50ep-paper", f"{row}@{ep}ep": f"mnist-leave_one_out-{ep}ep-{row}"}
+root, row6, ep6, row, ep = sys.argv[1:]
+settings = {f"{r}@{e}ep": f"mnist-leave_one_out-{e}ep-{r}" for r, e in ((row6, ep6), (row, ep))}
 rows = {}
 for name, wd in settings.items():
   for s in ("", "+s1", "+s2"):
@@ -206,6 +208,7 @@ print(f"MNIST leave-one-out headline, stage 6 or 7 on seed-0 validation: `{best}
 other = next(n for n in settings if n != best)
 _print_paired(rows, other, best, score)
 PYEOF
+        fi
       fi
     fi
     ;;
