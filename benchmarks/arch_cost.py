@@ -4,7 +4,7 @@ per-repetition ratios to the MLP), and what that makes of the study's rows' trai
 
 Why: the conv architecture is the validation study's next candidate (docs/results/validation.md), and the issue's
 budgets are 15 minutes for a one-vs-rest `:best` job and 40 for leave-one-out on 2 cores. The row estimates scale
-the MLP rows' measured training seconds (given on the command line, from the study's results.json) by the ratio.
+the MLP rows' measured training seconds (MLP_ROWS below, copied from the study's results.json) by the ratio.
 
   python benchmarks/arch_cost.py                                   # -> benchmarks/results/arch_cost.json
   python benchmarks/arch_cost.py --variants=mlp:512,256 conv:16,32,256 --reps=3 --out=/tmp/arch_cost.json
