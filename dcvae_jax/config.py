@@ -45,19 +45,21 @@ Fields (all of them exist in every config, so ``--config.<key>=<value>`` works f
   protocol.ood_dataset         "ood": normal = every class of data.name, anomalies = the test split of this dataset
                                (same image shape; validation anomalies: the validation fraction of its TRAINING split)
   protocol.ood_data_dir        "ood": a local folder of its .npz or IDX files (as data.data_dir; "" = embedded / TFDS)
-  protocol.score               "recon" | "nelbo" | "iwae" | "complexity" | "rapp" | "rapp_sap" | "sap_complexity" (the headline
-                               score; all are always computed, see dcvae_jax/scoring.py) | "auto" (the score with the
-                               highest mean validation AUROC over the protocol's runs)
-  eval.scores                  which of those seven scores are computed and reported (default: all; a score left
-                               out is absent from results.json, and its cost is not paid: iwae, complexity and
-                               sap_complexity need the K-sample iwae bound, rapp NAP's fit)
+  protocol.score               "recon" | "nelbo" | "iwae" | "complexity" | "rapp" | "rapp_sap" | "sap_complexity" |
+                               "latent_knn" | "sap_knn" | "sap_complexity_knn" (the headline score, among eval.scores;
+                               see evaluators/scoring.py) | "auto" (the score with the highest mean validation AUROC
+                               over the protocol's runs, among eval.scores)
+  eval.scores                  which scores are computed and reported (default: the first seven; () = all ten; a
+                               score left out is absent from results.json, and its cost is not paid: iwae,
+                               complexity and sap_complexity need the K-sample iwae bound, rapp NAP's fit, the
+                               *knn scores the codes of every normal training image; not with score_condition given)
   eval.evaluators              what evaluates each group of runs once trained, each writing its own part of the results
                                (evaluators/registry.py): "detection" (scores, metrics, thresholds), "latents" (codes,
                                disentanglement), "tensorboard" (metrics and reconstructions, with train.tensorboard)
   train.lr_schedule            "constant" | "warmup_cosine" (train.warmup_fraction, train.final_lr_fraction)
   eval.iwae_samples            K of the importance-weighted bound (its noise drawn eval.iwae_chunk samples per key)
   eval.rapp_fit_examples       normal training images that fit RaPP's NAP normalisation
-  eval.reference_examples      normal training images that standardise the sap_complexity score
+  eval.reference_examples      normal training images that standardise the sums (sap_complexity, sap_knn, ...)
   eval.threshold_fpr           in (0, 1): each run's decision threshold of the headline score is the order statistic
                                of its normal validation images' scores that flags at most this fraction of them
                                (evaluators/threshold.py); thresholds.json, and test precision / recall / F1 / FPR
@@ -87,6 +89,8 @@ import json
 import os
 
 import ml_collections
+
+from dcvae_jax import options
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -165,7 +169,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 1000
   c.eval.elbo_samples = 4
-  c.eval.scores = ("recon", "nelbo", "iwae", "complexity", "rapp", "rapp_sap", "sap_complexity")  # computed scores
+  c.eval.scores = options.DEFAULT_SCORES  # computed scores (the latent_knn family is opt-in)
   c.eval.iwae_samples = 64  # K of the iwae score
   c.eval.iwae_chunk = 16  # iwae noise drawn in chunks of this many samples, one key each (fixes its values)
   c.eval.rapp_fit_examples = 2000  # normal training images that fit NAP's mean and SVD (per run)
@@ -221,7 +225,7 @@ FIELD_HELP = {
   "protocol.classes": "which normal (one_vs_rest) / held-out (leave_one_out) classes to run; () = all",
   "protocol.normal": "split: the normal classes",
   "protocol.anomalous": "split: the anomalous classes",
-  "protocol.score": "headline score: recon | nelbo | iwae | complexity | rapp | rapp_sap | sap_complexity",
+  "protocol.score": "headline score (one of eval.scores, or auto: chosen on validation)",
   "protocol.score_condition": "conditional models: min | marginal | given (given leaks the test label)",
   "train.num_epochs": "passes over the normal training images",
   "train.batch_size": "global batch (split over the devices)",
@@ -245,7 +249,7 @@ FIELD_HELP = {
   "table.models": "--mode=table: models to compare; () = the paper's six",
   "table.figures": "--mode=table: draw each model's figures and report.html",
   "table.figure_runs": "--mode=table: runs per model that get per-run figures",
-  "eval.scores": "which scores to compute and report; () = all seven (a score left out is absent, not zero)",
+  "eval.scores": "which scores to compute and report; () = all ten (a score left out is absent, not zero)",
   "eval.evaluators": "what runs after training: detection | latents | tensorboard (its part of results); () = none",
   "eval.threshold_fpr": "decision threshold: this false-positive rate on held-out normal validation images",
   "eval.contamination": "if > 0: threshold at this expected share of anomalies in the validation images instead",
@@ -254,7 +258,7 @@ FIELD_HELP = {
   "eval.iwae_samples": "K of the iwae score's importance-weighted bound",
   "eval.iwae_chunk": "iwae noise: samples drawn per key (which numbers are drawn; decoder passes are sized by scoring)",
   "eval.rapp_fit_examples": "normal training images that fit RaPP's NAP normalisation (per run)",
-  "eval.reference_examples": "normal training images that standardise sap_complexity (per run)",
+  "eval.reference_examples": "normal training images that standardise the summed scores (per run)",
 }
 """One line of meaning for every field of :func:`base_config` (dotted key -> text)."""
 

@@ -13,7 +13,19 @@ ESTIMATORS = ("mss", "mws")  # model.estimator: minibatch stratified / weighted 
 TC_SCOPES = ("global", "local")  # model.tc_scope
 
 PROTOCOLS = ("one_vs_rest", "leave_one_out", "split", "folder", "ood")  # protocol.name
-SCORES = ("recon", "nelbo", "iwae", "complexity", "rapp", "rapp_sap", "sap_complexity")  # protocol.score
+SCORES = (  # protocol.score; the last three are not in the default eval.scores (evaluators/latent_knn.py)
+  "recon",
+  "nelbo",
+  "iwae",
+  "complexity",
+  "rapp",
+  "rapp_sap",
+  "sap_complexity",
+  "latent_knn",
+  "sap_knn",
+  "sap_complexity_knn",
+)
+DEFAULT_SCORES = SCORES[:7]  # eval.scores by default: the latent_knn family is opt-in
 SCORE_CONDITIONS = ("min", "marginal", "given")  # protocol.score_condition
 EVALUATORS = ("detection", "latents", "tensorboard")  # eval.evaluators, in the order they run
 EVALUATOR_NEEDS = {"tensorboard": ("detection",)}  # evaluators that read another's results

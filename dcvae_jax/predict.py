@@ -5,7 +5,8 @@
 What it reads, all from the workdir W (not the training data, not a config file):
   config.json              the model, likelihood, preprocessing (data.binarize / data.dequantize) and eval settings
   scoring/input.json       the image shape (H, W, C) the models take, and the classes that rebuild the runs
-  scoring/<run>.npz        RaPP's NAP statistics, sap_complexity's reference scores, the condition counts
+  scoring/<run>.npz        RaPP's NAP statistics, the standardised sums' reference scores, the condition counts,
+                           latent_knn's bank of training codes (when it was scored)
   checkpoints/             the trained parameters (the newest good checkpoint)
   results.json             the chosen score (protocol.score, or the one chosen on validation for "auto")
   thresholds.json          the run's decision threshold of that score, set on its validation images
@@ -55,7 +56,6 @@ from dcvae_jax.data import protocols
 from dcvae_jax.errors import ConfigError, DataError, WorkdirError
 from dcvae_jax.evaluators import anomaly_scores, detection, scoring, scoring_state, threshold
 from dcvae_jax.models import registry as models
-from dcvae_jax.options import SCORES
 from dcvae_jax.train import restore
 
 
@@ -103,6 +103,7 @@ class Predictor:
   params: Any  # the run's parameters with a model axis of 1 (the stacked layout scoring takes)
   nap_stats: dict  # with a model axis of 1
   reference: dict | None
+  bank: dict | None  # latent_knn's bank (codes, cond) of the run's normal training images, or None
   condition_counts: np.ndarray
   mesh: Any
   image_shape: tuple  # (H, W, C)
@@ -112,7 +113,13 @@ class Predictor:
 
   @property
   def score_names(self) -> tuple:
-    names = [n for n in SCORES if n != "sap_complexity" or self.reference is not None]
+    ref = self.reference or {}
+    names = [
+      n
+      for n in scoring.score_names(self.config)
+      if (self.bank is not None or not scoring.needs_knn((n,)))
+      and all(p in ref for p in scoring.STANDARDISED_SUMS.get(n, ()))
+    ]
     return tuple(names)
 
   def convert(self, x, *, where: str = "images") -> np.ndarray:
@@ -131,7 +138,10 @@ class Predictor:
     x = np.asarray(x)
     if x.shape[0] == 0:
       return {name: np.zeros((0,), np.float64) for name in self.score_names}
-    raw = detection.score_images(self.config, self.setup, self.params, x, self.mesh, self.nap_stats, seed=self.seed)
+    banks = None if self.bank is None or not scoring.needs_knn(self.score_names) else [self.bank]
+    raw = detection.score_images(
+      self.config, self.setup, self.params, x, self.mesh, self.nap_stats, seed=self.seed, banks=banks
+    )
     bits = anomaly_scores.png_bits(anomaly_scores.model_view_images(x, bool(self.config.data.binarize)))
     reduced = scoring.reduce_scores(
       self.run,
@@ -144,7 +154,7 @@ class Predictor:
       offset_bits=detection.complexity_offset_bits(self.config, self.image_shape),
       reference=self.reference,
     )
-    return {name: np.asarray(reduced[name], np.float64) for name in SCORES if name in reduced}
+    return {name: np.asarray(reduced[name], np.float64) for name in self.score_names if name in reduced}
 
   @property
   def seed(self) -> int:
@@ -199,6 +209,7 @@ def load_predictor(workdir: str, run: str | None = None) -> Predictor:
     params=jax.tree.map(lambda a: np.asarray(a)[None], params[chosen.name]),
     nap_stats={k: np.asarray(v)[None] for k, v in state["nap_stats"].items()},
     reference=state["reference"],
+    bank=state["bank"],
     condition_counts=state["condition_counts"],
     mesh=mesh,
     image_shape=tuple(info["image_shape"]),

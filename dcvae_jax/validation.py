@@ -89,6 +89,12 @@ def validate(config, num_devices: int = 1) -> None:
   _check_scores(e.scores, p.score)
   check_evaluators(e.evaluators)
   check_score_condition(p.score_condition)
+  knn = [s for s in (e.scores or options.SCORES) if s.endswith("_knn")]
+  if knn and p.score_condition == "given":
+    raise ConfigError(
+      f"eval.scores {', '.join(knn)} have no bank for the all-zero condition that score_condition 'given' reads: "
+      "use protocol.score_condition=min (or marginal), or leave them out of eval.scores"
+    )
 
 
 def _check_image_shape(data) -> None:

@@ -19,7 +19,7 @@ from sklearn.metrics import roc_auc_score
 from dcvae_jax import experiment, predict
 from dcvae_jax.config import folder_config
 from dcvae_jax.errors import ConfigError, DataError, WorkdirError
-from dcvae_jax.options import SCORES
+from dcvae_jax.options import DEFAULT_SCORES as SCORES  # what a default config scores
 from tests.cli import error_line, run_cli
 from tests.helpers import tiny_config, toy_dataset
 

@@ -217,10 +217,29 @@ def robust_standardise(values, reference) -> np.ndarray:
   return (np.asarray(values, np.float64) - med) / max(mad, 1e-12)
 
 
+def standardised_sum(*pairs) -> np.ndarray:
+  """sum_i z_i(v_i) over (values v_i, reference r_i) pairs, z_i = robust_standardise(v_i, r_i): scores of
+  different units summed on the scale of the normal reference images (no anomaly is looked at)."""
+  if not pairs:
+    raise ValueError("standardised_sum needs at least one (values, reference) pair")
+  total = robust_standardise(*pairs[0])
+  for values, reference in pairs[1:]:
+    total = total + robust_standardise(values, reference)
+  return total
+
+
 def sap_complexity(sap_values, complexity_values, sap_reference, complexity_reference) -> np.ndarray:
   """z(SAP) + z(complexity), each standardised on normal training images (robust_standardise).
 
   The two fail on disjoint images: SAP calls simple images (a "1") normal because they reconstruct well,
   complexity removes exactly that bias but is noisy where L(x) varies little. Standardising on normal data
   puts them on one scale without looking at any anomaly."""
-  return robust_standardise(sap_values, sap_reference) + robust_standardise(complexity_values, complexity_reference)
+  return standardised_sum((sap_values, sap_reference), (complexity_values, complexity_reference))
+
+
+# The sums of standardised scores: name -> the reduced scores it adds up, each z-scored on its reference.
+STANDARDISED_SUMS = {
+  "sap_complexity": ("rapp_sap", "complexity"),
+  "sap_knn": ("rapp_sap", "latent_knn"),
+  "sap_complexity_knn": ("rapp_sap", "complexity", "latent_knn"),
+}

@@ -2,8 +2,9 @@
 metrics and decision thresholds (docs/design.md "Anomaly scores").
 
 For each group of runs: RaPP's NAP fit on the run's first eval.rapp_fit_examples normal training images (in a
-fixed order, :func:`normal_train_order`), the sap_complexity reference on the first eval.reference_examples of
-them (:func:`reference_scores`), the scores of the run's validation images and of the test set (scoring.py),
+fixed order, :func:`normal_train_order`), latent_knn's banks of training codes (all of them, in that order,
+evaluators/latent_knn.py), the reference of the standardised sums on the first eval.reference_examples of them
+(:func:`reference_scores`), the scores of the run's validation images and of the test set (scoring.py),
 then ``metrics.evaluate_run`` (``untested_run`` without test images). It writes what scoring new images needs
 (scoring/, evaluators/scoring_state.py) and hands back each run's metrics and its scores for scores/<run>.npz
 (test scores by name, ``y_test``, ``length_bits``, ``reference_<score>``, and the validation images' as
@@ -20,7 +21,7 @@ import numpy as np
 from dcvae_jax import workdir as workdir_lib
 from dcvae_jax.data import input_pipeline
 from dcvae_jax.errors import ConfigError
-from dcvae_jax.evaluators import anomaly_scores, base, latents, metrics, scoring, scoring_state, threshold
+from dcvae_jax.evaluators import anomaly_scores, base, latent_knn, latents, metrics, scoring, scoring_state, threshold
 from dcvae_jax.models import inference, objectives
 from dcvae_jax.models import registry as models
 
@@ -57,18 +58,39 @@ def complexity_offset_bits(config, image_shape) -> float:
   )
 
 
-def score_images(config, setup, params, x, mesh, nap_stats, *, seed: int, scores=None, batch_size=None, **kw) -> dict:
-  """The device scores ``scores`` (default: what eval.scores needs) of uint8 images ``x`` under every stacked
-  model, with the config's eval settings; ``kw``: scoring.score_test_set's per_model_images, progress,
-  zero_condition (default: only for protocol.score_condition "given", the one reduction that reads the all-zero
-  condition's column; otherwise that column is NaN and its passes are not made)."""
+def score_images(
+  config, setup, params, x, mesh, nap_stats, *, seed: int, scores=None, batch_size=None, banks=None, exclude=None, **kw
+) -> dict:
+  """The per-condition scores of uint8 images ``x`` under every stacked model, with the config's eval settings:
+  the device scores ``scores`` (default: what eval.scores needs), and latent_knn when ``banks``
+  (latent_knn.build_banks) are given (``exclude``: each image's own bank row, see latent_knn.knn_scores).
+  ``kw``: scoring.score_test_set's per_model_images, progress, zero_condition (default: only for
+  protocol.score_condition "given", the one reduction that reads the all-zero condition's column; otherwise that
+  column is NaN and its passes are not made)."""
   kw.setdefault("zero_condition", config.protocol.score_condition == "given")
+  batch = config.eval.batch_size if batch_size is None else batch_size
+  out = _device_scores(config, setup, params, x, mesh, nap_stats, seed=seed, scores=scores, batch_size=batch, **kw)
+  if banks is not None:
+    out["latent_knn"] = latent_knn.knn_scores(
+      setup,
+      params,
+      x,
+      banks,
+      mesh,
+      batch_size=batch,
+      per_model_images=bool(kw.get("per_model_images", False)),
+      exclude=exclude,
+    )
+  return out
+
+
+def _device_scores(config, setup, params, x, mesh, nap_stats, *, seed, scores, batch_size, **kw) -> dict:
   return scoring.score_test_set(
     setup,
     params,
     x,
     mesh,
-    batch_size=config.eval.batch_size if batch_size is None else batch_size,
+    batch_size=batch_size,
     num_samples=config.eval.elbo_samples,
     seed=seed,
     nap_stats=nap_stats,
@@ -79,11 +101,13 @@ def score_images(config, setup, params, x, mesh, nap_stats, *, seed: int, scores
   )
 
 
-def reference_scores(config, ds, runs, setup, params, mesh, nap_stats, offset_bits, progress=None) -> list:
-  """rapp_sap and complexity of each run's first eval.reference_examples normal training images, reduced over
-  conditions as the test scores are: one dict per run (the reference of the sap_complexity score). Each run's
-  model scores only its own images (one batch of them when eval.batch_size allows), with the job's device scores:
-  the one compiled program that also scores the validation and test images (only rapp_sap and iwae are read)."""
+def reference_scores(config, ds, runs, setup, params, mesh, nap_stats, offset_bits, progress=None, banks=None) -> list:
+  """rapp_sap, complexity and (with ``banks``) latent_knn of each run's first eval.reference_examples normal
+  training images, reduced over conditions as the test scores are: one dict per run (the reference of the
+  standardised sums). Each run's model scores only its own images (one batch of them when eval.batch_size
+  allows), with the job's device scores: the one compiled program that also scores the validation and test
+  images (only rapp_sap and iwae are read). A reference image is row i of its run's bank (both follow
+  normal_train_order), which its latent_knn leaves out."""
   picks = [normal_train_order(ds, run) for run in runs]
   n = max(1, min(int(config.eval.reference_examples), *(p.size for p in picks)))
   idx = np.stack([p[:n] for p in picks])  # (M, n)
@@ -99,6 +123,8 @@ def reference_scores(config, ds, runs, setup, params, mesh, nap_stats, offset_bi
     batch_size=min(int(config.eval.batch_size), n),
     per_model_images=True,
     progress=progress,
+    banks=banks,
+    exclude=np.broadcast_to(np.arange(n), idx.shape),
   )
   spec = models.get_model(config.model.name)
   out = []
@@ -114,7 +140,7 @@ def reference_scores(config, ds, runs, setup, params, mesh, nap_stats, offset_bi
       length_bits=bits,
       offset_bits=offset_bits,
     )
-    out.append({k: reduced[k] for k in ("rapp_sap", "complexity") if k in reduced})
+    out.append({k: reduced[k] for k in scoring.REFERENCE_SCORES if k in reduced})
   return out
 
 
@@ -158,7 +184,7 @@ class Evaluator(base.Evaluator):
     n_test = len(list(inference.batch_bounds(self.job.data.x_test.shape[0], config.eval.batch_size, n_dev)))
     n_ref = int(config.eval.reference_examples)
     n_ref = len(list(inference.batch_bounds(n_ref, min(int(config.eval.batch_size), n_ref), n_dev)))
-    return len(runs) * ("rapp" in self.on_device) + n_test + n_ref * ("sap_complexity" in self.wanted) + len(runs)
+    return len(runs) * ("rapp" in self.on_device) + n_test + n_ref * scoring.needs_reference(self.wanted) + len(runs)
 
   def complete(self, result: dict) -> bool:
     return not self.tested or "auroc" in result  # else a test set came since, or "auto" chose no headline yet
@@ -173,16 +199,26 @@ class Evaluator(base.Evaluator):
       nap_stats = scoring.fit_rapp(
         group.setup, params, x_fit, cond_fit, mesh, batch_size=config.eval.batch_size, progress=progress
       )
+    banks = None
+    if scoring.needs_knn(self.wanted):
+      progress.stage("latent_knn banks")
+      orders = [normal_train_order(ds, run) for run in runs]
+      banks = latent_knn.build_banks(
+        group.setup, params, ds.x_train, ds.y_train, runs, orders, mesh, batch_size=config.eval.batch_size
+      )
     references: list[dict | None] = [None] * len(runs)
-    if "sap_complexity" in self.wanted:
+    if scoring.needs_reference(self.wanted):
       progress.stage("reference")
-      references = reference_scores(config, ds, runs, group.setup, params, mesh, nap_stats, self.offset_bits, progress)
+      references = reference_scores(
+        config, ds, runs, group.setup, params, mesh, nap_stats, self.offset_bits, progress, banks=banks
+      )
     if self.job.write and nap_stats is not None:  # what scoring new images needs (--mode=predict, Detector)
       for m, run in enumerate(runs):
         stats = {k: v[m] for k, v in nap_stats.items()}
         counts = input_pipeline.condition_counts(run, ds.y_train)
-        scoring_state.write_run(self.job.workdir, run.name, stats, references[m] or {}, counts)
-    run_val, saved_val = self._validation(group, nap_stats)
+        bank = None if banks is None else banks[m]
+        scoring_state.write_run(self.job.workdir, run.name, stats, references[m] or {}, counts, bank=bank)
+    run_val, saved_val = self._validation(group, nap_stats, banks)
     common = [
       dict(
         conditional=self.spec.conditional,
@@ -198,7 +234,9 @@ class Evaluator(base.Evaluator):
     if not self.tested:  # the runs set their thresholds on validation; nothing else is evaluated
       return base.Part([metrics.untested_run(run, **common[m]) for m, run in enumerate(runs)], saved_val)
     progress.stage("test set")
-    scores = score_images(config, group.setup, params, ds.x_test, mesh, nap_stats, seed=config.seed, progress=progress)
+    scores = score_images(
+      config, group.setup, params, ds.x_test, mesh, nap_stats, seed=config.seed, progress=progress, banks=banks
+    )
     if self._length_bits is None and "iwae" in self.on_device:
       self._length_bits = anomaly_scores.png_bits(
         anomaly_scores.model_view_images(ds.x_test, bool(config.data.binarize))
@@ -220,7 +258,7 @@ class Evaluator(base.Evaluator):
       progress(1)
     return part
 
-  def _validation(self, group: base.Group, nap_stats) -> tuple[list, list]:
+  def _validation(self, group: base.Group, nap_stats, banks=None) -> tuple[list, list]:
     """Each run's validation scores for metrics.evaluate_run (None: no validation split) and for its npz.
     Only the group's classes' validation images are scored, with the same compiled program as the test set."""
     config, ds, n = self.job.config, self.job.data, len(group.runs)
@@ -229,7 +267,14 @@ class Evaluator(base.Evaluator):
     group.progress.stage("validation")
     rows = np.flatnonzero(np.isin(ds.y_val, [k for r in group.runs for k in r.normal + r.anomalous]))
     val_scores = score_images(
-      config, group.setup, group.state.params, ds.x_val[rows], self.job.mesh, nap_stats, seed=config.seed + 2
+      config,
+      group.setup,
+      group.state.params,
+      ds.x_val[rows],
+      self.job.mesh,
+      nap_stats,
+      seed=config.seed + 2,
+      banks=banks,
     )
     if self._val_length_bits is None and "iwae" in self.on_device:
       self._val_length_bits = anomaly_scores.png_bits(

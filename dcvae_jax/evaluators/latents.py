@@ -39,6 +39,7 @@ from dcvae_jax.evaluators.disentangle import metrics as disentangle
 from dcvae_jax.models import inference, objectives
 
 if TYPE_CHECKING:  # the training program's types, for annotations only
+  from dcvae_jax.evaluators.scoring import ScoringSetup
   from dcvae_jax.train.train_step import ModelSetup
 
 COMPUTE_ALL_KEYS = ("mig", "factor_vae", "dci_disentanglement", "dci_completeness", "dci_informativeness", "sap")
@@ -48,14 +49,14 @@ COMPUTE_ALL_KEYS = ("mig", "factor_vae", "dci_disentanglement", "dci_completenes
 # Codes.
 
 
-def encode_batch(setup: ModelSetup, params, x, cond_ids):
+def encode_batch(setup: ModelSetup | ScoringSetup, params, x, cond_ids):
   """Encoder means of one model on a float batch x (B,H,W,1) with int condition ids (B,): (B, d)."""
   c = objectives.one_hot_condition(setup.spec, cond_ids, setup.num_conditions)
   mu, _ = objectives.encode(setup.module, params, x, c)
   return mu
 
 
-def compile_encode_fn(setup: ModelSetup, mesh):
+def compile_encode_fn(setup: ModelSetup | ScoringSetup, mesh):
   """jit(vmap over models) of encode_batch: params (M, ...), x uint8 (B,H,W), cond ids (M, B) -> (M, B, d).
   The batch axis is sharded over the mesh; the output is replicated."""
   fn = jax.vmap(functools.partial(encode_batch, setup), in_axes=(0, None, 0))

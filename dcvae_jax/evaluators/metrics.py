@@ -14,7 +14,7 @@ import numpy as np
 
 from dcvae_jax.evaluators import threshold
 from dcvae_jax.evaluators.base import run_fields
-from dcvae_jax.evaluators.scoring import DEVICE_SCORES, SCORES, reduce_scores
+from dcvae_jax.evaluators.scoring import PER_CONDITION_SCORES, SCORES, reduce_scores
 
 
 def _one_of_each(is_anomaly: np.ndarray) -> None:
@@ -88,7 +88,7 @@ def reduced_run_scores(
   keep = np.isin(y, run.normal + run.anomalous)
   reduced = reduce_scores(
     run,
-    {k: v[keep] for k, v in scores.items() if k in DEVICE_SCORES},
+    {k: v[keep] for k, v in scores.items() if k in PER_CONDITION_SCORES},
     y[keep],
     conditional=conditional,
     condition_counts=condition_counts,

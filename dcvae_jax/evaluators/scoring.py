@@ -8,6 +8,8 @@ Scores of a test image x (larger = more anomalous):
   complexity  iwae in bits (+ D log2 256 for a density on [0, 1]) - PNG bits of x (Serra et al. 2020)
   rapp        RaPP's NAP: normalised hidden-reconstruction differences (Kim et al. 2020); rapp_sap: its SAP
   sap_complexity  rapp_sap and complexity, each robustly standardised on normal training images, summed
+  latent_knn  distance from mu(x[, c]) to the nearest code of a normal training image (evaluators/latent_knn.py)
+  sap_knn, sap_complexity_knn  rapp_sap + latent_knn (+ complexity), standardised and summed as sap_complexity
 A conditional model scores x under every normal condition c; ``score_condition`` reduces them:
   min       min_c score_c (default)
   marginal  recon / rapp: sum_c pi_c S_c;  nelbo / iwae: -log sum_c pi_c exp(-S_c)   (pi_c = training frequency)
@@ -48,6 +50,8 @@ if TYPE_CHECKING:  # the training program's types, for annotations only
   from dcvae_jax.train.train_step import ModelSetup
 
 DEVICE_SCORES = ("recon", "nelbo", "iwae", "rapp", "rapp_sap")  # complexity is derived from iwae on the host
+HOST_SCORES = ("latent_knn",)  # per-condition scores computed on the host from the codes (evaluators/latent_knn.py)
+PER_CONDITION_SCORES = DEVICE_SCORES + HOST_SCORES  # (N, C') before the reduction over conditions
 
 # The device scores each score is computed from (complexity and sap_complexity are combined on the host).
 SCORE_INPUTS = {
@@ -58,7 +62,12 @@ SCORE_INPUTS = {
   "rapp": ("rapp",),
   "rapp_sap": ("rapp_sap",),
   "sap_complexity": ("iwae", "rapp_sap"),
+  "latent_knn": ("latent_knn",),
+  "sap_knn": ("rapp_sap", "latent_knn"),
+  "sap_complexity_knn": ("iwae", "rapp_sap", "latent_knn"),
 }
+STANDARDISED_SUMS = anomaly_scores.STANDARDISED_SUMS  # name -> the reduced scores it sums (standardised)
+REFERENCE_SCORES = ("rapp_sap", "complexity", "latent_knn")  # reduced scores of the reference images
 
 LOG_DENSITY_SCORES = ("nelbo", "iwae")
 
@@ -67,6 +76,16 @@ def score_names(config) -> tuple[str, ...]:
   """The scores a job computes and reports: ``eval.scores`` in SCORES order (() = all of them)."""
   wanted = tuple(config.eval.scores or SCORES)
   return tuple(n for n in SCORES if n in wanted)
+
+
+def needs_knn(names) -> bool:
+  """Whether the scores ``names`` need latent_knn's banks of training codes."""
+  return any("latent_knn" in SCORE_INPUTS[n] for n in names)
+
+
+def needs_reference(names) -> bool:
+  """Whether the scores ``names`` include a standardised sum (its reference images must be scored)."""
+  return any(n in STANDARDISED_SUMS for n in names)
 
 
 def device_scores(names) -> tuple[str, ...]:
@@ -467,14 +486,14 @@ def reduce_scores(
   reference: dict | None = None,
 ) -> dict:
   """Per-condition scores (name -> (N, C')) of images with labels ``y`` -> name -> (N,), with complexity
-  from the reduced iwae and ``length_bits`` (N,) when both are there, and sap_complexity from complexity,
-  rapp_sap and ``reference`` (dict rapp_sap, complexity: the reduced scores of normal training images) when
-  given. ``y`` None: the labels are unknown (new images), which only score_condition "given" needs."""
+  from the reduced iwae and ``length_bits`` (N,) when both are there, and each standardised sum
+  (STANDARDISED_SUMS: sap_complexity, sap_knn, sap_complexity_knn) whose parts are there and in ``reference``
+  (dict rapp_sap, complexity, latent_knn: the reduced scores of normal training images). ``y`` None: the labels are unknown (new images), which only score_condition "given" needs."""
   if y is None and conditional and protocol.score_condition == "given":
     raise ValueError("score_condition 'given' needs each image's class, and these images have none")
   cond_of_example = None if y is None else condition_ids(run, y, missing=-1)
   reduced = {}
-  for name in DEVICE_SCORES:
+  for name in PER_CONDITION_SCORES:
     if name in scores:
       reduced[name] = reduce_conditions(
         scores[name],
@@ -486,10 +505,9 @@ def reduce_scores(
       )
   if "iwae" in reduced and length_bits is not None:
     reduced["complexity"] = anomaly_scores.complexity(reduced["iwae"], np.asarray(length_bits), offset_bits)
-  if reference is not None and "complexity" in reduced and "rapp_sap" in reduced:
-    reduced["sap_complexity"] = anomaly_scores.sap_complexity(
-      reduced["rapp_sap"], reduced["complexity"], reference["rapp_sap"], reference["complexity"]
-    )
+  for name, parts in STANDARDISED_SUMS.items():
+    if reference is not None and all(p in reduced and p in reference for p in parts):
+      reduced[name] = anomaly_scores.standardised_sum(*((reduced[p], reference[p]) for p in parts))
   return reduced
 
 

@@ -7,7 +7,10 @@ workdir scores images without its training data (``--mode=predict``, ``dcvae_jax
   scoring/<run>.npz    per run, what its scores take from normal training images:
                          nap_mean (D,), nap_basis (D, k), nap_inv_scale (k,)  RaPP's NAP normalisation (fit_rapp)
                          reference_rapp_sap, reference_complexity (n,)       the reduced scores of the n reference
-                                                                             images that standardise sap_complexity
+                         [reference_latent_knn (n,)]                         images that standardise the sums
+                         [knn_codes (B, d), knn_cond (B,)]                   latent_knn's bank: the codes of the run's
+                                                                             normal training images and their
+                                                                             conditions (when latent_knn was scored)
                          condition_counts (C,)                               training images of each normal class
                                                                              (score_condition "marginal")
 Pure numpy and JSON."""
@@ -25,7 +28,7 @@ from dcvae_jax.errors import WorkdirError
 
 FOLDER = "scoring"
 NAP_KEYS = ("mean", "basis", "inv_scale")
-REFERENCE_KEYS = ("rapp_sap", "complexity")
+REFERENCE_KEYS = ("rapp_sap", "complexity", "latent_knn")
 
 
 def input_path(workdir: str) -> str:
@@ -73,9 +76,10 @@ def read_input(workdir: str) -> dict:
   return info
 
 
-def write_run(workdir: str, run_name: str, nap_stats: dict, reference: dict, condition_counts) -> None:
+def write_run(workdir: str, run_name: str, nap_stats: dict, reference: dict, condition_counts, bank=None) -> None:
   """scoring/<run>.npz: one run's NAP statistics (dict mean, basis, inv_scale, no model axis), its reference
-  scores (dict rapp_sap, complexity) and its condition counts."""
+  scores (dict rapp_sap, complexity[, latent_knn]), its condition counts and latent_knn's bank (dict codes,
+  cond; latent_knn.build_banks) or None."""
   os.makedirs(os.path.join(workdir, FOLDER), exist_ok=True)
   path = run_path(workdir, run_name)
   tmp = f"{path}.tmp{os.getpid()}.npz"
@@ -83,24 +87,25 @@ def write_run(workdir: str, run_name: str, nap_stats: dict, reference: dict, con
     **{f"nap_{k}": np.asarray(nap_stats[k]) for k in NAP_KEYS},
     **{f"reference_{k}": np.asarray(reference[k]) for k in REFERENCE_KEYS if k in reference},
     "condition_counts": np.asarray(condition_counts, np.float32),
+    **({} if bank is None else {"knn_codes": np.asarray(bank["codes"]), "knn_cond": np.asarray(bank["cond"])}),
   }
   np.savez(tmp, **arrays)
   os.replace(tmp, path)
 
 
 def read_run(workdir: str, run_name: str) -> dict:
-  """dict(nap_stats=dict(mean, basis, inv_scale), reference=dict(rapp_sap, complexity) or None,
-  condition_counts) of one run, as :func:`write_run` saved them."""
+  """dict(nap_stats=dict(mean, basis, inv_scale), reference=dict(rapp_sap, complexity[, latent_knn]) or None,
+  condition_counts, bank=dict(codes, cond) or None) of one run, as :func:`write_run` saved them."""
   path = run_path(workdir, run_name)
   if not os.path.exists(path):
     raise WorkdirError(f"{path} is missing; {_rerun_hint(workdir)}")
   with np.load(path) as f:
     saved = {k: f[k] for k in f.files}
-  reference = None
-  if all(f"reference_{k}" in saved for k in REFERENCE_KEYS):
-    reference = {k: saved[f"reference_{k}"] for k in REFERENCE_KEYS}
+  reference = {k: saved[f"reference_{k}"] for k in REFERENCE_KEYS if f"reference_{k}" in saved} or None
+  bank = {"codes": saved["knn_codes"], "cond": saved["knn_cond"]} if "knn_codes" in saved else None
   return {
     "nap_stats": {k: saved[f"nap_{k}"] for k in NAP_KEYS},
     "reference": reference,
     "condition_counts": saved["condition_counts"],
+    "bank": bank,
   }

@@ -77,7 +77,7 @@ class RunView:
         cond_of_example=cond_of_example,
         weights=counts,
       )
-      for name in scoring.DEVICE_SCORES
+      for name in scoring.PER_CONDITION_SCORES
       if name in scores
     }
     if "iwae" in self.reduced and "length_bits" in scores:
@@ -89,17 +89,17 @@ class RunView:
       self.reduced["complexity"] = anomaly_scores.complexity(
         self.reduced["iwae"], np.asarray(scores["length_bits"])[keep], offset
       )
-    if {"rapp_sap", "complexity"} <= set(self.reduced) and "reference_rapp_sap" in scores:
-      self.reduced["sap_complexity"] = anomaly_scores.sap_complexity(
-        self.reduced["rapp_sap"],
-        self.reduced["complexity"],
-        scores["reference_rapp_sap"],
-        scores["reference_complexity"],
-      )
+    for name, parts in scoring.STANDARDISED_SUMS.items():
+      if all(p in self.reduced and f"reference_{p}" in scores for p in parts):
+        self.reduced[name] = anomaly_scores.standardised_sum(
+          *((self.reduced[p], scores[f"reference_{p}"]) for p in parts)
+        )
     self.headline = protocol.score
-    # complexity = iwae - L(x) + const: the same condition minimises both; sap_complexity is pictured under
-    # rapp_sap's condition (each of its two parts is reduced over conditions on its own).
-    picture_by = {"complexity": "iwae", "sap_complexity": "rapp_sap"}.get(protocol.score, protocol.score)
+    # complexity = iwae - L(x) + const: the same condition minimises both; a standardised sum is pictured under
+    # rapp_sap's condition (each of its parts is reduced over conditions on its own).
+    picture_by = {"complexity": "iwae", **{n: "rapp_sap" for n in scoring.STANDARDISED_SUMS}}.get(
+      protocol.score, protocol.score
+    )
     per_condition = scores[picture_by]
     self.cond = chosen_condition(
       per_condition[keep], protocol.score_condition, conditional=conditional, cond_of_example=cond_of_example

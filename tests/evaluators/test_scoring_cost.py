@@ -17,6 +17,7 @@ from dcvae_jax import experiment, table, xla_cache
 from dcvae_jax.config import BEST_DETECTOR
 from dcvae_jax.errors import ConfigError
 from dcvae_jax.evaluators import anomaly_scores, metrics, scoring
+from dcvae_jax.options import DEFAULT_SCORES
 from dcvae_jax.validation import validate
 from tests import cli
 from tests.cli import REPO
@@ -143,10 +144,15 @@ def test_eval_scores_validation(scores, headline, message):
 
 def test_eval_scores_defaults_to_all_and_keeps_the_order():
   config = tiny_config()
-  assert scoring.score_names(config) == scoring.SCORES  # base config: all seven
+  assert scoring.score_names(config) == DEFAULT_SCORES == scoring.SCORES[:7]  # base config: the first seven
   validate(config)
   config.eval.scores = ()
-  assert scoring.score_names(config) == scoring.SCORES
+  assert scoring.score_names(config) == scoring.SCORES  # all ten
+  config.eval.scores = ("sap_knn", "recon")
+  assert scoring.score_names(config) == ("recon", "sap_knn")
+  assert scoring.device_scores(scoring.score_names(config)) == ("recon", "rapp_sap")
+  assert scoring.needs_knn(("sap_knn",)) and not scoring.needs_knn(DEFAULT_SCORES)
+  assert scoring.needs_reference(("sap_knn",)) and not scoring.needs_reference(("recon", "latent_knn"))
   config.eval.scores = ("sap_complexity", "recon")
   assert scoring.score_names(config) == ("recon", "sap_complexity")
   assert scoring.device_scores(scoring.score_names(config)) == ("recon", "iwae", "rapp_sap")
@@ -187,7 +193,7 @@ def test_reduced_scores_are_absent_and_the_rest_unchanged(tmp_path, monkeypatch)
   _CountingProgress.made = []
   messages = []
   full = experiment.train_and_evaluate(config, wd, dataset=ds, log=messages.append)
-  assert set(full["auroc_by_score"]) == set(scoring.SCORES)
+  assert set(full["auroc_by_score"]) == set(DEFAULT_SCORES)
   (progress,) = _CountingProgress.made
   assert progress.steps == progress.total and progress.stages == [
     "NAP fit",
@@ -340,8 +346,8 @@ def test_main_job_and_best_score_everything_with_k_16():
   for arg in ("", "smoke"):
     config = module.get_config(arg)
     validate(config)
-    assert scoring.score_names(config) == scoring.SCORES
+    assert scoring.score_names(config) == DEFAULT_SCORES
     assert config.eval.iwae_samples == 16 and config.eval.iwae_samples % config.eval.iwae_chunk == 0
   best = module.get_config("best")
-  assert scoring.score_names(best) == scoring.SCORES and best.eval.iwae_samples == BEST_DETECTOR["iwae_samples"] == 16
+  assert scoring.score_names(best) == DEFAULT_SCORES and best.eval.iwae_samples == BEST_DETECTOR["iwae_samples"] == 16
   assert base.eval.iwae_samples == 64  # the base config's K: the paper-scale estimate
