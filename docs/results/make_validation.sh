@@ -21,6 +21,13 @@
 #      validation AUROC is higher, then seeds 1 and 2 of the kept length. The MNIST leave-one-out headline is
 #      whichever of stage 6's and stage 7's kept settings has the higher seed-0 validation AUROC (a tie keeps
 #      stage 6). Their test AUROCs were known from dcvae_fair.md (test-read), so these two are not blind candidates.
+#   8. (declared 2026-12-05 18:48, before any test AUROC of these scores existed; explored on validation images
+#      only) the latent_knn scores (latent_knn, sap_knn, sap_complexity_knn; docs/design.md). Leave-one-out: copies
+#      of the settings that have 3 seeds (KNN_LOO) are rescored under $ROOT/knn with all ten scores (the same
+#      checkpoints); the (setting, score) with the highest seed-0 mean validation AUROC is the new headline
+#      (dcvae_jax.report.across; ties keep the earlier), its 3 seeds' test read once and paired with the previous
+#      headline (KNN_PREVIOUS). Fashion-MNIST one-vs-rest: `gpp` (its :best row) retrained with all ten scores,
+#      seed 0; seeds 1 and 2 only if validation then picks one of the three new scores.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export ROOT=${ROOT:-/tmp/dcvae_validation}
@@ -33,6 +40,9 @@ CANDIDATES="paper gpp gpp+cos"
 WIDER="gpp+l16 gpp+l32"  # stage 5: Fashion-MNIST one-vs-rest only
 PAPER_MODELS="m:cvae m:dcvae"  # stage 7: MNIST leave-one-out only
 LONG_LOO="mnist fashion_mnist"  # stage 6: leave-one-out at 50 epochs (Fashion-MNIST: seed 0 only so far)
+KNN_LOO="mnist:10:paper,50:paper,50:m:dcvae fashion_mnist:10:gpp,50:gpp"  # stage 8: the 3-seed settings
+KNN_PREVIOUS="mnist:50:m:dcvae:sap_complexity fashion_mnist:50:gpp:rapp_sap"  # stage 8: the headlines before
+KNN_NEW="latent_knn sap_knn sap_complexity_knn"
 IW="--config.eval.iwae_samples=16"   # iwae K = 16 (as the main job and `:best`): K = 64 made scoring outlast training
 choose() {  # DATASET PROTOCOL EPOCHS -> "ROW SCORE" chosen on validation among the candidates
   $T $ROOT "$1" "$2" "$3" --rows="${CANDIDATES// /,}" --choose
@@ -89,6 +99,24 @@ case ${1:-tables} in
       read -r EP SCORE <<< "$(choose_epochs mnist "$ROW")"
       echo "mnist leave_one_out, $ROW at 10 or 50 epochs: validation chose $EP epochs, score $SCORE"
       EXTRA="$IW --config.protocol.score=$SCORE" docs/results/ablation.sh mnist leave_one_out $EP "$ROW+s1" "$ROW+s2"
+    fi
+    for SPEC in $KNN_LOO; do  # stage 8: rescore copies of the leave-one-out settings with all ten scores
+      D=${SPEC%%:*}
+      for SET in ${SPEC#*:}; do
+        for S in "" +s1 +s2; do
+          SRC=$ROOT/$D-leave_one_out-${SET%%:*}ep-${SET#*:}$S; DST=$ROOT/knn/${SRC##*/}
+          if [ -f "$DST/results.json" ] && grep -q sap_complexity_knn "$DST/results.json"; then continue; fi
+          rm -rf "$DST"; mkdir -p "$ROOT/knn"; cp -a "$SRC" "$DST"
+          $PY -m dcvae_jax.main --mode=rescore --config=configs/$D.py --workdir="$DST" $IW --config.eval.scores="()"
+        done
+      done
+    done
+    ROOT=$ROOT/knn EXTRA="$IW --config.protocol.score=auto --config.eval.scores=()" \
+      docs/results/ablation.sh fashion_mnist one_vs_rest 50 gpp
+    read -r _ SCORE <<< "$($T $ROOT/knn fashion_mnist one_vs_rest 50 --rows=gpp --choose)"
+    if [[ " $KNN_NEW " == *" $SCORE "* ]]; then
+      ROOT=$ROOT/knn EXTRA="$IW --config.protocol.score=$SCORE --config.eval.scores=()" \
+        docs/results/ablation.sh fashion_mnist one_vs_rest 50 gpp+s1 gpp+s2
     fi
     EXTRA="$IW --config.protocol.score=auto" docs/results/ablation.sh fashion_mnist one_vs_rest 50 $WIDER
     ALL="$CANDIDATES $WIDER"
@@ -210,6 +238,20 @@ _print_paired(rows, other, best, score)
 PYEOF
         fi
       fi
+    fi
+    for SPEC in $KNN_LOO; do  # stage 8
+      D=${SPEC%%:*}; SETS=${SPEC#*:}
+      PREV=$(for P in $KNN_PREVIOUS; do case $P in "$D":*) echo "${P#*:}" ;; esac; done)
+      # shellcheck disable=SC2086
+      $PY -m dcvae_jax.report.across "$ROOT/knn" $D leave_one_out ${SETS//,/ } --previous="$PREV" \
+        --json=$OUT/validation_${D}_leave_one_out_knn.json
+    done
+    if [ -f "$ROOT/knn/fashion_mnist-one_vs_rest-50ep-gpp/results.json" ]; then
+      SEEDS=$(ROOT=$ROOT/knn seed_rows fashion_mnist one_vs_rest 50 gpp)
+      $T $ROOT/knn fashion_mnist one_vs_rest 50 --validation --rows="gpp$SEEDS" --seeds=gpp \
+        --json=$OUT/validation_fashion_mnist_one_vs_rest_knn.json
+    else
+      echo "(fashion_mnist one-vs-rest with the latent_knn scores: not run in $ROOT/knn)"
     fi
     ;;
   *) echo "usage: $0 run|tables" >&2; exit 2 ;;

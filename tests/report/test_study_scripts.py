@@ -164,3 +164,27 @@ def test_validation_tables_paper_models_stage_picks_the_headline_on_validation(t
     "m:dcvae+s1",
     "m:dcvae+s2",
   ]
+
+
+def test_validation_tables_knn_stage_chooses_across_settings_on_validation(tmp_path):
+  """Stage 8: the rescored copies under ROOT/knn; the (setting, score) with the best seed-0 validation AUROC
+  across lengths is the headline (test made to disagree), its seeds' test read and paired with the previous one."""
+  root, out_dir = tmp_path / "root", tmp_path / "out"
+  out_dir.mkdir()
+  knn = root / "knn"
+  fm10, fm50 = "fashion_mnist-leave_one_out-10ep", "fashion_mnist-leave_one_out-50ep"
+  for s, t in (("", 0.70), ("+s1", 0.72), ("+s2", 0.74)):  # gpp@10: sap_knn best on validation, worst on test
+    _row(knn, "gpp" + s, {"rapp_sap": 0.72, "sap_knn": 0.76}, {"rapp_sap": 0.99, "sap_knn": t}, fm10)
+  for s, t in (("", 0.71), ("+s1", 0.70), ("+s2", 0.72)):  # gpp@50: the previous headline, rapp_sap
+    _row(knn, "gpp" + s, {"rapp_sap": 0.73, "sap_knn": 0.75}, {"rapp_sap": t, "sap_knn": 0.99}, fm50)
+  out = _run(VALIDATION, ["tables"], {"ROOT": str(root), "OUT": str(out_dir), "PY": sys.executable})
+  assert out.returncode == 0, out.stderr
+  assert "| 10:gpp | - | - | - | - | - | 0.720 / 0.990 | - | **0.760 / 0.700** |" in out.stdout  # bold: the choice
+  assert "chosen on validation: 10:gpp with sap_knn (validation 0.760)" in out.stdout
+  assert "test AUROC over 3 seed(s): 0.700, 0.720, 0.740 = 0.720 +- 0.016" in out.stdout
+  assert "against the previous headline 50:gpp with rapp_sap, seed by seed: -0.010, +0.020, +0.020" in out.stdout
+  assert "(mnist leave_one_out: setting 10:paper has no seed-0 results in" in out.stdout
+  written = json.loads((out_dir / "validation_fashion_mnist_leave_one_out_knn.json").read_text())
+  assert written["choice"] == {"setting": "10:gpp", "score": "sap_knn", "validation_auroc": 0.76}
+  assert written["test_by_seed"] == {"0": 0.70, "1": 0.72, "2": 0.74}
+  assert not (out_dir / "validation_mnist_leave_one_out_knn.json").exists()

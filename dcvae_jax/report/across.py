@@ -1,0 +1,109 @@
+"""Choose a (setting, score) on validation across settings of different lengths, then read its test AUROC once.
+
+python -m dcvae_jax.report.across ROOT DATASET PROTOCOL SETTING [SETTING ...] --previous=SETTING:SCORE
+    [--json=FILE]
+
+A SETTING is EPOCHS:ROW (``50:m:dcvae``): the workdirs ROOT/DATASET-PROTOCOL-EPOCHSep-ROW (seed 0) and
+ROW+s1, ROW+s2 (seeds 1, 2), as docs/results/ablation.sh names them. What it prints:
+  1. every setting's seed-0 mean validation / test AUROC of every score (the table the choice is made from);
+  2. the choice: the (setting, score) with the highest seed-0 mean validation AUROC
+     (``ablation.choose_on_validation``: ties go to the earlier setting, then to the earlier score in SCORES;
+     test AUROC is never read for it);
+  3. the chosen setting's test AUROC of the chosen score at each seed, mean and population std;
+  4. the paired comparison with ``--previous`` (the headline before): per-seed differences of the class-mean
+     test AUROC, chosen minus previous, with a paired t-test over seeds (``ablation.paired_t``).
+docs/results/make_validation.sh uses it for stage 8 (the latent_knn scores on the leave-one-out settings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from dcvae_jax.options import DEFAULT_SCORES, SCORES
+from dcvae_jax.report.ablation import choose_on_validation, paired_t
+
+SEEDS = ("", "+s1", "+s2")
+
+
+def load(root: str, dataset: str, protocol: str, setting: str) -> dict:
+  """Suffix ("", "+s1", "+s2") -> results.json of the setting's seeds that have one."""
+  epochs, row = setting.split(":", 1)
+  out = {}
+  for s in SEEDS:
+    path = os.path.join(root, f"{dataset}-{protocol}-{epochs}ep-{row}{s}", "results.json")
+    if os.path.exists(path):
+      with open(path) as f:
+        out[s] = json.load(f)
+  return out
+
+
+def main(argv=None) -> int:
+  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  ap.add_argument("root")
+  ap.add_argument("dataset")
+  ap.add_argument("protocol")
+  ap.add_argument("settings", nargs="+", help="EPOCHS:ROW")
+  ap.add_argument("--previous", required=True, help="EPOCHS:ROW:SCORE, the headline before")
+  ap.add_argument("--json", default="")
+  a = ap.parse_args(argv)
+  settings = {s: load(a.root, a.dataset, a.protocol, s) for s in a.settings}
+  missing = [s for s, seeds in settings.items() if "" not in seeds]
+  if missing:
+    print(f"({a.dataset} {a.protocol}: setting {missing[0]} has no seed-0 results in {a.root})")
+    return 0
+  prev_setting, prev_score = a.previous.rsplit(":", 1)
+  seed0 = {s: seeds[""] for s, seeds in settings.items()}
+  shown = [
+    sc for sc in SCORES if sc in DEFAULT_SCORES or any(sc in r.get("val_auroc_by_score", {}) for r in seed0.values())
+  ]
+  print(f"### {a.dataset} {a.protocol}: seed 0, mean validation / test AUROC; bold: the choice\n")
+  choice, score, value = choose_on_validation(seed0)
+  print("| setting | " + " | ".join(shown) + " |")
+  print("|---|" + "---|" * len(shown))
+  for name, r in seed0.items():
+    cells = []
+    for sc in shown:
+      val, test = r.get("val_auroc_by_score", {}).get(sc), r["auroc_by_score"].get(sc)
+      txt = "-" if test is None else f"{'-' if val is None else f'{val:.3f}'} / {test:.3f}"
+      cells.append(f"**{txt}**" if (name, sc) == (choice, score) else txt)
+    print(f"| {name} | " + " | ".join(cells) + " |")
+  print(f"\nchosen on validation: {choice} with {score} (validation {value:.3f})\n")
+  chosen = settings[choice]
+  tests = {s: r["auroc_by_score"][score] for s, r in chosen.items()}
+  mean = sum(tests.values()) / len(tests)
+  std = (sum((v - mean) ** 2 for v in tests.values()) / len(tests)) ** 0.5
+  seeds_txt = ", ".join(f"{v:.3f}" for v in tests.values())
+  print(f"test AUROC over {len(tests)} seed(s): {seeds_txt} = {mean:.3f} +- {std:.3f}\n")
+  out = {
+    "settings": {
+      name: {"val_auroc_by_score": r.get("val_auroc_by_score", {}), "auroc_by_score": r["auroc_by_score"]}
+      for name, r in seed0.items()
+    },  # fmt: skip
+    "choice": {"setting": choice, "score": score, "validation_auroc": value},
+    "test_by_seed": {(s[2:] if s else "0"): v for s, v in tests.items()},
+    "test_mean": mean,
+    "test_std": std,
+  }
+  previous = settings.get(prev_setting) or load(a.root, a.dataset, a.protocol, prev_setting)
+  both = [s for s in SEEDS if s in chosen and s in previous and prev_score in previous[s]["auroc_by_score"]]
+  if both and (prev_setting, prev_score) != (choice, score):
+    diffs = [chosen[s]["auroc_by_score"][score] - previous[s]["auroc_by_score"][prev_score] for s in both]
+    line = ", ".join(f"{d:+.3f}" for d in diffs)
+    print(f"against the previous headline {prev_setting} with {prev_score}, seed by seed: {line}")
+    out["paired"] = {"previous": a.previous, "diffs": diffs, "mean": sum(diffs) / len(diffs)}
+    if len(diffs) >= 2:
+      t, p = paired_t(diffs)
+      print(f"mean {sum(diffs) / len(diffs):+.3f}; paired t = {t:.2f}, two-sided p = {p:.3f}")
+      out["paired"].update(t=t, p=p)
+    print()
+  if a.json:
+    with open(a.json, "w") as f:
+      json.dump(out, f, indent=1, sort_keys=True)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
