@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     print(f"| {name} | " + " | ".join(cells) + " |")
   print(f"\nchosen on validation: {choice} with {score} (validation {value:.3f})\n")
   chosen = settings[choice]
-  tests = {s: r["auroc_by_score"][score] for s, r in chosen.items()}
+  tests = {s: r["auroc_by_score"][score] for s, r in chosen.items() if score in r["auroc_by_score"]}  # scored seeds
   mean = sum(tests.values()) / len(tests)
   std = (sum((v - mean) ** 2 for v in tests.values()) / len(tests)) ** 0.5
   seeds_txt = ", ".join(f"{v:.3f}" for v in tests.values())

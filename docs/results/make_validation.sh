@@ -14,7 +14,7 @@
 #      when it is a new row. Stages 2-3 keep the three-candidate choice (the cross-dataset rows were run with it).
 #   6. (run before 5) leave-one-out, one pre-declared extension: stage 4's chosen row at 50 epochs (the
 #      leave-one-out budget is 40 minutes), kept only if its best mean validation AUROC beats the 10-epoch row's;
-#      then its seeds 1 and 2. MNIST first; Fashion-MNIST later (its seed 0 ran in the twelfth session).
+#      then its seeds 1 and 2. MNIST first; Fashion-MNIST later (seed 0 in the twelfth session, seeds 1-2 in the thirteenth).
 #   7. (declared 2026-12-05, before its rows ran) MNIST leave-one-out, the paper's own models: m:cvae and m:dcvae
 #      (the paper's binarised setting) at 10 epochs join the three candidates; the row and score with the highest
 #      mean validation AUROC among the five are chosen; a new row then runs at 50 epochs, kept only if its
@@ -39,7 +39,7 @@ T="$PY -m dcvae_jax.report.ablation"
 CANDIDATES="paper gpp gpp+cos"
 WIDER="gpp+l16 gpp+l32"  # stage 5: Fashion-MNIST one-vs-rest only
 PAPER_MODELS="m:cvae m:dcvae"  # stage 7: MNIST leave-one-out only
-LONG_LOO="mnist fashion_mnist"  # stage 6: leave-one-out at 50 epochs (Fashion-MNIST: seed 0 only so far)
+LONG_LOO="mnist fashion_mnist"  # stage 6: leave-one-out at 50 epochs (Fashion-MNIST: seeds 1-2 in the thirteenth session)
 KNN_LOO="mnist:10:paper,50:paper,50:m:dcvae fashion_mnist:10:gpp,50:gpp"  # stage 8: the 3-seed settings
 KNN_PREVIOUS="mnist:50:m:dcvae:sap_complexity fashion_mnist:50:gpp:rapp_sap"  # stage 8: the headlines before
 KNN_NEW="latent_knn sap_knn sap_complexity_knn"

@@ -188,3 +188,14 @@ def test_validation_tables_knn_stage_chooses_across_settings_on_validation(tmp_p
   assert written["choice"] == {"setting": "10:gpp", "score": "sap_knn", "validation_auroc": 0.76}
   assert written["test_by_seed"] == {"0": 0.70, "1": 0.72, "2": 0.74}
   assert not (out_dir / "validation_mnist_leave_one_out_knn.json").exists()
+
+
+def test_across_reads_only_the_seeds_that_have_the_chosen_score(tmp_path, capsys):
+  """A seed not yet rescored with the new scores is left out of the test line, not a crash."""
+  from dcvae_jax.report import across
+
+  loo = "mnist-leave_one_out-10ep"
+  _row(tmp_path, "paper", {"sap_knn": 0.9}, {"sap_knn": 0.8}, loo)
+  _row(tmp_path, "paper+s1", {"rapp_sap": 0.9}, {"rapp_sap": 0.7}, loo)
+  assert across.main([str(tmp_path), "mnist", "leave_one_out", "10:paper", "--previous=10:paper:rapp_sap"]) == 0
+  assert "test AUROC over 1 seed(s): 0.800 = 0.800 +- 0.000" in capsys.readouterr().out
