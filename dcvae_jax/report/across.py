@@ -88,9 +88,9 @@ def main(argv=None) -> int:
     "test_std": std,
   }
   previous = settings.get(prev_setting) or load(a.root, a.dataset, a.protocol, prev_setting)
-  both = [s for s in SEEDS if s in chosen and s in previous and prev_score in previous[s]["auroc_by_score"]]
+  both = [s for s in SEEDS if s in tests and s in previous and prev_score in previous[s]["auroc_by_score"]]
   if both and (prev_setting, prev_score) != (choice, score):
-    diffs = [chosen[s]["auroc_by_score"][score] - previous[s]["auroc_by_score"][prev_score] for s in both]
+    diffs = [tests[s] - previous[s]["auroc_by_score"][prev_score] for s in both]
     line = ", ".join(f"{d:+.3f}" for d in diffs)
     print(f"against the previous headline {prev_setting} with {prev_score}, seed by seed: {line}")
     out["paired"] = {"previous": a.previous, "diffs": diffs, "mean": sum(diffs) / len(diffs)}
