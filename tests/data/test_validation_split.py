@@ -140,7 +140,7 @@ def auto_run(tmp_path_factory):
     return fit_rapp(setup, params, x_fit, *a, **k)
 
   wd = str(tmp_path_factory.mktemp("auto") / "wd")
-  config = _config(**{"protocol.score": "auto"})
+  config = _config(**{"protocol.score": "auto", "eval.scores": ()})  # all ten, the latent_knn family included
   with pytest.MonkeyPatch.context() as mp:
     mp.setattr(trainer, "train_runs", spy_train)
     mp.setattr(detection, "score_images", spy_score)
@@ -186,7 +186,7 @@ def test_validation_metrics_are_every_score_computed_as_on_test(auto_run):
     is_anomaly = np.isin(saved["y_val"], r["anomalous"])
     assert r["num_val_anomalous"] == is_anomaly.sum() == np.sum(split.y_val == int(r["label"]))
     assert r["num_val_normal"] == (~is_anomaly).sum()
-    for name in ("recon", "nelbo", "iwae", "rapp", "rapp_sap"):  # unconditional: the one column is the score
+    for name in ("recon", "nelbo", "iwae", "rapp", "rapp_sap", "latent_knn"):  # unconditional: the one column
       s = saved[f"val_{name}"][:, 0]
       assert r["val_auroc_by_score"][name] == pytest.approx(roc_auc_score(is_anomaly, s), abs=1e-12)
       assert r["val_aupr_by_score"][name] == pytest.approx(average_precision_score(is_anomaly, s), abs=1e-12)
@@ -241,7 +241,7 @@ def test_test_metrics_are_as_before_on_the_smaller_training_split(auto_run, tmp_
   every test number is equal: only the training data changed."""
   ds, split = auto_run["ds"], auto_run["split"]
   part = Dataset(ds.name, split.x_train, split.y_train, ds.x_test, ds.y_test, ds.num_classes, source="toy")
-  config = _config(**{"data.validation_fraction": 0.0, "protocol.score": "recon"})
+  config = _config(**{"data.validation_fraction": 0.0, "protocol.score": "recon", "eval.scores": ()})
   plain = experiment.train_and_evaluate(config, str(tmp_path / "wd"), dataset=part, log=lambda *_: None)
   assert "val_auroc_by_score" not in plain and "threshold" not in plain
   assert "no validation" in plain["validation"]["note"]
