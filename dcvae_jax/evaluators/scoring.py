@@ -67,7 +67,9 @@ SCORE_INPUTS = {
   "sap_complexity_knn": ("iwae", "rapp_sap", "latent_knn"),
 }
 STANDARDISED_SUMS = anomaly_scores.STANDARDISED_SUMS  # name -> the reduced scores it sums (standardised)
-REFERENCE_SCORES = ("rapp_sap", "complexity", "latent_knn")  # reduced scores of the reference images
+# The reduced scores of the reference images: every part of a standardised sum, in first-use order
+# (scoring_state.REFERENCE_KEYS, kept numpy-only, names the same ones; a test pins the two together).
+REFERENCE_SCORES = tuple(dict.fromkeys(p for parts in STANDARDISED_SUMS.values() for p in parts))
 
 LOG_DENSITY_SCORES = ("nelbo", "iwae")
 

@@ -85,8 +85,7 @@ def main():
   print(f"### {title}: mean AUROC over classes, {what}\n")
   if a.validation:
     print("cells: mean validation AUROC / mean test AUROC; bold: the row's best score on *validation*.\n")
-  # the default scores always (a dash where a row lacks one), the opt-in ones where a row has them
-  shown = [s for s in SCORES if s in DEFAULT_SCORES or any(s in r["auroc_by_score"] for r in rows.values())]
+  shown = shown_scores(rows)
   print("| row | " + " | ".join(shown) + " | train s | complexity's likelihood |")
   print("|---|" + "---|" * (len(shown) + 2))
   for name, r in rows.items():
@@ -139,6 +138,12 @@ def main():
   if a.json:
     with open(a.json, "w") as f:
       json.dump(rows, f, indent=1, sort_keys=True)
+
+
+def shown_scores(rows: dict) -> list[str]:
+  """The score columns of a table of ``rows`` (name -> results.json), in SCORES order: the default scores always
+  (a dash where a row lacks one), the opt-in ones where some row has them."""
+  return [s for s in SCORES if s in DEFAULT_SCORES or any(s in r["auroc_by_score"] for r in rows.values())]
 
 
 def choose_on_validation(rows: dict) -> tuple[str, str, float]:

@@ -22,8 +22,7 @@ import json
 import os
 import sys
 
-from dcvae_jax.options import DEFAULT_SCORES, SCORES
-from dcvae_jax.report.ablation import choose_on_validation, paired_t
+from dcvae_jax.report.ablation import choose_on_validation, paired_t, shown_scores
 
 SEEDS = ("", "+s1", "+s2")
 
@@ -56,9 +55,7 @@ def main(argv=None) -> int:
     return 0
   prev_setting, prev_score = a.previous.rsplit(":", 1)
   seed0 = {s: seeds[""] for s, seeds in settings.items()}
-  shown = [
-    sc for sc in SCORES if sc in DEFAULT_SCORES or any(sc in r.get("val_auroc_by_score", {}) for r in seed0.values())
-  ]
+  shown = shown_scores(seed0)
   print(f"### {a.dataset} {a.protocol}: seed 0, mean validation / test AUROC; bold: the choice\n")
   choice, score, value = choose_on_validation(seed0)
   print("| setting | " + " | ".join(shown) + " |")

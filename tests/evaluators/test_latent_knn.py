@@ -237,3 +237,11 @@ def test_new_images_get_the_saved_latent_knn_from_the_workdir_alone(knn_workdir)
   got = p.scores(t["ds"].x_test)
   np.testing.assert_allclose(got["latent_knn"], np.min(t["saved"]["latent_knn"][:, :-1], axis=1), rtol=1e-6)
   assert jax.tree.leaves(p.params)[0].shape[0] == 1
+
+
+def test_saved_reference_keys_are_every_part_of_a_standardised_sum():
+  """scoring_state (numpy only) names the reference scores itself; they must be the parts the sums read."""
+  from dcvae_jax.evaluators import scoring_state
+
+  assert scoring_state.REFERENCE_KEYS == scoring.REFERENCE_SCORES == ("rapp_sap", "complexity", "latent_knn")
+  assert {p for parts in scoring.STANDARDISED_SUMS.values() for p in parts} == set(scoring_state.REFERENCE_KEYS)
