@@ -1,7 +1,7 @@
 """Choose a (setting, score) on validation across settings of different lengths, then read its test AUROC once.
 
-python -m dcvae_jax.report.across ROOT DATASET PROTOCOL SETTING [SETTING ...] --previous=SETTING:SCORE
-    [--json=FILE]
+python -m dcvae_jax.report.across ROOT DATASET PROTOCOL SETTING [SETTING ...] --previous=SETTING:SCORE [--json=FILE]
+python -m dcvae_jax.report.across ROOT DATASET PROTOCOL SETTING [SETTING ...] --choose
 
 A SETTING is EPOCHS:ROW (``50:m:dcvae``): the workdirs ROOT/DATASET-PROTOCOL-EPOCHSep-ROW (seed 0) and
 ROW+s1, ROW+s2 (seeds 1, 2), as docs/results/ablation.sh names them. What it prints:
@@ -12,6 +12,8 @@ ROW+s1, ROW+s2 (seeds 1, 2), as docs/results/ablation.sh names them. What it pri
   3. the chosen setting's test AUROC of the chosen score at each seed, mean and population std;
   4. the paired comparison with ``--previous`` (the headline before): per-seed differences of the class-mean
      test AUROC, chosen minus previous, with a paired t-test over seeds (``ablation.paired_t``).
+--choose prints only "SETTING SCORE" (step 2; no test AUROC is read), for scripts that run the chosen setting's
+seeds next; it exits non-zero with one line when a setting has no seed-0 results.
 docs/results/make_validation.sh uses it for stage 8 (the latent_knn scores on the leave-one-out settings).
 """
 
@@ -45,11 +47,23 @@ def main(argv=None) -> int:
   ap.add_argument("dataset")
   ap.add_argument("protocol")
   ap.add_argument("settings", nargs="+", help="EPOCHS:ROW")
-  ap.add_argument("--previous", required=True, help="EPOCHS:ROW:SCORE, the headline before")
+  ap.add_argument("--previous", default="", help="EPOCHS:ROW:SCORE, the headline before (not with --choose)")
   ap.add_argument("--json", default="")
+  ap.add_argument("--choose", action="store_true", help='print only "SETTING SCORE" chosen on validation AUROC')
   a = ap.parse_args(argv)
   settings = {s: load(a.root, a.dataset, a.protocol, s) for s in a.settings}
   missing = [s for s, seeds in settings.items() if "" not in seeds]
+  if a.choose:
+    if missing:
+      sys.exit(f"error: setting {missing[0]} has no seed-0 results in {a.root}")
+    try:
+      choice, score, _ = choose_on_validation({s: seeds[""] for s, seeds in settings.items()})
+    except ValueError as e:
+      sys.exit(f"error: {e}")
+    print(choice, score)
+    return 0
+  if not a.previous:
+    ap.error("--previous is required (except with --choose)")
   if missing:
     print(f"({a.dataset} {a.protocol}: setting {missing[0]} has no seed-0 results in {a.root})")
     return 0

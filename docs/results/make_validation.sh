@@ -28,6 +28,13 @@
 #      (dcvae_jax.report.across; ties keep the earlier), its 3 seeds' test read once and paired with the previous
 #      headline (KNN_PREVIOUS). Fashion-MNIST one-vs-rest: `gpp` (its :best row) retrained with all ten scores,
 #      seed 0; seeds 1 and 2 only if validation then picks one of the three new scores.
+#   9. (run last; declared 2026-12-05 21:30, fourteenth session, before any of its rows ran) the remaining levers with all ten
+#      scores, under $ROOT/knn, each choice by `dcvae_jax.report.across --choose` (seed-0 validation, all ten
+#      scores; ties keep stage 8's setting); a new setting gets seeds 1 and 2. Fashion-MNIST one-vs-rest: stage
+#      5's gpp+l16 and gpp+l32 rescored, chosen among them and gpp (their test AUROC of the seven default scores was
+#      known from stage 5). MNIST one-vs-rest: gpp+cos retrained with all ten scores, seeds 1-2 only if a new score
+#      wins. Leave-one-out: latent 16 and 32 of stage 8's 10-epoch rows (MNIST paper+l16/l32, Fashion-MNIST
+#      gpp+l16/l32), chosen among them and stage 8's settings. The :best configs follow the one-vs-rest choices.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export ROOT=${ROOT:-/tmp/dcvae_validation}
@@ -43,6 +50,10 @@ LONG_LOO="mnist fashion_mnist"  # stage 6: leave-one-out at 50 epochs (Fashion-M
 KNN_LOO="mnist:10:paper,50:paper,50:m:dcvae fashion_mnist:10:gpp,50:gpp"  # stage 8: the 3-seed settings
 KNN_PREVIOUS="mnist:50:m:dcvae:sap_complexity fashion_mnist:50:gpp:rapp_sap"  # stage 8: the headlines before
 KNN_NEW="latent_knn sap_knn sap_complexity_knn"
+# stage 9: DATASET:PROTOCOL:EPOCHS:NEW_ROWS:SETTINGS (the new rows trained or rescored, the settings chosen among)
+STAGE9="mnist:leave_one_out:10:paper+l16,paper+l32:10:paper,50:paper,50:m:dcvae,10:paper+l16,10:paper+l32
+fashion_mnist:one_vs_rest:50:gpp+l16,gpp+l32:50:gpp,50:gpp+l16,50:gpp+l32
+fashion_mnist:leave_one_out:10:gpp+l16,gpp+l32:10:gpp,50:gpp,10:gpp+l16,10:gpp+l32"
 IW="--config.eval.iwae_samples=16"   # iwae K = 16 (as the main job and `:best`): K = 64 made scoring outlast training
 choose() {  # DATASET PROTOCOL EPOCHS -> "ROW SCORE" chosen on validation among the candidates
   $T $ROOT "$1" "$2" "$3" --rows="${CANDIDATES// /,}" --choose
@@ -59,6 +70,32 @@ from dcvae_jax.report.ablation import choose_on_validation
 rows = {ep: json.load(open(wd + "/results.json")) for ep, wd in zip(("10", "50"), sys.argv[1:], strict=True)}
 print(*choose_on_validation(rows)[:2])
 PYEOF
+}
+stage9() {  # the remaining levers with all ten scores, under $ROOT/knn (see the header)
+  local ALL10="$IW --config.protocol.score=auto --config.eval.scores=()" W SRC DST SPEC D P EP NEW SETS SET SCORE
+  for W in $WIDER; do  # Fashion-MNIST one-vs-rest: stage 5's rows rescored (their checkpoints)
+    SRC=$ROOT/fashion_mnist-one_vs_rest-50ep-$W; DST=$ROOT/knn/${SRC##*/}
+    if [ -f "$DST/results.json" ] && grep -q sap_complexity_knn "$DST/results.json"; then continue; fi
+    rm -rf "$DST"; cp -a "$SRC" "$DST"
+    $PY -m dcvae_jax.main --mode=rescore --config=configs/fashion_mnist.py --workdir="$DST" $ALL10
+  done
+  ROOT=$ROOT/knn EXTRA="$ALL10" docs/results/ablation.sh mnist one_vs_rest 50 gpp+cos
+  ROOT=$ROOT/knn EXTRA="$ALL10" docs/results/ablation.sh mnist leave_one_out 10 paper+l16 paper+l32
+  ROOT=$ROOT/knn EXTRA="$ALL10" docs/results/ablation.sh fashion_mnist leave_one_out 10 gpp+l16 gpp+l32
+  for SPEC in $STAGE9; do  # the seeds of each new choice
+    IFS=: read -r D P EP NEW SETS <<< "$SPEC"
+    # shellcheck disable=SC2086
+    read -r SET SCORE <<< "$($PY -m dcvae_jax.report.across "$ROOT/knn" $D $P ${SETS//,/ } --choose)"
+    echo "$D $P, stage 9: validation chose $SET with $SCORE"
+    [ "${SET%%:*}" = "$EP" ] && [[ ",$NEW," == *",${SET#*:},"* ]] || continue  # a stage 8 setting: nothing new
+    ROOT=$ROOT/knn EXTRA="$IW --config.protocol.score=$SCORE --config.eval.scores=()" \
+      docs/results/ablation.sh $D $P $EP "${SET#*:}+s1" "${SET#*:}+s2"
+  done
+  read -r _ SCORE <<< "$($T $ROOT/knn mnist one_vs_rest 50 --rows=gpp+cos --choose)"
+  if [[ " $KNN_NEW " == *" $SCORE "* ]]; then
+    ROOT=$ROOT/knn EXTRA="$IW --config.protocol.score=$SCORE --config.eval.scores=()" \
+      docs/results/ablation.sh mnist one_vs_rest 50 gpp+cos+s1 gpp+cos+s2
+  fi
 }
 case ${1:-tables} in
   run)
@@ -123,6 +160,7 @@ case ${1:-tables} in
     read -r ROW SCORE <<< "$($T $ROOT fashion_mnist one_vs_rest 50 --rows="${ALL// /,}" --choose)"
     echo "fashion_mnist one_vs_rest, five candidates: validation chose row $ROW, score $SCORE"
     EXTRA="$IW --config.protocol.score=$SCORE" docs/results/ablation.sh fashion_mnist one_vs_rest 50 "$ROW+s1" "$ROW+s2"
+    stage9
     ;;
   tables)
     ran() {  # DATASET PROTOCOL EPOCHS [ROW ...]: true if each ROW (default: every candidate) has its results
@@ -254,5 +292,6 @@ PYEOF
       echo "(fashion_mnist one-vs-rest with the latent_knn scores: not run in $ROOT/knn)"
     fi
     ;;
-  *) echo "usage: $0 run|tables" >&2; exit 2 ;;
+  stage9) stage9 ;;  # stage 9 alone (its earlier stages' rows must be there)
+  *) echo "usage: $0 run|stage9|tables" >&2; exit 2 ;;
 esac

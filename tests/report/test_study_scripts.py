@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 ABLATION = REPO / "docs" / "results" / "ablation.sh"
 VALIDATION = REPO / "docs" / "results" / "make_validation.sh"
@@ -132,7 +134,7 @@ def test_validation_tables_choose_on_validation_and_write_to_out(tmp_path):
 def test_validation_script_refuses_an_unknown_stage(tmp_path):
   out = _run(VALIDATION, ["rnu"], {"ROOT": str(tmp_path)})
   assert out.returncode == 2
-  assert out.stderr.strip() == f"usage: {VALIDATION} run|tables"
+  assert out.stderr.strip() == f"usage: {VALIDATION} run|stage9|tables"
 
 
 def test_validation_tables_paper_models_stage_picks_the_headline_on_validation(tmp_path):
@@ -199,3 +201,23 @@ def test_across_reads_only_the_seeds_that_have_the_chosen_score(tmp_path, capsys
   _row(tmp_path, "paper+s1", {"rapp_sap": 0.9}, {"rapp_sap": 0.7}, loo)
   assert across.main([str(tmp_path), "mnist", "leave_one_out", "10:paper", "--previous=10:paper:rapp_sap"]) == 0
   assert "test AUROC over 1 seed(s): 0.800 = 0.800 +- 0.000" in capsys.readouterr().out
+
+
+def test_across_choose_prints_the_validation_choice_only(tmp_path, capsys):
+  """--choose: "SETTING SCORE" with the best seed-0 validation AUROC (test made to disagree); a missing setting
+  is a one-line error and a non-zero exit."""
+  from dcvae_jax.report import across
+
+  _row(
+    tmp_path,
+    "paper",
+    {"sap_knn": 0.90, "rapp_sap": 0.80},
+    {"sap_knn": 0.70, "rapp_sap": 0.99},
+    "mnist-leave_one_out-10ep",
+  )
+  _row(tmp_path, "paper", {"sap_knn": 0.91}, {"sap_knn": 0.60}, "mnist-leave_one_out-50ep")
+  argv = [str(tmp_path), "mnist", "leave_one_out", "10:paper", "50:paper", "--previous=10:paper:rapp_sap"]
+  assert across.main([*argv, "--choose"]) == 0
+  assert capsys.readouterr().out == "50:paper sap_knn\n"
+  with pytest.raises(SystemExit, match="setting 10:gpp has no seed-0 results"):
+    across.main([*argv[:5], "10:gpp", *argv[5:], "--choose"])
