@@ -403,6 +403,7 @@ BEST_DETECTOR = dict(
   likelihood="gaussian",
   gaussian_variance="per_pixel",
   score="sap_complexity",
+  scores=(),  # eval.scores: () = all ten, so protocol.score=auto chooses among every score the study compared
   num_epochs=50,
   lr_schedule="constant",
   iwae_samples=16,
@@ -410,8 +411,8 @@ BEST_DETECTOR = dict(
 
 
 def best_detector(config: ml_collections.ConfigDict, **changes) -> ml_collections.ConfigDict:
-  """Apply BEST_DETECTOR (with per-dataset ``changes``): model, architecture, latent size, likelihood, score,
-  epochs, schedule, IWAE samples. The protocol stays the config's (choose it with --config.protocol.name).
+  """Apply BEST_DETECTOR (with per-dataset ``changes``): model, architecture, latent size, likelihood, headline
+  score and the scores computed, epochs, schedule, IWAE samples. The protocol stays the config's (choose it with --config.protocol.name).
   Each dataset's choice was made on validation AUROC only (docs/results/validation.md)."""
   best = {**BEST_DETECTOR, **changes}
   config.model.name = best["model"]
@@ -423,6 +424,7 @@ def best_detector(config: ml_collections.ConfigDict, **changes) -> ml_collection
   config.data.binarize = best["binarize"]
   config.data.dequantize = best["dequantize"]
   config.protocol.score = best["score"]
+  config.eval.scores = tuple(best["scores"])
   config.train.num_epochs = best["num_epochs"]
   config.train.lr_schedule = best["lr_schedule"]
   config.eval.iwae_samples = best["iwae_samples"]

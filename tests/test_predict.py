@@ -19,11 +19,12 @@ from sklearn.metrics import roc_auc_score
 from dcvae_jax import experiment, predict
 from dcvae_jax.config import folder_config
 from dcvae_jax.errors import ConfigError, DataError, WorkdirError
-from dcvae_jax.options import DEFAULT_SCORES as SCORES  # what a default config scores
+from dcvae_jax.options import DEFAULT_SCORES, SCORES  # SCORES: what the best detector (folder_config) scores
 from tests.cli import error_line, run_cli
 from tests.helpers import tiny_config, toy_dataset
 
-COLUMNS = ["image", *SCORES, "score", "anomalous"]
+COLUMNS = ["image", *SCORES, "score", "anomalous"]  # a folder_config workdir's predictions.csv
+DEFAULT_COLUMNS = ["image", *DEFAULT_SCORES, "score", "anomalous"]  # a default config's (tiny_config)
 
 
 def quiet(*_):
@@ -241,7 +242,7 @@ def test_one_of_several_runs_scores_as_experiment_did(multi_run_workdir, tmp_pat
   out = tmp_path / "p.csv"
   predict.predict(str(workdir), str(test_npz), output=str(out), run="class1_seed0")
   header, rows = read_csv(out)
-  assert header == COLUMNS and [r[0] for r in rows] == [f"test.npz[{i}]" for i in range(24)]
+  assert header == DEFAULT_COLUMNS and [r[0] for r in rows] == [f"test.npz[{i}]" for i in range(24)]
   saved = np.load(workdir / "scores" / "class1_seed0.npz")
   for name in ("recon", "nelbo", "iwae", "rapp", "rapp_sap"):
     got = np.array([float(r[header.index(name)]) for r in rows])

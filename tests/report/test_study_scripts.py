@@ -221,3 +221,59 @@ def test_across_choose_prints_the_validation_choice_only(tmp_path, capsys):
   assert capsys.readouterr().out == "50:paper sap_knn\n"
   with pytest.raises(SystemExit, match="setting 10:gpp has no seed-0 results"):
     across.main([*argv[:5], "10:gpp", *argv[5:], "--choose"])
+
+
+def test_validation_stage9_runs_the_seeds_of_new_choices_only(tmp_path):
+  """Stage 9: the new rows are trained (or rescored), then each choice is made on seed-0 validation across the
+  stage 8 settings and the new ones (test made to disagree); only a new choice gets seeds 1 and 2, with its score.
+  MNIST one-vs-rest's gpp+cos gets seeds only when validation picks one of the three new scores."""
+  real = tmp_path / "py"
+  real.write_text(
+    "#!/usr/bin/env bash\n"
+    f'if [ "$1 $2" = "-m dcvae_jax.main" ]; then echo "$*" >> {tmp_path}/calls.txt; '
+    'for a in "$@"; do case $a in --workdir=*) mkdir -p "${a#--workdir=}" ;; esac; done; exit 0; fi\n'
+    f'exec {sys.executable} "$@"\n'
+  )
+  real.chmod(real.stat().st_mode | stat.S_IEXEC)
+  knn = tmp_path / "root" / "knn"
+  low, high = {"sap_complexity_knn": 0.80}, {"sap_complexity_knn": 0.90}
+  for setting, row, val in (  # MNIST leave-one-out: paper+l16 (new) wins on validation
+    ("mnist-leave_one_out-10ep", "paper", low),
+    ("mnist-leave_one_out-50ep", "paper", low),
+    ("mnist-leave_one_out-50ep", "m:dcvae", low),
+    ("mnist-leave_one_out-10ep", "paper+l16", {"sap_knn": 0.95}),
+    ("mnist-leave_one_out-10ep", "paper+l32", low),
+    ("fashion_mnist-one_vs_rest-50ep", "gpp", high),  # Fashion-MNIST one-vs-rest: stage 8's gpp stays
+    ("fashion_mnist-one_vs_rest-50ep", "gpp+l16", low),
+    ("fashion_mnist-one_vs_rest-50ep", "gpp+l32", low),
+    ("fashion_mnist-leave_one_out-10ep", "gpp", high),  # Fashion-MNIST leave-one-out: stage 8's 10:gpp stays
+    ("fashion_mnist-leave_one_out-50ep", "gpp", low),
+    ("fashion_mnist-leave_one_out-10ep", "gpp+l16", low),
+    ("fashion_mnist-leave_one_out-10ep", "gpp+l32", low),
+    ("mnist-one_vs_rest-50ep", "gpp+cos", {"sap_complexity": 0.90, "latent_knn": 0.91}),
+  ):
+    _row(knn, row, val, {k: 1.0 - v for k, v in val.items()}, setting)
+  out = _run(VALIDATION, ["stage9"], {"ROOT": str(tmp_path / "root"), "PY": str(real), "DATA": "/data"})
+  assert out.returncode == 0, out.stderr
+  assert "mnist leave_one_out, stage 9: validation chose 10:paper+l16 with sap_knn" in out.stdout
+  assert "fashion_mnist one_vs_rest, stage 9: validation chose 50:gpp with sap_complexity_knn" in out.stdout
+  assert "fashion_mnist leave_one_out, stage 9: validation chose 10:gpp with sap_complexity_knn" in out.stdout
+  calls = (tmp_path / "calls.txt").read_text().splitlines()
+  workdirs = [next(a.split("=", 1)[1] for a in c.split() if a.startswith("--workdir=")) for c in calls]
+  trained = [w.rsplit("/", 1)[1] for w in workdirs]
+  assert trained == [
+    "mnist-one_vs_rest-50ep-gpp+cos",
+    "mnist-leave_one_out-10ep-paper+l16",
+    "mnist-leave_one_out-10ep-paper+l32",
+    "fashion_mnist-leave_one_out-10ep-gpp+l16",
+    "fashion_mnist-leave_one_out-10ep-gpp+l32",
+    "mnist-leave_one_out-10ep-paper+l16+s1",
+    "mnist-leave_one_out-10ep-paper+l16+s2",
+    "mnist-one_vs_rest-50ep-gpp+cos+s1",
+    "mnist-one_vs_rest-50ep-gpp+cos+s2",
+  ]
+  assert all(w.startswith(str(knn)) for w in workdirs)
+  assert all("--config.eval.scores=()" in c for c in calls)
+  assert all("--config.protocol.score=auto" in c for c in calls[:5])
+  assert all("--config.protocol.score=sap_knn" in c for c in calls[5:7])
+  assert all("--config.protocol.score=latent_knn" in c for c in calls[7:])
