@@ -25,5 +25,5 @@ def get_config(arg: str = ""):
     dataset="mnist",
     num_epochs=20,
     batch_size=64,
-    best=dict(lr_schedule="warmup_cosine"),
+    best=dict(lr_schedule="warmup_cosine", score="sap_complexity"),
   )

@@ -76,18 +76,20 @@ def test_fit_on_arrays_gives_every_score_the_chosen_one_and_the_decision(fitted)
   scores = det.score_samples(x_new)
   assert list(scores) == list(SCORES) == list(det.score_names_)
   assert all(v.shape == (12,) and v.dtype == np.float64 for v in scores.values())
-  assert det.score_name_ == "sap_complexity" and det.run_name_ == "folder_seed0" and det.image_shape_ == (12, 12, 1)
-  np.testing.assert_array_equal(det.decision_function(x_new), scores["sap_complexity"])
+  # the headline: Fashion-MNIST one-vs-rest's validation choice (BEST_DETECTOR)
+  assert det.score_name_ == "sap_complexity_knn" and det.run_name_ == "folder_seed0" and det.image_shape_ == (12, 12, 1)
+  np.testing.assert_array_equal(det.decision_function(x_new), scores["sap_complexity_knn"])
   with open(os.path.join(det.workdir_, "thresholds.json")) as f:
     saved = json.load(f)
   assert det.threshold_ == saved["runs"]["folder_seed0"]["threshold"] and det.threshold_method_ == ("fpr", FPR)
   labels = det.predict(x_new)
-  np.testing.assert_array_equal(labels, (scores["sap_complexity"] > det.threshold_).astype(int))
+  np.testing.assert_array_equal(labels, (scores["sap_complexity_knn"] > det.threshold_).astype(int))
   assert labels.dtype.kind == "i" and set(np.unique(labels)) <= {0, 1}
 
 
 def test_the_threshold_is_set_on_held_out_normal_validation_images(fitted):
-  """threshold_ is the order statistic of the validation images' sap_complexity that flags at most FPR of them;
+  """threshold_ is the order statistic of the validation images' sap_complexity_knn (z(rapp_sap) + z(complexity)
+  + z(latent_knn), each robust z on the reference images) that flags at most FPR of them;
   those images are the validation split (no run trained on them) and the detector scores them as training did."""
   det, x = fitted
   _, val_idx = validation_indices(np.zeros(N, int), FRACTION, 0, 1)
@@ -99,8 +101,10 @@ def test_the_threshold_is_set_on_held_out_normal_validation_images(fitted):
   np.testing.assert_array_equal(det.score_samples(x[val_idx])["recon"], saved["val_recon"][:, 0])
   offset = 12 * 12 * 8.0  # a density on [0, 1] of dequantised grey levels: 8 bits per pixel
   complexity = saved["val_iwae"][:, 0].astype(np.float64) / math.log(2.0) + offset - saved["val_length_bits"]
-  val = robust_z(saved["val_rapp_sap"][:, 0], state["reference_rapp_sap"]) + robust_z(
-    complexity, state["reference_complexity"]
+  val = (
+    robust_z(saved["val_rapp_sap"][:, 0], state["reference_rapp_sap"])
+    + robust_z(complexity, state["reference_complexity"])
+    + robust_z(saved["val_latent_knn"][:, 0], state["reference_latent_knn"])
   )
   t = np.quantile(val, 1 - FPR, method="inverted_cdf")
   assert det.threshold_ == pytest.approx(t, rel=1e-12)

@@ -32,7 +32,7 @@ def quiet(*_):
 
 
 def tiny_folder_config(root, **data):
-  """configs/folder.py:smoke (the best detector: per-pixel Gaussian on dequantised grey levels, sap_complexity),
+  """configs/folder.py:smoke (the best detector: per-pixel Gaussian on dequantised grey levels, sap_complexity_knn),
   shrunk to seconds, with a threshold target that a few validation images resolve."""
   c = folder_config("smoke")
   c.data.data_dir = str(root)
@@ -116,6 +116,9 @@ def check_against_experiment(workdir, header, rows, run="folder_seed0"):
     complexity, state["reference_complexity"]
   )
   np.testing.assert_allclose(got["sap_complexity"], sap_complexity, rtol=1e-9, atol=1e-9)
+  if "sap_complexity_knn" in got:  # the best detector's headline: the nearest-code distance standardised too
+    want = sap_complexity + robust_z(saved["latent_knn"][:, 0], state["reference_latent_knn"])
+    np.testing.assert_allclose(got["sap_complexity_knn"], want, rtol=1e-9, atol=1e-9)
   with open(os.path.join(workdir, "runs", f"{run}.json")) as f:
     result = json.load(f)
   is_anomaly = np.isin(y, result["anomalous"])
@@ -161,10 +164,10 @@ def test_cli_predict_on_a_folder_equals_experiments_scores(colour_workdir, tmp_p
   # the decision: the chosen score (results.json) against the run's threshold (thresholds.json)
   with open(workdir / "thresholds.json") as f:
     t = json.load(f)
-  assert t["score"] == json.load(open(workdir / "results.json"))["score"] == "sap_complexity"
+  assert t["score"] == json.load(open(workdir / "results.json"))["score"] == "sap_complexity_knn"
   t_run = t["runs"]["folder_seed0"]["threshold"]
   chosen = np.array([float(r[COLUMNS.index("score")]) for r in rows])
-  np.testing.assert_array_equal(chosen, [float(r[COLUMNS.index("sap_complexity")]) for r in rows])
+  np.testing.assert_array_equal(chosen, [float(r[COLUMNS.index("sap_complexity_knn")]) for r in rows])
   flags = np.array([int(r[COLUMNS.index("anomalous")]) for r in rows])
   np.testing.assert_array_equal(flags, (chosen > t_run).astype(int))
   out = proc.stdout

@@ -29,7 +29,7 @@ import numpy as np
 from dcvae_jax import extras, files
 from dcvae_jax.data import input_pipeline, protocols
 from dcvae_jax.errors import WorkdirError
-from dcvae_jax.evaluators import anomaly_scores, scoring
+from dcvae_jax.evaluators import detection, scoring
 from dcvae_jax.evaluators.scoring import chosen_condition
 from dcvae_jax.log import log as _log
 from dcvae_jax.models import inference
@@ -67,33 +67,19 @@ class RunView:
     self.run, self.x, self.y = run, ds.x_test[keep], y[keep]
     self.is_anomaly = np.isin(self.y, run.anomalous)
     cond_of_example = protocols.condition_ids(run, self.y, missing=-1)
-    counts = input_pipeline.condition_counts(run, ds.y_train)
-    self.reduced = {
-      name: scoring.reduce_conditions(
-        scores[name][keep],
-        name,
-        protocol.score_condition,
-        conditional=conditional,
-        cond_of_example=cond_of_example,
-        weights=counts,
-      )
-      for name in scoring.PER_CONDITION_SCORES
-      if name in scores
-    }
-    if "iwae" in self.reduced and "length_bits" in scores:
-      offset = anomaly_scores.density_offset_bits(
-        int(np.prod(ds.x_test.shape[1:])),
-        is_continuous=trained.config.model.likelihood != "bernoulli",
-        dequantize=bool(trained.config.data.dequantize),
-      )
-      self.reduced["complexity"] = anomaly_scores.complexity(
-        self.reduced["iwae"], np.asarray(scores["length_bits"])[keep], offset
-      )
-    for name, parts in scoring.STANDARDISED_SUMS.items():
-      if all(p in self.reduced and f"reference_{p}" in scores for p in parts):
-        self.reduced[name] = anomaly_scores.standardised_sum(
-          *((self.reduced[p], scores[f"reference_{p}"]) for p in parts)
-        )
+    per_condition_scores = {name: scores[name][keep] for name in scoring.PER_CONDITION_SCORES if name in scores}
+    # the reduced scores exactly as the results table computed them (one path: scoring.reduce_scores)
+    self.reduced = scoring.reduce_scores(
+      run,
+      per_condition_scores,
+      self.y,
+      conditional=conditional,
+      condition_counts=input_pipeline.condition_counts(run, ds.y_train),
+      protocol=protocol,
+      length_bits=np.asarray(scores["length_bits"])[keep] if "length_bits" in scores else None,
+      offset_bits=detection.complexity_offset_bits(trained.config, ds.x_test.shape[1:]),
+      reference={p: scores[f"reference_{p}"] for p in scoring.REFERENCE_SCORES if f"reference_{p}" in scores},
+    )
     self.headline = protocol.score
     # complexity = iwae - L(x) + const: the same condition minimises both; a standardised sum is pictured under
     # rapp_sap's condition (each of its parts is reduced over conditions on its own).

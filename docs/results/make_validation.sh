@@ -54,6 +54,8 @@ KNN_NEW="latent_knn sap_knn sap_complexity_knn"
 STAGE9="mnist:leave_one_out:10:paper+l16,paper+l32:10:paper,50:paper,50:m:dcvae,10:paper+l16,10:paper+l32
 fashion_mnist:one_vs_rest:50:gpp+l16,gpp+l32:50:gpp,50:gpp+l16,50:gpp+l32
 fashion_mnist:leave_one_out:10:gpp+l16,gpp+l32:10:gpp,50:gpp,10:gpp+l16,10:gpp+l32"
+STAGE9_PREVIOUS="mnist:leave_one_out:10:paper:sap_complexity_knn fashion_mnist:one_vs_rest:50:gpp:sap_complexity_knn
+fashion_mnist:leave_one_out:50:gpp:sap_knn"  # stage 9: the headlines before (stage 8's)
 IW="--config.eval.iwae_samples=16"   # iwae K = 16 (as the main job and `:best`): K = 64 made scoring outlast training
 choose() {  # DATASET PROTOCOL EPOCHS -> "ROW SCORE" chosen on validation among the candidates
   $T $ROOT "$1" "$2" "$3" --rows="${CANDIDATES// /,}" --choose
@@ -290,6 +292,20 @@ PYEOF
         --json=$OUT/validation_fashion_mnist_one_vs_rest_knn.json
     else
       echo "(fashion_mnist one-vs-rest with the latent_knn scores: not run in $ROOT/knn)"
+    fi
+    for SPEC in $STAGE9; do  # stage 9
+      IFS=: read -r D P _ _ SETS <<< "$SPEC"
+      PREV=$(for X in $STAGE9_PREVIOUS; do case $X in "$D:$P":*) echo "${X#*:*:}" ;; esac; done)
+      # shellcheck disable=SC2086
+      $PY -m dcvae_jax.report.across "$ROOT/knn" $D $P ${SETS//,/ } --previous="$PREV" \
+        --json=$OUT/validation_${D}_${P}_stage9.json
+    done
+    if [ -f "$ROOT/knn/mnist-one_vs_rest-50ep-gpp+cos/results.json" ]; then
+      SEEDS=$(ROOT=$ROOT/knn seed_rows mnist one_vs_rest 50 gpp+cos)
+      $T $ROOT/knn mnist one_vs_rest 50 --validation --rows="gpp+cos$SEEDS" --seeds=gpp+cos \
+        --json=$OUT/validation_mnist_one_vs_rest_knn.json
+    else
+      echo "(mnist one-vs-rest with the latent_knn scores: not run in $ROOT/knn)"
     fi
     ;;
   stage9) stage9 ;;  # stage 9 alone (its earlier stages' rows must be there)

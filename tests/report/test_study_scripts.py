@@ -91,7 +91,7 @@ def test_ablation_refuses_an_unknown_change_before_running_it(tmp_path):
 
 def _row(root: Path, name: str, val: dict, test: dict, setting: str = "mnist-one_vs_rest-50ep") -> None:
   wd = root / f"{setting}-{name}"
-  wd.mkdir(parents=True)
+  wd.mkdir(parents=True, exist_ok=True)
   result = {
     "train_seconds": 1.0,
     "num_runs": 2,
@@ -277,3 +277,22 @@ def test_validation_stage9_runs_the_seeds_of_new_choices_only(tmp_path):
   assert all("--config.protocol.score=auto" in c for c in calls[:5])
   assert all("--config.protocol.score=sap_knn" in c for c in calls[5:7])
   assert all("--config.protocol.score=latent_knn" in c for c in calls[7:])
+  # the tables: each stage 9 choice (and its previous headline) in validation_<dataset>_<protocol>_stage9.json
+  for s, t in (("+s1", 0.02), ("+s2", 0.03)):
+    _row(knn, "paper+l16" + s, {"sap_knn": 0.5}, {"sap_knn": t}, "mnist-leave_one_out-10ep")
+  out_dir = tmp_path / "out"
+  out_dir.mkdir()
+  out = _run(VALIDATION, ["tables"], {"ROOT": str(tmp_path / "root"), "OUT": str(out_dir), "PY": str(real)})
+  assert out.returncode == 0, out.stderr
+  mnist = json.loads((out_dir / "validation_mnist_leave_one_out_stage9.json").read_text())
+  assert mnist["choice"] == {"setting": "10:paper+l16", "score": "sap_knn", "validation_auroc": 0.95}
+  assert mnist["test_by_seed"] == pytest.approx({"0": 0.05, "1": 0.02, "2": 0.03})
+  assert mnist["paired"]["previous"] == "10:paper:sap_complexity_knn"
+  fm = json.loads((out_dir / "validation_fashion_mnist_one_vs_rest_stage9.json").read_text())
+  assert fm["choice"]["setting"] == "50:gpp" and "paired" not in fm  # the choice is the previous headline
+  assert json.loads((out_dir / "validation_fashion_mnist_leave_one_out_stage9.json").read_text())["choice"] == {
+    "setting": "10:gpp",
+    "score": "sap_complexity_knn",
+    "validation_auroc": 0.9,
+  }
+  assert set(json.loads((out_dir / "validation_mnist_one_vs_rest_knn.json").read_text())) == {"gpp+cos"}
