@@ -35,6 +35,8 @@
 #      known from stage 5). MNIST one-vs-rest: gpp+cos retrained with all ten scores, seeds 1-2 only if a new score
 #      wins. Leave-one-out: latent 16 and 32 of stage 8's 10-epoch rows (MNIST paper+l16/l32, Fashion-MNIST
 #      gpp+l16/l32), chosen among them and stage 8's settings. The :best configs follow the one-vs-rest choices.
+#      Then (added 21:45, after 9a-9b had chosen; it is a report, not a choice) Fashion-MNIST -> MNIST again with
+#      Fashion-MNIST's new choice (gpp, sap_complexity_knn) and all ten scores, seeds 0-2 as one job (gpp+n3).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export ROOT=${ROOT:-/tmp/dcvae_validation}
@@ -73,6 +75,19 @@ rows = {ep: json.load(open(wd + "/results.json")) for ep, wd in zip(("10", "50")
 print(*choose_on_validation(rows)[:2])
 PYEOF
 }
+seeds_table() {  # RESULTS_JSON of a job whose runs are seeds: each seed's test AUROC, then mean +- population std
+  $PY - "$1" <<'PYEOF'
+import json, sys
+from dcvae_jax.options import SCORES
+r = json.load(open(sys.argv[1]))
+scores = [s for s in SCORES if s in r["auroc_by_score"]]
+print("| seed | " + " | ".join(scores) + " |\n|---|" + "---|" * len(scores))
+for run in r["runs"]:
+  print(f"| {run['seed']} | " + " | ".join(f"{run[s + '_auroc']:.3f}" for s in scores) + " |")
+mean, std = r["auroc_by_score"], r["auroc_std_by_score"]
+print("| mean +- std | " + " | ".join(f"{mean[s]:.3f} +- {std[s]:.3f}" for s in scores) + " |\n")
+PYEOF
+}
 stage9() {  # the remaining levers with all ten scores, under $ROOT/knn (see the header)
   local ALL10="$IW --config.protocol.score=auto --config.eval.scores=()" W SRC DST SPEC D P EP NEW SETS SET SCORE
   for W in $WIDER; do  # Fashion-MNIST one-vs-rest: stage 5's rows rescored (their checkpoints)
@@ -98,6 +113,9 @@ stage9() {  # the remaining levers with all ten scores, under $ROOT/knn (see the
     ROOT=$ROOT/knn EXTRA="$IW --config.protocol.score=$SCORE --config.eval.scores=()" \
       docs/results/ablation.sh mnist one_vs_rest 50 gpp+cos+s1 gpp+cos+s2
   fi
+  read -r SET SCORE <<< "$($PY -m dcvae_jax.report.across "$ROOT/knn" fashion_mnist one_vs_rest 50:gpp 50:gpp+l16 50:gpp+l32 --choose)"
+  ROOT=$ROOT/knn EXTRA="$IW --config.protocol.score=$SCORE --config.eval.scores=() --config.protocol.ood_dataset=mnist --config.protocol.ood_data_dir=$DATA" \
+    docs/results/ablation.sh fashion_mnist ood 50 "${SET#*:}+n3"
 }
 case ${1:-tables} in
   run)
@@ -187,17 +205,7 @@ case ${1:-tables} in
       read -r ROW SCORE <<< "$(choose $D one_vs_rest 50)"
       ran $D ood 50 "$ROW+n3" || continue
       $T $ROOT $D ood 50 --validation --rows="$ROW+n3" --json=$OUT/validation_${D}_ood.json
-      $PY - "$ROOT/$D-ood-50ep-$ROW+n3/results.json" <<'PYEOF'
-import json, sys  # each seed's test AUROC (the seeds are the runs of one job), then mean +- population std
-r = json.load(open(sys.argv[1]))
-order = ("recon", "nelbo", "iwae", "complexity", "rapp", "rapp_sap", "sap_complexity")
-scores = [s for s in order if s in r["auroc_by_score"]]
-print("| seed | " + " | ".join(scores) + " |\n|---|" + "---|" * len(scores))
-for run in r["runs"]:
-  print(f"| {run['seed']} | " + " | ".join(f"{run[s + '_auroc']:.3f}" for s in scores) + " |")
-mean, std = r["auroc_by_score"], r["auroc_std_by_score"]
-print("| mean +- std | " + " | ".join(f"{mean[s]:.3f} +- {std[s]:.3f}" for s in scores) + " |\n")
-PYEOF
+      seeds_table "$ROOT/$D-ood-50ep-$ROW+n3/results.json"
     done
     ALL="$CANDIDATES"  # the wider search's rows that were run
     for W in $WIDER; do [ -f "$ROOT/fashion_mnist-one_vs_rest-50ep-$W/results.json" ] && ALL="$ALL $W"; done
@@ -306,6 +314,10 @@ PYEOF
         --json=$OUT/validation_mnist_one_vs_rest_knn.json
     else
       echo "(mnist one-vs-rest with the latent_knn scores: not run in $ROOT/knn)"
+    fi
+    if [ -f "$ROOT/knn/fashion_mnist-ood-50ep-gpp+n3/results.json" ]; then
+      $T $ROOT/knn fashion_mnist ood 50 --validation --rows=gpp+n3 --json=$OUT/validation_fashion_mnist_ood_knn.json
+      seeds_table "$ROOT/knn/fashion_mnist-ood-50ep-gpp+n3/results.json"
     fi
     ;;
   stage9) stage9 ;;  # stage 9 alone (its earlier stages' rows must be there)

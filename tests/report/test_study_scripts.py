@@ -271,12 +271,16 @@ def test_validation_stage9_runs_the_seeds_of_new_choices_only(tmp_path):
     "mnist-leave_one_out-10ep-paper+l16+s2",
     "mnist-one_vs_rest-50ep-gpp+cos+s1",
     "mnist-one_vs_rest-50ep-gpp+cos+s2",
+    "fashion_mnist-ood-50ep-gpp+n3",  # Fashion-MNIST -> MNIST with the one-vs-rest choice
   ]
   assert all(w.startswith(str(knn)) for w in workdirs)
   assert all("--config.eval.scores=()" in c for c in calls)
   assert all("--config.protocol.score=auto" in c for c in calls[:5])
   assert all("--config.protocol.score=sap_knn" in c for c in calls[5:7])
-  assert all("--config.protocol.score=latent_knn" in c for c in calls[7:])
+  assert all("--config.protocol.score=latent_knn" in c for c in calls[7:9])
+  ood = calls[9].split()
+  assert "--config.protocol.score=sap_complexity_knn" in ood and "--config.num_seeds=3" in ood
+  assert "--config.protocol.ood_dataset=mnist" in ood and "--config.protocol.ood_data_dir=/data" in ood
   # the tables: each stage 9 choice (and its previous headline) in validation_<dataset>_<protocol>_stage9.json
   for s, t in (("+s1", 0.02), ("+s2", 0.03)):
     _row(knn, "paper+l16" + s, {"sap_knn": 0.5}, {"sap_knn": t}, "mnist-leave_one_out-10ep")
@@ -296,3 +300,23 @@ def test_validation_stage9_runs_the_seeds_of_new_choices_only(tmp_path):
     "validation_auroc": 0.9,
   }
   assert set(json.loads((out_dir / "validation_mnist_one_vs_rest_knn.json").read_text())) == {"gpp+cos"}
+  assert not (out_dir / "validation_fashion_mnist_ood_knn.json").exists()  # its job has no results yet
+  ood = knn / "fashion_mnist-ood-50ep-gpp+n3"
+  _row(
+    knn,
+    "gpp+n3",
+    {"sap_complexity_knn": 0.99, "recon": 0.9},
+    {"sap_complexity_knn": 0.98, "recon": 0.8},
+    "fashion_mnist-ood-50ep",
+  )
+  result = json.loads((ood / "results.json").read_text())
+  result["auroc_std_by_score"] = {"sap_complexity_knn": 0.01, "recon": 0.0}
+  result["runs"] = [
+    {"seed": i, "sap_complexity_knn_auroc": v, "recon_auroc": 0.8} for i, v in enumerate((0.97, 0.98, 0.99))
+  ]
+  (ood / "results.json").write_text(json.dumps(result))
+  out = _run(VALIDATION, ["tables"], {"ROOT": str(tmp_path / "root"), "OUT": str(out_dir), "PY": str(real)})
+  assert out.returncode == 0, out.stderr
+  assert set(json.loads((out_dir / "validation_fashion_mnist_ood_knn.json").read_text())) == {"gpp+n3"}
+  assert "| seed | recon | sap_complexity_knn |" in out.stdout  # the seeds table, in SCORES order
+  assert "| 2 | 0.800 | 0.990 |" in out.stdout and "| mean +- std | 0.800 +- 0.000 | 0.980 +- 0.010 |" in out.stdout
