@@ -30,8 +30,8 @@ Fitted attributes (set by ``fit`` and ``load``): ``workdir_``, ``run_name_``, ``
 ``threshold_method_`` ((method, target)), ``image_shape_`` ((H, W, C) the model takes; other images are resized
 and converted to it), ``score_names_``.
 
-Monte Carlo scores (nelbo, iwae, complexity, sap_complexity) carry the estimator's noise for an image's position
-in the batch (predict.py's docstring): the same images in the same order score the same.
+Monte Carlo scores (nelbo, iwae, complexity, sap_complexity, sap_complexity_knn) carry the estimator's noise for
+an image's position in the batch (predict.py's docstring): the same images in the same order score the same.
 """
 
 from __future__ import annotations
