@@ -195,21 +195,34 @@ def test_report_refuses_an_untrained_workdir(tmp_path):
     report.make_report(str(tmp_path))
 
 
-@pytest.mark.parametrize("model", ["vae", "dcvae"])
+@pytest.mark.parametrize("model", ["vae", "dcvae", "vae_gaussian"])
 def test_report_pictures_a_sap_complexity_headline_from_the_saved_reference(tmp_path, toy, model):
-  """The report recomputes sap_complexity from the saved test and reference scores: its AUROC equals the run's."""
+  """The report recomputes sap_complexity from the saved test and reference scores: its AUROC equals the run's;
+  its complexity is iwae / ln 2 + D log2(bins) - L(x) (a per-pixel Gaussian on dequantised grey levels: 8 bits a
+  pixel; binarised Bernoulli: 0), computed here from the saved scores (a constant offset leaves AUROC alone)."""
+  import math
+
   from sklearn.metrics import roc_auc_score
 
   from dcvae_jax.train import restore
 
-  config = tiny_config(model)
+  config = tiny_config("vae" if model == "vae_gaussian" else model)
+  if model == "vae_gaussian":
+    config.model.likelihood, config.model.gaussian_variance = "gaussian", "per_pixel"
+    config.data.binarize, config.data.dequantize = False, True
   config.protocol.score = "sap_complexity"
   experiment.train_and_evaluate(config, str(tmp_path), dataset=toy, log=lambda *a: None)
   trained = restore.load_trained(str(tmp_path), dataset=toy)
+  offset = 8.0 * toy.x_test[0].size if model == "vae_gaussian" else 0.0
   for run in trained.runs:
-    view = report.RunView(trained, run, report.load_scores(str(tmp_path), run.name))
+    scores = report.load_scores(str(tmp_path), run.name)
+    view = report.RunView(trained, run, scores)
     with open(os.path.join(tmp_path, "runs", f"{run.name}.json")) as f:
       saved = __import__("json").load(f)
     auroc = roc_auc_score(view.is_anomaly, view.reduced["sap_complexity"])
     assert auroc == pytest.approx(saved["sap_complexity_auroc"], abs=1e-9)
+    if model != "dcvae":  # unconditional: one column per image
+      keep = np.isin(scores["y_test"], run.normal + run.anomalous)
+      want = scores["iwae"][keep, 0] / math.log(2.0) + offset - scores["length_bits"][keep]
+      np.testing.assert_allclose(view.reduced["complexity"], want, rtol=1e-6)
   assert os.path.isfile(report.make_report(str(tmp_path), dataset=toy, max_runs=1, log=lambda *a: None))
