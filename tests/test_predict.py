@@ -173,7 +173,7 @@ def test_cli_predict_on_a_folder_equals_experiments_scores(colour_workdir, tmp_p
   out = proc.stdout
   assert f"predict: 19 image(s) of {pred} scored by run folder_seed0 of {workdir}, 3 skipped" in out
   assert f"anomalous: {flags.sum()} of 19 ({100 * flags.sum() / 19:.1f}%)" in out
-  assert f"threshold: sap_complexity > {t_run:.6g}, set on the run's" in out and "eval.threshold_fpr" in out
+  assert f"threshold: sap_complexity_knn > {t_run:.6g}, set on the run's" in out and "eval.threshold_fpr" in out
   assert f"predictions: {workdir}/predictions.csv" in out
 
 
