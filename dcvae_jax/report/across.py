@@ -14,7 +14,8 @@ ROW+s1, ROW+s2 (seeds 1, 2), as docs/results/ablation.sh names them. What it pri
      test AUROC, chosen minus previous, with a paired t-test over seeds (``ablation.paired_t``).
 --choose prints only "SETTING SCORE" (step 2; no test AUROC is read), for scripts that run the chosen setting's
 seeds next; it exits non-zero with one line when a setting has no seed-0 results.
-docs/results/make_validation.sh uses it for stage 8 (the latent_knn scores on the leave-one-out settings).
+docs/results/make_validation.sh uses it for stage 8 (the latent_knn scores on the leave-one-out settings) and
+stage 9 (larger latents; its ``--choose`` decides which settings get seeds).
 """
 
 from __future__ import annotations
