@@ -18,8 +18,8 @@ Images are resized to data.image_size ((H, W) or an int; () = their own size, wh
 all) and converted to data.channels (1 grey, 3 colour; 0 = their own). The protocol is the folder's: normal =
 train/, anomalous = test/anomalous/. The detector is the one chosen on validation for Fashion-MNIST
 (docs/results/validation.md: a VAE with a per-pixel Gaussian likelihood on dequantised grey levels, all ten
-scores computed, scored by sap_complexity_knn); the MLP takes any image size, --config.model.arch=conv (strides adapt to the size) suits larger
-images.
+scores computed, scored by sap_complexity_knn); the MLP takes any image size, --config.model.arch=conv (strides
+adapt to the size) suits larger images.
 """
 
 from dcvae_jax.config import folder_config

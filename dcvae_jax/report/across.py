@@ -54,22 +54,22 @@ def main(argv=None) -> int:
   a = ap.parse_args(argv)
   settings = {s: load(a.root, a.dataset, a.protocol, s) for s in a.settings}
   missing = [s for s, seeds in settings.items() if "" not in seeds]
-  if a.choose:
-    if missing:
+  if not a.choose and not a.previous:
+    ap.error("--previous is required (except with --choose)")
+  if missing:
+    if a.choose:
       sys.exit(f"error: setting {missing[0]} has no seed-0 results in {a.root}")
+    print(f"({a.dataset} {a.protocol}: setting {missing[0]} has no seed-0 results in {a.root})")
+    return 0
+  seed0 = {s: seeds[""] for s, seeds in settings.items()}
+  if a.choose:
     try:
-      choice, score, _ = choose_on_validation({s: seeds[""] for s, seeds in settings.items()})
+      choice, score, _ = choose_on_validation(seed0)
     except ValueError as e:
       sys.exit(f"error: {e}")
     print(choice, score)
     return 0
-  if not a.previous:
-    ap.error("--previous is required (except with --choose)")
-  if missing:
-    print(f"({a.dataset} {a.protocol}: setting {missing[0]} has no seed-0 results in {a.root})")
-    return 0
   prev_setting, prev_score = a.previous.rsplit(":", 1)
-  seed0 = {s: seeds[""] for s, seeds in settings.items()}
   shown = shown_scores(seed0)
   print(f"### {a.dataset} {a.protocol}: seed 0, mean validation / test AUROC; bold: the choice\n")
   choice, score, value = choose_on_validation(seed0)

@@ -14,7 +14,8 @@
 #      when it is a new row. Stages 2-3 keep the three-candidate choice (the cross-dataset rows were run with it).
 #   6. (run before 5) leave-one-out, one pre-declared extension: stage 4's chosen row at 50 epochs (the
 #      leave-one-out budget is 40 minutes), kept only if its best mean validation AUROC beats the 10-epoch row's;
-#      then its seeds 1 and 2. MNIST first; Fashion-MNIST later (seed 0 in the twelfth session, seeds 1-2 in the thirteenth).
+#      then its seeds 1 and 2. MNIST first; Fashion-MNIST later (seed 0 in the twelfth session, seeds 1-2 in the
+#      thirteenth).
 #   7. (declared 2026-12-05, before its rows ran) MNIST leave-one-out, the paper's own models: m:cvae and m:dcvae
 #      (the paper's binarised setting) at 10 epochs join the three candidates; the row and score with the highest
 #      mean validation AUROC among the five are chosen; a new row then runs at 50 epochs, kept only if its
@@ -28,15 +29,16 @@
 #      (dcvae_jax.report.across; ties keep the earlier), its 3 seeds' test read once and paired with the previous
 #      headline (KNN_PREVIOUS). Fashion-MNIST one-vs-rest: `gpp` (its :best row) retrained with all ten scores,
 #      seed 0; seeds 1 and 2 only if validation then picks one of the three new scores.
-#   9. (run last; declared 2026-12-05 21:30, fourteenth session, before any of its rows ran) the remaining levers with all ten
-#      scores, under $ROOT/knn, each choice by `dcvae_jax.report.across --choose` (seed-0 validation, all ten
-#      scores; ties keep stage 8's setting); a new setting gets seeds 1 and 2. Fashion-MNIST one-vs-rest: stage
-#      5's gpp+l16 and gpp+l32 rescored, chosen among them and gpp (their test AUROC of the seven default scores was
-#      known from stage 5). MNIST one-vs-rest: gpp+cos retrained with all ten scores, seeds 1-2 only if a new score
-#      wins. Leave-one-out: latent 16 and 32 of stage 8's 10-epoch rows (MNIST paper+l16/l32, Fashion-MNIST
-#      gpp+l16/l32), chosen among them and stage 8's settings. The :best configs follow the one-vs-rest choices.
-#      Then (added 21:45, after 9a-9b had chosen; it is a report, not a choice) Fashion-MNIST -> MNIST again with
-#      Fashion-MNIST's new choice (gpp, sap_complexity_knn) and all ten scores, seeds 0-2 as one job (gpp+n3).
+#   9. (run last; declared 2026-12-05 21:30, fourteenth session, before any of its rows ran) the remaining levers
+#      with all ten scores, under $ROOT/knn, each choice by `dcvae_jax.report.across --choose` (seed-0
+#      validation, all ten scores; ties keep stage 8's setting); a new setting gets seeds 1 and 2. Fashion-MNIST
+#      one-vs-rest: stage 5's gpp+l16 and gpp+l32 rescored, chosen among them and gpp (their test AUROC of the
+#      seven default scores was known from stage 5). MNIST one-vs-rest: gpp+cos retrained with all ten scores,
+#      seeds 1-2 only if a new score wins. Leave-one-out: latent 16 and 32 of stage 8's 10-epoch rows (MNIST
+#      paper+l16/l32, Fashion-MNIST gpp+l16/l32), chosen among them and stage 8's settings. The :best configs
+#      follow the one-vs-rest choices. Then (added 21:45, after 9a-9b had chosen; it is a report, not a choice)
+#      Fashion-MNIST -> MNIST again with Fashion-MNIST's new choice (gpp, sap_complexity_knn) and all ten
+#      scores, seeds 0-2 as one job (gpp+n3).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export ROOT=${ROOT:-/tmp/dcvae_validation}
@@ -48,7 +50,7 @@ T="$PY -m dcvae_jax.report.ablation"
 CANDIDATES="paper gpp gpp+cos"
 WIDER="gpp+l16 gpp+l32"  # stage 5: Fashion-MNIST one-vs-rest only
 PAPER_MODELS="m:cvae m:dcvae"  # stage 7: MNIST leave-one-out only
-LONG_LOO="mnist fashion_mnist"  # stage 6: leave-one-out at 50 epochs (Fashion-MNIST: seeds 1-2 in the thirteenth session)
+LONG_LOO="mnist fashion_mnist"  # stage 6: leave-one-out at 50 epochs (Fashion-MNIST's seeds 1-2: thirteenth session)
 KNN_LOO="mnist:10:paper,50:paper,50:m:dcvae fashion_mnist:10:gpp,50:gpp"  # stage 8: the 3-seed settings
 KNN_PREVIOUS="mnist:50:m:dcvae:sap_complexity fashion_mnist:50:gpp:rapp_sap"  # stage 8: the headlines before
 KNN_NEW="latent_knn sap_knn sap_complexity_knn"
@@ -59,6 +61,7 @@ fashion_mnist:leave_one_out:10:gpp+l16,gpp+l32:10:gpp,50:gpp,10:gpp+l16,10:gpp+l
 STAGE9_PREVIOUS="mnist:leave_one_out:10:paper:sap_complexity_knn fashion_mnist:one_vs_rest:50:gpp:sap_complexity_knn
 fashion_mnist:leave_one_out:50:gpp:sap_knn"  # stage 9: the headlines before (stage 8's)
 IW="--config.eval.iwae_samples=16"   # iwae K = 16 (as the main job and `:best`): K = 64 made scoring outlast training
+ALL10="$IW --config.protocol.score=auto --config.eval.scores=()"  # stages 8-9: every score, the headline on validation
 choose() {  # DATASET PROTOCOL EPOCHS -> "ROW SCORE" chosen on validation among the candidates
   $T $ROOT "$1" "$2" "$3" --rows="${CANDIDATES// /,}" --choose
 }
@@ -88,33 +91,52 @@ mean, std = r["auroc_by_score"], r["auroc_std_by_score"]
 print("| mean +- std | " + " | ".join(f"{mean[s]:.3f} +- {std[s]:.3f}" for s in scores) + " |\n")
 PYEOF
 }
+rescored_copy() {  # DATASET SRC [FLAG ...]: SRC copied under $ROOT/knn and rescored with all ten scores from its
+  # checkpoints (skipped when the copy already has them)
+  local d=$1 src=$2 dst=$ROOT/knn/${2##*/}; shift 2
+  if [ -f "$dst/results.json" ] && grep -q sap_complexity_knn "$dst/results.json"; then return 0; fi
+  rm -rf "$dst"; mkdir -p "$ROOT/knn"; cp -a "$src" "$dst"
+  $PY -m dcvae_jax.main --mode=rescore --config=configs/$d.py --workdir="$dst" $IW --config.eval.scores="()" "$@"
+}
+seeds_if_new_score() {  # DATASET PROTOCOL EPOCHS ROW: seeds 1 and 2 of ROW (under $ROOT/knn, all ten scores) when
+  # validation picks one of the latent_knn scores for it
+  local SCORE
+  read -r _ SCORE <<< "$($T $ROOT/knn "$1" "$2" "$3" --rows="$4" --choose)"
+  if [[ " $KNN_NEW " == *" $SCORE "* ]]; then
+    ROOT=$ROOT/knn EXTRA="$IW --config.protocol.score=$SCORE --config.eval.scores=()" \
+      docs/results/ablation.sh "$1" "$2" "$3" "$4+s1" "$4+s2"
+  fi
+}
+stage9_choose() {  # DATASET PROTOCOL -> "SETTING SCORE": stage 9's validation choice among its STAGE9 settings
+  local SPEC D P SETS
+  for SPEC in $STAGE9; do
+    IFS=: read -r D P _ _ SETS <<< "$SPEC"
+    if [ "$D:$P" = "$1:$2" ]; then
+      # shellcheck disable=SC2086
+      $PY -m dcvae_jax.report.across "$ROOT/knn" $D $P ${SETS//,/ } --choose
+    fi
+  done
+}
 stage9() {  # the remaining levers with all ten scores, under $ROOT/knn (see the header)
-  local ALL10="$IW --config.protocol.score=auto --config.eval.scores=()" W SRC DST SPEC D P EP NEW SETS SET SCORE
+  local W SPEC D P EP NEW SET SCORE
   for W in $WIDER; do  # Fashion-MNIST one-vs-rest: stage 5's rows rescored (their checkpoints)
-    SRC=$ROOT/fashion_mnist-one_vs_rest-50ep-$W; DST=$ROOT/knn/${SRC##*/}
-    if [ -f "$DST/results.json" ] && grep -q sap_complexity_knn "$DST/results.json"; then continue; fi
-    rm -rf "$DST"; cp -a "$SRC" "$DST"
-    $PY -m dcvae_jax.main --mode=rescore --config=configs/fashion_mnist.py --workdir="$DST" $ALL10
+    rescored_copy fashion_mnist "$ROOT/fashion_mnist-one_vs_rest-50ep-$W" --config.protocol.score=auto
   done
   ROOT=$ROOT/knn EXTRA="$ALL10" docs/results/ablation.sh mnist one_vs_rest 50 gpp+cos
   ROOT=$ROOT/knn EXTRA="$ALL10" docs/results/ablation.sh mnist leave_one_out 10 paper+l16 paper+l32
   ROOT=$ROOT/knn EXTRA="$ALL10" docs/results/ablation.sh fashion_mnist leave_one_out 10 gpp+l16 gpp+l32
   for SPEC in $STAGE9; do  # the seeds of each new choice
-    IFS=: read -r D P EP NEW SETS <<< "$SPEC"
-    # shellcheck disable=SC2086
-    read -r SET SCORE <<< "$($PY -m dcvae_jax.report.across "$ROOT/knn" $D $P ${SETS//,/ } --choose)"
+    IFS=: read -r D P EP NEW _ <<< "$SPEC"
+    read -r SET SCORE <<< "$(stage9_choose $D $P)"
     echo "$D $P, stage 9: validation chose $SET with $SCORE"
     [ "${SET%%:*}" = "$EP" ] && [[ ",$NEW," == *",${SET#*:},"* ]] || continue  # a stage 8 setting: nothing new
     ROOT=$ROOT/knn EXTRA="$IW --config.protocol.score=$SCORE --config.eval.scores=()" \
       docs/results/ablation.sh $D $P $EP "${SET#*:}+s1" "${SET#*:}+s2"
   done
-  read -r _ SCORE <<< "$($T $ROOT/knn mnist one_vs_rest 50 --rows=gpp+cos --choose)"
-  if [[ " $KNN_NEW " == *" $SCORE "* ]]; then
-    ROOT=$ROOT/knn EXTRA="$IW --config.protocol.score=$SCORE --config.eval.scores=()" \
-      docs/results/ablation.sh mnist one_vs_rest 50 gpp+cos+s1 gpp+cos+s2
-  fi
-  read -r SET SCORE <<< "$($PY -m dcvae_jax.report.across "$ROOT/knn" fashion_mnist one_vs_rest 50:gpp 50:gpp+l16 50:gpp+l32 --choose)"
-  ROOT=$ROOT/knn EXTRA="$IW --config.protocol.score=$SCORE --config.eval.scores=() --config.protocol.ood_dataset=mnist --config.protocol.ood_data_dir=$DATA" \
+  seeds_if_new_score mnist one_vs_rest 50 gpp+cos
+  read -r SET SCORE <<< "$(stage9_choose fashion_mnist one_vs_rest)"  # Fashion-MNIST -> MNIST with that choice
+  local OOD="--config.protocol.ood_dataset=mnist --config.protocol.ood_data_dir=$DATA"
+  ROOT=$ROOT/knn EXTRA="$IW --config.protocol.score=$SCORE --config.eval.scores=() $OOD" \
     docs/results/ablation.sh fashion_mnist ood 50 "${SET#*:}+n3"
 }
 case ${1:-tables} in
@@ -161,20 +183,12 @@ case ${1:-tables} in
       D=${SPEC%%:*}
       for SET in ${SPEC#*:}; do
         for S in "" +s1 +s2; do
-          SRC=$ROOT/$D-leave_one_out-${SET%%:*}ep-${SET#*:}$S; DST=$ROOT/knn/${SRC##*/}
-          if [ -f "$DST/results.json" ] && grep -q sap_complexity_knn "$DST/results.json"; then continue; fi
-          rm -rf "$DST"; mkdir -p "$ROOT/knn"; cp -a "$SRC" "$DST"
-          $PY -m dcvae_jax.main --mode=rescore --config=configs/$D.py --workdir="$DST" $IW --config.eval.scores="()"
+          rescored_copy $D "$ROOT/$D-leave_one_out-${SET%%:*}ep-${SET#*:}$S"
         done
       done
     done
-    ROOT=$ROOT/knn EXTRA="$IW --config.protocol.score=auto --config.eval.scores=()" \
-      docs/results/ablation.sh fashion_mnist one_vs_rest 50 gpp
-    read -r _ SCORE <<< "$($T $ROOT/knn fashion_mnist one_vs_rest 50 --rows=gpp --choose)"
-    if [[ " $KNN_NEW " == *" $SCORE "* ]]; then
-      ROOT=$ROOT/knn EXTRA="$IW --config.protocol.score=$SCORE --config.eval.scores=()" \
-        docs/results/ablation.sh fashion_mnist one_vs_rest 50 gpp+s1 gpp+s2
-    fi
+    ROOT=$ROOT/knn EXTRA="$ALL10" docs/results/ablation.sh fashion_mnist one_vs_rest 50 gpp
+    seeds_if_new_score fashion_mnist one_vs_rest 50 gpp
     EXTRA="$IW --config.protocol.score=auto" docs/results/ablation.sh fashion_mnist one_vs_rest 50 $WIDER
     ALL="$CANDIDATES $WIDER"
     read -r ROW SCORE <<< "$($T $ROOT fashion_mnist one_vs_rest 50 --rows="${ALL// /,}" --choose)"

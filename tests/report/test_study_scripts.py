@@ -244,8 +244,7 @@ def test_validation_stage9_runs_the_seeds_of_new_choices_only(tmp_path):
     ("mnist-leave_one_out-10ep", "paper+l16", {"sap_knn": 0.95}),
     ("mnist-leave_one_out-10ep", "paper+l32", low),
     ("fashion_mnist-one_vs_rest-50ep", "gpp", high),  # Fashion-MNIST one-vs-rest: stage 8's gpp stays
-    ("fashion_mnist-one_vs_rest-50ep", "gpp+l16", low),
-    ("fashion_mnist-one_vs_rest-50ep", "gpp+l32", low),
+    ("fashion_mnist-one_vs_rest-50ep", "gpp+l16", low),  # already rescored: not again
     ("fashion_mnist-leave_one_out-10ep", "gpp", high),  # Fashion-MNIST leave-one-out: stage 8's 10:gpp stays
     ("fashion_mnist-leave_one_out-50ep", "gpp", low),
     ("fashion_mnist-leave_one_out-10ep", "gpp+l16", low),
@@ -253,6 +252,8 @@ def test_validation_stage9_runs_the_seeds_of_new_choices_only(tmp_path):
     ("mnist-one_vs_rest-50ep", "gpp+cos", {"sap_complexity": 0.90, "latent_knn": 0.91}),
   ):
     _row(knn, row, val, {k: 1.0 - v for k, v in val.items()}, setting)
+  # stage 5's gpp+l32, not yet rescored: copied under knn, then rescored there from its checkpoints
+  _row(tmp_path / "root", "gpp+l32", low, {"sap_complexity_knn": 0.2}, "fashion_mnist-one_vs_rest-50ep")
   out = _run(VALIDATION, ["stage9"], {"ROOT": str(tmp_path / "root"), "PY": str(real), "DATA": "/data"})
   assert out.returncode == 0, out.stderr
   assert "mnist leave_one_out, stage 9: validation chose 10:paper+l16 with sap_knn" in out.stdout
@@ -262,6 +263,7 @@ def test_validation_stage9_runs_the_seeds_of_new_choices_only(tmp_path):
   workdirs = [next(a.split("=", 1)[1] for a in c.split() if a.startswith("--workdir=")) for c in calls]
   trained = [w.rsplit("/", 1)[1] for w in workdirs]
   assert trained == [
+    "fashion_mnist-one_vs_rest-50ep-gpp+l32",  # the rescore
     "mnist-one_vs_rest-50ep-gpp+cos",
     "mnist-leave_one_out-10ep-paper+l16",
     "mnist-leave_one_out-10ep-paper+l32",
@@ -275,6 +277,12 @@ def test_validation_stage9_runs_the_seeds_of_new_choices_only(tmp_path):
   ]
   assert all(w.startswith(str(knn)) for w in workdirs)
   assert all("--config.eval.scores=()" in c for c in calls)
+  rescore = calls.pop(0).split()
+  assert "--mode=rescore" in rescore and "--config=configs/fashion_mnist.py" in rescore
+  assert "--config.protocol.score=auto" in rescore and "--config.eval.iwae_samples=16" in rescore
+  assert (knn / "fashion_mnist-one_vs_rest-50ep-gpp+l32" / "results.json").exists()  # the copy
+  assert (tmp_path / "root" / "fashion_mnist-one_vs_rest-50ep-gpp+l32" / "results.json").exists()  # kept
+  assert not any("--mode=rescore" in c for c in calls)
   assert all("--config.protocol.score=auto" in c for c in calls[:5])
   assert all("--config.protocol.score=sap_knn" in c for c in calls[5:7])
   assert all("--config.protocol.score=latent_knn" in c for c in calls[7:9])
@@ -320,3 +328,11 @@ def test_validation_stage9_runs_the_seeds_of_new_choices_only(tmp_path):
   assert set(json.loads((out_dir / "validation_fashion_mnist_ood_knn.json").read_text())) == {"gpp+n3"}
   assert "| seed | recon | sap_complexity_knn |" in out.stdout  # the seeds table, in SCORES order
   assert "| 2 | 0.800 | 0.990 |" in out.stdout and "| mean +- std | 0.800 +- 0.000 | 0.980 +- 0.010 |" in out.stdout
+  # MNIST one-vs-rest: when validation keeps a default score for gpp+cos, its seeds are not run
+  (knn / "mnist-one_vs_rest-50ep-gpp+cos").rename(tmp_path / "old_gpp_cos")
+  _row(knn, "gpp+cos", {"sap_complexity": 0.92, "latent_knn": 0.91}, {"sap_complexity": 0.1}, "mnist-one_vs_rest-50ep")
+  (tmp_path / "calls.txt").unlink()
+  out = _run(VALIDATION, ["stage9"], {"ROOT": str(tmp_path / "root"), "PY": str(real), "DATA": "/data"})
+  assert out.returncode == 0, out.stderr
+  calls = (tmp_path / "calls.txt").read_text()
+  assert "mnist-one_vs_rest-50ep-gpp+cos " in calls and "gpp+cos+s" not in calls
