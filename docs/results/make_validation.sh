@@ -60,6 +60,12 @@ fashion_mnist:one_vs_rest:50:gpp+l16,gpp+l32:50:gpp,50:gpp+l16,50:gpp+l32
 fashion_mnist:leave_one_out:10:gpp+l16,gpp+l32:10:gpp,50:gpp,10:gpp+l16,10:gpp+l32"
 STAGE9_PREVIOUS="mnist:leave_one_out:10:paper:sap_complexity_knn fashion_mnist:one_vs_rest:50:gpp:sap_complexity_knn
 fashion_mnist:leave_one_out:50:gpp:sap_knn"  # stage 9: the headlines before (stage 8's)
+# stage 10 (declared 2026-12-05 23:44): the wider MLP on top of each missed target's stage 9 choice
+STAGE10="mnist:leave_one_out:10:paper+wide:10:paper,50:paper,50:m:dcvae,10:paper+l16,10:paper+l32,10:paper+wide
+fashion_mnist:leave_one_out:10:gpp+l16+wide:10:gpp,50:gpp,10:gpp+l16,10:gpp+l32,10:gpp+l16+wide
+fashion_mnist:one_vs_rest:50:gpp+wide:50:gpp,50:gpp+l16,50:gpp+l32,50:gpp+wide"
+STAGE10_PREVIOUS="mnist:leave_one_out:10:paper:sap_complexity_knn fashion_mnist:leave_one_out:10:gpp+l16:sap_knn
+fashion_mnist:one_vs_rest:50:gpp:sap_complexity_knn"  # stage 10: the headlines before (stage 9's)
 IW="--config.eval.iwae_samples=16"   # iwae K = 16 (as the main job and `:best`): K = 64 made scoring outlast training
 ALL10="$IW --config.protocol.score=auto --config.eval.scores=()"  # stages 8-9: every score, the headline on validation
 choose() {  # DATASET PROTOCOL EPOCHS -> "ROW SCORE" chosen on validation among the candidates
@@ -107,37 +113,68 @@ seeds_if_new_score() {  # DATASET PROTOCOL EPOCHS ROW: seeds 1 and 2 of ROW (und
       docs/results/ablation.sh "$1" "$2" "$3" "$4+s1" "$4+s2"
   fi
 }
-stage9_choose() {  # DATASET PROTOCOL -> "SETTING SCORE": stage 9's validation choice among its STAGE9 settings
+stage_choose() {  # SPECS DATASET PROTOCOL -> "SETTING SCORE": a declared stage's validation choice among the
+  # settings its SPECS (lines DATASET:PROTOCOL:EPOCHS:NEW_ROWS:SETTINGS) list for DATASET PROTOCOL
   local SPEC D P SETS
-  for SPEC in $STAGE9; do
+  for SPEC in $1; do
     IFS=: read -r D P _ _ SETS <<< "$SPEC"
-    if [ "$D:$P" = "$1:$2" ]; then
+    if [ "$D:$P" = "$2:$3" ]; then
       # shellcheck disable=SC2086
       $PY -m dcvae_jax.report.across "$ROOT/knn" $D $P ${SETS//,/ } --choose
     fi
   done
 }
+seed_new_choices() {  # SPECS NAME: seeds 1 and 2 (all ten scores, the chosen score) of each choice that is one of
+  # its spec's NEW_ROWS (an earlier stage's setting already has its seeds)
+  local SPEC D P EP NEW SET SCORE
+  for SPEC in $1; do
+    IFS=: read -r D P EP NEW _ <<< "$SPEC"
+    read -r SET SCORE <<< "$(stage_choose "$1" $D $P)"
+    echo "$D $P, $2: validation chose $SET with $SCORE"
+    [ "${SET%%:*}" = "$EP" ] && [[ ",$NEW," == *",${SET#*:},"* ]] || continue  # an earlier stage's setting
+    ROOT=$ROOT/knn EXTRA="$IW --config.protocol.score=$SCORE --config.eval.scores=()" \
+      docs/results/ablation.sh $D $P $EP "${SET#*:}+s1" "${SET#*:}+s2"
+  done
+}
+ood_report() {  # SPECS: Fashion-MNIST -> MNIST with the stage's Fashion-MNIST one-vs-rest choice, all ten scores,
+  # seeds 0-2 as one job (a report, not a choice)
+  local SET SCORE OOD="--config.protocol.ood_dataset=mnist --config.protocol.ood_data_dir=$DATA"
+  read -r SET SCORE <<< "$(stage_choose "$1" fashion_mnist one_vs_rest)"
+  ROOT=$ROOT/knn EXTRA="$IW --config.protocol.score=$SCORE --config.eval.scores=() $OOD" \
+    docs/results/ablation.sh fashion_mnist ood 50 "${SET#*:}+n3"
+}
 stage9() {  # the remaining levers with all ten scores, under $ROOT/knn (see the header)
-  local W SPEC D P EP NEW SET SCORE
+  local W
   for W in $WIDER; do  # Fashion-MNIST one-vs-rest: stage 5's rows rescored (their checkpoints)
     rescored_copy fashion_mnist "$ROOT/fashion_mnist-one_vs_rest-50ep-$W" --config.protocol.score=auto
   done
   ROOT=$ROOT/knn EXTRA="$ALL10" docs/results/ablation.sh mnist one_vs_rest 50 gpp+cos
   ROOT=$ROOT/knn EXTRA="$ALL10" docs/results/ablation.sh mnist leave_one_out 10 paper+l16 paper+l32
   ROOT=$ROOT/knn EXTRA="$ALL10" docs/results/ablation.sh fashion_mnist leave_one_out 10 gpp+l16 gpp+l32
-  for SPEC in $STAGE9; do  # the seeds of each new choice
-    IFS=: read -r D P EP NEW _ <<< "$SPEC"
-    read -r SET SCORE <<< "$(stage9_choose $D $P)"
-    echo "$D $P, stage 9: validation chose $SET with $SCORE"
-    [ "${SET%%:*}" = "$EP" ] && [[ ",$NEW," == *",${SET#*:},"* ]] || continue  # a stage 8 setting: nothing new
-    ROOT=$ROOT/knn EXTRA="$IW --config.protocol.score=$SCORE --config.eval.scores=()" \
-      docs/results/ablation.sh $D $P $EP "${SET#*:}+s1" "${SET#*:}+s2"
-  done
+  seed_new_choices "$STAGE9" "stage 9"
   seeds_if_new_score mnist one_vs_rest 50 gpp+cos
-  read -r SET SCORE <<< "$(stage9_choose fashion_mnist one_vs_rest)"  # Fashion-MNIST -> MNIST with that choice
-  local OOD="--config.protocol.ood_dataset=mnist --config.protocol.ood_data_dir=$DATA"
-  ROOT=$ROOT/knn EXTRA="$IW --config.protocol.score=$SCORE --config.eval.scores=() $OOD" \
-    docs/results/ablation.sh fashion_mnist ood 50 "${SET#*:}+n3"
+  ood_report "$STAGE9"
+}
+stage10() {  # the wider MLP on each missed target's setting, under $ROOT/knn (see the header)
+  local SPEC D P EP NEW
+  for SPEC in $STAGE10; do
+    IFS=: read -r D P EP NEW _ <<< "$SPEC"
+    # shellcheck disable=SC2086
+    ROOT=$ROOT/knn EXTRA="$ALL10" docs/results/ablation.sh $D $P $EP ${NEW//,/ }
+  done
+  seed_new_choices "$STAGE10" "stage 10"
+  read -r SET _ <<< "$(stage_choose "$STAGE10" fashion_mnist one_vs_rest)"
+  [ "$SET" = 50:gpp ] || ood_report "$STAGE10"  # a new Fashion-MNIST one-vs-rest choice: its ood report
+}
+stage_tables() {  # SPECS PREVIOUS NAME: each spec's choice table (report.across), JSON validation_D_P_NAME.json
+  local SPEC D P SETS X PREV
+  for SPEC in $1; do
+    IFS=: read -r D P _ _ SETS <<< "$SPEC"
+    PREV=$(for X in $2; do case $X in "$D:$P":*) echo "${X#*:*:}" ;; esac; done)
+    # shellcheck disable=SC2086
+    $PY -m dcvae_jax.report.across "$ROOT/knn" $D $P ${SETS//,/ } --previous="$PREV" \
+      --json=$OUT/validation_${D}_${P}_$3.json
+  done
 }
 case ${1:-tables} in
   run)
@@ -195,6 +232,7 @@ case ${1:-tables} in
     echo "fashion_mnist one_vs_rest, five candidates: validation chose row $ROW, score $SCORE"
     EXTRA="$IW --config.protocol.score=$SCORE" docs/results/ablation.sh fashion_mnist one_vs_rest 50 "$ROW+s1" "$ROW+s2"
     stage9
+    stage10
     ;;
   tables)
     ran() {  # DATASET PROTOCOL EPOCHS [ROW ...]: true if each ROW (default: every candidate) has its results
@@ -315,13 +353,8 @@ PYEOF
     else
       echo "(fashion_mnist one-vs-rest with the latent_knn scores: not run in $ROOT/knn)"
     fi
-    for SPEC in $STAGE9; do  # stage 9
-      IFS=: read -r D P _ _ SETS <<< "$SPEC"
-      PREV=$(for X in $STAGE9_PREVIOUS; do case $X in "$D:$P":*) echo "${X#*:*:}" ;; esac; done)
-      # shellcheck disable=SC2086
-      $PY -m dcvae_jax.report.across "$ROOT/knn" $D $P ${SETS//,/ } --previous="$PREV" \
-        --json=$OUT/validation_${D}_${P}_stage9.json
-    done
+    stage_tables "$STAGE9" "$STAGE9_PREVIOUS" stage9
+    stage_tables "$STAGE10" "$STAGE10_PREVIOUS" stage10
     if [ -f "$ROOT/knn/mnist-one_vs_rest-50ep-gpp+cos/results.json" ]; then
       SEEDS=$(ROOT=$ROOT/knn seed_rows mnist one_vs_rest 50 gpp+cos)
       $T $ROOT/knn mnist one_vs_rest 50 --validation --rows="gpp+cos$SEEDS" --seeds=gpp+cos \
@@ -333,7 +366,27 @@ PYEOF
       $T $ROOT/knn fashion_mnist ood 50 --validation --rows=gpp+n3 --json=$OUT/validation_fashion_mnist_ood_knn.json
       seeds_table "$ROOT/knn/fashion_mnist-ood-50ep-gpp+n3/results.json"
     fi
+    if [ -f "$ROOT/knn/fashion_mnist-one_vs_rest-50ep-gpp+wide/results.json" ]; then  # stage 10's ood report
+      read -r SET _ <<< "$(stage_choose "$STAGE10" fashion_mnist one_vs_rest)"
+      if [ "$SET" != 50:gpp ] && [ -f "$ROOT/knn/fashion_mnist-ood-50ep-${SET#*:}+n3/results.json" ]; then
+        $T $ROOT/knn fashion_mnist ood 50 --validation --rows="${SET#*:}+n3" \
+          --json=$OUT/validation_fashion_mnist_ood_stage10.json
+        seeds_table "$ROOT/knn/fashion_mnist-ood-50ep-${SET#*:}+n3/results.json"
+      fi
+    fi
+    for SPEC in $STAGE10; do  # the winner's curse, measured on seeds 1-2's own validation splits
+      IFS=: read -r D P _ _ SETS <<< "$SPEC"
+      HAVE=""  # the settings that have run (a stage 10 row may not have yet)
+      for SET in ${SETS//,/ }; do
+        [ -f "$ROOT/knn/$D-$P-${SET%%:*}ep-${SET#*:}/results.json" ] && HAVE="$HAVE $SET"
+      done
+      if [ -n "$HAVE" ]; then
+        # shellcheck disable=SC2086
+        $PY -m dcvae_jax.report.fresh_split "$ROOT/knn" $D $P $HAVE --json=$OUT/validation_${D}_${P}_fresh_split.json
+      fi
+    done
     ;;
   stage9) stage9 ;;  # stage 9 alone (its earlier stages' rows must be there)
-  *) echo "usage: $0 run|stage9|tables" >&2; exit 2 ;;
+  stage10) stage10 ;;  # stage 10 alone (stage 9's rows must be there)
+  *) echo "usage: $0 run|stage9|stage10|tables" >&2; exit 2 ;;
 esac

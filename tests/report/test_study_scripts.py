@@ -134,7 +134,7 @@ def test_validation_tables_choose_on_validation_and_write_to_out(tmp_path):
 def test_validation_script_refuses_an_unknown_stage(tmp_path):
   out = _run(VALIDATION, ["rnu"], {"ROOT": str(tmp_path)})
   assert out.returncode == 2
-  assert out.stderr.strip() == f"usage: {VALIDATION} run|stage9|tables"
+  assert out.stderr.strip() == f"usage: {VALIDATION} run|stage9|stage10|tables"
 
 
 def test_validation_tables_paper_models_stage_picks_the_headline_on_validation(tmp_path):
@@ -336,3 +336,101 @@ def test_validation_stage9_runs_the_seeds_of_new_choices_only(tmp_path):
   assert out.returncode == 0, out.stderr
   calls = (tmp_path / "calls.txt").read_text()
   assert "mnist-one_vs_rest-50ep-gpp+cos " in calls and "gpp+cos+s" not in calls
+
+
+def test_fresh_split_rechooses_on_each_seeds_own_split_and_measures_the_optimism(tmp_path, capsys):
+  """report.fresh_split: the choice at each seed and on seeds 1-2 pooled (test made to disagree everywhere), the
+  optimism V_0 - (V_1 + V_2) / 2 of each setting's seed-0 best score, by hand; a seed-0-only setting is named."""
+  from dcvae_jax.report import fresh_split
+
+  loo = "mnist-leave_one_out-10ep"
+  bad = {"recon": 0.99, "sap_knn": 0.1}  # test: never read
+  _row(tmp_path, "paper", {"sap_knn": 0.93, "recon": 0.80}, bad, loo)  # seed 0 picks paper / sap_knn
+  _row(tmp_path, "paper+s1", {"sap_knn": 0.90, "recon": 0.70}, bad, loo)
+  _row(tmp_path, "paper+s2", {"sap_knn": 0.88, "recon": 0.95}, bad, loo)  # seed 2 alone prefers recon
+  _row(tmp_path, "gpp", {"sap_knn": 0.92, "recon": 0.60}, bad, loo)
+  _row(tmp_path, "gpp+s1", {"sap_knn": 0.94, "recon": 0.60}, bad, loo)  # seed 1 picks gpp
+  _row(tmp_path, "gpp+s2", {"sap_knn": 0.91, "recon": 0.60}, bad, loo)
+  _row(tmp_path, "wide", {"sap_knn": 0.50}, bad, loo)  # seed 0 only
+  argv = [str(tmp_path), "mnist", "leave_one_out", "10:paper", "10:gpp", "10:wide"]
+  out = fresh_split.fresh_split({s: fresh_split.load(*argv[:3], s) for s in argv[3:]})
+  picks = {s: (c["setting"], c["score"]) for s, c in out["choices"].items()}
+  assert picks == {
+    "0": ("10:paper", "sap_knn"),
+    "1": ("10:gpp", "sap_knn"),
+    "2": ("10:paper", "recon"),
+    "1-2": ("10:gpp", "sap_knn"),  # gpp: (0.94 + 0.91) / 2 = 0.925 > paper's recon 0.825 and sap_knn 0.89
+  }
+  assert out["choices"]["1"]["among"] == ["10:paper", "10:gpp"]
+  assert out["chosen_optimism"] == pytest.approx(0.93 - (0.90 + 0.88) / 2)
+  assert out["optimism"]["10:gpp"]["optimism"] == pytest.approx(0.92 - (0.94 + 0.91) / 2)
+  assert out["others_mean_optimism"] == pytest.approx(0.92 - 0.925)
+  assert out["seed0_only"] == ["10:wide"] and "optimism" not in out["optimism"]["10:wide"]
+  assert fresh_split.main([*argv, f"--json={tmp_path}/f.json"]) == 0
+  text = capsys.readouterr().out
+  assert "| 1-2 | 10:gpp | sap_knn | 0.9250 |" in text and "seed 0 only (no fresh split): 10:wide" in text
+  assert json.loads((tmp_path / "f.json").read_text())["choices"]["0"]["setting"] == "10:paper"
+  with pytest.raises(SystemExit, match="setting 10:cb has no seed-0 results"):
+    fresh_split.main([*argv, "10:cb"])
+
+
+@pytest.mark.parametrize("wide_wins_one_vs_rest", [True, False])
+def test_validation_stage10_trains_the_wide_rows_and_seeds_only_new_choices(tmp_path, wide_wins_one_vs_rest):
+  """Stage 10: each spec's new wide row is trained with all ten scores, each choice is made on seed-0 validation
+  among stage 9's settings and the new one (test made to disagree), only a new choice gets seeds 1 and 2 with its
+  score, and Fashion-MNIST -> MNIST is rerun only when the Fashion-MNIST one-vs-rest choice is new."""
+  real = tmp_path / "py"
+  real.write_text(
+    "#!/usr/bin/env bash\n"
+    f'if [ "$1 $2" = "-m dcvae_jax.main" ]; then echo "$*" >> {tmp_path}/calls.txt; '
+    'for a in "$@"; do case $a in --workdir=*) mkdir -p "${a#--workdir=}" ;; esac; done; exit 0; fi\n'
+    f'exec {sys.executable} "$@"\n'
+  )
+  real.chmod(real.stat().st_mode | stat.S_IEXEC)
+  knn = tmp_path / "root" / "knn"
+  low, high = {"sap_complexity_knn": 0.80}, {"sap_complexity_knn": 0.90}
+  rows = [
+    ("mnist-leave_one_out-10ep", "paper", high),  # MNIST: stage 9's 10:paper stays (a tie with wide keeps it)
+    ("mnist-leave_one_out-50ep", "paper", low),
+    ("mnist-leave_one_out-50ep", "m:dcvae", low),
+    ("mnist-leave_one_out-10ep", "paper+l16", low),
+    ("mnist-leave_one_out-10ep", "paper+l32", low),
+    ("mnist-leave_one_out-10ep", "paper+wide", high),
+    ("fashion_mnist-leave_one_out-10ep", "gpp", low),  # Fashion-MNIST leave-one-out: the wide row wins
+    ("fashion_mnist-leave_one_out-50ep", "gpp", low),
+    ("fashion_mnist-leave_one_out-10ep", "gpp+l16", high),
+    ("fashion_mnist-leave_one_out-10ep", "gpp+l32", low),
+    ("fashion_mnist-leave_one_out-10ep", "gpp+l16+wide", {"sap_knn": 0.95}),
+    ("fashion_mnist-one_vs_rest-50ep", "gpp", high),
+    ("fashion_mnist-one_vs_rest-50ep", "gpp+l16", low),
+    ("fashion_mnist-one_vs_rest-50ep", "gpp+l32", low),
+    ("fashion_mnist-one_vs_rest-50ep", "gpp+wide", {"recon": 0.91 if wide_wins_one_vs_rest else 0.89}),
+  ]
+  for setting, row, val in rows:
+    _row(knn, row, val, {k: 1.0 - v for k, v in val.items()}, setting)
+  out = _run(VALIDATION, ["stage10"], {"ROOT": str(tmp_path / "root"), "PY": str(real), "DATA": "/data"})
+  assert out.returncode == 0, out.stderr
+  fm_choice = "50:gpp+wide with recon" if wide_wins_one_vs_rest else "50:gpp with sap_complexity_knn"
+  assert "mnist leave_one_out, stage 10: validation chose 10:paper with sap_complexity_knn" in out.stdout
+  assert "fashion_mnist leave_one_out, stage 10: validation chose 10:gpp+l16+wide with sap_knn" in out.stdout
+  assert f"fashion_mnist one_vs_rest, stage 10: validation chose {fm_choice}" in out.stdout
+  calls = (tmp_path / "calls.txt").read_text().splitlines()
+  trained = [next(a.split("=", 1)[1] for a in c.split() if a.startswith("--workdir=")) for c in calls]
+  expected = [
+    "mnist-leave_one_out-10ep-paper+wide",  # ablation.sh always calls the job (a finished one reuses its results)
+    "fashion_mnist-leave_one_out-10ep-gpp+l16+wide",
+    "fashion_mnist-one_vs_rest-50ep-gpp+wide",
+    "fashion_mnist-leave_one_out-10ep-gpp+l16+wide+s1",
+    "fashion_mnist-leave_one_out-10ep-gpp+l16+wide+s2",
+  ]
+  if wide_wins_one_vs_rest:
+    expected += ["fashion_mnist-one_vs_rest-50ep-gpp+wide+s1", "fashion_mnist-one_vs_rest-50ep-gpp+wide+s2"]
+    expected += ["fashion_mnist-ood-50ep-gpp+wide+n3"]
+  assert [w.rsplit("/", 1)[1] for w in trained] == expected
+  assert all(w.startswith(str(knn)) for w in trained) and all("--config.eval.scores=()" in c for c in calls)
+  assert all("--config.model.hidden=(1024,512)" in c for c in calls)
+  assert all("--config.protocol.score=auto" in c for c in calls[:3])
+  assert all("--config.protocol.score=sap_knn" in c and "--config.model.latent_dim=16" in c for c in calls[3:5])
+  if wide_wins_one_vs_rest:
+    assert all("--config.protocol.score=recon" in c for c in calls[5:8])
+    assert "--config.num_seeds=3" in calls[7] and "--config.protocol.ood_dataset=mnist" in calls[7]
