@@ -39,6 +39,15 @@
 #      follow the one-vs-rest choices. Then (added 21:45, after 9a-9b had chosen; it is a report, not a choice)
 #      Fashion-MNIST -> MNIST again with Fashion-MNIST's new choice (gpp, sap_complexity_knn) and all ten
 #      scores, seeds 0-2 as one job (gpp+n3).
+#  10. (run last; declared 2026-12-05 23:44, fifteenth session, before any of its rows ran) the wider MLP (wide:
+#      hidden 1024-512) on each missed target's stage 9 choice, all ten scores, under $ROOT/knn: MNIST
+#      leave-one-out paper+wide and Fashion-MNIST leave-one-out gpp+l16+wide at 10 epochs, Fashion-MNIST
+#      one-vs-rest gpp+wide at 50 (STAGE10). Each chosen by `report.across --choose` among stage 9's settings and
+#      the new one (ties keep stage 9's); a new choice gets seeds 1 and 2; a new Fashion-MNIST one-vs-rest choice
+#      also gets its Fashion-MNIST -> MNIST report (seeds 0-2 as one job).
+# `tables` also writes the fresh-split check of the last stage's choices (`report.fresh_split`, no training): seeds
+# 1 and 2 are jobs with their own validation splits, so the choice is made again on each, and the chosen pair's
+# seed-0 validation AUROC minus its seeds 1-2 mean measures the optimism of choosing on one split.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export ROOT=${ROOT:-/tmp/dcvae_validation}
