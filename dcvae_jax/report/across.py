@@ -42,18 +42,29 @@ def load(root: str, dataset: str, protocol: str, setting: str) -> dict:
   return out
 
 
-def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def settings_parser(doc: str) -> argparse.ArgumentParser:
+  """The command line ROOT DATASET PROTOCOL SETTING [SETTING ...] [--json=FILE] of the cross-setting reports."""
+  ap = argparse.ArgumentParser(description=doc.split("\n")[0])
   ap.add_argument("root")
   ap.add_argument("dataset")
   ap.add_argument("protocol")
   ap.add_argument("settings", nargs="+", help="EPOCHS:ROW")
-  ap.add_argument("--previous", default="", help="EPOCHS:ROW:SCORE, the headline before (not with --choose)")
   ap.add_argument("--json", default="")
+  return ap
+
+
+def load_settings(a) -> tuple[dict, list]:
+  """(setting -> its seeds' results.json, the settings without seed-0 results) of parsed ``settings_parser`` args."""
+  settings = {s: load(a.root, a.dataset, a.protocol, s) for s in a.settings}
+  return settings, [s for s, seeds in settings.items() if "" not in seeds]
+
+
+def main(argv=None) -> int:
+  ap = settings_parser(__doc__)
+  ap.add_argument("--previous", default="", help="EPOCHS:ROW:SCORE, the headline before (not with --choose)")
   ap.add_argument("--choose", action="store_true", help='print only "SETTING SCORE" chosen on validation AUROC')
   a = ap.parse_args(argv)
-  settings = {s: load(a.root, a.dataset, a.protocol, s) for s in a.settings}
-  missing = [s for s, seeds in settings.items() if "" not in seeds]
+  settings, missing = load_settings(a)
   if not a.choose and not a.previous:
     ap.error("--previous is required (except with --choose)")
   if missing:

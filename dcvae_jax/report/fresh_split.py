@@ -22,13 +22,12 @@ says so.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
 
 from dcvae_jax.report.ablation import choose_on_validation
-from dcvae_jax.report.across import SEEDS, load
+from dcvae_jax.report.across import SEEDS, load_settings, settings_parser
 
 
 def _val(r: dict, score: str) -> float:
@@ -82,15 +81,8 @@ def _fmt(x) -> str:
 
 
 def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument("root")
-  ap.add_argument("dataset")
-  ap.add_argument("protocol")
-  ap.add_argument("settings", nargs="+", help="EPOCHS:ROW")
-  ap.add_argument("--json", default="")
-  a = ap.parse_args(argv)
-  settings = {s: load(a.root, a.dataset, a.protocol, s) for s in a.settings}
-  missing = [s for s, seeds in settings.items() if "" not in seeds]
+  a = settings_parser(__doc__).parse_args(argv)
+  settings, missing = load_settings(a)
   if missing:
     sys.exit(f"error: setting {missing[0]} has no seed-0 results in {a.root}")
   try:

@@ -89,6 +89,20 @@ def test_ablation_refuses_an_unknown_change_before_running_it(tmp_path):
   assert not (tmp_path / "calls.txt").exists()
 
 
+def _recording_python(tmp_path: Path) -> Path:
+  """A `python` that records each `-m dcvae_jax.main` call in calls.txt (creating its --workdir) instead of
+  training, and runs everything else (the report tools) for real."""
+  real = tmp_path / "py"
+  real.write_text(
+    "#!/usr/bin/env bash\n"
+    f'if [ "$1 $2" = "-m dcvae_jax.main" ]; then echo "$*" >> {tmp_path}/calls.txt; '
+    'for a in "$@"; do case $a in --workdir=*) mkdir -p "${a#--workdir=}" ;; esac; done; exit 0; fi\n'
+    f'exec {sys.executable} "$@"\n'
+  )
+  real.chmod(real.stat().st_mode | stat.S_IEXEC)
+  return real
+
+
 def _row(root: Path, name: str, val: dict, test: dict, setting: str = "mnist-one_vs_rest-50ep") -> None:
   wd = root / f"{setting}-{name}"
   wd.mkdir(parents=True, exist_ok=True)
@@ -227,14 +241,7 @@ def test_validation_stage9_runs_the_seeds_of_new_choices_only(tmp_path):
   """Stage 9: the new rows are trained (or rescored), then each choice is made on seed-0 validation across the
   stage 8 settings and the new ones (test made to disagree); only a new choice gets seeds 1 and 2, with its score.
   MNIST one-vs-rest's gpp+cos gets seeds only when validation picks one of the three new scores."""
-  real = tmp_path / "py"
-  real.write_text(
-    "#!/usr/bin/env bash\n"
-    f'if [ "$1 $2" = "-m dcvae_jax.main" ]; then echo "$*" >> {tmp_path}/calls.txt; '
-    'for a in "$@"; do case $a in --workdir=*) mkdir -p "${a#--workdir=}" ;; esac; done; exit 0; fi\n'
-    f'exec {sys.executable} "$@"\n'
-  )
-  real.chmod(real.stat().st_mode | stat.S_IEXEC)
+  real = _recording_python(tmp_path)
   knn = tmp_path / "root" / "knn"
   low, high = {"sap_complexity_knn": 0.80}, {"sap_complexity_knn": 0.90}
   for setting, row, val in (  # MNIST leave-one-out: paper+l16 (new) wins on validation
@@ -341,7 +348,7 @@ def test_validation_stage9_runs_the_seeds_of_new_choices_only(tmp_path):
 def test_fresh_split_rechooses_on_each_seeds_own_split_and_measures_the_optimism(tmp_path, capsys):
   """report.fresh_split: the choice at each seed and on seeds 1-2 pooled (test made to disagree everywhere), the
   optimism V_0 - (V_1 + V_2) / 2 of each setting's seed-0 best score, by hand; a seed-0-only setting is named."""
-  from dcvae_jax.report import fresh_split
+  from dcvae_jax.report import across, fresh_split
 
   loo = "mnist-leave_one_out-10ep"
   bad = {"recon": 0.99, "sap_knn": 0.1}  # test: never read
@@ -353,7 +360,7 @@ def test_fresh_split_rechooses_on_each_seeds_own_split_and_measures_the_optimism
   _row(tmp_path, "gpp+s2", {"sap_knn": 0.91, "recon": 0.60}, bad, loo)
   _row(tmp_path, "wide", {"sap_knn": 0.50}, bad, loo)  # seed 0 only
   argv = [str(tmp_path), "mnist", "leave_one_out", "10:paper", "10:gpp", "10:wide"]
-  out = fresh_split.fresh_split({s: fresh_split.load(*argv[:3], s) for s in argv[3:]})
+  out = fresh_split.fresh_split({s: across.load(*argv[:3], s) for s in argv[3:]})
   picks = {s: (c["setting"], c["score"]) for s, c in out["choices"].items()}
   assert picks == {
     "0": ("10:paper", "sap_knn"),
@@ -379,14 +386,7 @@ def test_validation_stage10_trains_the_wide_rows_and_seeds_only_new_choices(tmp_
   """Stage 10: each spec's new wide row is trained with all ten scores, each choice is made on seed-0 validation
   among stage 9's settings and the new one (test made to disagree), only a new choice gets seeds 1 and 2 with its
   score, and Fashion-MNIST -> MNIST is rerun only when the Fashion-MNIST one-vs-rest choice is new."""
-  real = tmp_path / "py"
-  real.write_text(
-    "#!/usr/bin/env bash\n"
-    f'if [ "$1 $2" = "-m dcvae_jax.main" ]; then echo "$*" >> {tmp_path}/calls.txt; '
-    'for a in "$@"; do case $a in --workdir=*) mkdir -p "${a#--workdir=}" ;; esac; done; exit 0; fi\n'
-    f'exec {sys.executable} "$@"\n'
-  )
-  real.chmod(real.stat().st_mode | stat.S_IEXEC)
+  real = _recording_python(tmp_path)
   knn = tmp_path / "root" / "knn"
   low, high = {"sap_complexity_knn": 0.80}, {"sap_complexity_knn": 0.90}
   rows = [
