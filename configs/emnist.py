@@ -11,8 +11,8 @@ dCVAE under leave-one-out by default; any model: --config.model.name=vae|cvae|be
 any protocol: --config.protocol.name=one_vs_rest|leave_one_out|split. Defaults converge (Adam 1e-3, 10 epochs,
 batch 128); configs/emnist_paper.py has the paper's stated settings.
 
-BEST_ROW: not measured on EMNIST (no local copy here); it carries Fashion-MNIST's validation choice, row `gpp` +
-`sap_complexity_knn` (docs/results/validation.md, stages 8-9).
+BEST_ROW: not measured on EMNIST (no local copy here); it carries Fashion-MNIST's validation choice, row
+`gpp+wide` + `sap_complexity_knn` (docs/results/validation.md, stages 8-10).
 """
 
 from dcvae_jax.config import dataset_config

@@ -11,8 +11,8 @@ dCVAE under leave-one-out by default; any model: --config.model.name=vae|cvae|be
 any protocol: --config.protocol.name=one_vs_rest|leave_one_out|split. Defaults converge (Adam 1e-3, 20 epochs,
 batch 64); configs/kmnist_paper.py has the paper's stated settings.
 
-BEST_ROW: not measured on KMNIST (no local copy here); it carries Fashion-MNIST's validation choice, row `gpp` +
-`sap_complexity_knn` (docs/results/validation.md, stages 8-9), the choice for grey-level-rich images.
+BEST_ROW: not measured on KMNIST (no local copy here); it carries Fashion-MNIST's validation choice, row
+`gpp+wide` + `sap_complexity_knn` (docs/results/validation.md, stages 8-10), the choice for grey-level-rich images.
 """
 
 from dcvae_jax.config import dataset_config
