@@ -15,7 +15,9 @@ With V_s(a, k) the mean validation AUROC of setting a and score k at seed s, the
      over many (setting, score) pairs of noisy estimates is biased upward, so O > 0 is expected; seeds 1-2 are
      independent of the choice, so their mean is an unbiased estimate of the chosen pair's validation AUROC;
   3. beside it, the same difference for every setting's own seed-0 best score, and its mean over the settings
-     not chosen (the bias of a smaller search, for scale).
+     not chosen. O also holds the difference in difficulty between seed 0's split and seeds 1-2's (and their
+     trainings), which every setting shares; the settings not chosen carry that and only the smaller bias of
+     choosing their own best score, so the choice's O minus their mean is the part due to choosing the setting.
 Test AUROC is never read. A setting without seeds 1 and 2 appears in the seed-0 choice only, and the report
 says so.
 """
