@@ -359,7 +359,9 @@ def test_fresh_split_rechooses_on_each_seeds_own_split_and_measures_the_optimism
   _row(tmp_path, "gpp+s1", {"sap_knn": 0.94, "recon": 0.60}, bad, loo)  # seed 1 picks gpp
   _row(tmp_path, "gpp+s2", {"sap_knn": 0.91, "recon": 0.60}, bad, loo)
   _row(tmp_path, "wide", {"sap_knn": 0.50}, bad, loo)  # seed 0 only
-  argv = [str(tmp_path), "mnist", "leave_one_out", "10:paper", "10:gpp", "10:wide"]
+  _row(tmp_path, "cb", {"sap_knn": 0.40}, bad, loo)  # seeds 0 and 1 only: no pooled value, no optimism
+  _row(tmp_path, "cb+s1", {"sap_knn": 0.40}, bad, loo)
+  argv = [str(tmp_path), "mnist", "leave_one_out", "10:paper", "10:gpp", "10:wide", "10:cb"]
   out = fresh_split.fresh_split({s: across.load(*argv[:3], s) for s in argv[3:]})
   picks = {s: (c["setting"], c["score"]) for s, c in out["choices"].items()}
   assert picks == {
@@ -368,17 +370,19 @@ def test_fresh_split_rechooses_on_each_seeds_own_split_and_measures_the_optimism
     "2": ("10:paper", "recon"),
     "1-2": ("10:gpp", "sap_knn"),  # gpp: (0.94 + 0.91) / 2 = 0.925 > paper's recon 0.825 and sap_knn 0.89
   }
-  assert out["choices"]["1"]["among"] == ["10:paper", "10:gpp"]
+  assert out["choices"]["1"]["among"] == ["10:paper", "10:gpp", "10:cb"]
+  assert out["choices"]["1-2"]["among"] == ["10:paper", "10:gpp"]
   assert out["chosen_optimism"] == pytest.approx(0.93 - (0.90 + 0.88) / 2)
   assert out["optimism"]["10:gpp"]["optimism"] == pytest.approx(0.92 - (0.94 + 0.91) / 2)
   assert out["others_mean_optimism"] == pytest.approx(0.92 - 0.925)
-  assert out["seed0_only"] == ["10:wide"] and "optimism" not in out["optimism"]["10:wide"]
+  assert out["seed0_only"] == ["10:wide", "10:cb"] and "optimism" not in out["optimism"]["10:wide"]
+  assert "optimism" not in out["optimism"]["10:cb"]
   assert fresh_split.main([*argv, f"--json={tmp_path}/f.json"]) == 0
   text = capsys.readouterr().out
-  assert "| 1-2 | 10:gpp | sap_knn | 0.9250 |" in text and "seed 0 only (no fresh split): 10:wide" in text
+  assert "| 1-2 | 10:gpp | sap_knn | 0.9250 |" in text and "seed 0 only (no fresh split): 10:wide, 10:cb" in text
   assert json.loads((tmp_path / "f.json").read_text())["choices"]["0"]["setting"] == "10:paper"
-  with pytest.raises(SystemExit, match="setting 10:cb has no seed-0 results"):
-    fresh_split.main([*argv, "10:cb"])
+  with pytest.raises(SystemExit, match="setting 10:gray has no seed-0 results"):
+    fresh_split.main([*argv, "10:gray"])
 
 
 @pytest.mark.parametrize("wide_wins_one_vs_rest", [True, False])
