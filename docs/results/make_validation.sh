@@ -165,7 +165,7 @@ stage9() {  # the remaining levers with all ten scores, under $ROOT/knn (see the
   ood_report "$STAGE9"
 }
 stage10() {  # the wider MLP on each missed target's setting, under $ROOT/knn (see the header)
-  local SPEC D P EP NEW
+  local SPEC D P EP NEW SET
   for SPEC in $STAGE10; do
     IFS=: read -r D P EP NEW _ <<< "$SPEC"
     # shellcheck disable=SC2086
