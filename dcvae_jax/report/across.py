@@ -59,6 +59,13 @@ def load_settings(a) -> tuple[dict, list]:
   return settings, [s for s, seeds in settings.items() if "" not in seeds]
 
 
+def write_json(path: str, out: dict) -> None:
+  """``out`` as indented, key-sorted JSON at ``path`` (nothing when ``path`` is empty): the reports' --json."""
+  if path:
+    with open(path, "w") as f:
+      json.dump(out, f, indent=1, sort_keys=True)
+
+
 def main(argv=None) -> int:
   ap = settings_parser(__doc__)
   ap.add_argument("--previous", default="", help="EPOCHS:ROW:SCORE, the headline before (not with --choose)")
@@ -122,9 +129,7 @@ def main(argv=None) -> int:
       print(f"mean {sum(diffs) / len(diffs):+.3f}; paired t = {t:.2f}, two-sided p = {p:.3f}")
       out["paired"].update(t=t, p=p)
     print()
-  if a.json:
-    with open(a.json, "w") as f:
-      json.dump(out, f, indent=1, sort_keys=True)
+  write_json(a.json, out)
   return 0
 
 

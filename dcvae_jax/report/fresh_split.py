@@ -24,12 +24,11 @@ says so.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 
 from dcvae_jax.report.ablation import choose_on_validation
-from dcvae_jax.report.across import SEEDS, load_settings, settings_parser
+from dcvae_jax.report.across import SEEDS, load_settings, settings_parser, write_json
 
 
 def _val(r: dict, score: str) -> float:
@@ -109,9 +108,7 @@ def main(argv=None) -> int:
     f"\noptimism of the choice: {_fmt(out['chosen_optimism'])}; "
     f"mean over the settings not chosen: {_fmt(out['others_mean_optimism'])}\n"
   )
-  if a.json:
-    with open(a.json, "w") as f:
-      json.dump(out, f, indent=1, sort_keys=True)
+  write_json(a.json, out)
   return 0
 
 
