@@ -2,6 +2,8 @@
 
 python -m dcvae_jax.report.across ROOT DATASET PROTOCOL SETTING [SETTING ...] --previous=SETTING:SCORE [--json=FILE]
 python -m dcvae_jax.report.across ROOT DATASET PROTOCOL SETTING [SETTING ...] --choose
+  [--earlier=FILE]: an earlier stage's --json output; its settings join the candidates (see ``load_earlier``);
+  with it, no SETTING is needed (``--earlier=FILE --choose`` prints that stage's choice)
 
 A SETTING is EPOCHS:ROW (``50:m:dcvae``): the workdirs ROOT/DATASET-PROTOCOL-EPOCHSep-ROW (seed 0) and
 ROW+s1, ROW+s2 (seeds 1, 2), as docs/results/ablation.sh names them. What it prints:
@@ -14,8 +16,9 @@ ROW+s1, ROW+s2 (seeds 1, 2), as docs/results/ablation.sh names them. What it pri
      test AUROC, chosen minus previous, with a paired t-test over seeds (``ablation.paired_t``).
 --choose prints only "SETTING SCORE" (step 2; no test AUROC is read), for scripts that run the chosen setting's
 seeds next; it exits non-zero with one line when a setting has no seed-0 results.
-docs/results/make_validation.sh uses it for stage 8 (the latent_knn scores on the leave-one-out settings) and
-stage 9 (larger latents; its ``--choose`` decides which settings get seeds).
+docs/results/make_validation.sh uses it for stage 8 (the latent_knn scores on the leave-one-out settings),
+stages 9-10 (larger latents, the wider MLP; its ``--choose`` decides which settings get seeds) and stage 11, whose
+earlier settings exist only as stage 10's JSON (their workdirs were lost with a machine): ``--earlier``.
 """
 
 from __future__ import annotations
@@ -42,21 +45,50 @@ def load(root: str, dataset: str, protocol: str, setting: str) -> dict:
   return out
 
 
-def settings_parser(doc: str) -> argparse.ArgumentParser:
-  """The command line ROOT DATASET PROTOCOL SETTING [SETTING ...] [--json=FILE] of the cross-setting reports."""
+def settings_parser(doc: str, *, settings_optional: bool = False) -> argparse.ArgumentParser:
+  """The command line ROOT DATASET PROTOCOL SETTING [SETTING ...] [--json=FILE] of the cross-setting reports
+  (``settings_optional``: no SETTING is accepted, for settings that come from elsewhere)."""
   ap = argparse.ArgumentParser(description=doc.split("\n")[0])
   ap.add_argument("root")
   ap.add_argument("dataset")
   ap.add_argument("protocol")
-  ap.add_argument("settings", nargs="+", help="EPOCHS:ROW")
+  ap.add_argument("settings", nargs="*" if settings_optional else "+", help="EPOCHS:ROW")
   ap.add_argument("--json", default="")
   return ap
 
 
+def load_earlier(path: str) -> dict:
+  """An earlier stage's ``--json`` output as ``load`` gives settings: setting -> {suffix: results}.
+
+  Every setting of the file has its seed 0 (its validation and test AUROC of every score). The file's choice also
+  has its seeds 1 and 2 (``test_by_seed``: the chosen score's test AUROC only), so that it can be the ``--previous``
+  headline of a paired test, or be chosen again. Raises ValueError with one line when the file is not such a JSON.
+  """
+  try:
+    with open(path) as f:
+      earlier = json.load(f)
+    settings = {
+      name: {"": {"val_auroc_by_score": r["val_auroc_by_score"], "auroc_by_score": r["auroc_by_score"]}}
+      for name, r in earlier["settings"].items()
+    }  # fmt: skip
+    choice, score = earlier["choice"]["setting"], earlier["choice"]["score"]
+    for seed, value in earlier["test_by_seed"].items():
+      if seed != "0":
+        settings[choice][f"+s{int(seed)}"] = {"auroc_by_score": {score: value}}
+  except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+    raise ValueError(f"--earlier={path} is not an earlier stage's report JSON ({type(e).__name__}: {e})") from None
+  return settings
+
+
 def load_settings(a) -> tuple[dict, list]:
-  """(setting -> its seeds' results.json, the settings without seed-0 results) of parsed ``settings_parser`` args."""
-  settings = {s: load(a.root, a.dataset, a.protocol, s) for s in a.settings}
-  return settings, [s for s, seeds in settings.items() if "" not in seeds]
+  """(setting -> its seeds' results.json, the settings without seed-0 results) of parsed ``settings_parser`` args.
+
+  With ``a.earlier`` (``--earlier``), the earlier file's settings come first (a tie keeps them), except those also
+  named on the command line, which are read from ROOT."""
+  earlier = load_earlier(a.earlier) if getattr(a, "earlier", "") else {}
+  loaded = {s: load(a.root, a.dataset, a.protocol, s) for s in a.settings}
+  settings = {**{s: seeds for s, seeds in earlier.items() if s not in loaded}, **loaded}
+  return settings, [s for s, seeds in loaded.items() if "" not in seeds]
 
 
 def write_json(path: str, out: dict) -> None:
@@ -67,11 +99,17 @@ def write_json(path: str, out: dict) -> None:
 
 
 def main(argv=None) -> int:
-  ap = settings_parser(__doc__)
+  ap = settings_parser(__doc__, settings_optional=True)
   ap.add_argument("--previous", default="", help="EPOCHS:ROW:SCORE, the headline before (not with --choose)")
   ap.add_argument("--choose", action="store_true", help='print only "SETTING SCORE" chosen on validation AUROC')
+  ap.add_argument("--earlier", default="", help="an earlier stage's --json: its settings join the candidates first")
   a = ap.parse_args(argv)
-  settings, missing = load_settings(a)
+  if not a.settings and not a.earlier:
+    ap.error("give at least one SETTING, or --earlier")
+  try:
+    settings, missing = load_settings(a)
+  except ValueError as e:
+    sys.exit(f"error: {e}")
   if not a.choose and not a.previous:
     ap.error("--previous is required (except with --choose)")
   if missing:
@@ -117,6 +155,8 @@ def main(argv=None) -> int:
     "test_mean": mean,
     "test_std": std,
   }
+  if a.earlier:
+    out["earlier"] = os.path.basename(a.earlier)  # the settings read from it have seed 0 (the choice: its seeds)
   previous = settings.get(prev_setting) or load(a.root, a.dataset, a.protocol, prev_setting)
   both = [s for s in SEEDS if s in tests and s in previous and prev_score in previous[s]["auroc_by_score"]]
   if both and (prev_setting, prev_score) != (choice, score):

@@ -45,6 +45,14 @@
 #      one-vs-rest gpp+wide at 50 (STAGE10). Each chosen by `report.across --choose` among stage 9's settings and
 #      the new one (ties keep stage 9's); a new choice gets seeds 1 and 2; a new Fashion-MNIST one-vs-rest choice
 #      also gets its Fashion-MNIST -> MNIST report (seeds 0-2 as one job).
+#  11. (run last; declared 2026-12-06 02:47, sixteenth session, before any of its rows ran; the study root of stages
+#      1-10 was lost with a machine, so the earlier settings are stage 10's JSON in $EARLIER_DIR, passed to
+#      `report.across --earlier`: they join each choice first, so a tie keeps them) two levers, all ten scores,
+#      under $ROOT/knn (STAGE11): Fashion-MNIST one-vs-rest `gpp` at 100 epochs (the MLP 512-256, within the
+#      15-minute budget); Fashion-MNIST leave-one-out the paper's model with grey levels, `m:dcvae+gpp+l16` at 10
+#      epochs (on stage 9's gpp+l16). A new choice gets seeds 1 and 2; a new one-vs-rest choice also gets its
+#      Fashion-MNIST -> MNIST report (seeds 0-2 as one job). Also, as a report: stage 10's Fashion-MNIST -> MNIST
+#      with gpp+wide, rerun from scratch (`ood10`), its 4 minutes of checkpoints lost with the machine.
 # `tables` also writes the fresh-split check of the last stage's choices (`report.fresh_split`, no training): seeds
 # 1 and 2 are jobs with their own validation splits, so the choice is made again on each, and the chosen pair's
 # seed-0 validation AUROC minus its seeds 1-2 mean measures the optimism of choosing on one split.
@@ -75,6 +83,12 @@ fashion_mnist:leave_one_out:10:gpp+l16+wide:10:gpp,50:gpp,10:gpp+l16,10:gpp+l32,
 fashion_mnist:one_vs_rest:50:gpp+wide:50:gpp,50:gpp+l16,50:gpp+l32,50:gpp+wide"
 STAGE10_PREVIOUS="mnist:leave_one_out:10:paper:sap_complexity_knn fashion_mnist:leave_one_out:10:gpp+l16:sap_knn
 fashion_mnist:one_vs_rest:50:gpp:sap_complexity_knn"  # stage 10: the headlines before (stage 9's)
+# stage 11 (declared 2026-12-06 02:47): SETTINGS lists only the new ones; the earlier come from stage 10's JSON
+STAGE11="fashion_mnist:one_vs_rest:100:gpp:100:gpp
+fashion_mnist:leave_one_out:10:m:dcvae+gpp+l16:10:m:dcvae+gpp+l16"
+STAGE11_PREVIOUS="fashion_mnist:one_vs_rest:50:gpp+wide:sap_complexity_knn
+fashion_mnist:leave_one_out:10:gpp+l16+wide:sap_knn"  # stage 11: the headlines before (stage 10's)
+EARLIER_DIR=${EARLIER_DIR:-docs/results}  # where `--earlier` JSON are read (a stage sets EARLIER=NAME for its own)
 IW="--config.eval.iwae_samples=16"   # iwae K = 16 (as the main job and `:best`): K = 64 made scoring outlast training
 ALL10="$IW --config.protocol.score=auto --config.eval.scores=()"  # stages 8-9: every score, the headline on validation
 choose() {  # DATASET PROTOCOL EPOCHS -> "ROW SCORE" chosen on validation among the candidates
@@ -122,14 +136,24 @@ seeds_if_new_score() {  # DATASET PROTOCOL EPOCHS ROW: seeds 1 and 2 of ROW (und
       docs/results/ablation.sh "$1" "$2" "$3" "$4+s1" "$4+s2"
   fi
 }
+spec_fields() {  # SPEC (DATASET:PROTOCOL:EPOCHS:NEW_ROWS:SETTINGS) -> "D P EP NEW SETS"; a row may hold "m:MODEL",
+  # so NEW_ROWS ends where SETTINGS begins: the first field that is a number (EPOCHS of EPOCHS:ROW)
+  local d p ep rest new=""
+  IFS=: read -r d p ep rest <<< "$1"
+  while [[ ! $rest =~ ^[0-9]+: ]] && [[ $rest == *:* ]]; do new+="${rest%%:*}:"; rest=${rest#*:}; done
+  new=${new%:}; echo "$d $p $ep ${new:--} $rest"  # NEW "-": none
+}
+earlier_flag() {  # DATASET PROTOCOL -> --earlier=FILE when the calling stage sets EARLIER (its earlier JSON's name)
+  [ -z "${EARLIER:-}" ] || echo "--earlier=$EARLIER_DIR/validation_$1_$2_$EARLIER.json"
+}
 stage_choose() {  # SPECS DATASET PROTOCOL -> "SETTING SCORE": a declared stage's validation choice among the
   # settings its SPECS (lines DATASET:PROTOCOL:EPOCHS:NEW_ROWS:SETTINGS) list for DATASET PROTOCOL
   local SPEC D P SETS
   for SPEC in $1; do
-    IFS=: read -r D P _ _ SETS <<< "$SPEC"
+    read -r D P _ _ SETS <<< "$(spec_fields "$SPEC")"
     if [ "$D:$P" = "$2:$3" ]; then
       # shellcheck disable=SC2086
-      $PY -m dcvae_jax.report.across "$ROOT/knn" $D $P ${SETS//,/ } --choose
+      $PY -m dcvae_jax.report.across "$ROOT/knn" $D $P ${SETS//,/ } $(earlier_flag $D $P) --choose
     fi
   done
 }
@@ -137,7 +161,7 @@ seed_new_choices() {  # SPECS NAME: seeds 1 and 2 (all ten scores, the chosen sc
   # its spec's NEW_ROWS (an earlier stage's setting already has its seeds)
   local SPEC D P EP NEW SET SCORE
   for SPEC in $1; do
-    IFS=: read -r D P EP NEW _ <<< "$SPEC"
+    read -r D P EP NEW _ <<< "$(spec_fields "$SPEC")"
     read -r SET SCORE <<< "$(stage_choose "$1" $D $P)"
     echo "$D $P, $2: validation chose $SET with $SCORE"
     [ "${SET%%:*}" = "$EP" ] && [[ ",$NEW," == *",${SET#*:},"* ]] || continue  # an earlier stage's setting
@@ -167,7 +191,7 @@ stage9() {  # the remaining levers with all ten scores, under $ROOT/knn (see the
 stage10() {  # the wider MLP on each missed target's setting, under $ROOT/knn (see the header)
   local SPEC D P EP NEW SET
   for SPEC in $STAGE10; do
-    IFS=: read -r D P EP NEW _ <<< "$SPEC"
+    read -r D P EP NEW _ <<< "$(spec_fields "$SPEC")"
     # shellcheck disable=SC2086
     ROOT=$ROOT/knn EXTRA="$ALL10" docs/results/ablation.sh $D $P $EP ${NEW//,/ }
   done
@@ -175,13 +199,28 @@ stage10() {  # the wider MLP on each missed target's setting, under $ROOT/knn (s
   read -r SET _ <<< "$(stage_choose "$STAGE10" fashion_mnist one_vs_rest)"
   [ "$SET" = 50:gpp ] || ood_report "$STAGE10"  # a new Fashion-MNIST one-vs-rest choice: its ood report
 }
+stage11() {  # two more levers for the Fashion-MNIST targets, against stage 10's JSON (see the header)
+  local SPEC D P EP NEW SET EARLIER=stage10
+  for SPEC in $STAGE11; do
+    read -r D P EP NEW _ <<< "$(spec_fields "$SPEC")"
+    # shellcheck disable=SC2086
+    ROOT=$ROOT/knn EXTRA="$ALL10" docs/results/ablation.sh $D $P $EP ${NEW//,/ }
+  done
+  seed_new_choices "$STAGE11" "stage 11"
+  read -r SET _ <<< "$(stage_choose "$STAGE11" fashion_mnist one_vs_rest)"
+  [ "$SET" = 50:gpp+wide ] || ood_report "$STAGE11"  # a new Fashion-MNIST one-vs-rest choice: its ood report
+}
+ood10() {  # stage 10's Fashion-MNIST -> MNIST report, with stage 10's choice read from its JSON
+  local EARLIER=stage10
+  ood_report "fashion_mnist:one_vs_rest:50::"
+}
 stage_tables() {  # SPECS PREVIOUS NAME: each spec's choice table (report.across), JSON validation_D_P_NAME.json
   local SPEC D P SETS X PREV
   for SPEC in $1; do
-    IFS=: read -r D P _ _ SETS <<< "$SPEC"
+    read -r D P _ _ SETS <<< "$(spec_fields "$SPEC")"
     PREV=$(for X in $2; do case $X in "$D:$P":*) echo "${X#*:*:}" ;; esac; done)
     # shellcheck disable=SC2086
-    $PY -m dcvae_jax.report.across "$ROOT/knn" $D $P ${SETS//,/ } --previous="$PREV" \
+    $PY -m dcvae_jax.report.across "$ROOT/knn" $D $P ${SETS//,/ } $(earlier_flag $D $P) --previous="$PREV" \
       --json=$OUT/validation_${D}_${P}_$3.json
   done
 }
@@ -242,6 +281,7 @@ case ${1:-tables} in
     EXTRA="$IW --config.protocol.score=$SCORE" docs/results/ablation.sh fashion_mnist one_vs_rest 50 "$ROW+s1" "$ROW+s2"
     stage9
     stage10
+    stage11
     ;;
   tables)
     ran() {  # DATASET PROTOCOL EPOCHS [ROW ...]: true if each ROW (default: every candidate) has its results
@@ -375,16 +415,22 @@ PYEOF
       $T $ROOT/knn fashion_mnist ood 50 --validation --rows=gpp+n3 --json=$OUT/validation_fashion_mnist_ood_knn.json
       seeds_table "$ROOT/knn/fashion_mnist-ood-50ep-gpp+n3/results.json"
     fi
-    if [ -f "$ROOT/knn/fashion_mnist-one_vs_rest-50ep-gpp+wide/results.json" ]; then  # stage 10's ood report
-      read -r SET _ <<< "$(stage_choose "$STAGE10" fashion_mnist one_vs_rest)"
-      if [ "$SET" != 50:gpp ] && [ -f "$ROOT/knn/fashion_mnist-ood-50ep-${SET#*:}+n3/results.json" ]; then
+    ood_table() {  # STAGE CHOICE_SPECS: the stage's Fashion-MNIST -> MNIST report, when its one-vs-rest choice is new
+      # and its ood job ran (JSON validation_fashion_mnist_ood_STAGE.json)
+      local SET
+      read -r SET _ <<< "$(stage_choose "$2" fashion_mnist one_vs_rest 2> /dev/null)"
+      if [ -n "$SET" ] && [ -f "$ROOT/knn/fashion_mnist-ood-50ep-${SET#*:}+n3/results.json" ]; then
         $T $ROOT/knn fashion_mnist ood 50 --validation --rows="${SET#*:}+n3" \
-          --json=$OUT/validation_fashion_mnist_ood_stage10.json
+          --json=$OUT/validation_fashion_mnist_ood_$1.json
         seeds_table "$ROOT/knn/fashion_mnist-ood-50ep-${SET#*:}+n3/results.json"
       fi
-    fi
+    }
+    EARLIER=stage10 ood_table stage10 "fashion_mnist:one_vs_rest:50::"  # stage 10's choice, from its JSON
+    EARLIER=stage10 stage_tables "$STAGE11" "$STAGE11_PREVIOUS" stage11
+    read -r SET _ <<< "$(EARLIER=stage10 stage_choose "$STAGE11" fashion_mnist one_vs_rest 2> /dev/null)"
+    [ "${SET:-50:gpp+wide}" = 50:gpp+wide ] || EARLIER=stage10 ood_table stage11 "$STAGE11"
     for SPEC in $STAGE10; do  # the winner's curse, measured on seeds 1-2's own validation splits
-      IFS=: read -r D P _ _ SETS <<< "$SPEC"
+      read -r D P _ _ SETS <<< "$(spec_fields "$SPEC")"
       HAVE=""  # the settings that have run (a stage 10 row may not have yet)
       for SET in ${SETS//,/ }; do
         [ -f "$ROOT/knn/$D-$P-${SET%%:*}ep-${SET#*:}/results.json" ] && HAVE="$HAVE $SET"
@@ -397,5 +443,7 @@ PYEOF
     ;;
   stage9) stage9 ;;  # stage 9 alone (its earlier stages' rows must be there)
   stage10) stage10 ;;  # stage 10 alone (stage 9's rows must be there)
-  *) echo "usage: $0 run|stage9|stage10|tables" >&2; exit 2 ;;
+  stage11) stage11 ;;  # stage 11 alone (against stage 10's JSON in $EARLIER_DIR)
+  ood10) ood10 ;;  # stage 10's Fashion-MNIST -> MNIST report alone (its choice from stage 10's JSON)
+  *) echo "usage: $0 run|stage9|stage10|stage11|ood10|tables" >&2; exit 2 ;;
 esac

@@ -148,7 +148,7 @@ def test_validation_tables_choose_on_validation_and_write_to_out(tmp_path):
 def test_validation_script_refuses_an_unknown_stage(tmp_path):
   out = _run(VALIDATION, ["rnu"], {"ROOT": str(tmp_path)})
   assert out.returncode == 2
-  assert out.stderr.strip() == f"usage: {VALIDATION} run|stage9|stage10|tables"
+  assert out.stderr.strip() == f"usage: {VALIDATION} run|stage9|stage10|stage11|ood10|tables"
 
 
 def test_validation_tables_paper_models_stage_picks_the_headline_on_validation(tmp_path):
@@ -235,6 +235,64 @@ def test_across_choose_prints_the_validation_choice_only(tmp_path, capsys):
   assert capsys.readouterr().out == "50:paper sap_knn\n"
   with pytest.raises(SystemExit, match="setting 10:gpp has no seed-0 results"):
     across.main([*argv[:5], "10:gpp", *argv[5:], "--choose"])
+
+
+def _earlier_json(path: Path) -> Path:
+  """An earlier stage's across --json: 50:gpp (its choice, sap_knn, with seeds 1-2) and 50:gpp+l16."""
+  settings = {
+    "50:gpp": {
+      "val_auroc_by_score": {"sap_knn": 0.90, "recon": 0.80},
+      "auroc_by_score": {"sap_knn": 0.70, "recon": 0.5},
+    },
+    "50:gpp+l16": {"val_auroc_by_score": {"sap_knn": 0.85}, "auroc_by_score": {"sap_knn": 0.99}},
+  }
+  earlier = {"settings": settings, "choice": {"setting": "50:gpp", "score": "sap_knn", "validation_auroc": 0.90}}
+  earlier["test_by_seed"] = {"0": 0.70, "1": 0.72, "2": 0.74}
+  path.write_text(json.dumps(earlier))
+  return path
+
+
+@pytest.mark.parametrize("new_wins", [True, False])
+def test_across_earlier_settings_from_an_earlier_stages_json(tmp_path, capsys, new_wins):
+  """--earlier: the JSON's settings join the choice first (an exact tie keeps them), its choice keeps its three
+  seeds' test AUROC for the paired test, and a new choice reads its own seeds from ROOT (test made to disagree)."""
+  from dcvae_jax.report import across
+
+  earlier = _earlier_json(tmp_path / "stage10.json")
+  fm = "fashion_mnist-one_vs_rest-100ep"
+  val = 0.91 if new_wins else 0.90  # 0.90: the earlier choice's value, a tie
+  for s, t in (("", 0.60), ("+s1", 0.61), ("+s2", 0.65)):
+    _row(tmp_path / "root", "gpp" + s, {"sap_knn": val}, {"sap_knn": t}, fm)
+  argv = [str(tmp_path / "root"), "fashion_mnist", "one_vs_rest", "100:gpp", f"--earlier={earlier}"]
+  assert across.main([*argv, "--choose"]) == 0
+  assert capsys.readouterr().out == ("100:gpp sap_knn\n" if new_wins else "50:gpp sap_knn\n")
+  out_json = tmp_path / "out.json"
+  assert across.main([*argv, "--previous=50:gpp:sap_knn", f"--json={out_json}"]) == 0
+  printed = capsys.readouterr().out
+  written = json.loads(out_json.read_text())
+  assert sorted(written["settings"]) == ["100:gpp", "50:gpp", "50:gpp+l16"] and written["earlier"] == "stage10.json"
+  rows = [
+    line.split(" | ")[0] for line in printed.splitlines() if line.startswith("| 50:") or line.startswith("| 100:")
+  ]
+  assert rows == ["| 50:gpp", "| 50:gpp+l16", "| 100:gpp"]  # the earlier settings first
+  assert "| 50:gpp+l16 | - | - | - | - | - | - | - | 0.850 / 0.990 |" in printed
+  if new_wins:
+    assert "test AUROC over 3 seed(s): 0.600, 0.610, 0.650 = 0.620 +- 0.022" in printed
+    assert "against the previous headline 50:gpp with sap_knn, seed by seed: -0.100, -0.110, -0.090" in printed
+    assert written["paired"]["diffs"] == pytest.approx([-0.10, -0.11, -0.09])
+  else:
+    assert "test AUROC over 3 seed(s): 0.700, 0.720, 0.740 = 0.720 +- 0.016" in printed
+    assert "paired" not in written and "previous headline" not in printed
+  for bad in ("{}", "[1]", "not json"):
+    (tmp_path / "bad.json").write_text(bad)
+    with pytest.raises(SystemExit, match="not an earlier stage's report JSON"):
+      across.main([*argv[:4], f"--earlier={tmp_path / 'bad.json'}", "--choose"])
+  with pytest.raises(SystemExit, match="no seed-0 results"):  # a setting named on the line must be in ROOT
+    across.main([*argv[:3], "100:gpp+wide", f"--earlier={earlier}", "--choose"])
+  assert across.main([*argv[:3], f"--earlier={earlier}", "--choose"]) == 0  # the earlier stage's own choice
+  assert capsys.readouterr().out == "50:gpp sap_knn\n"
+  with pytest.raises(SystemExit):
+    across.main([*argv[:3], "--choose"])  # neither a setting nor --earlier: a usage error
 
 
 def test_validation_stage9_runs_the_seeds_of_new_choices_only(tmp_path):
@@ -438,3 +496,78 @@ def test_validation_stage10_trains_the_wide_rows_and_seeds_only_new_choices(tmp_
   if wide_wins_one_vs_rest:
     assert all("--config.protocol.score=recon" in c for c in calls[5:8])
     assert "--config.num_seeds=3" in calls[7] and "--config.protocol.ood_dataset=mnist" in calls[7]
+
+
+def _stage10_json(path: Path, settings: dict, choice: tuple, test_by_seed: dict) -> None:
+  """A stage 10 across --json: settings name -> (validation, test) of one score each; the choice (setting, score)."""
+  path.write_text(
+    json.dumps(
+      {
+        "settings": {n: {"val_auroc_by_score": v, "auroc_by_score": t} for n, (v, t) in settings.items()},
+        "choice": {"setting": choice[0], "score": choice[1], "validation_auroc": 0.0},
+        "test_by_seed": test_by_seed,
+      }
+    )
+  )
+
+
+@pytest.mark.parametrize("new_wins", [True, False])
+def test_validation_stage11_chooses_against_stage10s_json_and_seeds_only_new_choices(tmp_path, new_wins):
+  """Stage 11: the two new rows are trained with all ten scores (the leave-one-out row is the paper's dCVAE: its
+  "m:dcvae" holds a colon inside the spec), each choice is made against stage 10's JSON settings (test made to
+  disagree; a tie keeps stage 10's), a new choice gets seeds 1-2 with its score and, for one-vs-rest, the ood
+  report; `tables` writes the stage 11 JSON. ood10 runs stage 10's ood report with the choice its JSON holds."""
+  real = _recording_python(tmp_path)
+  root, earlier, out_dir = tmp_path / "root", tmp_path / "earlier", tmp_path / "out"
+  earlier.mkdir()
+  out_dir.mkdir()
+  fm = "validation_fashion_mnist_"
+  _stage10_json(
+    earlier / f"{fm}one_vs_rest_stage10.json",
+    {"50:gpp": ({"sap_knn": 0.90}, {"sap_knn": 0.99}), "50:gpp+wide": ({"sap_knn": 0.92}, {"sap_knn": 0.50})},
+    ("50:gpp+wide", "sap_knn"),
+    {"0": 0.50, "1": 0.52, "2": 0.54},
+  )
+  _stage10_json(
+    earlier / f"{fm}leave_one_out_stage10.json",
+    {"10:gpp+l16+wide": ({"rapp": 0.70}, {"rapp": 0.60})},
+    ("10:gpp+l16+wide", "rapp"),
+    {"0": 0.60, "1": 0.61, "2": 0.62},
+  )
+  knn = root / "knn"
+  new_val = 0.93 if new_wins else 0.92  # 0.92: a tie with stage 10's one-vs-rest choice keeps it
+  _row(knn, "gpp", {"recon": new_val}, {"recon": 0.40}, "fashion_mnist-one_vs_rest-100ep")
+  _row(knn, "m:dcvae+gpp+l16", {"sap_complexity": 0.65}, {"sap_complexity": 0.99}, "fashion_mnist-leave_one_out-10ep")
+  env = {"ROOT": str(root), "PY": str(real), "DATA": "/data", "EARLIER_DIR": str(earlier), "OUT": str(out_dir)}
+  out = _run(VALIDATION, ["stage11"], env)
+  assert out.returncode == 0, out.stderr
+  ovr_choice = "100:gpp with recon" if new_wins else "50:gpp+wide with sap_knn"
+  assert f"fashion_mnist one_vs_rest, stage 11: validation chose {ovr_choice}" in out.stdout
+  assert "fashion_mnist leave_one_out, stage 11: validation chose 10:gpp+l16+wide with rapp" in out.stdout
+  calls = (tmp_path / "calls.txt").read_text().splitlines()
+  trained = [next(a.split("=", 1)[1].rsplit("/", 1)[1] for a in c.split() if a.startswith("--workdir=")) for c in calls]
+  expected = ["fashion_mnist-one_vs_rest-100ep-gpp", "fashion_mnist-leave_one_out-10ep-m:dcvae+gpp+l16"]
+  if new_wins:
+    expected += ["fashion_mnist-one_vs_rest-100ep-gpp+s1", "fashion_mnist-one_vs_rest-100ep-gpp+s2"]
+    expected += ["fashion_mnist-ood-50ep-gpp+n3"]  # the ood report: ablation.sh's 50 epochs (as stages 9-10)
+  assert trained == expected
+  assert "--config.train.num_epochs=100" in calls[0] and "--config.protocol.score=auto" in calls[0]
+  assert "--config.model.name=dcvae" in calls[1] and "--config.model.latent_dim=16" in calls[1]
+  assert "--config.model.likelihood=gaussian" in calls[1] and "--config.protocol.score=auto" in calls[1]
+  if new_wins:
+    assert all("--config.protocol.score=recon" in c for c in calls[2:5])
+  out = _run(VALIDATION, ["tables"], env)
+  assert out.returncode == 0, out.stderr
+  written = json.loads((out_dir / f"{fm}one_vs_rest_stage11.json").read_text())
+  assert written["choice"]["setting"] == ("100:gpp" if new_wins else "50:gpp+wide")
+  assert sorted(written["settings"]) == ["100:gpp", "50:gpp", "50:gpp+wide"]
+  assert written["test_by_seed"] == ({"0": 0.40} if new_wins else {"0": 0.50, "1": 0.52, "2": 0.54})
+  loo = json.loads((out_dir / f"{fm}leave_one_out_stage11.json").read_text())
+  assert loo["choice"]["setting"] == "10:gpp+l16+wide" and "paired" not in loo
+  (tmp_path / "calls.txt").unlink()
+  out = _run(VALIDATION, ["ood10"], env)
+  assert out.returncode == 0, out.stderr
+  (call,) = (tmp_path / "calls.txt").read_text().splitlines()
+  assert f"--workdir={knn}/fashion_mnist-ood-50ep-gpp+wide+n3 " in call
+  assert "--config.protocol.score=sap_knn" in call and "--config.num_seeds=3" in call
+  assert "--config.model.hidden=(1024,512)" in call and "--config.protocol.ood_dataset=mnist" in call
