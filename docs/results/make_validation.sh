@@ -188,27 +188,25 @@ stage9() {  # the remaining levers with all ten scores, under $ROOT/knn (see the
   seeds_if_new_score mnist one_vs_rest 50 gpp+cos
   ood_report "$STAGE9"
 }
-stage10() {  # the wider MLP on each missed target's setting, under $ROOT/knn (see the header)
+run_stage() {  # SPECS NAME OVR_BEFORE: each spec's new rows trained with all ten scores under $ROOT/knn, the new
+  # choices' seeds 1 and 2, and the Fashion-MNIST -> MNIST report when the Fashion-MNIST one-vs-rest choice is new
+  # (not OVR_BEFORE, the stage before's setting)
   local SPEC D P EP NEW SET
-  for SPEC in $STAGE10; do
+  for SPEC in $1; do
     read -r D P EP NEW _ <<< "$(spec_fields "$SPEC")"
     # shellcheck disable=SC2086
     ROOT=$ROOT/knn EXTRA="$ALL10" docs/results/ablation.sh $D $P $EP ${NEW//,/ }
   done
-  seed_new_choices "$STAGE10" "stage 10"
-  read -r SET _ <<< "$(stage_choose "$STAGE10" fashion_mnist one_vs_rest)"
-  [ "$SET" = 50:gpp ] || ood_report "$STAGE10"  # a new Fashion-MNIST one-vs-rest choice: its ood report
+  seed_new_choices "$1" "$2"
+  read -r SET _ <<< "$(stage_choose "$1" fashion_mnist one_vs_rest)"
+  [ "$SET" = "$3" ] || ood_report "$1"
+}
+stage10() {  # the wider MLP on each missed target's setting (see the header)
+  run_stage "$STAGE10" "stage 10" 50:gpp
 }
 stage11() {  # two more levers for the Fashion-MNIST targets, against stage 10's JSON (see the header)
-  local SPEC D P EP NEW SET EARLIER=stage10
-  for SPEC in $STAGE11; do
-    read -r D P EP NEW _ <<< "$(spec_fields "$SPEC")"
-    # shellcheck disable=SC2086
-    ROOT=$ROOT/knn EXTRA="$ALL10" docs/results/ablation.sh $D $P $EP ${NEW//,/ }
-  done
-  seed_new_choices "$STAGE11" "stage 11"
-  read -r SET _ <<< "$(stage_choose "$STAGE11" fashion_mnist one_vs_rest)"
-  [ "$SET" = 50:gpp+wide ] || ood_report "$STAGE11"  # a new Fashion-MNIST one-vs-rest choice: its ood report
+  local EARLIER=stage10
+  run_stage "$STAGE11" "stage 11" 50:gpp+wide
 }
 ood10() {  # stage 10's Fashion-MNIST -> MNIST report, with stage 10's choice read from its JSON
   local EARLIER=stage10
