@@ -7,7 +7,7 @@ Normal images: dSprites-like shapes (dcvae_jax/data/shapes.py: filled squares, e
 rotation and position; 28 x 28 grey PNGs) of the --normal kinds. New images: more of them, and as many anomalous
 ones: outlines of other shapes (crosses, rings, triangles) drawn with Pillow, or dSprites shapes of the
 --anomalous kinds (a far harder task: one filled blob against another). The detector is configs/folder.py's (a
-VAE, MLP 1024-512, with a per-pixel Gaussian likelihood on dequantised grey levels, scored by sap_complexity_knn),
+VAE, MLP 512-256, with a per-pixel Gaussian likelihood on dequantised grey levels, scored by sap_complexity_knn),
 trained for --epochs; its threshold flags at most 5% of held-out normal validation images (eval.threshold_fpr).
 The same job on the command line:
 
