@@ -169,12 +169,12 @@ seed_new_choices() {  # SPECS NAME: seeds 1 and 2 (all ten scores, the chosen sc
       docs/results/ablation.sh $D $P $EP "${SET#*:}+s1" "${SET#*:}+s2"
   done
 }
-ood_report() {  # SPECS: Fashion-MNIST -> MNIST with the stage's Fashion-MNIST one-vs-rest choice, all ten scores,
-  # seeds 0-2 as one job (a report, not a choice)
+ood_report() {  # SPECS: Fashion-MNIST -> MNIST with the stage's Fashion-MNIST one-vs-rest choice (its row and its
+  # epochs), all ten scores, seeds 0-2 as one job (a report, not a choice)
   local SET SCORE OOD="--config.protocol.ood_dataset=mnist --config.protocol.ood_data_dir=$DATA"
   read -r SET SCORE <<< "$(stage_choose "$1" fashion_mnist one_vs_rest)"
   ROOT=$ROOT/knn EXTRA="$IW --config.protocol.score=$SCORE --config.eval.scores=() $OOD" \
-    docs/results/ablation.sh fashion_mnist ood 50 "${SET#*:}+n3"
+    docs/results/ablation.sh fashion_mnist ood "${SET%%:*}" "${SET#*:}+n3"
 }
 stage9() {  # the remaining levers with all ten scores, under $ROOT/knn (see the header)
   local W
@@ -417,10 +417,10 @@ PYEOF
       # and its ood job ran (JSON validation_fashion_mnist_ood_STAGE.json)
       local SET
       read -r SET _ <<< "$(stage_choose "$2" fashion_mnist one_vs_rest 2> /dev/null)"
-      if [ -n "$SET" ] && [ -f "$ROOT/knn/fashion_mnist-ood-50ep-${SET#*:}+n3/results.json" ]; then
-        $T $ROOT/knn fashion_mnist ood 50 --validation --rows="${SET#*:}+n3" \
+      if [ -n "$SET" ] && [ -f "$ROOT/knn/fashion_mnist-ood-${SET%%:*}ep-${SET#*:}+n3/results.json" ]; then
+        $T $ROOT/knn fashion_mnist ood "${SET%%:*}" --validation --rows="${SET#*:}+n3" \
           --json=$OUT/validation_fashion_mnist_ood_$1.json
-        seeds_table "$ROOT/knn/fashion_mnist-ood-50ep-${SET#*:}+n3/results.json"
+        seeds_table "$ROOT/knn/fashion_mnist-ood-${SET%%:*}ep-${SET#*:}+n3/results.json"
       fi
     }
     EARLIER=stage10 ood_table stage10 "fashion_mnist:one_vs_rest:50::"  # stage 10's choice, from its JSON

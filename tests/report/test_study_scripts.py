@@ -549,15 +549,22 @@ def test_validation_stage11_chooses_against_stage10s_json_and_seeds_only_new_cho
   expected = ["fashion_mnist-one_vs_rest-100ep-gpp", "fashion_mnist-leave_one_out-10ep-m:dcvae+gpp+l16"]
   if new_wins:
     expected += ["fashion_mnist-one_vs_rest-100ep-gpp+s1", "fashion_mnist-one_vs_rest-100ep-gpp+s2"]
-    expected += ["fashion_mnist-ood-50ep-gpp+n3"]  # the ood report: ablation.sh's 50 epochs (as stages 9-10)
+    expected += ["fashion_mnist-ood-100ep-gpp+n3"]  # the ood report: the one-vs-rest choice's row and epochs
   assert trained == expected
   assert "--config.train.num_epochs=100" in calls[0] and "--config.protocol.score=auto" in calls[0]
   assert "--config.model.name=dcvae" in calls[1] and "--config.model.latent_dim=16" in calls[1]
   assert "--config.model.likelihood=gaussian" in calls[1] and "--config.protocol.score=auto" in calls[1]
   if new_wins:
     assert all("--config.protocol.score=recon" in c for c in calls[2:5])
+    assert all("--config.train.num_epochs=100" in c for c in calls[2:5]) and "--config.num_seeds=3" in calls[4]
+  ood = knn / "fashion_mnist-ood-100ep-gpp+n3"  # the report's job, at the choice's 100 epochs
+  _row(knn, "gpp+n3", {"recon": 0.95}, {"recon": 0.96}, "fashion_mnist-ood-100ep")
+  result = json.loads((ood / "results.json").read_text())
+  result.update(auroc_std_by_score={"recon": 0.0}, runs=[{"seed": s, "recon_auroc": 0.96} for s in range(3)])
+  (ood / "results.json").write_text(json.dumps(result))
   out = _run(VALIDATION, ["tables"], env)
   assert out.returncode == 0, out.stderr
+  assert (out_dir / "validation_fashion_mnist_ood_stage11.json").exists() == new_wins
   written = json.loads((out_dir / f"{fm}one_vs_rest_stage11.json").read_text())
   assert written["choice"]["setting"] == ("100:gpp" if new_wins else "50:gpp+wide")
   assert sorted(written["settings"]) == ["100:gpp", "50:gpp", "50:gpp+wide"]
