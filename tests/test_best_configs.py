@@ -145,17 +145,18 @@ def test_best_config_is_the_validation_studys_choice(name):
     assert json.loads(stage9.read_text())["choice"]["setting"] == f"50:{row}"
   stage10 = results / f"validation_{name}_one_vs_rest_stage10.json"
   if stage10.exists():
-    choice = json.loads(stage10.read_text())["choice"]
-    assert f"50:{row}" in json.loads(stage10.read_text())["settings"]  # chosen among stage 9's and the new one
+    report = json.loads(stage10.read_text())
+    choice = report["choice"]
+    assert f"50:{row}" in report["settings"]  # chosen among stage 9's and the new one
     epochs, row = choice["setting"].split(":", 1)
     score = choice["score"]
     assert epochs == "50"
   stage11 = results / f"validation_{name}_one_vs_rest_stage11.json"
   if stage11.exists():
-    settings = json.loads(stage11.read_text())["settings"]
-    assert f"{epochs}:{row}" in settings and "earlier" in json.loads(stage11.read_text())  # stage 10's among them
-    epochs, row = json.loads(stage11.read_text())["choice"]["setting"].split(":", 1)
-    score = json.loads(stage11.read_text())["choice"]["score"]
+    report = json.loads(stage11.read_text())
+    assert f"{epochs}:{row}" in report["settings"] and "earlier" in report  # stage 10's among them
+    epochs, row = report["choice"]["setting"].split(":", 1)
+    score = report["choice"]["score"]
   if name == "fashion_mnist":  # the other datasets carry Fashion-MNIST's choice: it must be the latest one
     assert knn.exists() and stage9.exists() and stage10.exists() and stage11.exists()
   best = _load(name).get_config("best")

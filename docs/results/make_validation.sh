@@ -88,6 +88,7 @@ STAGE11="fashion_mnist:one_vs_rest:100:gpp:100:gpp
 fashion_mnist:leave_one_out:10:m:dcvae+gpp+l16:10:m:dcvae+gpp+l16"
 STAGE11_PREVIOUS="fashion_mnist:one_vs_rest:50:gpp+wide:sap_complexity_knn
 fashion_mnist:leave_one_out:10:gpp+l16+wide:sap_knn"  # stage 11: the headlines before (stage 10's)
+STAGE10_CHOICE="fashion_mnist:one_vs_rest:50::"  # a spec without settings: stage 10's choice, read from its JSON
 EARLIER_DIR=${EARLIER_DIR:-docs/results}  # where `--earlier` JSON are read (a stage sets EARLIER=NAME for its own)
 IW="--config.eval.iwae_samples=16"   # iwae K = 16 (as the main job and `:best`): K = 64 made scoring outlast training
 ALL10="$IW --config.protocol.score=auto --config.eval.scores=()"  # stages 8-9: every score, the headline on validation
@@ -210,7 +211,7 @@ stage11() {  # two more levers for the Fashion-MNIST targets, against stage 10's
 }
 ood10() {  # stage 10's Fashion-MNIST -> MNIST report, with stage 10's choice read from its JSON
   local EARLIER=stage10
-  ood_report "fashion_mnist:one_vs_rest:50::"
+  ood_report "$STAGE10_CHOICE"
 }
 stage_tables() {  # SPECS PREVIOUS NAME: each spec's choice table (report.across), JSON validation_D_P_NAME.json
   local SPEC D P SETS X PREV
@@ -413,20 +414,19 @@ PYEOF
       $T $ROOT/knn fashion_mnist ood 50 --validation --rows=gpp+n3 --json=$OUT/validation_fashion_mnist_ood_knn.json
       seeds_table "$ROOT/knn/fashion_mnist-ood-50ep-gpp+n3/results.json"
     fi
-    ood_table() {  # STAGE CHOICE_SPECS: the stage's Fashion-MNIST -> MNIST report, when its one-vs-rest choice is new
-      # and its ood job ran (JSON validation_fashion_mnist_ood_STAGE.json)
+    ood_table() {  # STAGE CHOICE_SPECS OVR_BEFORE: the stage's Fashion-MNIST -> MNIST report, when its one-vs-rest
+      # choice is new (not OVR_BEFORE, as run_stage asks) and its ood job ran (JSON validation_fashion_mnist_ood_STAGE.json)
       local SET
       read -r SET _ <<< "$(stage_choose "$2" fashion_mnist one_vs_rest 2> /dev/null)"
-      if [ -n "$SET" ] && [ -f "$ROOT/knn/fashion_mnist-ood-${SET%%:*}ep-${SET#*:}+n3/results.json" ]; then
+      if [ -n "$SET" ] && [ "$SET" != "$3" ] && [ -f "$ROOT/knn/fashion_mnist-ood-${SET%%:*}ep-${SET#*:}+n3/results.json" ]; then
         $T $ROOT/knn fashion_mnist ood "${SET%%:*}" --validation --rows="${SET#*:}+n3" \
           --json=$OUT/validation_fashion_mnist_ood_$1.json
         seeds_table "$ROOT/knn/fashion_mnist-ood-${SET%%:*}ep-${SET#*:}+n3/results.json"
       fi
     }
-    EARLIER=stage10 ood_table stage10 "fashion_mnist:one_vs_rest:50::"  # stage 10's choice, from its JSON
+    EARLIER=stage10 ood_table stage10 "$STAGE10_CHOICE" 50:gpp  # stage 10's choice, from its JSON
     EARLIER=stage10 stage_tables "$STAGE11" "$STAGE11_PREVIOUS" stage11
-    read -r SET _ <<< "$(EARLIER=stage10 stage_choose "$STAGE11" fashion_mnist one_vs_rest 2> /dev/null)"
-    [ "${SET:-50:gpp+wide}" = 50:gpp+wide ] || EARLIER=stage10 ood_table stage11 "$STAGE11"
+    EARLIER=stage10 ood_table stage11 "$STAGE11" 50:gpp+wide
     for SPEC in $STAGE10; do  # the winner's curse, measured on seeds 1-2's own validation splits
       read -r D P _ _ SETS <<< "$(spec_fields "$SPEC")"
       HAVE=""  # the settings that have run (a stage 10 row may not have yet)

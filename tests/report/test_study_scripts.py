@@ -237,19 +237,27 @@ def test_across_choose_prints_the_validation_choice_only(tmp_path, capsys):
     across.main([*argv[:5], "10:gpp", *argv[5:], "--choose"])
 
 
+def _across_json(path: Path, settings: dict, choice: tuple, test_by_seed: dict) -> Path:
+  """An earlier stage's `report.across --json` at ``path``: ``settings`` name -> (validation, test) AUROC by score;
+  the ``choice`` (setting, score) with its seeds' test AUROC ``test_by_seed``."""
+  setting, score = choice
+  val = settings[setting][0][score]
+  out = {
+    "settings": {n: {"val_auroc_by_score": v, "auroc_by_score": t} for n, (v, t) in settings.items()},
+    "choice": {"setting": setting, "score": score, "validation_auroc": val},
+    "test_by_seed": test_by_seed,
+  }
+  path.write_text(json.dumps(out))
+  return path
+
+
 def _earlier_json(path: Path) -> Path:
   """An earlier stage's across --json: 50:gpp (its choice, sap_knn, with seeds 1-2) and 50:gpp+l16."""
   settings = {
-    "50:gpp": {
-      "val_auroc_by_score": {"sap_knn": 0.90, "recon": 0.80},
-      "auroc_by_score": {"sap_knn": 0.70, "recon": 0.5},
-    },
-    "50:gpp+l16": {"val_auroc_by_score": {"sap_knn": 0.85}, "auroc_by_score": {"sap_knn": 0.99}},
+    "50:gpp": ({"sap_knn": 0.90, "recon": 0.80}, {"sap_knn": 0.70, "recon": 0.5}),
+    "50:gpp+l16": ({"sap_knn": 0.85}, {"sap_knn": 0.99}),
   }
-  earlier = {"settings": settings, "choice": {"setting": "50:gpp", "score": "sap_knn", "validation_auroc": 0.90}}
-  earlier["test_by_seed"] = {"0": 0.70, "1": 0.72, "2": 0.74}
-  path.write_text(json.dumps(earlier))
-  return path
+  return _across_json(path, settings, ("50:gpp", "sap_knn"), {"0": 0.70, "1": 0.72, "2": 0.74})
 
 
 @pytest.mark.parametrize("new_wins", [True, False])
@@ -498,19 +506,6 @@ def test_validation_stage10_trains_the_wide_rows_and_seeds_only_new_choices(tmp_
     assert "--config.num_seeds=3" in calls[7] and "--config.protocol.ood_dataset=mnist" in calls[7]
 
 
-def _stage10_json(path: Path, settings: dict, choice: tuple, test_by_seed: dict) -> None:
-  """A stage 10 across --json: settings name -> (validation, test) of one score each; the choice (setting, score)."""
-  path.write_text(
-    json.dumps(
-      {
-        "settings": {n: {"val_auroc_by_score": v, "auroc_by_score": t} for n, (v, t) in settings.items()},
-        "choice": {"setting": choice[0], "score": choice[1], "validation_auroc": 0.0},
-        "test_by_seed": test_by_seed,
-      }
-    )
-  )
-
-
 @pytest.mark.parametrize("new_wins", [True, False])
 def test_validation_stage11_chooses_against_stage10s_json_and_seeds_only_new_choices(tmp_path, new_wins):
   """Stage 11: the two new rows are trained with all ten scores (the leave-one-out row is the paper's dCVAE: its
@@ -522,13 +517,13 @@ def test_validation_stage11_chooses_against_stage10s_json_and_seeds_only_new_cho
   earlier.mkdir()
   out_dir.mkdir()
   fm = "validation_fashion_mnist_"
-  _stage10_json(
+  _across_json(
     earlier / f"{fm}one_vs_rest_stage10.json",
     {"50:gpp": ({"sap_knn": 0.90}, {"sap_knn": 0.99}), "50:gpp+wide": ({"sap_knn": 0.92}, {"sap_knn": 0.50})},
     ("50:gpp+wide", "sap_knn"),
     {"0": 0.50, "1": 0.52, "2": 0.54},
   )
-  _stage10_json(
+  _across_json(
     earlier / f"{fm}leave_one_out_stage10.json",
     {"10:gpp+l16+wide": ({"rapp": 0.70}, {"rapp": 0.60})},
     ("10:gpp+l16+wide", "rapp"),
@@ -557,14 +552,16 @@ def test_validation_stage11_chooses_against_stage10s_json_and_seeds_only_new_cho
   if new_wins:
     assert all("--config.protocol.score=recon" in c for c in calls[2:5])
     assert all("--config.train.num_epochs=100" in c for c in calls[2:5]) and "--config.num_seeds=3" in calls[4]
-  ood = knn / "fashion_mnist-ood-100ep-gpp+n3"  # the report's job, at the choice's 100 epochs
-  _row(knn, "gpp+n3", {"recon": 0.95}, {"recon": 0.96}, "fashion_mnist-ood-100ep")
-  result = json.loads((ood / "results.json").read_text())
-  result.update(auroc_std_by_score={"recon": 0.0}, runs=[{"seed": s, "recon_auroc": 0.96} for s in range(3)])
-  (ood / "results.json").write_text(json.dumps(result))
+  for setting, row in (("fashion_mnist-ood-100ep", "gpp+n3"), ("fashion_mnist-ood-50ep", "gpp+wide+n3")):
+    # the reports' jobs: stage 11's choice at its 100 epochs, and stage 10's (whose table is stage 10's only)
+    _row(knn, row, {"recon": 0.95}, {"recon": 0.96}, setting)
+    result = json.loads((knn / f"{setting}-{row}" / "results.json").read_text())
+    result.update(auroc_std_by_score={"recon": 0.0}, runs=[{"seed": s, "recon_auroc": 0.96} for s in range(3)])
+    (knn / f"{setting}-{row}" / "results.json").write_text(json.dumps(result))
   out = _run(VALIDATION, ["tables"], env)
   assert out.returncode == 0, out.stderr
   assert (out_dir / "validation_fashion_mnist_ood_stage11.json").exists() == new_wins
+  assert (out_dir / "validation_fashion_mnist_ood_stage10.json").exists()
   written = json.loads((out_dir / f"{fm}one_vs_rest_stage11.json").read_text())
   assert written["choice"]["setting"] == ("100:gpp" if new_wins else "50:gpp+wide")
   assert sorted(written["settings"]) == ["100:gpp", "50:gpp", "50:gpp+wide"]
