@@ -81,6 +81,9 @@ def validate(config, num_devices: int = 1) -> None:
     )
   if int(e.rapp_fit_examples) < 2 or int(e.reference_examples) < 2:
     raise ConfigError("eval.rapp_fit_examples and eval.reference_examples must be at least 2")
+  k = e.knn_neighbours
+  if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+    raise ConfigError(f"eval.knn_neighbours must be a whole number of at least 1, got {k!r}")
 
   check_protocol_name(p.name)
   if p.score not in options.SCORES + ("auto",):

@@ -107,11 +107,12 @@ SCORING_FIELDS = (
   "eval.iwae_chunk",
   "eval.rapp_fit_examples",
   "eval.reference_examples",
+  "eval.knn_neighbours",
 )
 
 # Scoring fields that came after results carried an identity. At its default a field does what happened before
 # it existed, so there it is left out of the identity: results computed before it stay reusable.
-LATER_SCORING_FIELDS = ("eval.evaluators",)
+LATER_SCORING_FIELDS = ("eval.evaluators", "eval.knn_neighbours")
 
 # Neutral fields: the trained parameters and the results are bitwise the same. train.steps_per_call only fuses
 # steps (every step draws its batch, keys and noise from its own step number; padding steps are skipped) and

@@ -186,19 +186,24 @@ def test_check_workdir_refuses_every_training_field_and_only_those(tmp_path):
     workdir.check_workdir(base, str(tmp_path / "bare"))
 
 
-def test_a_later_scoring_field_at_its_default_keeps_the_identity_it_had_before_the_field():
-  """eval.evaluators at its default runs what ran before the field existed: the identity is the one results
-  written then carry (the same hash without the field), so they stay reusable; another choice rescores."""
+@pytest.mark.parametrize("field, other", [("eval.evaluators", ("detection",)), ("eval.knn_neighbours", 5)])
+def test_a_later_scoring_field_at_its_default_keeps_the_identity_it_had_before_the_field(field, other):
+  """A later scoring field (eval.evaluators, eval.knn_neighbours) at its default computes what ran before the
+  field existed: the identity is the one results written then carry (the same hash without the fields that came
+  later than them), so they stay reusable; another value rescores."""
   config = base_config()
   before = {
     "training": workdir.field_values(config, workdir.TRAINING_FIELDS),
-    "scoring": workdir.field_values(config, [f for f in workdir.SCORING_FIELDS if f != "eval.evaluators"]),
+    "scoring": workdir.field_values(
+      config, [f for f in workdir.SCORING_FIELDS if f not in ("eval.evaluators", "eval.knn_neighbours")]
+    ),
     "data": {},
   }
   want = hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()
-  assert workdir.LATER_SCORING_FIELDS == ("eval.evaluators",)
+  assert workdir.LATER_SCORING_FIELDS == ("eval.evaluators", "eval.knn_neighbours")
   assert workdir.results_identity(config) == want
-  config.eval.evaluators = ("detection",)
+  section, name = field.split(".")
+  config[section][name] = other
   assert workdir.results_identity(config) != want
 
 

@@ -80,6 +80,7 @@ def score_images(
       batch_size=batch,
       per_model_images=bool(kw.get("per_model_images", False)),
       exclude=exclude,
+      neighbours=int(config.eval.knn_neighbours),
     )
   return out
 

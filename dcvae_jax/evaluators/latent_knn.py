@@ -1,8 +1,10 @@
 """The ``latent_knn`` score: how far an image's code lies from the codes of the normal training images.
 
-  latent_knn_c(x) = min_{j in B_c} || mu(x, c) - mu(x_j, c) ||_2
+  latent_knn_c(x) = (1/k) sum_{j in N_k(x, c)} || mu(x, c) - mu(x_j, c) ||_2
 
-mu is the encoder mean. The bank B_c holds the run's normal training images of condition c, each encoded under
+mu is the encoder mean and N_k(x, c) the k codes of B_c nearest to mu(x, c) (k = eval.knn_neighbours; the default
+1 is the distance to the nearest code). A larger k averages over a neighbourhood: one stray normal code lying
+near an anomaly's code then moves the score less. The bank B_c holds the run's normal training images of condition c, each encoded under
 its own class (an unconditional model has one bank, every normal training image of the run). A conditional model
 gets one column per normal condition, reduced over conditions like every other score (scoring.reduce_conditions:
 ``min`` by default); the all-zero condition's column (read only by score_condition "given") has no bank and is NaN.
@@ -34,13 +36,18 @@ from dcvae_jax.models import inference
 CHUNK = 512  # query rows per distance block: CHUNK x |bank| float64 values at a time
 
 
-def nearest_distance(codes, bank, exclude=None) -> np.ndarray:
-  """Euclidean distance from each row of ``codes`` (N, d) to its nearest row of ``bank`` (n, d): float64 (N,).
+def nearest_distance(codes, bank, exclude=None, k: int = 1) -> np.ndarray:
+  """Mean Euclidean distance from each row of ``codes`` (N, d) to its ``k`` nearest rows of ``bank`` (n, d):
+  float64 (N,). k = 1: the distance to the nearest row.
 
-  ``exclude`` (N,) int: the bank row each query must not be matched with (its own entry), -1 for none. An empty
-  bank (or one whose only row is excluded) gives inf. Rows with a non-finite code give NaN."""
+  ``exclude`` (N,) int: the bank row each query must not be matched with (its own entry), -1 for none. A query
+  with fewer than k usable rows averages the ones it has; none (an empty bank, or one whose only row is excluded)
+  gives inf. Rows with a non-finite code give NaN."""
   codes = np.asarray(codes, np.float64)
   bank = np.asarray(bank, np.float64)
+  k = int(k)
+  if k < 1:
+    raise ValueError(f"k must be at least 1, got {k}")
   n = codes.shape[0]
   finite = np.isfinite(codes).all(axis=1)
   out = np.full((n,), np.inf)
@@ -48,6 +55,7 @@ def nearest_distance(codes, bank, exclude=None) -> np.ndarray:
   if n and usable.any():
     bank = np.where(usable[:, None], bank, 0.0)
     sq_bank = np.where(usable, np.einsum("ij,ij->i", bank, bank), np.inf)
+    kk = min(k, bank.shape[0])
     for start in range(0, n, CHUNK):
       q = np.where(finite[start : start + CHUNK, None], codes[start : start + CHUNK], 0.0)
       d2 = np.einsum("ij,ij->i", q, q)[:, None] - 2.0 * (q @ bank.T) + sq_bank[None]
@@ -55,10 +63,15 @@ def nearest_distance(codes, bank, exclude=None) -> np.ndarray:
         ex = np.asarray(exclude[start : start + CHUNK])
         rows = np.flatnonzero(ex >= 0)
         d2[rows, ex[rows]] = np.inf
-      best = np.argmin(d2, axis=1)
-      found = np.isfinite(d2[np.arange(q.shape[0]), best])
-      diff = q - bank[best]  # the nearest row's distance as a direct difference: no cancellation near 0
-      out[start : start + CHUNK] = np.where(found, np.sqrt(np.sum(diff * diff, axis=1)), np.inf)
+      if kk == 1:
+        near = np.argmin(d2, axis=1)[:, None]
+      else:
+        near = np.argpartition(d2, kk - 1, axis=1)[:, :kk]
+      found = np.isfinite(np.take_along_axis(d2, near, axis=1))  # (rows, kk): excluded / unusable rows are inf
+      diff = q[:, None, :] - bank[near]  # the neighbours' distances as direct differences: no cancellation near 0
+      dist = np.where(found, np.sqrt(np.sum(diff * diff, axis=2)), 0.0)
+      count = found.sum(axis=1)
+      out[start : start + CHUNK] = np.where(count > 0, dist.sum(axis=1) / np.maximum(count, 1), np.inf)
   return np.where(finite, out, np.nan)
 
 
@@ -102,13 +115,15 @@ def build_banks(setup, params, x_train, y_train, runs, orders, mesh, *, batch_si
   return banks
 
 
-def knn_scores(setup, params, x, banks, mesh, *, batch_size: int, per_model_images: bool = False, exclude=None):
+def knn_scores(
+  setup, params, x, banks, mesh, *, batch_size: int, per_model_images: bool = False, exclude=None, neighbours: int = 1
+):
   """latent_knn of images under every stacked model and normal condition: float64 (M, N, C'), the layout of the
   device scores (C' = 1 unconditional; else one column per normal condition and a NaN all-zero column).
 
   ``x``: uint8 (N, ...) scored by every model, or (M, N, ...) with ``per_model_images`` (model m scores x[m]).
   ``banks``: :func:`build_banks`. ``exclude`` (M, N) int or None: the bank row (an index into banks[m]) that
-  image n of model m is, -1 for none (the reference images)."""
+  image n of model m is, -1 for none (the reference images). ``neighbours``: k of :func:`nearest_distance`."""
   m = len(banks)
   conditional = bool(setup.spec.conditional)
   num_cond = int(setup.num_conditions) if conditional else 1
@@ -129,7 +144,7 @@ def knn_scores(setup, params, x, banks, mesh, *, batch_size: int, per_model_imag
         lookup = np.full(banks[k]["codes"].shape[0], -1, np.int64)
         lookup[rows] = np.arange(rows.size)
         ex = np.where(exclude[k] >= 0, lookup[np.maximum(exclude[k], 0)], -1)
-      out[k, :, c] = nearest_distance(codes[k], banks[k]["codes"][rows], exclude=ex)
+      out[k, :, c] = nearest_distance(codes[k], banks[k]["codes"][rows], exclude=ex, k=neighbours)
   return out
 
 

@@ -4,21 +4,25 @@ python -m dcvae_jax.report.across ROOT DATASET PROTOCOL SETTING [SETTING ...] --
 python -m dcvae_jax.report.across ROOT DATASET PROTOCOL SETTING [SETTING ...] --choose
   [--earlier=FILE]: an earlier stage's --json output; its settings join the candidates (see ``load_earlier``);
   with it, no SETTING is needed (``--earlier=FILE --choose`` prints that stage's choice)
+  [--pooled]: choose on validation AUROC averaged over seeds 0-2 instead of seed 0's (``pooled_validation``)
 
 A SETTING is EPOCHS:ROW (``50:m:dcvae``): the workdirs ROOT/DATASET-PROTOCOL-EPOCHSep-ROW (seed 0) and
 ROW+s1, ROW+s2 (seeds 1, 2), as docs/results/ablation.sh names them. What it prints:
   1. every setting's seed-0 mean validation / test AUROC of every score (the table the choice is made from);
   2. the choice: the (setting, score) with the highest seed-0 mean validation AUROC
      (``ablation.choose_on_validation``: ties go to the earlier setting, then to the earlier score in SCORES;
-     test AUROC is never read for it);
+     test AUROC is never read for it); with ``--pooled``, the highest validation AUROC averaged over seeds 0-2
+     (each seed is a job with its own validation split, so one split's luck weighs a third), and the table gains
+     those pooled values and what the seed-0 rule would have chosen;
   3. the chosen setting's test AUROC of the chosen score at each seed, mean and population std;
   4. the paired comparison with ``--previous`` (the headline before): per-seed differences of the class-mean
      test AUROC, chosen minus previous, with a paired t-test over seeds (``ablation.paired_t``).
 --choose prints only "SETTING SCORE" (step 2; no test AUROC is read), for scripts that run the chosen setting's
 seeds next; it exits non-zero with one line when a setting has no seed-0 results.
 docs/results/make_validation.sh uses it for stage 8 (the latent_knn scores on the leave-one-out settings),
-stages 9-10 (larger latents, the wider MLP; its ``--choose`` decides which settings get seeds) and stage 11, whose
-earlier settings exist only as stage 10's JSON (their workdirs were lost with a machine): ``--earlier``.
+stages 9-10 (larger latents, the wider MLP; its ``--choose`` decides which settings get seeds), stage 11, whose
+earlier settings exist only as stage 10's JSON (their workdirs were lost with a machine): ``--earlier``, and
+stage 12 (latent_knn's k on stage 11's checkpoints, every setting at seeds 0-2): ``--pooled``.
 """
 
 from __future__ import annotations
@@ -91,6 +95,21 @@ def load_settings(a) -> tuple[dict, list]:
   return settings, [s for s, seeds in loaded.items() if "" not in seeds]
 
 
+def pooled_validation(settings: dict) -> dict:
+  """Setting -> {"val_auroc_by_score": {score: mean over seeds 0-2 of its mean validation AUROC}}, the rows that
+  ``choose_on_validation`` picks from under ``--pooled``. A score counts only where all three seeds have it (else
+  it is left out of that setting). Raises ValueError with one line when a setting lacks a seed's results."""
+  out = {}
+  for name, seeds in settings.items():
+    absent = [s or "+s0" for s in SEEDS if "val_auroc_by_score" not in seeds.get(s, {})]
+    if absent:
+      raise ValueError(f"--pooled needs seeds 0-2 of every setting; {name} lacks {', '.join(absent)}")
+    vals = [seeds[s]["val_auroc_by_score"] for s in SEEDS]
+    common = [sc for sc in vals[0] if all(sc in v and v[sc] is not None for v in vals)]
+    out[name] = {"val_auroc_by_score": {sc: sum(float(v[sc]) for v in vals) / len(vals) for sc in common}}
+  return out
+
+
 def write_json(path: str, out: dict) -> None:
   """``out`` as indented, key-sorted JSON at ``path`` (nothing when ``path`` is empty): the reports' --json."""
   if path:
@@ -103,6 +122,7 @@ def main(argv=None) -> int:
   ap.add_argument("--previous", default="", help="EPOCHS:ROW:SCORE, the headline before (not with --choose)")
   ap.add_argument("--choose", action="store_true", help='print only "SETTING SCORE" chosen on validation AUROC')
   ap.add_argument("--earlier", default="", help="an earlier stage's --json: its settings join the candidates first")
+  ap.add_argument("--pooled", action="store_true", help="choose on validation AUROC averaged over seeds 0-2")
   a = ap.parse_args(argv)
   if not a.settings and not a.earlier:
     ap.error("give at least one SETTING, or --earlier")
@@ -118,17 +138,17 @@ def main(argv=None) -> int:
     print(f"({a.dataset} {a.protocol}: setting {missing[0]} has no seed-0 results in {a.root})")
     return 0
   seed0 = {s: seeds[""] for s, seeds in settings.items()}
+  try:
+    pooled = pooled_validation(settings) if a.pooled else None
+    choice, score, value = choose_on_validation(pooled or seed0)
+  except ValueError as e:
+    sys.exit(f"error: {e}")
   if a.choose:
-    try:
-      choice, score, _ = choose_on_validation(seed0)
-    except ValueError as e:
-      sys.exit(f"error: {e}")
     print(choice, score)
     return 0
   prev_setting, prev_score = a.previous.rsplit(":", 1)
   shown = shown_scores(seed0)
   print(f"### {a.dataset} {a.protocol}: seed 0, mean validation / test AUROC; bold: the choice\n")
-  choice, score, value = choose_on_validation(seed0)
   print("| setting | " + " | ".join(shown) + " |")
   print("|---|" + "---|" * len(shown))
   for name, r in seed0.items():
@@ -138,7 +158,19 @@ def main(argv=None) -> int:
       txt = "-" if test is None else f"{'-' if val is None else f'{val:.3f}'} / {test:.3f}"
       cells.append(f"**{txt}**" if (name, sc) == (choice, score) else txt)
     print(f"| {name} | " + " | ".join(cells) + " |")
-  print(f"\nchosen on validation: {choice} with {score} (validation {value:.3f})\n")
+  if pooled:
+    print("\nvalidation AUROC averaged over seeds 0-2 (the choice is made on these):\n")
+    print("| setting | " + " | ".join(shown) + " |")
+    print("|---|" + "---|" * len(shown))
+    for name, r in pooled.items():
+      cells = [f"{r['val_auroc_by_score'][sc]:.4f}" if sc in r["val_auroc_by_score"] else "-" for sc in shown]
+      cells = [f"**{c}**" if (name, sc) == (choice, score) else c for c, sc in zip(cells, shown, strict=True)]
+      print(f"| {name} | " + " | ".join(cells) + " |")
+    seed0_choice = choose_on_validation(seed0)
+    print(f"\n(the seed-0 rule would have chosen {seed0_choice[0]} with {seed0_choice[1]}: {seed0_choice[2]:.4f})")
+    print(f"\nchosen on validation averaged over seeds 0-2: {choice} with {score} (validation {value:.4f})\n")
+  else:
+    print(f"\nchosen on validation: {choice} with {score} (validation {value:.3f})\n")
   chosen = settings[choice]
   tests = {s: r["auroc_by_score"][score] for s, r in chosen.items() if score in r["auroc_by_score"]}  # scored seeds
   mean = sum(tests.values()) / len(tests)
@@ -151,6 +183,7 @@ def main(argv=None) -> int:
       for name, r in seed0.items()
     },  # fmt: skip
     "choice": {"setting": choice, "score": score, "validation_auroc": value},
+    **({"pooled": {n: r["val_auroc_by_score"] for n, r in pooled.items()}} if pooled else {}),
     "test_by_seed": {(s[2:] if s else "0"): v for s, v in tests.items()},
     "test_mean": mean,
     "test_std": std,

@@ -9,7 +9,8 @@
 # cosine schedule), l<N> (latent size N), wide (MLP 1024-512), conv (stride-2 4x4 convolutions of 32 and 64
 # channels, then dense 256; the decoder mirrors it), m:<model> (another model), s<N> (seed N), n<N> (seeds
 # seed..seed+N-1 as N runs of one job, trained together),
-# strat<N> (stratified batches, N per condition), tc<N> (the TC weight tc_beta = N of beta_tcvae and dcvae).
+# strat<N> (stratified batches, N per condition), tc<N> (the TC weight tc_beta = N of beta_tcvae and dcvae),
+# k<N> (latent_knn's mean distance to the N nearest training codes, eval.knn_neighbours: a scoring change only).
 # EXTRA: more --config flags for every row.
 # Workdirs go to $ROOT (default /tmp/dcvae_ablation)/DATASET-PROTOCOL-EPOCHSep-ROW. A finished row is not retrained:
 # the job reuses its results, or scores it again from its checkpoints when a scoring setting (EXTRA) changed.
@@ -37,6 +38,7 @@ for ROW in "$@"; do
       n[0-9]*) ARGS="$ARGS --config.num_seeds=${T#n}" ;;
       m:*)  ARGS="$ARGS --config.model.name=${T#m:}" ;;
       strat[0-9]*) ARGS="$ARGS --config.train.batch_sampling=stratified --config.train.per_condition=${T#strat}" ;;
+      k[0-9]*) ARGS="$ARGS --config.eval.knn_neighbours=${T#k}" ;;
       tc[0-9]*) ARGS="$ARGS --config.model.beta_tcvae.tc_beta=${T#tc} --config.model.dcvae.tc_beta=${T#tc}" ;;
       *) echo "error: unknown change '$T' in row '$ROW'" >&2; exit 2 ;;
     esac

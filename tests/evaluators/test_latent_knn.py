@@ -21,13 +21,13 @@ from tests.helpers import tiny_config
 SIZE = 8
 
 
-def _brute_force(codes, bank, exclude=None):
+def _brute_force(codes, bank, exclude=None, k=1):
   d = np.sqrt(((np.asarray(codes, np.float64)[:, None] - np.asarray(bank, np.float64)[None]) ** 2).sum(-1))
   if exclude is not None:
     for i, e in enumerate(exclude):
       if e >= 0:
         d[i, e] = np.inf
-  return d.min(axis=1)
+  return np.sort(d, axis=1)[:, :k].mean(axis=1)
 
 
 def test_nearest_distance_is_the_euclidean_distance_to_the_closest_bank_row():
@@ -48,6 +48,30 @@ def test_nearest_distance_leaves_out_each_querys_own_bank_row():
   np.testing.assert_array_equal(latent_knn.nearest_distance(bank, bank), 0.0)
   mixed = np.where(np.arange(200) % 2 == 0, exclude, -1)
   np.testing.assert_allclose(latent_knn.nearest_distance(bank, bank, exclude=mixed), _brute_force(bank, bank, mixed))
+
+
+@pytest.mark.parametrize("k", [2, 5, 40])
+def test_nearest_distance_with_k_neighbours_is_the_mean_of_the_k_smallest_distances(k):
+  rng = np.random.default_rng(2)
+  codes, bank = rng.normal(size=(latent_knn.CHUNK + 11, 4)), rng.normal(size=(90, 4))
+  got = latent_knn.nearest_distance(codes, bank, k=k)
+  np.testing.assert_allclose(got, _brute_force(codes, bank, k=k), rtol=1e-12)
+  assert (got > latent_knn.nearest_distance(codes, bank)).all()  # the mean of k > 1 exceeds the nearest
+  exclude = np.arange(90)  # the bank against itself, each row's own entry left out
+  np.testing.assert_allclose(
+    latent_knn.nearest_distance(bank, bank, exclude=exclude, k=k), _brute_force(bank, bank, exclude, k), rtol=1e-12
+  )
+  # by hand: from (0, 0), the two nearest of (3, 4), (1, 0), (0, 2) are at 1 and 2
+  assert latent_knn.nearest_distance([[0.0, 0.0]], [[3.0, 4.0], [1.0, 0.0], [0.0, 2.0]], k=2)[0] == 1.5
+
+
+def test_nearest_distance_with_fewer_usable_rows_than_k_averages_those_there_are():
+  bank = np.array([[1.0, 0.0], [np.nan, 0.0], [0.0, 3.0]])
+  assert latent_knn.nearest_distance([[0.0, 0.0]], bank, k=5)[0] == 2.0  # (1 + 3) / 2: the NaN row is no neighbour
+  assert latent_knn.nearest_distance([[0.0, 0.0]], bank, exclude=[2], k=5)[0] == 1.0
+  assert np.isinf(latent_knn.nearest_distance([[0.0, 0.0]], bank[:1], exclude=[0], k=3))[0]
+  with pytest.raises(ValueError, match="k must be at least 1"):
+    latent_knn.nearest_distance([[0.0, 0.0]], bank, k=0)
 
 
 def test_nearest_distance_of_non_finite_codes_and_banks():
@@ -114,6 +138,17 @@ def test_knn_scores_with_score_condition_given_are_refused():
   assert "given" in SCORE_CONDITIONS
 
 
+@pytest.mark.parametrize("k", [0, -2, True])
+def test_knn_neighbours_must_be_a_whole_number_of_at_least_one(k):
+  """(The config's int field itself refuses 2.5 or "3".)"""
+  config = tiny_config("vae")
+  config.eval.knn_neighbours = 4
+  validate(config)
+  config.eval.knn_neighbours = k
+  with pytest.raises(ConfigError, match="eval.knn_neighbours must be a whole number of at least 1"):
+    validate(config)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # End to end: a conditional model, two normal classes and one anomalous class.
 
@@ -152,6 +187,7 @@ def knn_workdir(tmp_path_factory):
   config.eval.rapp_fit_examples = 64
   config.eval.reference_examples = 50
   config.data.validation_fraction = 0.0  # every training image is in the bank (the split: test_validation_split)
+  config.eval.knn_neighbours = KNN_K  # k > 1: the test, reference and new-image paths must all carry it
   workdir = tmp_path_factory.mktemp("knn") / "wd"
   experiment.train_and_evaluate(config, str(workdir), dataset=ds, log=lambda *_: None)
   run = protocols.make_runs(config.protocol, ds.num_classes, config.seed)[0]
@@ -159,6 +195,9 @@ def knn_workdir(tmp_path_factory):
   saved = dict(np.load(workdir / "scores" / f"{run.name}.npz"))
   return dict(ds=ds, config=config, run=run, loaded=loaded, saved=saved, workdir=str(workdir),
               params=loaded.params[run.name])  # fmt: skip
+
+
+KNN_K = 3  # the end-to-end model's eval.knn_neighbours
 
 
 def _codes(t, x, cond):
@@ -171,8 +210,8 @@ def _codes(t, x, cond):
 
 
 def _expected_knn(t, x, exclude_order_rows=None):
-  """min over the two normal conditions c of the distance from mu(x, c) to the nearest mu(x_j, c) of a normal
-  training image x_j of class c (its own row left out for the reference images)."""
+  """min over the two normal conditions c of the mean distance from mu(x, c) to the KNN_K nearest mu(x_j, c) of
+  normal training images x_j of class c (its own row left out for the reference images)."""
   ds, run = t["ds"], t["run"]
   order = detection.normal_train_order(ds, run)
   per_cond = []
@@ -184,7 +223,7 @@ def _expected_knn(t, x, exclude_order_rows=None):
     if exclude_order_rows is not None:  # query i is order row i: its position among this class's rows
       pos = {int(r): k for k, r in enumerate(rows)}
       ex = np.array([pos.get(int(i), -1) for i in exclude_order_rows])
-    per_cond.append(_brute_force(q, bank, ex))
+    per_cond.append(_brute_force(q, bank, ex, k=KNN_K))
   return np.min(per_cond, axis=0)
 
 
