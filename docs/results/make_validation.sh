@@ -100,6 +100,8 @@ fashion_mnist:leave_one_out:10:gpp+l16+wide:sap_knn"  # stage 11: the headlines 
 # stage 12 (declared 2026-12-06 05:41): DATASET:PROTOCOL:EPOCHS:BASE_ROW (stage 11's choice) of each lever
 STAGE12="fashion_mnist:one_vs_rest:100:gpp fashion_mnist:leave_one_out:10:m:dcvae+gpp+l16"
 STAGE12_K="5 20"  # latent_knn's neighbours of the new rows (BASE_ROW+kK)
+STAGE12_PREVIOUS="fashion_mnist:one_vs_rest:100:gpp:sap_complexity_knn
+fashion_mnist:leave_one_out:10:m:dcvae+gpp+l16:sap_knn"  # stage 12: the headlines before (stage 11's)
 STAGE10_CHOICE="fashion_mnist:one_vs_rest:50::"  # a spec without settings: stage 10's choice, read from its JSON
 EARLIER_DIR=${EARLIER_DIR:-docs/results}  # where `--earlier` JSON are read (a stage sets EARLIER=NAME for its own)
 IW="--config.eval.iwae_samples=16"   # iwae K = 16 (as the main job and `:best`): K = 64 made scoring outlast training
@@ -240,6 +242,7 @@ stage12_settings() {  # BASE_ROW EPOCHS -> "EP:BASE EP:BASE+kK ...": the setting
 }
 stage12() {  # latent_knn's k on stage 11's choices, seeds 0-2, chosen on validation pooled over seeds (header)
   local SPEC D P EP BASE K S SET SCORE OOD="--config.protocol.ood_dataset=mnist --config.protocol.ood_data_dir=$DATA"
+  local REPORT=""  # the ood report's "EPOCHS BASE SETTING SCORE", made after every row (the declared order)
   for SPEC in $STAGE12; do
     IFS=: read -r D P EP BASE <<< "$SPEC"
     for K in $STAGE12_K; do
@@ -248,8 +251,34 @@ stage12() {  # latent_knn's k on stage 11's choices, seeds 0-2, chosen on valida
     # shellcheck disable=SC2046
     read -r SET SCORE <<< "$($PY -m dcvae_jax.report.across "$ROOT/knn" $D $P $(stage12_settings "$BASE" $EP) --pooled --choose)"
     echo "$D $P, stage 12: validation (seeds 0-2) chose $SET with $SCORE"
-    if [ "$D:$P" = fashion_mnist:one_vs_rest ] && [ "$SET" != "$EP:$BASE" ]; then  # a new :best: its ood report
-      knn_copy fashion_mnist ood "$EP" "$BASE+n3" "${SET#*:}+n3" "$IW --config.protocol.score=$SCORE --config.eval.scores=() $OOD"
+    if [ "$D:$P" = fashion_mnist:one_vs_rest ] && [ "$SET" != "$EP:$BASE" ]; then REPORT="$EP $BASE $SET $SCORE"; fi
+  done
+  if [ -n "$REPORT" ]; then  # a new :best: its Fashion-MNIST -> MNIST report, rescored from the base's ood job
+    read -r EP BASE SET SCORE <<< "$REPORT"
+    knn_copy fashion_mnist ood "$EP" "$BASE+n3" "${SET#*:}+n3" "$IW --config.protocol.score=$SCORE --config.eval.scores=() $OOD"
+  fi
+}
+stage12_tables() {  # each stage 12 choice's table (report.across --pooled, JSON validation_D_P_stage12.json) and,
+  # when the one-vs-rest choice is new, its Fashion-MNIST -> MNIST report (validation_fashion_mnist_ood_stage12.json)
+  local SPEC D P EP BASE SET X PREV
+  for SPEC in $STAGE12; do
+    IFS=: read -r D P EP BASE <<< "$SPEC"
+    PREV=$(for X in $STAGE12_PREVIOUS; do case $X in "$D:$P":*) echo "${X#*:*:}" ;; esac; done)
+    # shellcheck disable=SC2046
+    if ! $PY -m dcvae_jax.report.across "$ROOT/knn" $D $P $(stage12_settings "$BASE" $EP) --pooled --choose > /dev/null 2>&1; then
+      echo "($D $P, stage 12: not run in $ROOT/knn, or a setting lacks a seed)"
+      continue
+    fi
+    # shellcheck disable=SC2046
+    $PY -m dcvae_jax.report.across "$ROOT/knn" $D $P $(stage12_settings "$BASE" $EP) --pooled --previous="$PREV" \
+      --json=$OUT/validation_${D}_${P}_stage12.json
+    # shellcheck disable=SC2046
+    read -r SET _ <<< "$($PY -m dcvae_jax.report.across "$ROOT/knn" $D $P $(stage12_settings "$BASE" $EP) --pooled --choose)"
+    if [ "$D:$P" = fashion_mnist:one_vs_rest ] && [ "$SET" != "$EP:$BASE" ] \
+      && [ -f "$ROOT/knn/fashion_mnist-ood-${EP}ep-${SET#*:}+n3/results.json" ]; then
+      $T $ROOT/knn fashion_mnist ood "$EP" --validation --rows="${SET#*:}+n3" \
+        --json=$OUT/validation_fashion_mnist_ood_stage12.json
+      seeds_table "$ROOT/knn/fashion_mnist-ood-${EP}ep-${SET#*:}+n3/results.json"
     fi
   done
 }
@@ -468,6 +497,7 @@ PYEOF
     EARLIER=stage10 ood_table stage10 "$STAGE10_CHOICE" 50:gpp  # stage 10's choice, from its JSON
     EARLIER=stage10 stage_tables "$STAGE11" "$STAGE11_PREVIOUS" stage11
     EARLIER=stage10 ood_table stage11 "$STAGE11" 50:gpp+wide
+    stage12_tables
     for SPEC in $STAGE10; do  # the winner's curse, measured on seeds 1-2's own validation splits
       read -r D P _ _ SETS <<< "$(spec_fields "$SPEC")"
       HAVE=""  # the settings that have run (a stage 10 row may not have yet)

@@ -575,3 +575,111 @@ def test_validation_stage11_chooses_against_stage10s_json_and_seeds_only_new_cho
   assert f"--workdir={knn}/fashion_mnist-ood-50ep-gpp+wide+n3 " in call
   assert "--config.protocol.score=sap_knn" in call and "--config.num_seeds=3" in call
   assert "--config.model.hidden=(1024,512)" in call and "--config.protocol.ood_dataset=mnist" in call
+
+
+def _seeds(root: Path, row: str, vals: list, tests: list, setting: str) -> None:
+  """Seeds 0-2 of ``row`` (ROW, ROW+s1, ROW+s2): each seed's validation and test AUROC dicts."""
+  for s, v, t in zip(("", "+s1", "+s2"), vals, tests, strict=True):
+    _row(root, row + s, v, t, setting)
+
+
+def test_across_pooled_chooses_on_validation_averaged_over_seeds_0_to_2(tmp_path, capsys):
+  """--pooled: the (setting, score) with the highest validation AUROC averaged over seeds 0-2, where seed 0 alone
+  would choose otherwise (test made to disagree with both); the table shows the pooled values and the seed-0
+  rule's choice, the JSON records them; an exact tie keeps the earlier setting; a missing seed is a one-line
+  error."""
+  from dcvae_jax.report import across
+
+  root, fm = tmp_path / "root", "fashion_mnist-one_vs_rest-100ep"
+  # seed 0 favours gpp (0.95 vs 0.94); over seeds gpp averages 0.92 and gpp+k5 0.93
+  _seeds(root, "gpp", [{"sap_knn": 0.95}, {"sap_knn": 0.90}, {"sap_knn": 0.91}], [{"sap_knn": 0.99}] * 3, fm)
+  k5_test = [{"sap_knn": 0.50}, {"sap_knn": 0.52}, {"sap_knn": 0.54}]
+  _seeds(root, "gpp+k5", [{"sap_knn": 0.94}, {"sap_knn": 0.93}, {"sap_knn": 0.92}], k5_test, fm)
+  argv = [str(root), "fashion_mnist", "one_vs_rest", "100:gpp", "100:gpp+k5"]
+  assert across.main([*argv, "--choose"]) == 0
+  assert capsys.readouterr().out == "100:gpp sap_knn\n"  # the seed-0 rule
+  assert across.main([*argv, "--choose", "--pooled"]) == 0
+  assert capsys.readouterr().out == "100:gpp+k5 sap_knn\n"
+  out_json = tmp_path / "out.json"
+  assert across.main([*argv, "--pooled", "--previous=100:gpp:sap_knn", f"--json={out_json}"]) == 0
+  printed = capsys.readouterr().out
+  assert "| 100:gpp+k5 | - | - | - | - | - | - | - | **0.9300** |" in printed
+  assert "(the seed-0 rule would have chosen 100:gpp with sap_knn: 0.9500)" in printed
+  assert "chosen on validation averaged over seeds 0-2: 100:gpp+k5 with sap_knn (validation 0.9300)" in printed
+  assert "test AUROC over 3 seed(s): 0.500, 0.520, 0.540 = 0.520 +- 0.016" in printed
+  written = json.loads(out_json.read_text())
+  assert written["choice"] == {"setting": "100:gpp+k5", "score": "sap_knn", "validation_auroc": pytest.approx(0.93)}
+  assert written["pooled"]["100:gpp"] == {"sap_knn": pytest.approx(0.92)}
+  assert written["paired"]["diffs"] == pytest.approx([-0.49, -0.47, -0.45])
+  _seeds(root, "gpp+k20", [{"sap_knn": 0.93}, {"sap_knn": 0.93}, {"sap_knn": 0.93}], [{"sap_knn": 0.1}] * 3, fm)
+  assert across.main([*argv, "100:gpp+k20", "--choose", "--pooled"]) == 0  # an exact tie keeps the earlier
+  assert capsys.readouterr().out == "100:gpp+k5 sap_knn\n"
+  (root / f"{fm}-gpp+k5+s2" / "results.json").unlink()
+  with pytest.raises(SystemExit, match=r"--pooled needs seeds 0-2 of every setting; 100:gpp\+k5 lacks \+s2"):
+    across.main([*argv, "--choose", "--pooled"])
+
+
+@pytest.mark.parametrize("new_wins", [True, False])
+def test_validation_stage12_rescores_copies_at_each_k_and_chooses_on_pooled_validation(tmp_path, new_wins):
+  """Stage 12: each base row's seeds 0-2 are copied to BASE+kK(+sN) (the same checkpoints: nothing trains; a copy
+  already there is kept) and scored with all ten scores at eval.knn_neighbours=K; the choice is made on validation
+  averaged over seeds 0-2; a new one-vs-rest choice gets its ood report as a rescored copy of the base ood job."""
+  real = _recording_python(tmp_path)
+  root = tmp_path / "root"
+  knn = root / "knn"
+  ovr, loo = "fashion_mnist-one_vs_rest-100ep", "fashion_mnist-leave_one_out-10ep"
+  flat = [{"sap_knn": 0.90}] * 3
+  _seeds(knn, "gpp", flat, [{"sap_knn": 0.99, "sap_complexity_knn": 0.98}] * 3, ovr)  # stage 11's headline score
+  (knn / f"{ovr}-gpp" / "checkpoint.bin").write_text("weights")
+  _seeds(knn, "m:dcvae+gpp+l16", [{"rapp": 0.70}] * 3, [{"rapp": 0.99}] * 3, loo)
+  _row(knn, "gpp+n3", {"recon": 0.9}, {"recon": 0.9}, "fashion_mnist-ood-100ep")
+  # the k = 20 rows as their rescoring would leave them (the stub trains nothing): k = 20 wins one-vs-rest when
+  # new_wins, on seeds 1-2 only (seed 0 ties), and never wins leave-one-out
+  k20 = 0.95 if new_wins else 0.90
+  _seeds(knn, "gpp+k20", [{"sap_knn": 0.90}, {"sap_knn": k20}, {"sap_knn": k20}], [{"sap_knn": 0.1}] * 3, ovr)
+  _seeds(knn, "m:dcvae+gpp+l16+k20", [{"rapp": 0.69}] * 3, [{"rapp": 0.1}] * 3, loo)
+  env = {"ROOT": str(root), "PY": str(real), "DATA": "/data"}
+  out = _run(VALIDATION, ["stage12"], env)
+  assert out.returncode == 0, out.stderr
+  ovr_choice = "100:gpp+k20" if new_wins else "100:gpp"
+  assert f"fashion_mnist one_vs_rest, stage 12: validation (seeds 0-2) chose {ovr_choice} with sap_knn" in out.stdout
+  assert (
+    "fashion_mnist leave_one_out, stage 12: validation (seeds 0-2) chose 10:m:dcvae+gpp+l16 with rapp" in out.stdout
+  )
+  calls = (tmp_path / "calls.txt").read_text().splitlines()
+  scored = [next(a.split("=", 1)[1].rsplit("/", 1)[1] for a in c.split() if a.startswith("--workdir=")) for c in calls]
+  expected = [f"{ovr}-gpp+k{k}{s}" for k in (5, 20) for s in ("", "+s1", "+s2")]
+  expected += [f"{loo}-m:dcvae+gpp+l16+k{k}{s}" for k in (5, 20) for s in ("", "+s1", "+s2")]
+  if new_wins:
+    expected += ["fashion_mnist-ood-100ep-gpp+k20+n3"]
+  assert scored == expected
+  for call, name in zip(calls, scored, strict=True):
+    k = "20" if "+k20" in name else "5"
+    assert f"--config.eval.knn_neighbours={k}" in call and "--config.eval.scores=()" in call
+    assert ("--config.seed=" in call) == ("+s" in name)
+  assert all("--config.protocol.score=auto" in c for c in calls[:12])
+  assert (knn / f"{ovr}-gpp+k5" / "checkpoint.bin").read_text() == "weights"  # a copy of the base's workdir
+  assert not list(knn.glob("*.part"))
+  if new_wins:
+    assert "--config.protocol.score=sap_knn" in calls[12] and "--config.protocol.ood_dataset=mnist" in calls[12]
+    assert "--config.num_seeds=3" in calls[12] and (knn / "fashion_mnist-ood-100ep-gpp+k20+n3").is_dir()
+  out_dir = tmp_path / "out"
+  out_dir.mkdir()
+  if new_wins:  # the ood job as its rescoring leaves it
+    ood = knn / "fashion_mnist-ood-100ep-gpp+k20+n3"
+    _row(knn, "gpp+k20+n3", {"sap_knn": 0.95}, {"sap_knn": 0.96}, "fashion_mnist-ood-100ep")
+    result = json.loads((ood / "results.json").read_text())
+    result.update(auroc_std_by_score={"sap_knn": 0.0}, runs=[{"seed": s, "sap_knn_auroc": 0.96} for s in range(3)])
+    (ood / "results.json").write_text(json.dumps(result))
+  out = _run(VALIDATION, ["tables"], {**env, "OUT": str(out_dir)})
+  assert out.returncode == 0, out.stderr
+  written = json.loads((out_dir / "validation_fashion_mnist_one_vs_rest_stage12.json").read_text())
+  assert written["choice"]["setting"] == ovr_choice and sorted(written["pooled"]) == sorted(
+    ["100:gpp", "100:gpp+k5", "100:gpp+k20"]
+  )
+  if new_wins:
+    assert written["paired"]["previous"] == "100:gpp:sap_complexity_knn"
+    assert written["paired"]["diffs"] == pytest.approx([0.1 - 0.98] * 3)
+  assert (out_dir / "validation_fashion_mnist_ood_stage12.json").exists() == new_wins
+  loo_json = json.loads((out_dir / "validation_fashion_mnist_leave_one_out_stage12.json").read_text())
+  assert loo_json["choice"]["setting"] == "10:m:dcvae+gpp+l16"
