@@ -594,7 +594,8 @@ def test_across_pooled_chooses_on_validation_averaged_over_seeds_0_to_2(tmp_path
   # seed 0 favours gpp (0.95 vs 0.94); over seeds gpp averages 0.92 and gpp+k5 0.93
   _seeds(root, "gpp", [{"sap_knn": 0.95}, {"sap_knn": 0.90}, {"sap_knn": 0.91}], [{"sap_knn": 0.99}] * 3, fm)
   k5_test = [{"sap_knn": 0.50}, {"sap_knn": 0.52}, {"sap_knn": 0.54}]
-  _seeds(root, "gpp+k5", [{"sap_knn": 0.94}, {"sap_knn": 0.93}, {"sap_knn": 0.92}], k5_test, fm)
+  k5_val = [{"sap_knn": 0.94}, {"sap_knn": 0.93, "recon": 0.99}, {"sap_knn": 0.92, "recon": 0.99}]
+  _seeds(root, "gpp+k5", k5_val, k5_test, fm)  # recon: not in seed 0, so not pooled (nor chosen)
   argv = [str(root), "fashion_mnist", "one_vs_rest", "100:gpp", "100:gpp+k5"]
   assert across.main([*argv, "--choose"]) == 0
   assert capsys.readouterr().out == "100:gpp sap_knn\n"  # the seed-0 rule
@@ -610,6 +611,7 @@ def test_across_pooled_chooses_on_validation_averaged_over_seeds_0_to_2(tmp_path
   written = json.loads(out_json.read_text())
   assert written["choice"] == {"setting": "100:gpp+k5", "score": "sap_knn", "validation_auroc": pytest.approx(0.93)}
   assert written["pooled"]["100:gpp"] == {"sap_knn": pytest.approx(0.92)}
+  assert written["pooled"]["100:gpp+k5"] == {"sap_knn": pytest.approx(0.93)}
   assert written["paired"]["diffs"] == pytest.approx([-0.49, -0.47, -0.45])
   _seeds(root, "gpp+k20", [{"sap_knn": 0.93}, {"sap_knn": 0.93}, {"sap_knn": 0.93}], [{"sap_knn": 0.1}] * 3, fm)
   assert across.main([*argv, "100:gpp+k20", "--choose", "--pooled"]) == 0  # an exact tie keeps the earlier
