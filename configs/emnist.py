@@ -12,7 +12,7 @@ any protocol: --config.protocol.name=one_vs_rest|leave_one_out|split. Defaults c
 batch 128); configs/emnist_paper.py has the paper's stated settings.
 
 BEST_ROW: not measured on EMNIST (no local copy here); it carries Fashion-MNIST's validation choice, row
-`gpp` at 100 epochs + `sap_complexity_knn` (docs/results/validation.md, stages 8-11).
+`gpp` at 100 epochs + `sap_complexity_knn` over 5 neighbours (docs/results/validation.md, stages 8-12).
 """
 
 from dcvae_jax.config import dataset_config

@@ -23,7 +23,7 @@ def _load(name):
 # Each dataset's changes to BEST_DETECTOR (docs/results/validation.md, chosen on validation AUROC): MNIST's `:best`
 # is row `gpp+cos` (50 epochs, the warm-up + cosine schedule); the others carry Fashion-MNIST's `gpp` at 100 epochs.
 DATASET_CHANGES = {
-  "mnist": dict(num_epochs=50, lr_schedule="warmup_cosine", score="sap_complexity"),
+  "mnist": dict(num_epochs=50, lr_schedule="warmup_cosine", score="sap_complexity", knn_neighbours=1),
   "fashion_mnist": {},
   "kmnist": {},
   "emnist": {},
@@ -40,6 +40,7 @@ FIELDS = {
   "likelihood": "model.likelihood",
   "gaussian_variance": "model.gaussian_variance",
   "score": "protocol.score",
+  "knn_neighbours": "eval.knn_neighbours",
   "scores": "eval.scores",
   "num_epochs": "train.num_epochs",
   "lr_schedule": "train.lr_schedule",
@@ -86,7 +87,7 @@ def test_paper_configs_keep_the_binarised_bernoulli(name):
 def test_best_detector_fields():
   """The validation study's choice for Fashion-MNIST (docs/results/validation.md): the VAE, MLP 512-256, d = 10,
   Gaussian with learned per-pixel variance on dequantised grey levels, scored by sap_complexity_knn among all ten
-  scores (IWAE K = 16), 100 epochs at a constant rate (stage 11)."""
+  scores (IWAE K = 16) with latent_knn over 5 neighbours (stage 12), 100 epochs at a constant rate (stage 11)."""
   assert BEST_DETECTOR == dict(
     model="vae",
     arch="mlp",
@@ -97,6 +98,7 @@ def test_best_detector_fields():
     likelihood="gaussian",
     gaussian_variance="per_pixel",
     score="sap_complexity_knn",
+    knn_neighbours=5,
     scores=(),
     num_epochs=100,
     lr_schedule="constant",
@@ -106,13 +108,23 @@ def test_best_detector_fields():
 
 # What each candidate row of docs/results/make_validation.sh sets, as BEST_DETECTOR keys (ablation.sh's tokens;
 # a row without `wide` keeps the MLP 512-256).
-GPP = dict(binarize=False, dequantize=True, likelihood="gaussian", gaussian_variance="per_pixel", hidden=(512, 256))
+GPP = dict(
+  binarize=False,
+  dequantize=True,
+  likelihood="gaussian",
+  gaussian_variance="per_pixel",
+  hidden=(512, 256),
+  knn_neighbours=1,
+)
 ROW_SETTINGS = {
-  "paper": dict(binarize=True, dequantize=False, likelihood="bernoulli", hidden=(512, 256)),
+  "paper": dict(binarize=True, dequantize=False, likelihood="bernoulli", hidden=(512, 256), knn_neighbours=1),
   "gpp": GPP,
   "gpp+cos": {**GPP, "lr_schedule": "warmup_cosine"},
 }
-LATER_ROWS = {"gpp+wide": {**GPP, "hidden": (1024, 512)}}  # stage 10's one-vs-rest candidate
+LATER_ROWS = {  # stage 10's and stage 12's one-vs-rest candidates
+  "gpp+wide": {**GPP, "hidden": (1024, 512)},
+  **{f"gpp+k{k}": {**GPP, "knn_neighbours": k} for k in (5, 20)},
+}
 
 
 @pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
@@ -122,7 +134,8 @@ def test_best_config_is_the_validation_studys_choice(name):
   scored with all ten scores (stage 8 / 9: ..._one_vs_rest_knn.json), its best score there; where stage 9 compared
   larger latents with it (..._one_vs_rest_stage9.json), the row must have stayed the choice; where stage 10
   compared the wider MLP (..._one_vs_rest_stage10.json), its choice (setting and score); where stage 11 compared
-  100 epochs with stage 10's settings (..._one_vs_rest_stage11.json), its choice, epochs included, is `:best`."""
+  100 epochs with stage 10's settings (..._one_vs_rest_stage11.json), its choice, epochs included; where stage 12
+  compared latent_knn's k on that choice (..._one_vs_rest_stage12.json, pooled over seeds), its choice is `:best`."""
   import json
 
   from dcvae_jax.report.ablation import choose_on_validation
@@ -157,8 +170,14 @@ def test_best_config_is_the_validation_studys_choice(name):
     assert f"{epochs}:{row}" in report["settings"] and "earlier" in report  # stage 10's among them
     epochs, row = report["choice"]["setting"].split(":", 1)
     score = report["choice"]["score"]
+  stage12 = results / f"validation_{name}_one_vs_rest_stage12.json"
+  if stage12.exists():
+    report = json.loads(stage12.read_text())
+    assert f"{epochs}:{row}" in report["settings"] and "pooled" in report  # stage 11's choice among them
+    epochs, row = report["choice"]["setting"].split(":", 1)
+    score = report["choice"]["score"]
   if name == "fashion_mnist":  # the other datasets carry Fashion-MNIST's choice: it must be the latest one
-    assert knn.exists() and stage9.exists() and stage10.exists() and stage11.exists()
+    assert knn.exists() and stage9.exists() and stage10.exists() and stage11.exists() and stage12.exists()
   best = _load(name).get_config("best")
   want = {**BEST_DETECTOR, "lr_schedule": "constant", **{**ROW_SETTINGS, **LATER_ROWS}[row], "score": score}
   want["num_epochs"] = int(epochs)
