@@ -12,7 +12,8 @@ any protocol: --config.protocol.name=one_vs_rest|leave_one_out|split. Defaults c
 batch 64); configs/kmnist_paper.py has the paper's stated settings.
 
 BEST_ROW: not measured on KMNIST (no local copy here); it carries Fashion-MNIST's validation choice, row
-`gpp` at 100 epochs + `sap_complexity_knn` over 5 neighbours (docs/results/validation.md, stages 8-12), the choice for grey-level-rich images.
+`gpp` at 100 epochs + `sap_complexity_knn` over 5 neighbours (docs/results/validation.md, stages 8-12), the choice
+for grey-level-rich images.
 """
 
 from dcvae_jax.config import dataset_config

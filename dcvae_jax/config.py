@@ -418,8 +418,9 @@ BEST_DETECTOR = dict(
 
 def best_detector(config: ml_collections.ConfigDict, **changes) -> ml_collections.ConfigDict:
   """Apply BEST_DETECTOR (with per-dataset ``changes``): model, architecture, latent size, likelihood, headline
-  score, latent_knn's neighbours and the scores computed, epochs, schedule, IWAE samples. The protocol stays the config's (choose it with
-  --config.protocol.name). Each dataset's choice was made on validation AUROC only (docs/results/validation.md)."""
+  score, latent_knn's neighbours and the scores computed, epochs, schedule, IWAE samples. The protocol stays the
+  config's (choose it with --config.protocol.name). Each dataset's choice was made on validation AUROC only
+  (docs/results/validation.md)."""
   best = {**BEST_DETECTOR, **changes}
   config.model.name = best["model"]
   config.model.arch = best["arch"]

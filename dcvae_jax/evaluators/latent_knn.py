@@ -3,15 +3,16 @@
   latent_knn_c(x) = (1/k) sum_{j in N_k(x, c)} || mu(x, c) - mu(x_j, c) ||_2
 
 mu is the encoder mean and N_k(x, c) the k codes of B_c nearest to mu(x, c) (k = eval.knn_neighbours; the default
-1 is the distance to the nearest code). A larger k averages over a neighbourhood: one stray normal code lying
-near an anomaly's code then moves the score less. The bank B_c holds the run's normal training images of condition c, each encoded under
-its own class (an unconditional model has one bank, every normal training image of the run). A conditional model
-gets one column per normal condition, reduced over conditions like every other score (scoring.reduce_conditions:
-``min`` by default); the all-zero condition's column (read only by score_condition "given") has no bank and is NaN.
+1 is the distance to the nearest code). A larger k averages over a neighbourhood: one stray normal code lying near
+an anomaly's code then moves the score less. The bank B_c holds the run's normal training images of condition c,
+each encoded under its own class (an unconditional model has one bank, every normal training image of the run).
+A conditional model gets one column per normal condition, reduced over conditions like every other score
+(scoring.reduce_conditions: ``min`` by default); the all-zero condition's column (read only by score_condition
+"given") has no bank and is NaN.
 
 A reference image (the normal training images that standardise sap_knn and sap_complexity_knn) is itself in the
 bank: its own entry is left out, so its value is its distance to the nearest *other* training code, as a new
-normal image's would be (a leave-one-out nearest neighbour). Without that, every reference value would be 0.
+normal image's would be (leave-one-out neighbours). Without that, every reference value at k = 1 would be 0.
 
 The score looks at where the encoder puts an image, not at how well it is reconstructed: a held-out class that
 the decoder reconstructs well (a shirt among T-shirts, pullovers and coats) can still land between the normal

@@ -249,13 +249,15 @@ stage12() {  # latent_knn's k on stage 11's choices, seeds 0-2, chosen on valida
       for S in "" +s1 +s2; do knn_copy $D $P $EP "$BASE$S" "$BASE+k$K$S"; done
     done
     # shellcheck disable=SC2046
-    read -r SET SCORE <<< "$($PY -m dcvae_jax.report.across "$ROOT/knn" $D $P $(stage12_settings "$BASE" $EP) --pooled --choose)"
+    read -r SET SCORE <<< "$($PY -m dcvae_jax.report.across "$ROOT/knn" $D $P \
+      $(stage12_settings "$BASE" $EP) --pooled --choose)"
     echo "$D $P, stage 12: validation (seeds 0-2) chose $SET with $SCORE"
     if [ "$D:$P" = fashion_mnist:one_vs_rest ] && [ "$SET" != "$EP:$BASE" ]; then REPORT="$EP $BASE $SET $SCORE"; fi
   done
   if [ -n "$REPORT" ]; then  # a new :best: its Fashion-MNIST -> MNIST report, rescored from the base's ood job
     read -r EP BASE SET SCORE <<< "$REPORT"
-    knn_copy fashion_mnist ood "$EP" "$BASE+n3" "${SET#*:}+n3" "$IW --config.protocol.score=$SCORE --config.eval.scores=() $OOD"
+    knn_copy fashion_mnist ood "$EP" "$BASE+n3" "${SET#*:}+n3" \
+      "$IW --config.protocol.score=$SCORE --config.eval.scores=() $OOD"
   fi
 }
 stage12_tables() {  # each stage 12 choice's table (report.across --pooled, JSON validation_D_P_stage12.json) and,
@@ -264,16 +266,17 @@ stage12_tables() {  # each stage 12 choice's table (report.across --pooled, JSON
   for SPEC in $STAGE12; do
     IFS=: read -r D P EP BASE <<< "$SPEC"
     PREV=$(for X in $STAGE12_PREVIOUS; do case $X in "$D:$P":*) echo "${X#*:*:}" ;; esac; done)
-    # shellcheck disable=SC2046
-    if ! $PY -m dcvae_jax.report.across "$ROOT/knn" $D $P $(stage12_settings "$BASE" $EP) --pooled --choose > /dev/null 2>&1; then
+    local SETS
+    SETS=$(stage12_settings "$BASE" $EP)
+    # shellcheck disable=SC2086
+    if ! SET=$($PY -m dcvae_jax.report.across "$ROOT/knn" $D $P $SETS --pooled --choose 2> /dev/null); then
       echo "($D $P, stage 12: not run in $ROOT/knn, or a setting lacks a seed)"
       continue
     fi
-    # shellcheck disable=SC2046
-    $PY -m dcvae_jax.report.across "$ROOT/knn" $D $P $(stage12_settings "$BASE" $EP) --pooled --previous="$PREV" \
+    SET=${SET%% *}  # "SETTING SCORE" -> SETTING
+    # shellcheck disable=SC2086
+    $PY -m dcvae_jax.report.across "$ROOT/knn" $D $P $SETS --pooled --previous="$PREV" \
       --json=$OUT/validation_${D}_${P}_stage12.json
-    # shellcheck disable=SC2046
-    read -r SET _ <<< "$($PY -m dcvae_jax.report.across "$ROOT/knn" $D $P $(stage12_settings "$BASE" $EP) --pooled --choose)"
     if [ "$D:$P" = fashion_mnist:one_vs_rest ] && [ "$SET" != "$EP:$BASE" ] \
       && [ -f "$ROOT/knn/fashion_mnist-ood-${EP}ep-${SET#*:}+n3/results.json" ]; then
       $T $ROOT/knn fashion_mnist ood "$EP" --validation --rows="${SET#*:}+n3" \
