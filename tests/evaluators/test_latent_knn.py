@@ -65,6 +65,19 @@ def test_nearest_distance_with_k_neighbours_is_the_mean_of_the_k_smallest_distan
   assert latent_knn.nearest_distance([[0.0, 0.0]], [[3.0, 4.0], [1.0, 0.0], [0.0, 2.0]], k=2)[0] == 1.5
 
 
+@pytest.mark.parametrize("k", [1, 3])
+def test_nearest_distance_of_float32_codes_is_computed_in_float64(k):
+  """The encoder's codes are float32: the distances are float64 differences of them (exact to 1e-12), not float32
+  arithmetic (about 1e-7). (Casting either the codes or the bank alone already makes the arithmetic float64.)"""
+  rng = np.random.default_rng(4)
+  codes, bank = rng.normal(size=(50, 6)).astype(np.float32), rng.normal(size=(80, 6)).astype(np.float32)
+  got = latent_knn.nearest_distance(codes, bank, k=k)
+  assert got.dtype == np.float64
+  np.testing.assert_allclose(got, _brute_force(codes, bank, k=k), rtol=1e-12)
+  np.testing.assert_allclose(latent_knn.nearest_distance(codes, bank.astype(np.float64), k=k), got, rtol=1e-12)
+  np.testing.assert_allclose(latent_knn.nearest_distance(codes.astype(np.float64), bank, k=k), got, rtol=1e-12)
+
+
 def test_nearest_distance_with_fewer_usable_rows_than_k_averages_those_there_are():
   bank = np.array([[1.0, 0.0], [np.nan, 0.0], [0.0, 3.0]])
   assert latent_knn.nearest_distance([[0.0, 0.0]], bank, k=5)[0] == 2.0  # (1 + 3) / 2: the NaN row is no neighbour
