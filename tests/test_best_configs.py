@@ -121,7 +121,7 @@ ROW_SETTINGS = {
   "gpp": GPP,
   "gpp+cos": {**GPP, "lr_schedule": "warmup_cosine"},
 }
-LATER_ROWS = {  # stage 10's and stage 12's one-vs-rest candidates
+LATER_ROWS = {  # stage 10's, 12's and 13's one-vs-rest candidates
   "gpp+wide": {**GPP, "hidden": (1024, 512)},
   **{f"gpp+k{k}": {**GPP, "knn_neighbours": k} for k in (5, 20)},
 }
@@ -135,7 +135,8 @@ def test_best_config_is_the_validation_studys_choice(name):
   larger latents with it (..._one_vs_rest_stage9.json), the row must have stayed the choice; where stage 10
   compared the wider MLP (..._one_vs_rest_stage10.json), its choice (setting and score); where stage 11 compared
   100 epochs with stage 10's settings (..._one_vs_rest_stage11.json), its choice, epochs included; where stage 12
-  compared latent_knn's k on that choice (..._one_vs_rest_stage12.json, pooled over seeds), its choice is `:best`."""
+  compared latent_knn's k on that choice (..._one_vs_rest_stage12.json, pooled over seeds), its choice; where
+  stage 13 compared 150 epochs of it (..._one_vs_rest_stage13.json), its choice is `:best`."""
   import json
 
   from dcvae_jax.report.ablation import choose_on_validation
@@ -170,14 +171,16 @@ def test_best_config_is_the_validation_studys_choice(name):
     assert f"{epochs}:{row}" in report["settings"] and "earlier" in report  # stage 10's among them
     epochs, row = report["choice"]["setting"].split(":", 1)
     score = report["choice"]["score"]
-  stage12 = results / f"validation_{name}_one_vs_rest_stage12.json"
-  if stage12.exists():
-    report = json.loads(stage12.read_text())
-    assert f"{epochs}:{row}" in report["settings"] and "pooled" in report  # stage 11's choice among them
-    epochs, row = report["choice"]["setting"].split(":", 1)
-    score = report["choice"]["score"]
+  for stage in (12, 13):  # stage 12: latent_knn's k on stage 11's choice; stage 13: it at 150 epochs
+    path = results / f"validation_{name}_one_vs_rest_stage{stage}.json"
+    if path.exists():
+      report = json.loads(path.read_text())
+      assert f"{epochs}:{row}" in report["settings"] and "pooled" in report  # the choice before among them
+      epochs, row = report["choice"]["setting"].split(":", 1)
+      score = report["choice"]["score"]
   if name == "fashion_mnist":  # the other datasets carry Fashion-MNIST's choice: it must be the latest one
-    assert knn.exists() and stage9.exists() and stage10.exists() and stage11.exists() and stage12.exists()
+    later = [results / f"validation_{name}_one_vs_rest_stage{n}.json" for n in (9, 10, 11, 12, 13)]
+    assert knn.exists() and all(p.exists() for p in later)
   best = _load(name).get_config("best")
   want = {**BEST_DETECTOR, "lr_schedule": "constant", **{**ROW_SETTINGS, **LATER_ROWS}[row], "score": score}
   want["num_epochs"] = int(epochs)
