@@ -267,29 +267,33 @@ stage12() {  # latent_knn's k on stage 11's choices, seeds 0-2, chosen on valida
       "$IW --config.protocol.score=$SCORE --config.eval.scores=() $OOD"
   fi
 }
-stage12_tables() {  # each stage 12 choice's table (report.across --pooled, JSON validation_D_P_stage12.json) and,
-  # when the one-vs-rest choice is new, its Fashion-MNIST -> MNIST report (validation_fashion_mnist_ood_stage12.json)
-  local SPEC D P EP BASE SET X PREV
+pooled_table() {  # D P NAME PREVIOUS BEFORE SETTING...: a choice on validation averaged over seeds 0-2 among the
+  # SETTINGs (report.across --pooled; JSON validation_D_P_NAME.json, paired with PREVIOUS, EPOCHS:ROW:SCORE) and, when
+  # the Fashion-MNIST one-vs-rest choice is new (not BEFORE) and its ood job ran, that report's table
+  # (validation_fashion_mnist_ood_NAME.json)
+  local D=$1 P=$2 NAME=$3 PREV=$4 BEFORE=$5 SET OODWD
+  shift 5
+  if ! SET=$($PY -m dcvae_jax.report.across "$ROOT/knn" $D $P "$@" --pooled --choose 2> /dev/null); then
+    echo "($D $P, $NAME: not run in $ROOT/knn, or a setting lacks a seed)"
+    return 0
+  fi
+  SET=${SET%% *}  # "SETTING SCORE" -> SETTING
+  $PY -m dcvae_jax.report.across "$ROOT/knn" $D $P "$@" --pooled --previous="$PREV" \
+    --json=$OUT/validation_${D}_${P}_$NAME.json
+  OODWD=$ROOT/knn/fashion_mnist-ood-${SET%%:*}ep-${SET#*:}+n3
+  if [ "$D:$P" = fashion_mnist:one_vs_rest ] && [ "$SET" != "$BEFORE" ] && [ -f "$OODWD/results.json" ]; then
+    $T $ROOT/knn fashion_mnist ood "${SET%%:*}" --validation --rows="${SET#*:}+n3" \
+      --json=$OUT/validation_fashion_mnist_ood_$NAME.json
+    seeds_table "$OODWD/results.json"
+  fi
+}
+stage12_tables() {  # each stage 12 choice's table, and its ood report's when the one-vs-rest choice is new
+  local SPEC D P EP BASE X PREV
   for SPEC in $STAGE12; do
     IFS=: read -r D P EP BASE <<< "$SPEC"
     PREV=$(for X in $STAGE12_PREVIOUS; do case $X in "$D:$P":*) echo "${X#*:*:}" ;; esac; done)
-    local SETS
-    SETS=$(stage12_settings "$BASE" $EP)
-    # shellcheck disable=SC2086
-    if ! SET=$($PY -m dcvae_jax.report.across "$ROOT/knn" $D $P $SETS --pooled --choose 2> /dev/null); then
-      echo "($D $P, stage 12: not run in $ROOT/knn, or a setting lacks a seed)"
-      continue
-    fi
-    SET=${SET%% *}  # "SETTING SCORE" -> SETTING
-    # shellcheck disable=SC2086
-    $PY -m dcvae_jax.report.across "$ROOT/knn" $D $P $SETS --pooled --previous="$PREV" \
-      --json=$OUT/validation_${D}_${P}_stage12.json
-    if [ "$D:$P" = fashion_mnist:one_vs_rest ] && [ "$SET" != "$EP:$BASE" ] \
-      && [ -f "$ROOT/knn/fashion_mnist-ood-${EP}ep-${SET#*:}+n3/results.json" ]; then
-      $T $ROOT/knn fashion_mnist ood "$EP" --validation --rows="${SET#*:}+n3" \
-        --json=$OUT/validation_fashion_mnist_ood_stage12.json
-      seeds_table "$ROOT/knn/fashion_mnist-ood-${EP}ep-${SET#*:}+n3/results.json"
-    fi
+    # shellcheck disable=SC2046
+    pooled_table $D $P stage12 "$PREV" "$EP:$BASE" $(stage12_settings "$BASE" $EP)
   done
 }
 stage13_fields() {  # -> "D P EP ROW BEFORE": STAGE13's dataset, protocol, new setting and the setting before it
@@ -317,20 +321,10 @@ ood13() {  # stage 13's Fashion-MNIST -> MNIST report, when its choice is new
   ROOT=$ROOT/knn EXTRA="$IW --config.protocol.score=$SCORE --config.eval.scores=() $OOD" \
     docs/results/ablation.sh fashion_mnist ood "${SET%%:*}" "${SET#*:}+n3"
 }
-stage13_tables() {  # stage 13's table (JSON validation_D_P_stage13.json) and its ood report's when it ran
-  local D P EP ROW BEFORE SET
+stage13_tables() {  # stage 13's table, and its ood report's when its choice is new and the report ran
+  local D P EP ROW BEFORE
   read -r D P EP ROW BEFORE <<< "$(stage13_fields)"
-  if ! SET=$(stage13_choice 2> /dev/null); then
-    echo "($D $P, stage 13: not run in $ROOT/knn, or a setting lacks a seed)"
-    return 0
-  fi
-  SET=${SET%% *}
-  $PY -m dcvae_jax.report.across "$ROOT/knn" $D $P "$BEFORE" "$EP:$ROW" --pooled \
-    --previous="$STAGE13_PREVIOUS" --json=$OUT/validation_${D}_${P}_stage13.json
-  if [ "$SET" != "$BEFORE" ] && [ -f "$ROOT/knn/$D-ood-${SET%%:*}ep-${SET#*:}+n3/results.json" ]; then
-    $T $ROOT/knn $D ood "${SET%%:*}" --validation --rows="${SET#*:}+n3" --json=$OUT/validation_${D}_ood_stage13.json
-    seeds_table "$ROOT/knn/$D-ood-${SET%%:*}ep-${SET#*:}+n3/results.json"
-  fi
+  pooled_table $D $P stage13 "$STAGE13_PREVIOUS" "$BEFORE" "$BEFORE" "$EP:$ROW"
 }
 stage_tables() {  # SPECS PREVIOUS NAME: each spec's choice table (report.across), JSON validation_D_P_NAME.json
   local SPEC D P SETS X PREV
