@@ -191,12 +191,18 @@ seed_new_choices() {  # SPECS NAME: seeds 1 and 2 (all ten scores, the chosen sc
       docs/results/ablation.sh $D $P $EP "${SET#*:}+s1" "${SET#*:}+s2"
   done
 }
-ood_report() {  # SPECS: Fashion-MNIST -> MNIST with the stage's Fashion-MNIST one-vs-rest choice (its row and its
-  # epochs), all ten scores, seeds 0-2 as one job (a report, not a choice)
-  local SET SCORE OOD="--config.protocol.ood_dataset=mnist --config.protocol.ood_data_dir=$DATA"
+ood_extra() {  # SCORE -> the EXTRA flags of a Fashion-MNIST -> MNIST report: all ten scores, SCORE the headline
+  echo "$IW --config.protocol.score=$1 --config.eval.scores=()" \
+    "--config.protocol.ood_dataset=mnist --config.protocol.ood_data_dir=$DATA"
+}
+ood_job() {  # SETTING SCORE: Fashion-MNIST -> MNIST with the Fashion-MNIST one-vs-rest SETTING (EPOCHS:ROW),
+  # seeds 0-2 as one job under $ROOT/knn (a report, not a choice)
+  ROOT=$ROOT/knn EXTRA="$(ood_extra "$2")" docs/results/ablation.sh fashion_mnist ood "${1%%:*}" "${1#*:}+n3"
+}
+ood_report() {  # SPECS: the report of the stage's Fashion-MNIST one-vs-rest choice (its row and its epochs)
+  local SET SCORE
   read -r SET SCORE <<< "$(stage_choose "$1" fashion_mnist one_vs_rest)"
-  ROOT=$ROOT/knn EXTRA="$IW --config.protocol.score=$SCORE --config.eval.scores=() $OOD" \
-    docs/results/ablation.sh fashion_mnist ood "${SET%%:*}" "${SET#*:}+n3"
+  ood_job "$SET" "$SCORE"
 }
 stage9() {  # the remaining levers with all ten scores, under $ROOT/knn (see the header)
   local W
@@ -248,7 +254,7 @@ stage12_settings() {  # BASE_ROW EPOCHS -> "EP:BASE EP:BASE+kK ...": the setting
   echo "$out"
 }
 stage12() {  # latent_knn's k on stage 11's choices, seeds 0-2, chosen on validation pooled over seeds (header)
-  local SPEC D P EP BASE K S SET SCORE OOD="--config.protocol.ood_dataset=mnist --config.protocol.ood_data_dir=$DATA"
+  local SPEC D P EP BASE K S SET SCORE
   local REPORT=""  # the ood report's "EPOCHS BASE SETTING SCORE", made after every row (the declared order)
   for SPEC in $STAGE12; do
     IFS=: read -r D P EP BASE <<< "$SPEC"
@@ -263,8 +269,7 @@ stage12() {  # latent_knn's k on stage 11's choices, seeds 0-2, chosen on valida
   done
   if [ -n "$REPORT" ]; then  # a new :best: its Fashion-MNIST -> MNIST report, rescored from the base's ood job
     read -r EP BASE SET SCORE <<< "$REPORT"
-    knn_copy fashion_mnist ood "$EP" "$BASE+n3" "${SET#*:}+n3" \
-      "$IW --config.protocol.score=$SCORE --config.eval.scores=() $OOD"
+    knn_copy fashion_mnist ood "$EP" "$BASE+n3" "${SET#*:}+n3" "$(ood_extra "$SCORE")"
   fi
 }
 pooled_table() {  # D P NAME PREVIOUS BEFORE SETTING...: a choice on validation averaged over seeds 0-2 among the
@@ -314,12 +319,11 @@ stage13() {  # longer training of stage 12's one-vs-rest choice, seeds 0-2, chos
   echo "$D $P, stage 13: validation (seeds 0-2) chose $SET with $SCORE"
 }
 ood13() {  # stage 13's Fashion-MNIST -> MNIST report, when its choice is new
-  local D P EP ROW BEFORE SET SCORE OOD="--config.protocol.ood_dataset=mnist --config.protocol.ood_data_dir=$DATA"
+  local D P EP ROW BEFORE SET SCORE
   read -r D P EP ROW BEFORE <<< "$(stage13_fields)"
   read -r SET SCORE <<< "$(stage13_choice)"
   [ "$SET" != "$BEFORE" ] || { echo "stage 13 kept $BEFORE: its report is stage 12's"; return 0; }
-  ROOT=$ROOT/knn EXTRA="$IW --config.protocol.score=$SCORE --config.eval.scores=() $OOD" \
-    docs/results/ablation.sh fashion_mnist ood "${SET%%:*}" "${SET#*:}+n3"
+  ood_job "$SET" "$SCORE"
 }
 stage13_tables() {  # stage 13's table, and its ood report's when its choice is new and the report ran
   local D P EP ROW BEFORE
