@@ -62,6 +62,7 @@ Fields (all of them exist in every config, so ``--config.<key>=<value>`` works f
   eval.reference_examples      normal training images that standardise the sums (sap_complexity, sap_knn, ...)
   eval.knn_neighbours          k of latent_knn: the mean distance to the k nearest normal training codes (default
                                1, the nearest; stage 12 of docs/results/validation.md)
+  eval.complexity_compressor   the lossless code L(x) of the complexity score: "png" (default) | "jpeg2000" (stage 14)
   eval.threshold_fpr           in (0, 1): each run's decision threshold of the headline score is the order statistic
                                of its normal validation images' scores that flags at most this fraction of them
                                (evaluators/threshold.py); thresholds.json, and test precision / recall / F1 / FPR
@@ -177,6 +178,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.rapp_fit_examples = 2000  # normal training images that fit NAP's mean and SVD (per run)
   c.eval.reference_examples = 200  # normal training images that standardise sap_complexity (per run)
   c.eval.knn_neighbours = 1  # latent_knn: mean distance to this many nearest normal training codes
+  c.eval.complexity_compressor = "png"  # complexity's L(x): "png" | "jpeg2000" (lossless, anomaly_scores.length_bits)
   c.eval.threshold_fpr = 0.05  # decision threshold: target false-positive rate on normal validation images
   c.eval.contamination = 0.0  # > 0: threshold flags this fraction of all validation images instead (PyOD-style)
   c.eval.evaluators = ("detection", "latents", "tensorboard")  # what runs after training (evaluators/registry.py)
@@ -263,6 +265,7 @@ FIELD_HELP = {
   "eval.rapp_fit_examples": "normal training images that fit RaPP's NAP normalisation (per run)",
   "eval.reference_examples": "normal training images that standardise the summed scores (per run)",
   "eval.knn_neighbours": "latent_knn (and its sums): mean distance to this many nearest normal training codes",
+  "eval.complexity_compressor": "the lossless compressor whose code length L(x) the complexity score subtracts",
 }
 """One line of meaning for every field of :func:`base_config` (dotted key -> text)."""
 

@@ -25,6 +25,7 @@ SCORES = (  # protocol.score; the last three are not in the default eval.scores 
   "sap_knn",
   "sap_complexity_knn",
 )
+COMPLEXITY_COMPRESSORS = ("png", "jpeg2000")  # eval.complexity_compressor (anomaly_scores.length_bits)
 DEFAULT_SCORES = SCORES[:7]  # eval.scores by default: the latent_knn family is opt-in
 SCORE_CONDITIONS = ("min", "marginal", "given")  # protocol.score_condition
 EVALUATORS = ("detection", "latents", "tensorboard")  # eval.evaluators, in the order they run

@@ -54,7 +54,7 @@ from dcvae_jax import distributed
 from dcvae_jax.data import images as images_lib
 from dcvae_jax.data import protocols
 from dcvae_jax.errors import ConfigError, DataError, WorkdirError
-from dcvae_jax.evaluators import anomaly_scores, detection, scoring, scoring_state, threshold
+from dcvae_jax.evaluators import detection, scoring, scoring_state, threshold
 from dcvae_jax.models import registry as models
 from dcvae_jax.train import restore
 
@@ -142,7 +142,7 @@ class Predictor:
     raw = detection.score_images(
       self.config, self.setup, self.params, x, self.mesh, self.nap_stats, seed=self.seed, banks=banks
     )
-    bits = anomaly_scores.png_bits(anomaly_scores.model_view_images(x, bool(self.config.data.binarize)))
+    bits = detection.image_bits(self.config, x)
     reduced = scoring.reduce_scores(
       self.run,
       {k: v[0] for k, v in raw.items()},

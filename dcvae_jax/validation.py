@@ -84,6 +84,7 @@ def validate(config, num_devices: int = 1) -> None:
   k = e.knn_neighbours
   if isinstance(k, bool) or not isinstance(k, int) or k < 1:
     raise ConfigError(f"eval.knn_neighbours must be a whole number of at least 1, got {k!r}")
+  _check_compressor(e.complexity_compressor)
 
   check_protocol_name(p.name)
   if p.score not in options.SCORES + ("auto",):
@@ -128,6 +129,19 @@ def check_evaluators(names) -> None:
     missing = [n for n in options.EVALUATOR_NEEDS.get(name, ()) if n not in names]
     if missing:
       raise ConfigError(f"eval.evaluators: {name!r} reads the results of {missing[0]!r}: add it")
+
+
+def _check_compressor(compressor) -> None:
+  """eval.complexity_compressor: a known lossless compressor that this Pillow can write."""
+  check_choice(compressor, options.COMPLEXITY_COMPRESSORS, "eval.complexity_compressor")
+  if compressor == "jpeg2000":
+    from PIL import features
+
+    if not features.check_codec("jpg_2000"):
+      raise ConfigError(
+        "eval.complexity_compressor=jpeg2000 needs Pillow built with OpenJPEG (the PyPI wheels have it); "
+        "use png or reinstall pillow from its wheel"
+      )
 
 
 def _check_scores(scores, headline: str) -> None:

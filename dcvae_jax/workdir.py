@@ -108,11 +108,12 @@ SCORING_FIELDS = (
   "eval.rapp_fit_examples",
   "eval.reference_examples",
   "eval.knn_neighbours",
+  "eval.complexity_compressor",
 )
 
 # Scoring fields that came after results carried an identity. At its default a field does what happened before
 # it existed, so there it is left out of the identity: results computed before it stay reusable.
-LATER_SCORING_FIELDS = ("eval.evaluators", "eval.knn_neighbours")
+LATER_SCORING_FIELDS = ("eval.evaluators", "eval.knn_neighbours", "eval.complexity_compressor")
 
 # Neutral fields: the trained parameters and the results are bitwise the same. train.steps_per_call only fuses
 # steps (every step draws its batch, keys and noise from its own step number; padding steps are skipped) and

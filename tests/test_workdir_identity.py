@@ -186,21 +186,25 @@ def test_check_workdir_refuses_every_training_field_and_only_those(tmp_path):
     workdir.check_workdir(base, str(tmp_path / "bare"))
 
 
-@pytest.mark.parametrize("field, other", [("eval.evaluators", ("detection",)), ("eval.knn_neighbours", 5)])
+LATER = ("eval.evaluators", "eval.knn_neighbours", "eval.complexity_compressor")
+
+
+@pytest.mark.parametrize(
+  "field, other",
+  [("eval.evaluators", ("detection",)), ("eval.knn_neighbours", 5), ("eval.complexity_compressor", "jpeg2000")],
+)
 def test_a_later_scoring_field_at_its_default_keeps_the_identity_it_had_before_the_field(field, other):
-  """A later scoring field (eval.evaluators, eval.knn_neighbours) at its default computes what ran before the
-  field existed: the identity is the one results written then carry (the same hash without the fields that came
-  later than them), so they stay reusable; another value rescores."""
+  """A later scoring field (eval.evaluators, eval.knn_neighbours, eval.complexity_compressor) at its default
+  computes what ran before the field existed: the identity is the one results written then carry (the same hash
+  without the fields that came later than them), so they stay reusable; another value rescores."""
   config = base_config()
   before = {
     "training": workdir.field_values(config, workdir.TRAINING_FIELDS),
-    "scoring": workdir.field_values(
-      config, [f for f in workdir.SCORING_FIELDS if f not in ("eval.evaluators", "eval.knn_neighbours")]
-    ),
+    "scoring": workdir.field_values(config, [f for f in workdir.SCORING_FIELDS if f not in LATER]),
     "data": {},
   }
   want = hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()
-  assert workdir.LATER_SCORING_FIELDS == ("eval.evaluators", "eval.knn_neighbours")
+  assert workdir.LATER_SCORING_FIELDS == LATER
   assert workdir.results_identity(config) == want
   section, name = field.split(".")
   config[section][name] = other

@@ -49,6 +49,13 @@ def normal_train_order(ds, run) -> np.ndarray:
   return idx[np.random.default_rng([run.seed, run.uid, 7]).permutation(idx.size)]
 
 
+def image_bits(config, x) -> np.ndarray:
+  """L(x) of uint8 images ``x`` as the model sees them (binarised or not) under eval.complexity_compressor:
+  float64 (N,), the complexity score's code length."""
+  view = anomaly_scores.model_view_images(x, bool(config.data.binarize))
+  return anomaly_scores.length_bits(view, str(config.eval.complexity_compressor))
+
+
 def complexity_offset_bits(config, image_shape) -> float:
   """The complexity score's D log2(bins) for the config's likelihood and images (H, W, C)."""
   return anomaly_scores.density_offset_bits(
@@ -130,7 +137,7 @@ def reference_scores(config, ds, runs, setup, params, mesh, nap_stats, offset_bi
   spec = models.get_model(config.model.name)
   out = []
   for m, run in enumerate(runs):
-    bits = anomaly_scores.png_bits(anomaly_scores.model_view_images(x[m], bool(config.data.binarize)))
+    bits = image_bits(config, x[m])
     reduced = scoring.reduce_scores(
       run,
       {k: v[m] for k, v in scores.items()},
@@ -170,7 +177,7 @@ class Evaluator(base.Evaluator):
       fpr=float(config.eval.threshold_fpr), contamination=float(config.eval.contamination)
     )
     self.tested = ds.x_test.shape[0] > 0  # data.name=folder without a test set: validation only
-    self._length_bits: np.ndarray | None = None  # PNG bits of the test images, once
+    self._length_bits: np.ndarray | None = None  # L(x) of the test images (image_bits), once
     self._val_length_bits: np.ndarray | None = None  # and of the validation images
     if job.write:
       scoring_state.write_input(job.workdir, ds)
@@ -239,9 +246,7 @@ class Evaluator(base.Evaluator):
       config, group.setup, params, ds.x_test, mesh, nap_stats, seed=config.seed, progress=progress, banks=banks
     )
     if self._length_bits is None and "iwae" in self.on_device:
-      self._length_bits = anomaly_scores.png_bits(
-        anomaly_scores.model_view_images(ds.x_test, bool(config.data.binarize))
-      )
+      self._length_bits = image_bits(config, ds.x_test)
     progress.stage("metrics")
     part = base.Part.empty(len(runs))
     for m, run in enumerate(runs):
@@ -278,9 +283,7 @@ class Evaluator(base.Evaluator):
       banks=banks,
     )
     if self._val_length_bits is None and "iwae" in self.on_device:
-      self._val_length_bits = anomaly_scores.png_bits(
-        anomaly_scores.model_view_images(ds.x_val, bool(config.data.binarize))
-      )
+      self._val_length_bits = image_bits(config, ds.x_val)
     y, bits = ds.y_val[rows], None if self._val_length_bits is None else self._val_length_bits[rows]
     run_val = [dict(y=y, length_bits=bits, scores={k: v[m] for k, v in val_scores.items()}) for m in range(n)]
     saved_val = [

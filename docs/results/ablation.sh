@@ -10,7 +10,8 @@
 # channels, then dense 256; the decoder mirrors it), m:<model> (another model), s<N> (seed N), n<N> (seeds
 # seed..seed+N-1 as N runs of one job, trained together),
 # strat<N> (stratified batches, N per condition), tc<N> (the TC weight tc_beta = N of beta_tcvae and dcvae),
-# k<N> (latent_knn's mean distance to the N nearest training codes, eval.knn_neighbours: a scoring change only).
+# k<N> (latent_knn's mean distance to the N nearest training codes, eval.knn_neighbours: a scoring change only),
+# j2k (complexity's L(x) from lossless JPEG 2000, eval.complexity_compressor=jpeg2000: a scoring change only).
 # EXTRA: more --config flags for every row.
 # Workdirs go to $ROOT (default /tmp/dcvae_ablation)/DATASET-PROTOCOL-EPOCHSep-ROW. A finished row is not retrained:
 # the job reuses its results, or scores it again from its checkpoints when a scoring setting (EXTRA) changed.
@@ -39,6 +40,7 @@ for ROW in "$@"; do
       m:*)  ARGS="$ARGS --config.model.name=${T#m:}" ;;
       strat[0-9]*) ARGS="$ARGS --config.train.batch_sampling=stratified --config.train.per_condition=${T#strat}" ;;
       k[0-9]*) ARGS="$ARGS --config.eval.knn_neighbours=${T#k}" ;;
+      j2k)  ARGS="$ARGS --config.eval.complexity_compressor=jpeg2000" ;;
       tc[0-9]*) ARGS="$ARGS --config.model.beta_tcvae.tc_beta=${T#tc} --config.model.dcvae.tc_beta=${T#tc}" ;;
       *) echo "error: unknown change '$T' in row '$ROW'" >&2; exit 2 ;;
     esac

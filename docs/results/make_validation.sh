@@ -67,6 +67,14 @@
 #      the 15-minute budget allows), seeds 0-2, all ten scores, under $ROOT/knn (STAGE13); chosen against
 #      100:gpp+k5 by stage 12's rule (validation averaged over seeds 0-2; a tie keeps 100). A new choice becomes
 #      :best and gets its Fashion-MNIST -> MNIST report (seeds 0-2 as one job) when `ood13` is run.
+#  14. (run last; declared 2026-12-06 09:00, eighteenth session, before any of its rows ran; /work/notes/stage14.md)
+#      Fashion-MNIST one-vs-rest only: the complexity score's L(x) from lossless JPEG 2000 instead of PNG
+#      (eval.complexity_compressor=jpeg2000, ablation.sh's `j2k`), on stage 12's choice 100:gpp+k5 (STAGE14). A
+#      scoring change only: rescored copies of its checkpoints at seeds 0, 1 and 2, all ten scores. Found by
+#      recomputing complexity offline with six compressors on the saved validation scores of seeds 0-2 (test not
+#      read), so the validation numbers this stage chooses on were seen first; test is read once, after. Stage
+#      12's rule: validation averaged over seeds 0-2 (a tie keeps PNG). A new choice becomes :best and gets its
+#      Fashion-MNIST -> MNIST report as a rescored copy of stage 12's ood job (fashion_mnist-ood-100ep-gpp+k5+n3).
 # `tables` also writes the fresh-split check of the last stage's choices (`report.fresh_split`, no training): seeds
 # 1 and 2 are jobs with their own validation splits, so the choice is made again on each, and the chosen pair's
 # seed-0 validation AUROC minus its seeds 1-2 mean measures the optimism of choosing on one split.
@@ -109,6 +117,8 @@ STAGE12_PREVIOUS="fashion_mnist:one_vs_rest:100:gpp:sap_complexity_knn
 fashion_mnist:leave_one_out:10:m:dcvae+gpp+l16:sap_knn"  # stage 12: the headlines before (stage 11's)
 STAGE13="fashion_mnist:one_vs_rest:150:gpp+k5:100:gpp+k5"  # stage 13: D:P:EPOCHS:ROW:EARLIER_EPOCHS:ROW
 STAGE13_PREVIOUS="100:gpp+k5:sap_complexity_knn"  # stage 13: the headline before (stage 12's)
+STAGE14="fashion_mnist:one_vs_rest:100:gpp+k5"  # stage 14: D:P:EPOCHS:BASE_ROW (stage 12's choice), +j2k
+STAGE14_PREVIOUS="100:gpp+k5:sap_complexity_knn"  # stage 14: the headline before (stage 12's)
 STAGE10_CHOICE="fashion_mnist:one_vs_rest:50::"  # a spec without settings: stage 10's choice, read from its JSON
 EARLIER_DIR=${EARLIER_DIR:-docs/results}  # where `--earlier` JSON are read (a stage sets EARLIER=NAME for its own)
 IW="--config.eval.iwae_samples=16"   # iwae K = 16 (as the main job and `:best`): K = 64 made scoring outlast training
@@ -330,6 +340,26 @@ stage13_tables() {  # stage 13's table, and its ood report's when its choice is 
   read -r D P EP ROW BEFORE <<< "$(stage13_fields)"
   pooled_table $D $P stage13 "$STAGE13_PREVIOUS" "$BEFORE" "$BEFORE" "$EP:$ROW"
 }
+stage14_choice() {  # -> "SETTING SCORE": stage 14's choice on validation averaged over seeds 0-2
+  local D P EP BASE
+  IFS=: read -r D P EP BASE <<< "$STAGE14"
+  $PY -m dcvae_jax.report.across "$ROOT/knn" $D $P "$EP:$BASE" "$EP:$BASE+j2k" --pooled --choose
+}
+stage14() {  # JPEG 2000 as complexity's compressor on stage 12's one-vs-rest choice, seeds 0-2 (header)
+  local D P EP BASE S SET SCORE
+  IFS=: read -r D P EP BASE <<< "$STAGE14"
+  for S in "" +s1 +s2; do knn_copy $D $P $EP "$BASE$S" "$BASE+j2k$S"; done
+  read -r SET SCORE <<< "$(stage14_choice)"
+  echo "$D $P, stage 14: validation (seeds 0-2) chose $SET with $SCORE"
+  if [ "$SET" != "$EP:$BASE" ]; then  # a new :best: its Fashion-MNIST -> MNIST report, rescored from stage 12's
+    knn_copy fashion_mnist ood "$EP" "$BASE+n3" "${SET#*:}+n3" "$(ood_extra "$SCORE")"
+  fi
+}
+stage14_tables() {  # stage 14's table, and its ood report's when its choice is new
+  local D P EP BASE
+  IFS=: read -r D P EP BASE <<< "$STAGE14"
+  pooled_table $D $P stage14 "$STAGE14_PREVIOUS" "$EP:$BASE" "$EP:$BASE" "$EP:$BASE+j2k"
+}
 stage_tables() {  # SPECS PREVIOUS NAME: each spec's choice table (report.across), JSON validation_D_P_NAME.json
   local SPEC D P SETS X PREV
   for SPEC in $1; do
@@ -401,6 +431,7 @@ case ${1:-tables} in
     stage12
     stage13
     ood13
+    stage14
     ;;
   tables)
     ran() {  # DATASET PROTOCOL EPOCHS [ROW ...]: true if each ROW (default: every candidate) has its results
@@ -549,6 +580,7 @@ PYEOF
     EARLIER=stage10 ood_table stage11 "$STAGE11" 50:gpp+wide
     stage12_tables
     stage13_tables
+    stage14_tables
     for SPEC in $STAGE10; do  # the winner's curse, measured on seeds 1-2's own validation splits
       read -r D P _ _ SETS <<< "$(spec_fields "$SPEC")"
       HAVE=""  # the settings that have run (a stage 10 row may not have yet)
@@ -568,5 +600,6 @@ PYEOF
   stage12) stage12 ;;  # stage 12 alone (stage 11's rows must be there)
   stage13) stage13 ;;  # stage 13 alone (stage 12's rows must be there)
   ood13) ood13 ;;  # stage 13's Fashion-MNIST -> MNIST report, when its choice is new
-  *) echo "usage: $0 run|stage9|stage10|stage11|ood10|stage12|stage13|ood13|tables" >&2; exit 2 ;;
+  stage14) stage14 ;;  # stage 14 alone (stage 12's rows must be there), with its ood report when its choice is new
+  *) echo "usage: $0 run|stage9|stage10|stage11|ood10|stage12|stage13|ood13|stage14|tables" >&2; exit 2 ;;
 esac

@@ -183,18 +183,35 @@ def test_preprocess_dequantize():
 # Complexity.
 
 
-def test_png_bits_blank_below_noise_and_equals_the_compressor_bytes():
+@pytest.mark.parametrize("compressor, pil_format, options", [("png", "PNG", {}), ("jpeg2000", "JPEG2000", {})])
+def test_length_bits_blank_below_noise_and_equals_the_compressor_bytes(compressor, pil_format, options):
+  """L(x) is 8 x the bytes Pillow writes for that format, grey and colour; a blank image codes shorter than noise.
+  JPEG 2000 is written reversibly (lossless): decoding the same settings gives the image back exactly."""
   rng = np.random.default_rng(0)
   blank = np.zeros((28, 28), np.uint8)
   noise = rng.integers(0, 256, (28, 28)).astype(np.uint8)
-  bits = anomaly_scores.png_bits(np.stack([blank, noise]))
-  assert bits[0] < bits[1]
-  for img, b in zip((blank, noise), bits, strict=True):
+  colour = rng.integers(0, 256, (2, 28, 28, 3)).astype(np.uint8)
+  bits = anomaly_scores.length_bits(np.stack([blank, noise]), compressor)
+  assert bits.dtype == np.float64 and bits[0] < bits[1]
+  for img, b in zip((blank, noise, *colour), (*bits, *anomaly_scores.length_bits(colour, compressor)), strict=True):
     buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="PNG")
+    Image.fromarray(img).save(buf, format=pil_format, **options)
+    # the JPEG 2000 default of Pillow is already reversible: the kwarg irreversible=False changes no byte
     assert b == 8 * len(buf.getvalue())
-  with pytest.raises(ValueError, match="png_bits needs uint8 images, got float32"):
-    anomaly_scores.png_bits(np.zeros((1, 4, 4), np.float32))
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(buf.getvalue()))), img)  # lossless
+  np.testing.assert_array_equal(anomaly_scores.length_bits(noise[None, ..., None], compressor), bits[1:])
+  with pytest.raises(ValueError, match="length_bits needs uint8 images, got float32"):
+    anomaly_scores.length_bits(np.zeros((1, 4, 4), np.float32), compressor)
+  with pytest.raises(ValueError, match="length_bits needs images"):
+    anomaly_scores.length_bits(np.zeros((1, 4, 4, 2), np.uint8), compressor)
+
+
+def test_png_bits_is_length_bits_under_png_and_an_unknown_compressor_is_refused():
+  x = np.random.default_rng(1).integers(0, 256, (3, 8, 8)).astype(np.uint8)
+  np.testing.assert_array_equal(anomaly_scores.png_bits(x), anomaly_scores.length_bits(x, "png"))
+  assert not np.array_equal(anomaly_scores.length_bits(x, "jpeg2000"), anomaly_scores.length_bits(x, "png"))
+  with pytest.raises(ValueError, match="unknown compressor 'gif'"):
+    anomaly_scores.length_bits(x, "gif")
 
 
 def test_complexity_is_iwae_in_bits_plus_offset_minus_length():

@@ -148,7 +148,7 @@ def test_validation_tables_choose_on_validation_and_write_to_out(tmp_path):
 def test_validation_script_refuses_an_unknown_stage(tmp_path):
   out = _run(VALIDATION, ["rnu"], {"ROOT": str(tmp_path)})
   assert out.returncode == 2
-  assert out.stderr.strip() == f"usage: {VALIDATION} run|stage9|stage10|stage11|ood10|stage12|stage13|ood13|tables"
+  assert out.stderr.strip() == f"usage: {VALIDATION} run|stage9|stage10|stage11|ood10|stage12|stage13|ood13|stage14|tables"
 
 
 def test_validation_tables_paper_models_stage_picks_the_headline_on_validation(tmp_path):
