@@ -27,5 +27,7 @@ def get_config(arg: str = ""):
     dataset="mnist",
     num_epochs=20,
     batch_size=64,
-    best=dict(num_epochs=50, lr_schedule="warmup_cosine", score="sap_complexity", knn_neighbours=1),
+    best=dict(
+      num_epochs=50, lr_schedule="warmup_cosine", score="sap_complexity", knn_neighbours=1, complexity_compressor="png"
+    ),
   )

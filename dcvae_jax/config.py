@@ -412,6 +412,7 @@ BEST_DETECTOR = dict(
   gaussian_variance="per_pixel",
   score="sap_complexity_knn",  # Fashion-MNIST one-vs-rest's validation choice (stages 8-12 of the study)
   knn_neighbours=5,  # stage 12: latent_knn's mean over the 5 nearest codes (a 0.00001 margin over 1; see there)
+  complexity_compressor="jpeg2000",  # stage 14: complexity's L(x) from lossless JPEG 2000, not PNG
   scores=(),  # eval.scores: () = all ten, so protocol.score=auto chooses among every score the study compared
   num_epochs=100,  # stage 11: `gpp` at 100 epochs beat every 50-epoch setting on validation
   lr_schedule="constant",
@@ -421,7 +422,7 @@ BEST_DETECTOR = dict(
 
 def best_detector(config: ml_collections.ConfigDict, **changes) -> ml_collections.ConfigDict:
   """Apply BEST_DETECTOR (with per-dataset ``changes``): model, architecture, latent size, likelihood, headline
-  score, latent_knn's neighbours and the scores computed, epochs, schedule, IWAE samples. The protocol stays the
+  score, latent_knn's neighbours, complexity's compressor and the scores computed, epochs, schedule, IWAE samples. The protocol stays the
   config's (choose it with --config.protocol.name). Each dataset's choice was made on validation AUROC only
   (docs/results/validation.md)."""
   best = {**BEST_DETECTOR, **changes}
@@ -435,6 +436,7 @@ def best_detector(config: ml_collections.ConfigDict, **changes) -> ml_collection
   config.data.dequantize = best["dequantize"]
   config.protocol.score = best["score"]
   config.eval.knn_neighbours = best["knn_neighbours"]
+  config.eval.complexity_compressor = best["complexity_compressor"]
   config.eval.scores = tuple(best["scores"])
   config.train.num_epochs = best["num_epochs"]
   config.train.lr_schedule = best["lr_schedule"]

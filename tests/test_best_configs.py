@@ -23,7 +23,9 @@ def _load(name):
 # Each dataset's changes to BEST_DETECTOR (docs/results/validation.md, chosen on validation AUROC): MNIST's `:best`
 # is row `gpp+cos` (50 epochs, the warm-up + cosine schedule); the others carry Fashion-MNIST's `gpp` at 100 epochs.
 DATASET_CHANGES = {
-  "mnist": dict(num_epochs=50, lr_schedule="warmup_cosine", score="sap_complexity", knn_neighbours=1),
+  "mnist": dict(
+    num_epochs=50, lr_schedule="warmup_cosine", score="sap_complexity", knn_neighbours=1, complexity_compressor="png"
+  ),
   "fashion_mnist": {},
   "kmnist": {},
   "emnist": {},
@@ -41,6 +43,7 @@ FIELDS = {
   "gaussian_variance": "model.gaussian_variance",
   "score": "protocol.score",
   "knn_neighbours": "eval.knn_neighbours",
+  "complexity_compressor": "eval.complexity_compressor",
   "scores": "eval.scores",
   "num_epochs": "train.num_epochs",
   "lr_schedule": "train.lr_schedule",
@@ -87,7 +90,8 @@ def test_paper_configs_keep_the_binarised_bernoulli(name):
 def test_best_detector_fields():
   """The validation study's choice for Fashion-MNIST (docs/results/validation.md): the VAE, MLP 512-256, d = 10,
   Gaussian with learned per-pixel variance on dequantised grey levels, scored by sap_complexity_knn among all ten
-  scores (IWAE K = 16) with latent_knn over 5 neighbours (stage 12), 100 epochs at a constant rate (stage 11)."""
+  scores (IWAE K = 16) with latent_knn over 5 neighbours (stage 12) and complexity's L(x) from lossless JPEG 2000
+  (stage 14), 100 epochs at a constant rate (stage 11)."""
   assert BEST_DETECTOR == dict(
     model="vae",
     arch="mlp",
@@ -99,6 +103,7 @@ def test_best_detector_fields():
     gaussian_variance="per_pixel",
     score="sap_complexity_knn",
     knn_neighbours=5,
+    complexity_compressor="jpeg2000",
     scores=(),
     num_epochs=100,
     lr_schedule="constant",
@@ -115,15 +120,24 @@ GPP = dict(
   gaussian_variance="per_pixel",
   hidden=(512, 256),
   knn_neighbours=1,
+  complexity_compressor="png",
 )
 ROW_SETTINGS = {
-  "paper": dict(binarize=True, dequantize=False, likelihood="bernoulli", hidden=(512, 256), knn_neighbours=1),
+  "paper": dict(
+    binarize=True,
+    dequantize=False,
+    likelihood="bernoulli",
+    hidden=(512, 256),
+    knn_neighbours=1,
+    complexity_compressor="png",
+  ),
   "gpp": GPP,
   "gpp+cos": {**GPP, "lr_schedule": "warmup_cosine"},
 }
-LATER_ROWS = {  # stage 10's, 12's and 13's one-vs-rest candidates
+LATER_ROWS = {  # stage 10's, 12's, 13's and 14's one-vs-rest candidates
   "gpp+wide": {**GPP, "hidden": (1024, 512)},
   **{f"gpp+k{k}": {**GPP, "knn_neighbours": k} for k in (5, 20)},
+  "gpp+k5+j2k": {**GPP, "knn_neighbours": 5, "complexity_compressor": "jpeg2000"},
 }
 
 
@@ -136,7 +150,8 @@ def test_best_config_is_the_validation_studys_choice(name):
   compared the wider MLP (..._one_vs_rest_stage10.json), its choice (setting and score); where stage 11 compared
   100 epochs with stage 10's settings (..._one_vs_rest_stage11.json), its choice, epochs included; where stage 12
   compared latent_knn's k on that choice (..._one_vs_rest_stage12.json, pooled over seeds), its choice; where
-  stage 13 compared 150 epochs of it (..._one_vs_rest_stage13.json), its choice is `:best`."""
+  stage 13 compared 150 epochs of it (..._one_vs_rest_stage13.json), or stage 14 JPEG 2000 as complexity's
+  compressor (..._one_vs_rest_stage14.json), its choice is `:best`."""
   import json
 
   from dcvae_jax.report.ablation import choose_on_validation
@@ -171,7 +186,7 @@ def test_best_config_is_the_validation_studys_choice(name):
     assert f"{epochs}:{row}" in report["settings"] and "earlier" in report  # stage 10's among them
     epochs, row = report["choice"]["setting"].split(":", 1)
     score = report["choice"]["score"]
-  for stage in (12, 13):  # stage 12: latent_knn's k on stage 11's choice; stage 13: it at 150 epochs
+  for stage in (12, 13, 14):  # 12: latent_knn's k on stage 11's choice; 13: it at 150 epochs; 14: JPEG 2000
     path = results / f"validation_{name}_one_vs_rest_stage{stage}.json"
     if path.exists():
       report = json.loads(path.read_text())
@@ -179,7 +194,7 @@ def test_best_config_is_the_validation_studys_choice(name):
       epochs, row = report["choice"]["setting"].split(":", 1)
       score = report["choice"]["score"]
   if name == "fashion_mnist":  # the other datasets carry Fashion-MNIST's choice: it must be the latest one
-    later = [results / f"validation_{name}_one_vs_rest_stage{n}.json" for n in (9, 10, 11, 12, 13)]
+    later = [results / f"validation_{name}_one_vs_rest_stage{n}.json" for n in (9, 10, 11, 12, 13, 14)]
     assert knn.exists() and all(p.exists() for p in later)
   best = _load(name).get_config("best")
   want = {**BEST_DETECTOR, "lr_schedule": "constant", **{**ROW_SETTINGS, **LATER_ROWS}[row], "score": score}

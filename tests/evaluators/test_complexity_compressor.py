@@ -1,0 +1,143 @@
+"""eval.complexity_compressor: the compressor whose code length L(x) the complexity score subtracts reaches every
+path that computes it (reference, validation, test, new images), and nothing else changes."""
+
+import json
+import math
+
+import jax
+import numpy as np
+import pytest
+
+from dcvae_jax import experiment, predict, validation
+from dcvae_jax.config import base_config
+from dcvae_jax.data import protocols, splits
+from dcvae_jax.errors import ConfigError
+from dcvae_jax.evaluators import anomaly_scores, detection, scoring
+from tests.helpers import tiny_config, toy_dataset
+
+PIXELS = 8 * 8
+
+
+def _j2k(x):
+  return anomaly_scores.length_bits(x, "jpeg2000")
+
+
+@pytest.fixture(scope="module")
+def j2k_workdir(tmp_path_factory):
+  """A tiny VAE (Gaussian per-pixel, dequantised grey levels) trained and scored with jpeg2000, with a validation
+  split; every call of length_bits is recorded."""
+  ds = toy_dataset()
+  config = tiny_config("vae", num_epochs=1)
+  config.protocol.name = "split"
+  config.protocol.normal, config.protocol.anomalous = (0,), (1, 2)
+  config.data.binarize = False
+  config.data.dequantize = True
+  config.model.likelihood = "gaussian"
+  config.model.gaussian_variance = "per_pixel"
+  config.eval.iwae_samples = config.eval.iwae_chunk = 4
+  config.eval.rapp_fit_examples = 32
+  config.eval.reference_examples = 20
+  config.data.validation_fraction = 0.25
+  config.eval.complexity_compressor = "jpeg2000"
+  calls = []
+  original = anomaly_scores.length_bits
+
+  def recording(images, compressor="png"):
+    calls.append((compressor, len(images)))
+    return original(images, compressor)
+
+  workdir = tmp_path_factory.mktemp("j2k") / "wd"
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(anomaly_scores, "length_bits", recording)
+    experiment.train_and_evaluate(config, str(workdir), dataset=ds, log=lambda *_: None)
+    run = protocols.make_runs(config.protocol, ds.num_classes, config.seed)[0]
+    p = predict.load_predictor(str(workdir), run.name)
+    new = p.scores(ds.x_test[:10])
+  saved = dict(np.load(workdir / "scores" / f"{run.name}.npz"))
+  state = dict(np.load(workdir / "scoring" / f"{run.name}.npz"))
+  with open(workdir / "runs" / f"{run.name}.json") as f:
+    run_result = json.load(f)
+  _, val = splits.validation_indices(ds.y_train, 0.25, config.seed, ds.num_classes)
+  return dict(ds=ds, config=config, calls=calls, saved=saved, state=state, new=new, run_result=run_result, val=val)
+
+
+@pytest.mark.slow
+def test_every_length_bits_call_uses_the_configured_compressor(j2k_workdir):
+  calls = j2k_workdir["calls"]
+  assert calls and {c for c, _ in calls} == {"jpeg2000"}
+  # test, validation, the reference and the predictor's new images: four image sets
+  assert len(calls) >= 4
+
+
+@pytest.mark.slow
+def test_saved_length_bits_are_the_jpeg2000_bits_of_the_test_and_validation_images(j2k_workdir):
+  t = j2k_workdir
+  ds, saved = t["ds"], t["saved"]
+  np.testing.assert_array_equal(saved["length_bits"], _j2k(ds.x_test))
+  rows = np.flatnonzero(np.isin(ds.y_train[t["val"]], [0, 1, 2]))
+  np.testing.assert_array_equal(saved["val_length_bits"], _j2k(ds.x_train[t["val"]][rows]))
+  assert not np.array_equal(saved["length_bits"], anomaly_scores.png_bits(ds.x_test))
+
+
+@pytest.mark.slow
+def test_complexity_and_new_images_read_the_jpeg2000_length(j2k_workdir):
+  t = j2k_workdir
+  ds, saved, r = t["ds"], t["saved"], t["run_result"]
+  want = saved["iwae"][:, 0].astype(np.float64) / math.log(2) + PIXELS * 8.0 - _j2k(ds.x_test)
+  normal = ds.y_test == 0
+  np.testing.assert_allclose(r["complexity_mean_normal"], want[normal].mean(), rtol=1e-9)
+  np.testing.assert_allclose(r["complexity_mean_anomalous"], want[~normal].mean(), rtol=1e-9)
+  np.testing.assert_allclose(t["new"]["complexity"], want[:10], rtol=1e-6)
+
+
+def test_reference_complexity_uses_the_configured_compressor():
+  """detection.reference_scores with jpeg2000: iwae bits minus the JPEG 2000 bits of the 0 / 255 images."""
+  from tests.evaluators.test_wiring import _mesh, _setup, _shifted_dataset
+
+  ds = _shifted_dataset()
+  config = tiny_config("vae")
+  config.protocol.name = "split"
+  config.protocol.normal, config.protocol.anomalous = (0,), (1,)
+  config.eval.iwae_samples = config.eval.iwae_chunk = 4
+  config.eval.reference_examples = 20
+  config.eval.complexity_compressor = "jpeg2000"
+  setup, params = _setup("vae")
+  chunk = protocols.make_runs(config.protocol, ds.num_classes, config.seed)
+  stacked = jax.tree.map(lambda a: a[None], params)
+  stats = scoring._identity_nap(setup, stacked)
+  (got,) = detection.reference_scores(config, ds, chunk, setup, stacked, _mesh(), stats, offset_bits=0.0)
+  x = ds.x_train[detection.normal_train_order(ds, chunk[0])[:20]]
+  iwae = scoring.score_test_set(
+    setup, stacked, x, _mesh(), batch_size=20, num_samples=2, seed=config.seed + 1, iwae_samples=4, iwae_chunk=4
+  )["iwae"][0, :, 0]
+  binary = np.where(x > 127, 255, 0).astype(np.uint8)
+  np.testing.assert_allclose(got["complexity"], iwae / math.log(2) - _j2k(binary), rtol=1e-6)
+  assert np.abs(_j2k(binary) - anomaly_scores.png_bits(binary)).max() > 8
+
+
+def test_image_bits_follow_the_config():
+  x = np.random.default_rng(0).integers(0, 256, (3, 8, 8)).astype(np.uint8)
+  config = base_config()
+  config.data.binarize = False
+  np.testing.assert_array_equal(detection.image_bits(config, x), anomaly_scores.png_bits(x))
+  config.eval.complexity_compressor = "jpeg2000"
+  np.testing.assert_array_equal(detection.image_bits(config, x), _j2k(x))
+  config.data.binarize = True
+  np.testing.assert_array_equal(detection.image_bits(config, x), _j2k(np.where(x > 127, 255, 0).astype(np.uint8)))
+
+
+def test_an_unknown_compressor_or_a_pillow_without_openjpeg_is_a_one_line_config_error(monkeypatch):
+  config = base_config()
+  config.eval.complexity_compressor = "flif"
+  with pytest.raises(ConfigError, match=r"^eval.complexity_compressor must be one of png, jpeg2000, got 'flif'$"):
+    validation.validate(config)
+  config.eval.complexity_compressor = "jpeg2000"
+  validation.validate(config)
+  from PIL import features
+
+  monkeypatch.setattr(features, "check_codec", lambda name: name != "jpg_2000")
+  with pytest.raises(ConfigError, match="needs Pillow built with OpenJPEG") as e:
+    validation.validate(config)
+  assert "\n" not in str(e.value)
+  config.eval.complexity_compressor = "png"
+  validation.validate(config)  # PNG needs nothing more
