@@ -11,7 +11,9 @@
 # seed..seed+N-1 as N runs of one job, trained together),
 # strat<N> (stratified batches, N per condition), tc<N> (the TC weight tc_beta = N of beta_tcvae and dcvae),
 # k<N> (latent_knn's mean distance to the N nearest training codes, eval.knn_neighbours: a scoring change only),
-# j2k (complexity's L(x) from lossless JPEG 2000, eval.complexity_compressor=jpeg2000: a scoring change only).
+# j2k (complexity's L(x) from lossless JPEG 2000, eval.complexity_compressor=jpeg2000), iw<N> (the iwae bound's
+# K = N samples, eval.iwae_samples; an EXTRA --config.eval.iwae_samples after it wins), ref<N> (N normal training
+# images standardise the sums, eval.reference_examples): scoring changes only.
 # EXTRA: more --config flags for every row.
 # Workdirs go to $ROOT (default /tmp/dcvae_ablation)/DATASET-PROTOCOL-EPOCHSep-ROW. A finished row is not retrained:
 # the job reuses its results, or scores it again from its checkpoints when a scoring setting (EXTRA) changed.
@@ -41,6 +43,8 @@ for ROW in "$@"; do
       strat[0-9]*) ARGS="$ARGS --config.train.batch_sampling=stratified --config.train.per_condition=${T#strat}" ;;
       k[0-9]*) ARGS="$ARGS --config.eval.knn_neighbours=${T#k}" ;;
       j2k)  ARGS="$ARGS --config.eval.complexity_compressor=jpeg2000" ;;
+      iw[0-9]*) ARGS="$ARGS --config.eval.iwae_samples=${T#iw}" ;;
+      ref[0-9]*) ARGS="$ARGS --config.eval.reference_examples=${T#ref}" ;;
       tc[0-9]*) ARGS="$ARGS --config.model.beta_tcvae.tc_beta=${T#tc} --config.model.dcvae.tc_beta=${T#tc}" ;;
       *) echo "error: unknown change '$T' in row '$ROW'" >&2; exit 2 ;;
     esac

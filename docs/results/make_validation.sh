@@ -75,6 +75,12 @@
 #      read), so the validation numbers this stage chooses on were seen first; test is read once, after. Stage
 #      12's rule: validation averaged over seeds 0-2 (a tie keeps PNG). A new choice becomes :best and gets its
 #      Fashion-MNIST -> MNIST report as a rescored copy of stage 12's ood job (fashion_mnist-ood-100ep-gpp+k5+n3).
+#  15. (run last; declared 2026-12-06 09:08, eighteenth session, before any of its rows ran; /work/notes/stage15.md)
+#      Fashion-MNIST one-vs-rest only: how well the scores are estimated, on stage 14's choice 100:gpp+k5+j2k
+#      (STAGE15): `iw64` (the iwae bound with K = 64 samples, not 16) and `ref1000` (1000 normal training images
+#      standardise the sums, not 200), alone and together (STAGE15_ROWS). Rescored copies of stage 14's rows at
+#      seeds 0-2, all ten scores; nothing of them was seen before. Stage 12's rule (a tie keeps stage 14's). A new
+#      choice becomes :best and gets its Fashion-MNIST -> MNIST report as a rescored copy of stage 14's ood job.
 # `tables` also writes the fresh-split check of the last stage's choices (`report.fresh_split`, no training): seeds
 # 1 and 2 are jobs with their own validation splits, so the choice is made again on each, and the chosen pair's
 # seed-0 validation AUROC minus its seeds 1-2 mean measures the optimism of choosing on one split.
@@ -119,6 +125,9 @@ STAGE13="fashion_mnist:one_vs_rest:150:gpp+k5:100:gpp+k5"  # stage 13: D:P:EPOCH
 STAGE13_PREVIOUS="100:gpp+k5:sap_complexity_knn"  # stage 13: the headline before (stage 12's)
 STAGE14="fashion_mnist:one_vs_rest:100:gpp+k5"  # stage 14: D:P:EPOCHS:BASE_ROW (stage 12's choice), +j2k
 STAGE14_PREVIOUS="100:gpp+k5:sap_complexity_knn"  # stage 14: the headline before (stage 12's)
+STAGE15="fashion_mnist:one_vs_rest:100:gpp+k5+j2k"  # stage 15: D:P:EPOCHS:BASE_ROW (stage 14's choice)
+STAGE15_ROWS="gpp+k5+j2k+iw64 gpp+k5+j2k+ref1000 gpp+k5+j2k+iw64+ref1000"  # stage 15: its new rows
+STAGE15_PREVIOUS="100:gpp+k5+j2k:sap_complexity_knn"  # stage 15: the headline before (stage 14's)
 STAGE10_CHOICE="fashion_mnist:one_vs_rest:50::"  # a spec without settings: stage 10's choice, read from its JSON
 EARLIER_DIR=${EARLIER_DIR:-docs/results}  # where `--earlier` JSON are read (a stage sets EARLIER=NAME for its own)
 IW="--config.eval.iwae_samples=16"   # iwae K = 16 (as the main job and `:best`): K = 64 made scoring outlast training
@@ -360,6 +369,38 @@ stage14_tables() {  # stage 14's table, and its ood report's when its choice is 
   IFS=: read -r D P EP BASE <<< "$STAGE14"
   pooled_table $D $P stage14 "$STAGE14_PREVIOUS" "$EP:$BASE" "$EP:$BASE" "$EP:$BASE+j2k"
 }
+row_extra() {  # ROW [SCORE] -> the EXTRA flags that score ROW with all ten scores (SCORE: an ood report's
+  # headline, with its flags): $IW's K unless the row names its own (iw<N>), since EXTRA comes last and wins
+  local K=16
+  [[ "+$1+" =~ \+iw([0-9]+)\+ ]] && K=${BASH_REMATCH[1]}
+  if [ -n "${2:-}" ]; then echo "$(ood_extra "$2")" "--config.eval.iwae_samples=$K"; else echo "$ALL10 --config.eval.iwae_samples=$K"; fi
+}
+stage15_settings() {  # -> "EP:BASE EP:ROW ...": the settings stage 15 chooses among, stage 14's first
+  local D P EP BASE R out
+  IFS=: read -r D P EP BASE <<< "$STAGE15"
+  out="$EP:$BASE"
+  for R in $STAGE15_ROWS; do out="$out $EP:$R"; done
+  echo "$out"
+}
+stage15() {  # how well the scores are estimated, on stage 14's choice, seeds 0-2 (header)
+  local D P EP BASE R S SET SCORE
+  IFS=: read -r D P EP BASE <<< "$STAGE15"
+  for R in $STAGE15_ROWS; do
+    for S in "" +s1 +s2; do knn_copy $D $P $EP "$BASE$S" "$R$S" "$(row_extra "$R")"; done
+  done
+  # shellcheck disable=SC2046
+  read -r SET SCORE <<< "$($PY -m dcvae_jax.report.across "$ROOT/knn" $D $P $(stage15_settings) --pooled --choose)"
+  echo "$D $P, stage 15: validation (seeds 0-2) chose $SET with $SCORE"
+  if [ "$SET" != "$EP:$BASE" ]; then  # a new :best: its Fashion-MNIST -> MNIST report, rescored from stage 14's
+    knn_copy fashion_mnist ood "$EP" "$BASE+n3" "${SET#*:}+n3" "$(row_extra "${SET#*:}" "$SCORE")"
+  fi
+}
+stage15_tables() {  # stage 15's table, and its ood report's when its choice is new
+  local D P EP BASE
+  IFS=: read -r D P EP BASE <<< "$STAGE15"
+  # shellcheck disable=SC2046
+  pooled_table $D $P stage15 "$STAGE15_PREVIOUS" "$EP:$BASE" $(stage15_settings)
+}
 stage_tables() {  # SPECS PREVIOUS NAME: each spec's choice table (report.across), JSON validation_D_P_NAME.json
   local SPEC D P SETS X PREV
   for SPEC in $1; do
@@ -432,6 +473,7 @@ case ${1:-tables} in
     stage13
     ood13
     stage14
+    stage15
     ;;
   tables)
     ran() {  # DATASET PROTOCOL EPOCHS [ROW ...]: true if each ROW (default: every candidate) has its results
@@ -581,6 +623,7 @@ PYEOF
     stage12_tables
     stage13_tables
     stage14_tables
+    stage15_tables
     for SPEC in $STAGE10; do  # the winner's curse, measured on seeds 1-2's own validation splits
       read -r D P _ _ SETS <<< "$(spec_fields "$SPEC")"
       HAVE=""  # the settings that have run (a stage 10 row may not have yet)
@@ -601,5 +644,6 @@ PYEOF
   stage13) stage13 ;;  # stage 13 alone (stage 12's rows must be there)
   ood13) ood13 ;;  # stage 13's Fashion-MNIST -> MNIST report, when its choice is new
   stage14) stage14 ;;  # stage 14 alone (stage 12's rows must be there), with its ood report when its choice is new
-  *) echo "usage: $0 run|stage9|stage10|stage11|ood10|stage12|stage13|ood13|stage14|tables" >&2; exit 2 ;;
+  stage15) stage15 ;;  # stage 15 alone (stage 14's rows must be there), with its ood report when its choice is new
+  *) echo "usage: $0 run|stage9|stage10|stage11|ood10|stage12|stage13|ood13|stage14|stage15|tables" >&2; exit 2 ;;
 esac

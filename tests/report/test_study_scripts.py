@@ -148,7 +148,10 @@ def test_validation_tables_choose_on_validation_and_write_to_out(tmp_path):
 def test_validation_script_refuses_an_unknown_stage(tmp_path):
   out = _run(VALIDATION, ["rnu"], {"ROOT": str(tmp_path)})
   assert out.returncode == 2
-  assert out.stderr.strip() == f"usage: {VALIDATION} run|stage9|stage10|stage11|ood10|stage12|stage13|ood13|stage14|tables"
+  assert (
+    out.stderr.strip()
+    == f"usage: {VALIDATION} run|stage9|stage10|stage11|ood10|stage12|stage13|ood13|stage14|stage15|tables"
+  )
 
 
 def test_validation_tables_paper_models_stage_picks_the_headline_on_validation(tmp_path):
@@ -734,3 +737,115 @@ def test_validation_stage13_trains_150_epochs_at_seeds_0_to_2_and_chooses_on_poo
   if longer_wins:
     assert written["paired"]["previous"] == "100:gpp+k5:sap_complexity_knn"
     assert written["paired"]["diffs"] == pytest.approx([-0.49] * 3)
+
+
+def _last_flag(call: str, name: str) -> str:
+  """The value of the last --config.NAME=... in a recorded call (a later flag overrides an earlier one)."""
+  return [a.split("=", 1)[1] for a in call.split() if a.startswith(f"--config.{name}=")][-1]
+
+
+def _workdirs(tmp_path: Path) -> list:
+  calls = (tmp_path / "calls.txt").read_text().splitlines()
+  return calls, [c.split("--workdir=")[1].split()[0].rsplit("/", 1)[1] for c in calls]
+
+
+@pytest.mark.parametrize("new_wins", [True, False])
+def test_validation_stage14_rescores_jpeg2000_copies_and_chooses_on_pooled_validation(tmp_path, new_wins):
+  """Stage 14: stage 12's 100:gpp+k5 at seeds 0-2 copied to gpp+k5+j2k(+sN) and scored with all ten scores,
+  k = 5, K = 16 and eval.complexity_compressor=jpeg2000; chosen on validation averaged over seeds 0-2 (seed 0 and
+  test made to disagree); a new choice gets its ood report, rescored from stage 12's ood job; `tables` writes the
+  JSON paired with stage 12's headline, and the ood JSON only for a new choice."""
+  real = _recording_python(tmp_path)
+  root, out_dir = tmp_path / "root", tmp_path / "out"
+  out_dir.mkdir()
+  knn, ovr = root / "knn", "fashion_mnist-one_vs_rest-100ep"
+  _seeds(
+    knn, "gpp+k5", [{"sap_complexity_knn": v} for v in (0.95, 0.90, 0.90)], [{"sap_complexity_knn": 0.99}] * 3, ovr
+  )
+  _row(knn, "gpp+k5+n3", {"recon": 0.9}, {"recon": 0.9}, "fashion_mnist-ood-100ep")
+  new = 0.94 if new_wins else 0.90  # pooled 0.9267 (or 0.9133) against 0.9167; seed 0 favours PNG
+  j2k_val = [{"sap_complexity_knn": v} for v in (0.90, new, new)]
+  _seeds(knn, "gpp+k5+j2k", j2k_val, [{"sap_complexity_knn": 0.5}] * 3, ovr)
+  env = {"ROOT": str(root), "PY": str(real), "DATA": "/data", "OUT": str(out_dir)}
+  out = _run(VALIDATION, ["stage14"], env)
+  assert out.returncode == 0, out.stderr
+  calls, wds = _workdirs(tmp_path)
+  assert wds[:3] == [f"{ovr}-gpp+k5+j2k", f"{ovr}-gpp+k5+j2k+s1", f"{ovr}-gpp+k5+j2k+s2"]
+  for c in calls[:3]:
+    assert "--config.eval.complexity_compressor=jpeg2000" in c and "--config.eval.knn_neighbours=5" in c
+    assert _last_flag(c, "eval.iwae_samples") == "16" and "--config.protocol.score=auto" in c
+  if new_wins:
+    assert wds[3:] == ["fashion_mnist-ood-100ep-gpp+k5+j2k+n3"]
+    assert "--config.eval.complexity_compressor=jpeg2000" in calls[3] and "--config.num_seeds=3" in calls[3]
+    assert "--config.protocol.ood_dataset=mnist" in calls[3]
+    assert "--config.protocol.score=sap_complexity_knn" in calls[3]
+    ood = knn / "fashion_mnist-ood-100ep-gpp+k5+j2k+n3"
+    _row(knn, "gpp+k5+j2k+n3", {"sap_complexity_knn": 0.99}, {"sap_complexity_knn": 0.99}, "fashion_mnist-ood-100ep")
+    result = json.loads((ood / "results.json").read_text())
+    result.update(
+      auroc_std_by_score={"sap_complexity_knn": 0.0},
+      runs=[{"seed": s, "sap_complexity_knn_auroc": 0.99} for s in range(3)],
+    )
+    (ood / "results.json").write_text(json.dumps(result))
+  else:
+    assert len(wds) == 3
+  out = _run(VALIDATION, ["tables"], env)
+  assert out.returncode == 0, out.stderr
+  written = json.loads((out_dir / "validation_fashion_mnist_one_vs_rest_stage14.json").read_text())
+  assert written["choice"]["setting"] == ("100:gpp+k5+j2k" if new_wins else "100:gpp+k5")
+  assert sorted(written["pooled"]) == ["100:gpp+k5", "100:gpp+k5+j2k"]
+  if new_wins:
+    assert written["paired"]["previous"] == "100:gpp+k5:sap_complexity_knn"
+    assert written["paired"]["diffs"] == pytest.approx([0.5 - 0.99] * 3)
+  assert (out_dir / "validation_fashion_mnist_ood_stage14.json").exists() == new_wins
+
+
+@pytest.mark.parametrize("winner", [None, "gpp+k5+j2k+iw64+ref1000"])
+def test_validation_stage15_scores_k64_and_1000_references_and_chooses_on_pooled_validation(tmp_path, winner):
+  """Stage 15: stage 14's 100:gpp+k5+j2k at seeds 0-2 copied to +iw64, +ref1000 and +iw64+ref1000 and scored with
+  all ten scores: the iw64 rows at K = 64 (the last iwae flag: EXTRA's K = 16 must not win), the others at 16, the
+  ref1000 rows with 1000 reference images; a tie keeps stage 14's setting; a new choice gets its ood report at
+  its own K; `tables` writes the JSON paired with stage 14's headline."""
+  real = _recording_python(tmp_path)
+  root, out_dir = tmp_path / "root", tmp_path / "out"
+  out_dir.mkdir()
+  knn, ovr, base = root / "knn", "fashion_mnist-one_vs_rest-100ep", "gpp+k5+j2k"
+  _seeds(knn, base, [{"sap_complexity_knn": 0.90}] * 3, [{"sap_complexity_knn": 0.99}] * 3, ovr)
+  _row(knn, f"{base}+n3", {"recon": 0.9}, {"recon": 0.9}, "fashion_mnist-ood-100ep")
+  if winner:  # seed 0 ties; seeds 1-2 favour it
+    vals = [{"sap_complexity_knn": v} for v in (0.90, 0.92, 0.92)]
+    _seeds(knn, winner, vals, [{"sap_complexity_knn": 0.5}] * 3, ovr)
+  env = {"ROOT": str(root), "PY": str(real), "DATA": "/data", "OUT": str(out_dir)}
+  out = _run(VALIDATION, ["stage15"], env)
+  assert out.returncode == 0, out.stderr
+  choice = f"100:{winner or base}"
+  assert f"fashion_mnist one_vs_rest, stage 15: validation (seeds 0-2) chose {choice} with sap_complexity_knn" in (
+    out.stdout
+  )
+  calls, wds = _workdirs(tmp_path)
+  rows = [f"{base}+iw64", f"{base}+ref1000", f"{base}+iw64+ref1000"]
+  assert wds[:9] == [f"{ovr}-{r}{s}" for r in rows for s in ("", "+s1", "+s2")]
+  for c, wd in zip(calls[:9], wds[:9], strict=True):
+    assert _last_flag(c, "eval.iwae_samples") == ("64" if "iw64" in wd else "16")
+    assert ("--config.eval.reference_examples=1000" in c) == ("ref1000" in wd)
+    assert "--config.eval.complexity_compressor=jpeg2000" in c and "--config.protocol.score=auto" in c
+  if winner:
+    assert wds[9:] == [f"fashion_mnist-ood-100ep-{winner}+n3"]
+    assert _last_flag(calls[9], "eval.iwae_samples") == "64" and "--config.num_seeds=3" in calls[9]
+    assert _last_flag(calls[9], "protocol.score") == "sap_complexity_knn"
+    assert "--config.protocol.ood_dataset=mnist" in calls[9]
+    ood = knn / f"fashion_mnist-ood-100ep-{winner}+n3"  # as its rescoring leaves it
+    result = {**json.loads((ood / "results.json").read_text()), "auroc_std_by_score": {"recon": 0.0}}
+    (ood / "results.json").write_text(
+      json.dumps({**result, "runs": [{"seed": s, "recon_auroc": 0.9} for s in range(3)]})
+    )
+  else:
+    assert len(wds) == 9
+  out = _run(VALIDATION, ["tables"], env)
+  assert out.returncode == 0, out.stderr
+  written = json.loads((out_dir / "validation_fashion_mnist_one_vs_rest_stage15.json").read_text())
+  assert written["choice"]["setting"] == choice
+  assert sorted(written["pooled"]) == sorted([f"100:{base}", *(f"100:{r}" for r in rows)])
+  if winner:
+    assert written["paired"]["previous"] == f"100:{base}:sap_complexity_knn"
+  assert (out_dir / "validation_fashion_mnist_ood_stage15.json").exists() == bool(winner)
