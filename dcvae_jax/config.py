@@ -416,15 +416,16 @@ BEST_DETECTOR = dict(
   scores=(),  # eval.scores: () = all ten, so protocol.score=auto chooses among every score the study compared
   num_epochs=100,  # stage 11: `gpp` at 100 epochs beat every 50-epoch setting on validation
   lr_schedule="constant",
-  iwae_samples=16,
+  iwae_samples=64,  # stage 15: the iwae bound with K = 64 (16 before), with 1000 reference images below
+  reference_examples=1000,  # stage 15: the sums standardised on 1000 normal training images (200 before)
 )
 
 
 def best_detector(config: ml_collections.ConfigDict, **changes) -> ml_collections.ConfigDict:
   """Apply BEST_DETECTOR (with per-dataset ``changes``): model, architecture, latent size, likelihood, headline
-  score, latent_knn's neighbours, complexity's compressor and the scores computed, epochs, schedule, IWAE samples. The protocol stays the
-  config's (choose it with --config.protocol.name). Each dataset's choice was made on validation AUROC only
-  (docs/results/validation.md)."""
+  score, latent_knn's neighbours, complexity's compressor and the scores computed, epochs, schedule, IWAE samples and
+  reference images. The protocol stays the config's (choose it with --config.protocol.name). Each dataset's choice
+  was made on validation AUROC only (docs/results/validation.md)."""
   best = {**BEST_DETECTOR, **changes}
   config.model.name = best["model"]
   config.model.arch = best["arch"]
@@ -441,6 +442,7 @@ def best_detector(config: ml_collections.ConfigDict, **changes) -> ml_collection
   config.train.num_epochs = best["num_epochs"]
   config.train.lr_schedule = best["lr_schedule"]
   config.eval.iwae_samples = best["iwae_samples"]
+  config.eval.reference_examples = best["reference_examples"]
   return config
 
 

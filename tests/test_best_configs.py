@@ -24,7 +24,13 @@ def _load(name):
 # is row `gpp+cos` (50 epochs, the warm-up + cosine schedule); the others carry Fashion-MNIST's `gpp` at 100 epochs.
 DATASET_CHANGES = {
   "mnist": dict(
-    num_epochs=50, lr_schedule="warmup_cosine", score="sap_complexity", knn_neighbours=1, complexity_compressor="png"
+    num_epochs=50,
+    lr_schedule="warmup_cosine",
+    score="sap_complexity",
+    knn_neighbours=1,
+    complexity_compressor="png",
+    iwae_samples=16,
+    reference_examples=200,
   ),
   "fashion_mnist": {},
   "kmnist": {},
@@ -48,6 +54,7 @@ FIELDS = {
   "num_epochs": "train.num_epochs",
   "lr_schedule": "train.lr_schedule",
   "iwae_samples": "eval.iwae_samples",
+  "reference_examples": "eval.reference_examples",
 }
 
 
@@ -90,8 +97,8 @@ def test_paper_configs_keep_the_binarised_bernoulli(name):
 def test_best_detector_fields():
   """The validation study's choice for Fashion-MNIST (docs/results/validation.md): the VAE, MLP 512-256, d = 10,
   Gaussian with learned per-pixel variance on dequantised grey levels, scored by sap_complexity_knn among all ten
-  scores (IWAE K = 16) with latent_knn over 5 neighbours (stage 12) and complexity's L(x) from lossless JPEG 2000
-  (stage 14), 100 epochs at a constant rate (stage 11)."""
+  scores with latent_knn over 5 neighbours (stage 12), complexity's L(x) from lossless JPEG 2000 (stage 14), IWAE
+  K = 64 and 1000 reference images (stage 15), 100 epochs at a constant rate (stage 11)."""
   assert BEST_DETECTOR == dict(
     model="vae",
     arch="mlp",
@@ -107,7 +114,8 @@ def test_best_detector_fields():
     scores=(),
     num_epochs=100,
     lr_schedule="constant",
-    iwae_samples=16,
+    iwae_samples=64,
+    reference_examples=1000,
   )
 
 
@@ -121,6 +129,8 @@ GPP = dict(
   hidden=(512, 256),
   knn_neighbours=1,
   complexity_compressor="png",
+  iwae_samples=16,  # every row of the study is scored at K = 16 with 200 reference images unless it names others
+  reference_examples=200,
 )
 ROW_SETTINGS = {
   "paper": dict(
@@ -130,14 +140,20 @@ ROW_SETTINGS = {
     hidden=(512, 256),
     knn_neighbours=1,
     complexity_compressor="png",
+    iwae_samples=16,
+    reference_examples=200,
   ),
   "gpp": GPP,
   "gpp+cos": {**GPP, "lr_schedule": "warmup_cosine"},
 }
-LATER_ROWS = {  # stage 10's, 12's, 13's and 14's one-vs-rest candidates
+J2K = {**GPP, "knn_neighbours": 5, "complexity_compressor": "jpeg2000"}
+LATER_ROWS = {  # stage 10's, 12's, 13's, 14's and 15's one-vs-rest candidates
   "gpp+wide": {**GPP, "hidden": (1024, 512)},
   **{f"gpp+k{k}": {**GPP, "knn_neighbours": k} for k in (5, 20)},
-  "gpp+k5+j2k": {**GPP, "knn_neighbours": 5, "complexity_compressor": "jpeg2000"},
+  "gpp+k5+j2k": J2K,
+  "gpp+k5+j2k+iw64": {**J2K, "iwae_samples": 64},
+  "gpp+k5+j2k+ref1000": {**J2K, "reference_examples": 1000},
+  "gpp+k5+j2k+iw64+ref1000": {**J2K, "iwae_samples": 64, "reference_examples": 1000},
 }
 
 
@@ -151,7 +167,8 @@ def test_best_config_is_the_validation_studys_choice(name):
   100 epochs with stage 10's settings (..._one_vs_rest_stage11.json), its choice, epochs included; where stage 12
   compared latent_knn's k on that choice (..._one_vs_rest_stage12.json, pooled over seeds), its choice; where
   stage 13 compared 150 epochs of it (..._one_vs_rest_stage13.json), or stage 14 JPEG 2000 as complexity's
-  compressor (..._one_vs_rest_stage14.json), its choice is `:best`."""
+  compressor (..._one_vs_rest_stage14.json), or stage 15 K = 64 and 1000 reference images
+  (..._one_vs_rest_stage15.json), its choice is `:best`."""
   import json
 
   from dcvae_jax.report.ablation import choose_on_validation
@@ -186,7 +203,7 @@ def test_best_config_is_the_validation_studys_choice(name):
     assert f"{epochs}:{row}" in report["settings"] and "earlier" in report  # stage 10's among them
     epochs, row = report["choice"]["setting"].split(":", 1)
     score = report["choice"]["score"]
-  for stage in (12, 13, 14):  # 12: latent_knn's k on stage 11's choice; 13: it at 150 epochs; 14: JPEG 2000
+  for stage in (12, 13, 14, 15):  # 12: latent_knn's k; 13: 150 epochs; 14: JPEG 2000; 15: K = 64, 1000 references
     path = results / f"validation_{name}_one_vs_rest_stage{stage}.json"
     if path.exists():
       report = json.loads(path.read_text())
@@ -194,7 +211,7 @@ def test_best_config_is_the_validation_studys_choice(name):
       epochs, row = report["choice"]["setting"].split(":", 1)
       score = report["choice"]["score"]
   if name == "fashion_mnist":  # the other datasets carry Fashion-MNIST's choice: it must be the latest one
-    later = [results / f"validation_{name}_one_vs_rest_stage{n}.json" for n in (9, 10, 11, 12, 13, 14)]
+    later = [results / f"validation_{name}_one_vs_rest_stage{n}.json" for n in (9, 10, 11, 12, 13, 14, 15)]
     assert knn.exists() and all(p.exists() for p in later)
   best = _load(name).get_config("best")
   want = {**BEST_DETECTOR, "lr_schedule": "constant", **{**ROW_SETTINGS, **LATER_ROWS}[row], "score": score}
