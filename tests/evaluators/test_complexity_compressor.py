@@ -1,10 +1,10 @@
 """eval.complexity_compressor: the compressor whose code length L(x) the complexity score subtracts reaches every
-path that computes it (reference, validation, test, new images), and nothing else changes."""
+path that computes it (reference, validation, test, new images). The reference alone, without training:
+test_wiring.test_reference_complexity_reads_binarised_images_as_the_model_sees_them."""
 
 import json
 import math
 
-import jax
 import numpy as np
 import pytest
 
@@ -12,7 +12,7 @@ from dcvae_jax import experiment, predict, validation
 from dcvae_jax.config import base_config
 from dcvae_jax.data import protocols, splits
 from dcvae_jax.errors import ConfigError
-from dcvae_jax.evaluators import anomaly_scores, detection, scoring
+from dcvae_jax.evaluators import anomaly_scores, detection
 from tests.helpers import tiny_config, toy_dataset
 
 PIXELS = 8 * 8
@@ -88,31 +88,6 @@ def test_complexity_and_new_images_read_the_jpeg2000_length(j2k_workdir):
   np.testing.assert_allclose(r["complexity_mean_normal"], want[normal].mean(), rtol=1e-9)
   np.testing.assert_allclose(r["complexity_mean_anomalous"], want[~normal].mean(), rtol=1e-9)
   np.testing.assert_allclose(t["new"]["complexity"], want[:10], rtol=1e-6)
-
-
-def test_reference_complexity_uses_the_configured_compressor():
-  """detection.reference_scores with jpeg2000: iwae bits minus the JPEG 2000 bits of the 0 / 255 images."""
-  from tests.evaluators.test_wiring import _mesh, _setup, _shifted_dataset
-
-  ds = _shifted_dataset()
-  config = tiny_config("vae")
-  config.protocol.name = "split"
-  config.protocol.normal, config.protocol.anomalous = (0,), (1,)
-  config.eval.iwae_samples = config.eval.iwae_chunk = 4
-  config.eval.reference_examples = 20
-  config.eval.complexity_compressor = "jpeg2000"
-  setup, params = _setup("vae")
-  chunk = protocols.make_runs(config.protocol, ds.num_classes, config.seed)
-  stacked = jax.tree.map(lambda a: a[None], params)
-  stats = scoring._identity_nap(setup, stacked)
-  (got,) = detection.reference_scores(config, ds, chunk, setup, stacked, _mesh(), stats, offset_bits=0.0)
-  x = ds.x_train[detection.normal_train_order(ds, chunk[0])[:20]]
-  iwae = scoring.score_test_set(
-    setup, stacked, x, _mesh(), batch_size=20, num_samples=2, seed=config.seed + 1, iwae_samples=4, iwae_chunk=4
-  )["iwae"][0, :, 0]
-  binary = np.where(x > 127, 255, 0).astype(np.uint8)
-  np.testing.assert_allclose(got["complexity"], iwae / math.log(2) - _j2k(binary), rtol=1e-6)
-  assert np.abs(_j2k(binary) - anomaly_scores.png_bits(binary)).max() > 8
 
 
 def test_image_bits_follow_the_config():

@@ -224,14 +224,17 @@ def test_model_view_images_are_the_pixels_the_model_sees_in_8_bits():
   np.testing.assert_array_equal(anomaly_scores.model_view_images(x, True)[0, 0, :4], [0, 255, 0, 255])
 
 
-def test_reference_complexity_reads_binarised_images_as_the_model_sees_them():
-  """detection.reference_scores on binarised pixels: the PNG bits of the 0 / 255 images (not of the grey ones)."""
+@pytest.mark.parametrize("compressor", ["png", "jpeg2000"])
+def test_reference_complexity_reads_binarised_images_as_the_model_sees_them(compressor):
+  """detection.reference_scores on binarised pixels: the bits of the 0 / 255 images (not of the grey ones) under
+  eval.complexity_compressor."""
   ds = _shifted_dataset()
   config = tiny_config("vae")
   config.protocol.name = "split"
   config.protocol.normal, config.protocol.anomalous = (0,), (1,)
   config.eval.iwae_samples = config.eval.iwae_chunk = 4
   config.eval.reference_examples = 20
+  config.eval.complexity_compressor = compressor
   setup, params = _setup("vae")
   chunk = protocols.make_runs(config.protocol, ds.num_classes, config.seed)
   stacked = jax.tree.map(lambda a: a[None], params)
@@ -241,9 +244,12 @@ def test_reference_complexity_reads_binarised_images_as_the_model_sees_them():
   iwae = scoring.score_test_set(
     setup, stacked, x, _mesh(), batch_size=20, num_samples=2, seed=config.seed + 1, iwae_samples=4, iwae_chunk=4
   )["iwae"][0, :, 0]
-  binary_bits = anomaly_scores.png_bits(np.where(x > 127, 255, 0).astype(np.uint8))
+  binary = np.where(x > 127, 255, 0).astype(np.uint8)
+  binary_bits = anomaly_scores.length_bits(binary, compressor)
   np.testing.assert_allclose(got["complexity"], iwae / math.log(2) - binary_bits, rtol=1e-6)
-  assert np.abs(binary_bits - anomaly_scores.png_bits(x)).max() > 8  # grey and binarised images differ
+  assert np.abs(binary_bits - anomaly_scores.length_bits(x, compressor)).max() > 8  # grey and binarised differ
+  other = "png" if compressor == "jpeg2000" else "jpeg2000"
+  assert np.abs(binary_bits - anomaly_scores.length_bits(binary, other)).max() > 8  # and so do the compressors
 
 
 def test_learned_observation_log_variance_is_clipped_in_the_loss():
