@@ -168,7 +168,7 @@ def fit_nap(d_train: np.ndarray, rank: int | None = None, rtol: float = 1e-5) ->
 _PIL_FORMAT = {"png": ("PNG", {}), "jpeg2000": ("JPEG2000", {"irreversible": False})}
 
 
-def length_bits(images: np.ndarray, compressor: str = "png") -> np.ndarray:
+def length_bits(images: np.ndarray, compressor: str) -> np.ndarray:
   """L(x): bits of each uint8 image under a lossless ``compressor`` (Pillow). (N,) float64.
 
   "png": an 8-bit PNG at Pillow's default compression (stages 1-13). "jpeg2000": a lossless JPEG 2000 codestream
@@ -176,7 +176,8 @@ def length_bits(images: np.ndarray, compressor: str = "png") -> np.ndarray:
   makes the better score is measured, not argued: docs/results/validation.md, stage 14. Both are lossless (x is
   decoded back exactly from the bits); a fixed-size header shifts every L(x) alike.
 
-  images: (N, H, W) or (N, H, W, 1) grey (8-bit grey), or (N, H, W, 3) colour (8-bit RGB)."""
+  images: (N, H, W) or (N, H, W, 1) grey (8-bit grey), or (N, H, W, 3) colour (8-bit RGB; Pillow reads the mode
+  from the uint8 array's shape). JPEG 2000's options name its reversible transform, Pillow's default too."""
   from PIL import Image
 
   if compressor not in _PIL_FORMAT:
@@ -188,14 +189,14 @@ def length_bits(images: np.ndarray, compressor: str = "png") -> np.ndarray:
     images = images[..., 0]
   if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] != 3):
     raise ValueError(f"length_bits needs images (N, H, W), (N, H, W, 1) or (N, H, W, 3), got {images.shape}")
-  mode = "L" if images.ndim == 3 else "RGB"
   fmt, options = _PIL_FORMAT[compressor]
-  out = np.empty((images.shape[0],), np.float64)
-  for i, img in enumerate(images):
+
+  def bits(img) -> float:
     buf = io.BytesIO()
-    Image.fromarray(img, mode=mode).save(buf, format=fmt, **options)
-    out[i] = 8.0 * buf.getbuffer().nbytes
-  return out
+    Image.fromarray(img).save(buf, format=fmt, **options)
+    return 8.0 * buf.getbuffer().nbytes
+
+  return np.array([bits(img) for img in images])  # float64 (N,), also for N = 0
 
 
 def png_bits(images: np.ndarray) -> np.ndarray:

@@ -42,7 +42,7 @@ def j2k_workdir(tmp_path_factory):
   calls = []
   original = anomaly_scores.length_bits
 
-  def recording(images, compressor="png"):
+  def recording(images, compressor):
     calls.append((compressor, len(images)))
     return original(images, compressor)
 
