@@ -5,7 +5,7 @@ Scores of a test image x (larger = more anomalous):
   recon       A(x) = ||x - mean of p(x | z = mu(x)[, c])||^2    (the paper's score; encoder mean, no sampling)
   nelbo       E(x) = E_q[-log p(x|z[,c])] + KL(q(z|x[,c]) || p(z[|c]))  (K fixed-key samples for the expectation)
   iwae        -log p_K(x), the importance-weighted bound with K = eval.iwae_samples (anomaly_scores.iwae_nll)
-  complexity  iwae in bits (+ D log2 256 for a density on [0, 1]) - PNG bits of x (Serra et al. 2020)
+  complexity  iwae in bits (+ D log2 256 for a density on [0, 1]) - L(x), the bits of x under eval.complexity_compressor (Serra et al. 2020)
   rapp        RaPP's NAP: normalised hidden-reconstruction differences (Kim et al. 2020); rapp_sap: its SAP
   sap_complexity  rapp_sap and complexity, each robustly standardised on normal training images, summed
   latent_knn  distance from mu(x[, c]) to the nearest code of a normal training image (evaluators/latent_knn.py)

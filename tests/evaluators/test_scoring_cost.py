@@ -333,10 +333,10 @@ def test_the_command_line_enables_the_cache(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The main job's and :best's scoring settings: the default seven scores (:best: all ten), K = 16.
+# The main job's and :best's scoring settings: the default seven scores with K = 16 (:best: all ten, BEST_DETECTOR's K).
 
 
-def test_main_job_scores_the_default_seven_and_best_all_ten_with_k_16():
+def test_main_job_scores_the_default_seven_with_k_16_and_best_all_ten_with_its_k():
   import importlib.util
 
   spec = importlib.util.spec_from_file_location("default_config", os.path.join(REPO, "configs", "default.py"))
@@ -349,5 +349,6 @@ def test_main_job_scores_the_default_seven_and_best_all_ten_with_k_16():
     assert scoring.score_names(config) == DEFAULT_SCORES
     assert config.eval.iwae_samples == 16 and config.eval.iwae_samples % config.eval.iwae_chunk == 0
   best = module.get_config("best")
-  assert scoring.score_names(best) == scoring.SCORES and best.eval.iwae_samples == BEST_DETECTOR["iwae_samples"] == 16
+  assert scoring.score_names(best) == scoring.SCORES and best.eval.iwae_samples == BEST_DETECTOR["iwae_samples"] == 64
+  assert best.eval.iwae_samples % best.eval.iwae_chunk == 0
   assert base.eval.iwae_samples == 64  # the base config's K: the paper-scale estimate
