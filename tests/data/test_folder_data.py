@@ -336,9 +336,12 @@ def test_without_a_test_set_the_runs_train_and_results_say_so(tmp_path):
 
 
 def test_cli_end_to_end_on_a_colour_folder_then_report(tmp_path):
-  """The default config's smoke run with data.name=folder: results.json, then the figures of colour images."""
+  """The default config's smoke run with data.name=folder: results.json, then the figures of colour images.
+  complexity's L(x) is the lossless JPEG 2000 length of the colour images as the model sees them (`:best`'s and the
+  Detector's compressor, here on an odd 12 x 20 RGB shape)."""
   root = tmp_path / "data"
   rng = np.random.default_rng(0)
+  test_images = []
   for split, n in (("train", 16), ("test/normal", 8), ("test/anomalous", 8)):
     os.makedirs(root / split)
     for i in range(n):
@@ -346,6 +349,8 @@ def test_cli_end_to_end_on_a_colour_folder_then_report(tmp_path):
       if split == "test/anomalous":
         a[:, :10] = 255  # half the image white
       Image.fromarray(a).save(root / split / f"{i}.png")
+      if split != "train":
+        test_images.append(a)
   workdir = tmp_path / "wd"
   proc = run_cli(
     "--config=configs/default.py:smoke",
@@ -356,9 +361,15 @@ def test_cli_end_to_end_on_a_colour_folder_then_report(tmp_path):
     "--config.train.batch_size=8",
     "--config.eval.iwae_samples=8",
     "--config.eval.iwae_chunk=8",
+    "--config.eval.complexity_compressor=jpeg2000",
   )
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert f"results: {workdir}/results.json" in proc.stdout
+  saved = np.load(workdir / "scores" / "folder_seed0.npz")["length_bits"]
+  seen = anomaly_scores.model_view_images(np.stack(test_images), True)  # the smoke config binarises
+  want = anomaly_scores.length_bits(seen, "jpeg2000")
+  np.testing.assert_array_equal(np.sort(saved), np.sort(want))
+  assert not np.array_equal(np.sort(saved), np.sort(anomaly_scores.png_bits(seen)))
   with open(workdir / "results.json") as f:
     res = json.load(f)
   assert res["dataset"] == "folder" and res["protocol"] == "folder" and res["image_shape"] == [12, 20, 3]
