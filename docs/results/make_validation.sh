@@ -81,6 +81,12 @@
 #      standardise the sums, not 200), alone and together (STAGE15_ROWS). Rescored copies of stage 14's rows at
 #      seeds 0-2, all ten scores; nothing of them was seen before. Stage 12's rule (a tie keeps stage 14's). A new
 #      choice becomes :best and gets its Fashion-MNIST -> MNIST report as a rescored copy of stage 14's ood job.
+#  16. (run last; declared 2026-12-06 10:30, eighteenth session, before its rows ran; /work/notes/stage16.md)
+#      Fashion-MNIST one-vs-rest only: stage 15's setting trained for 50 epochs instead of 100 (STAGE16): does
+#      stage 11's epoch choice, made with PNG and the nearest code, hold under stages 12-15's scoring? Seeds 0-2,
+#      all ten scores, K = 64. Seen before: the validation AUROC of two 50-epoch models on seed 0's split (an
+#      exploration job), not their test. Stage 12's rule against stage 15's 100 epochs (a tie keeps 100). A new
+#      choice becomes :best and gets its Fashion-MNIST -> MNIST report (seeds 0-2 as one job, trained).
 # `tables` also writes the fresh-split check of the last stage's choices (`report.fresh_split`, no training): seeds
 # 1 and 2 are jobs with their own validation splits, so the choice is made again on each, and the chosen pair's
 # seed-0 validation AUROC minus its seeds 1-2 mean measures the optimism of choosing on one split.
@@ -128,6 +134,8 @@ STAGE14_PREVIOUS="100:gpp+k5:sap_complexity_knn"  # stage 14: the headline befor
 STAGE15="fashion_mnist:one_vs_rest:100:gpp+k5+j2k"  # stage 15: D:P:EPOCHS:BASE_ROW (stage 14's choice)
 STAGE15_ROWS="gpp+k5+j2k+iw64 gpp+k5+j2k+ref1000 gpp+k5+j2k+iw64+ref1000"  # stage 15: its new rows
 STAGE15_PREVIOUS="100:gpp+k5+j2k:sap_complexity_knn"  # stage 15: the headline before (stage 14's)
+STAGE16="fashion_mnist:one_vs_rest:50:gpp+k5+j2k+iw64+ref1000:100"  # stage 16: D:P:EPOCHS:ROW:EPOCHS_BEFORE
+STAGE16_PREVIOUS="100:gpp+k5+j2k+iw64+ref1000:sap_complexity_knn"  # stage 16: the headline before (stage 15's)
 STAGE10_CHOICE="fashion_mnist:one_vs_rest:50::"  # a spec without settings: stage 10's choice, read from its JSON
 EARLIER_DIR=${EARLIER_DIR:-docs/results}  # where `--earlier` JSON are read (a stage sets EARLIER=NAME for its own)
 IW="--config.eval.iwae_samples=16"   # iwae K = 16 (as the main job and `:best`): K = 64 made scoring outlast training
@@ -401,6 +409,28 @@ stage15_tables() {  # stage 15's table, and its ood report's when its choice is 
   # shellcheck disable=SC2046
   pooled_table $D $P stage15 "$STAGE15_PREVIOUS" "$EP:$BASE" $(stage15_settings)
 }
+stage16_choice() {  # -> "SETTING SCORE": stage 16's choice on validation averaged over seeds 0-2
+  local D P EP ROW BEFORE
+  IFS=: read -r D P EP ROW BEFORE <<< "$STAGE16"
+  $PY -m dcvae_jax.report.across "$ROOT/knn" $D $P "$BEFORE:$ROW" "$EP:$ROW" --pooled --choose
+}
+stage16() {  # stage 15's setting at 50 epochs, trained at seeds 0-2, chosen on pooled validation (header)
+  local D P EP ROW BEFORE S SET SCORE
+  IFS=: read -r D P EP ROW BEFORE <<< "$STAGE16"
+  for S in "" +s1 +s2; do
+    ROOT=$ROOT/knn EXTRA="$(row_extra "$ROW")" docs/results/ablation.sh $D $P $EP "$ROW$S"
+  done
+  read -r SET SCORE <<< "$(stage16_choice)"
+  echo "$D $P, stage 16: validation (seeds 0-2) chose $SET with $SCORE"
+  if [ "$SET" != "$BEFORE:$ROW" ]; then  # a new :best: its Fashion-MNIST -> MNIST report, trained
+    ROOT=$ROOT/knn EXTRA="$(row_extra "$ROW" "$SCORE")" docs/results/ablation.sh fashion_mnist ood "$EP" "$ROW+n3"
+  fi
+}
+stage16_tables() {  # stage 16's table, and its ood report's when its choice is new
+  local D P EP ROW BEFORE
+  IFS=: read -r D P EP ROW BEFORE <<< "$STAGE16"
+  pooled_table $D $P stage16 "$STAGE16_PREVIOUS" "$BEFORE:$ROW" "$BEFORE:$ROW" "$EP:$ROW"
+}
 stage_tables() {  # SPECS PREVIOUS NAME: each spec's choice table (report.across), JSON validation_D_P_NAME.json
   local SPEC D P SETS X PREV
   for SPEC in $1; do
@@ -474,6 +504,7 @@ case ${1:-tables} in
     ood13
     stage14
     stage15
+    stage16
     ;;
   tables)
     ran() {  # DATASET PROTOCOL EPOCHS [ROW ...]: true if each ROW (default: every candidate) has its results
@@ -624,6 +655,7 @@ PYEOF
     stage13_tables
     stage14_tables
     stage15_tables
+    stage16_tables
     for SPEC in $STAGE10; do  # the winner's curse, measured on seeds 1-2's own validation splits
       read -r D P _ _ SETS <<< "$(spec_fields "$SPEC")"
       HAVE=""  # the settings that have run (a stage 10 row may not have yet)
@@ -645,5 +677,6 @@ PYEOF
   ood13) ood13 ;;  # stage 13's Fashion-MNIST -> MNIST report, when its choice is new
   stage14) stage14 ;;  # stage 14 alone (stage 12's rows must be there), with its ood report when its choice is new
   stage15) stage15 ;;  # stage 15 alone (stage 14's rows must be there), with its ood report when its choice is new
-  *) echo "usage: $0 run|stage9|stage10|stage11|ood10|stage12|stage13|ood13|stage14|stage15|tables" >&2; exit 2 ;;
+  stage16) stage16 ;;  # stage 16 alone (stage 15's rows must be there), with its ood report when its choice is new
+  *) echo "usage: $0 run|stage9|stage10|stage11|ood10|stage12|stage13|ood13|stage14|stage15|stage16|tables" >&2; exit 2 ;;
 esac

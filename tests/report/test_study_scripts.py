@@ -150,7 +150,7 @@ def test_validation_script_refuses_an_unknown_stage(tmp_path):
   assert out.returncode == 2
   assert (
     out.stderr.strip()
-    == f"usage: {VALIDATION} run|stage9|stage10|stage11|ood10|stage12|stage13|ood13|stage14|stage15|tables"
+    == f"usage: {VALIDATION} run|stage9|stage10|stage11|ood10|stage12|stage13|ood13|stage14|stage15|stage16|tables"
   )
 
 
