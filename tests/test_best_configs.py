@@ -168,7 +168,8 @@ def test_best_config_is_the_validation_studys_choice(name):
   compared latent_knn's k on that choice (..._one_vs_rest_stage12.json, pooled over seeds), its choice; where
   stage 13 compared 150 epochs of it (..._one_vs_rest_stage13.json), or stage 14 JPEG 2000 as complexity's
   compressor (..._one_vs_rest_stage14.json), or stage 15 K = 64 and 1000 reference images
-  (..._one_vs_rest_stage15.json), its choice is `:best`."""
+  (..._one_vs_rest_stage15.json), or stage 16 50 epochs of that (..._one_vs_rest_stage16.json), its choice is
+  `:best`."""
   import json
 
   from dcvae_jax.report.ablation import choose_on_validation
@@ -203,7 +204,7 @@ def test_best_config_is_the_validation_studys_choice(name):
     assert f"{epochs}:{row}" in report["settings"] and "earlier" in report  # stage 10's among them
     epochs, row = report["choice"]["setting"].split(":", 1)
     score = report["choice"]["score"]
-  for stage in (12, 13, 14, 15):  # 12: latent_knn's k; 13: 150 epochs; 14: JPEG 2000; 15: K = 64, 1000 references
+  for stage in (12, 13, 14, 15, 16):  # 12: k; 13: 150 epochs; 14: JPEG 2000; 15: K = 64, 1000 references; 16: 50
     path = results / f"validation_{name}_one_vs_rest_stage{stage}.json"
     if path.exists():
       report = json.loads(path.read_text())
@@ -211,7 +212,7 @@ def test_best_config_is_the_validation_studys_choice(name):
       epochs, row = report["choice"]["setting"].split(":", 1)
       score = report["choice"]["score"]
   if name == "fashion_mnist":  # the other datasets carry Fashion-MNIST's choice: it must be the latest one
-    later = [results / f"validation_{name}_one_vs_rest_stage{n}.json" for n in (9, 10, 11, 12, 13, 14, 15)]
+    later = [results / f"validation_{name}_one_vs_rest_stage{n}.json" for n in (9, 10, 11, 12, 13, 14, 15, 16)]
     assert knn.exists() and all(p.exists() for p in later)
   best = _load(name).get_config("best")
   want = {**BEST_DETECTOR, "lr_schedule": "constant", **{**ROW_SETTINGS, **LATER_ROWS}[row], "score": score}

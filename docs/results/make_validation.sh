@@ -81,7 +81,7 @@
 #      standardise the sums, not 200), alone and together (STAGE15_ROWS). Rescored copies of stage 14's rows at
 #      seeds 0-2, all ten scores; nothing of them was seen before. Stage 12's rule (a tie keeps stage 14's). A new
 #      choice becomes :best and gets its Fashion-MNIST -> MNIST report as a rescored copy of stage 14's ood job.
-#  16. (run last; declared 2026-12-06 10:30, eighteenth session, before its rows ran; /work/notes/stage16.md)
+#  16. (run last; declared 2026-12-06 10:27, eighteenth session, before its rows ran; /work/notes/stage16.md)
 #      Fashion-MNIST one-vs-rest only: stage 15's setting trained for 50 epochs instead of 100 (STAGE16): does
 #      stage 11's epoch choice, made with PNG and the nearest code, hold under stages 12-15's scoring? Seeds 0-2,
 #      all ten scores, K = 64. Seen before: the validation AUROC of two 50-epoch models on seed 0's split (an

@@ -849,3 +849,43 @@ def test_validation_stage15_scores_k64_and_1000_references_and_chooses_on_pooled
   if winner:
     assert written["paired"]["previous"] == f"100:{base}:sap_complexity_knn"
   assert (out_dir / "validation_fashion_mnist_ood_stage15.json").exists() == bool(winner)
+
+
+@pytest.mark.parametrize("shorter_wins", [True, False])
+def test_validation_stage16_trains_50_epochs_at_seeds_0_to_2_and_chooses_on_pooled_validation(tmp_path, shorter_wins):
+  """Stage 16: stage 15's setting trained at 50 epochs, seeds 0-2, all ten scores at K = 64 (the row's own K, not
+  EXTRA's 16); chosen against stage 15's 100 epochs on validation averaged over seeds 0-2 (seed 0 and test made to
+  disagree); a new choice trains its ood report (seeds 0-2 as one job) at 50 epochs; `tables` writes the JSON."""
+  real = _recording_python(tmp_path)
+  root, out_dir = tmp_path / "root", tmp_path / "out"
+  out_dir.mkdir()
+  knn, ovr, row = root / "knn", "fashion_mnist-one_vs_rest", "gpp+k5+j2k+iw64+ref1000"
+  before = [{"sap_complexity_knn": v} for v in (0.95, 0.90, 0.90)]  # seed 0 favours 100 epochs
+  _seeds(knn, row, before, [{"sap_complexity_knn": 0.99}] * 3, f"{ovr}-100ep")
+  new = 0.94 if shorter_wins else 0.90
+  vals = [{"sap_complexity_knn": v} for v in (0.93, new, new)]
+  _seeds(knn, row, vals, [{"sap_complexity_knn": 0.5}] * 3, f"{ovr}-50ep")
+  env = {"ROOT": str(root), "PY": str(real), "DATA": "/data", "OUT": str(out_dir)}
+  out = _run(VALIDATION, ["stage16"], env)
+  assert out.returncode == 0, out.stderr
+  choice = f"50:{row}" if shorter_wins else f"100:{row}"
+  assert f"stage 16: validation (seeds 0-2) chose {choice} with sap_complexity_knn" in out.stdout
+  calls, wds = _workdirs(tmp_path)
+  assert wds[:3] == [f"{ovr}-50ep-{row}", f"{ovr}-50ep-{row}+s1", f"{ovr}-50ep-{row}+s2"]
+  for c in calls[:3]:
+    assert "--config.train.num_epochs=50" in c and _last_flag(c, "eval.iwae_samples") == "64"
+    assert "--config.eval.complexity_compressor=jpeg2000" in c and "--config.eval.reference_examples=1000" in c
+    assert "--config.protocol.score=auto" in c
+  if shorter_wins:
+    assert wds[3:] == [f"fashion_mnist-ood-50ep-{row}+n3"]
+    assert "--config.num_seeds=3" in calls[3] and "--config.protocol.ood_dataset=mnist" in calls[3]
+    assert _last_flag(calls[3], "eval.iwae_samples") == "64" and "--config.train.num_epochs=50" in calls[3]
+  else:
+    assert len(wds) == 3
+  out = _run(VALIDATION, ["tables"], env)
+  assert out.returncode == 0, out.stderr
+  written = json.loads((out_dir / "validation_fashion_mnist_one_vs_rest_stage16.json").read_text())
+  assert written["choice"]["setting"] == choice and sorted(written["pooled"]) == [f"100:{row}", f"50:{row}"]
+  if shorter_wins:
+    assert written["paired"]["previous"] == f"100:{row}:sap_complexity_knn"
+    assert written["paired"]["diffs"] == pytest.approx([-0.49] * 3)
