@@ -12,7 +12,8 @@ any protocol: --config.protocol.name=one_vs_rest|leave_one_out|split. Defaults c
 batch 128); configs/emnist_paper.py has the paper's stated settings.
 
 BEST_ROW: not measured on EMNIST (no local copy here); it carries Fashion-MNIST's validation choice, row
-`gpp` at 100 epochs + `sap_complexity_knn` over 5 neighbours (docs/results/validation.md, stages 8-12).
+`gpp` at 50 epochs + `sap_complexity_knn` over 5 neighbours, JPEG 2000, K = 64, 1000 reference images
+(docs/results/validation.md, stages 8-16).
 """
 
 from dcvae_jax.config import dataset_config

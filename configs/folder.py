@@ -18,7 +18,7 @@ Images are resized to data.image_size ((H, W) or an int; () = their own size, wh
 all) and converted to data.channels (1 grey, 3 colour; 0 = their own). The protocol is the folder's: normal =
 train/, anomalous = test/anomalous/. The detector is the one chosen on validation for Fashion-MNIST
 (docs/results/validation.md: a VAE, MLP 512-256, with a per-pixel Gaussian likelihood on dequantised grey
-levels, 100 epochs, all ten scores computed, scored by sap_complexity_knn); the MLP takes any image size, --config.model.arch=conv (strides
+levels, 50 epochs, all ten scores computed, scored by sap_complexity_knn); the MLP takes any image size, --config.model.arch=conv (strides
 adapt to the size) suits larger images.
 """
 

@@ -98,7 +98,7 @@ def test_best_detector_fields():
   """The validation study's choice for Fashion-MNIST (docs/results/validation.md): the VAE, MLP 512-256, d = 10,
   Gaussian with learned per-pixel variance on dequantised grey levels, scored by sap_complexity_knn among all ten
   scores with latent_knn over 5 neighbours (stage 12), complexity's L(x) from lossless JPEG 2000 (stage 14), IWAE
-  K = 64 and 1000 reference images (stage 15), 100 epochs at a constant rate (stage 11)."""
+  K = 64 and 1000 reference images (stage 15), 50 epochs at a constant rate (stage 16)."""
   assert BEST_DETECTOR == dict(
     model="vae",
     arch="mlp",
@@ -112,7 +112,7 @@ def test_best_detector_fields():
     knn_neighbours=5,
     complexity_compressor="jpeg2000",
     scores=(),
-    num_epochs=100,
+    num_epochs=50,
     lr_schedule="constant",
     iwae_samples=64,
     reference_examples=1000,
