@@ -129,12 +129,13 @@ STAGE12_PREVIOUS="fashion_mnist:one_vs_rest:100:gpp:sap_complexity_knn
 fashion_mnist:leave_one_out:10:m:dcvae+gpp+l16:sap_knn"  # stage 12: the headlines before (stage 11's)
 STAGE13="fashion_mnist:one_vs_rest:150:gpp+k5:100:gpp+k5"  # stage 13: D:P:EPOCHS:ROW:EARLIER_EPOCHS:ROW
 STAGE13_PREVIOUS="100:gpp+k5:sap_complexity_knn"  # stage 13: the headline before (stage 12's)
-STAGE14="fashion_mnist:one_vs_rest:100:gpp+k5"  # stage 14: D:P:EPOCHS:BASE_ROW (stage 12's choice), +j2k
+STAGE14="fashion_mnist:one_vs_rest:100:gpp+k5"  # stage 14: D:P:EPOCHS:BASE_ROW (stage 12's choice)
+STAGE14_ROWS="gpp+k5+j2k"  # stage 14: its new row
 STAGE14_PREVIOUS="100:gpp+k5:sap_complexity_knn"  # stage 14: the headline before (stage 12's)
 STAGE15="fashion_mnist:one_vs_rest:100:gpp+k5+j2k"  # stage 15: D:P:EPOCHS:BASE_ROW (stage 14's choice)
 STAGE15_ROWS="gpp+k5+j2k+iw64 gpp+k5+j2k+ref1000 gpp+k5+j2k+iw64+ref1000"  # stage 15: its new rows
 STAGE15_PREVIOUS="100:gpp+k5+j2k:sap_complexity_knn"  # stage 15: the headline before (stage 14's)
-STAGE16="fashion_mnist:one_vs_rest:50:gpp+k5+j2k+iw64+ref1000:100"  # stage 16: D:P:EPOCHS:ROW:EPOCHS_BEFORE
+STAGE16="fashion_mnist:one_vs_rest:50:gpp+k5+j2k+iw64+ref1000:100:gpp+k5+j2k+iw64+ref1000"  # stage 16: as STAGE13
 STAGE16_PREVIOUS="100:gpp+k5+j2k+iw64+ref1000:sap_complexity_knn"  # stage 16: the headline before (stage 15's)
 STAGE10_CHOICE="fashion_mnist:one_vs_rest:50::"  # a spec without settings: stage 10's choice, read from its JSON
 EARLIER_DIR=${EARLIER_DIR:-docs/results}  # where `--earlier` JSON are read (a stage sets EARLIER=NAME for its own)
@@ -223,8 +224,8 @@ ood_extra() {  # SCORE -> the EXTRA flags of a Fashion-MNIST -> MNIST report: al
     "--config.protocol.ood_dataset=mnist --config.protocol.ood_data_dir=$DATA"
 }
 ood_job() {  # SETTING SCORE: Fashion-MNIST -> MNIST with the Fashion-MNIST one-vs-rest SETTING (EPOCHS:ROW),
-  # seeds 0-2 as one job under $ROOT/knn (a report, not a choice)
-  ROOT=$ROOT/knn EXTRA="$(ood_extra "$2")" docs/results/ablation.sh fashion_mnist ood "${1%%:*}" "${1#*:}+n3"
+  # seeds 0-2 as one job under $ROOT/knn (a report, not a choice), scored at the row's own K (row_extra)
+  ROOT=$ROOT/knn EXTRA="$(row_extra "${1#*:}" "$2")" docs/results/ablation.sh fashion_mnist ood "${1%%:*}" "${1#*:}+n3"
 }
 ood_report() {  # SPECS: the report of the stage's Fashion-MNIST one-vs-rest choice (its row and its epochs)
   local SET SCORE
@@ -328,108 +329,70 @@ stage12_tables() {  # each stage 12 choice's table, and its ood report's when th
     pooled_table $D $P stage12 "$PREV" "$EP:$BASE" $(stage12_settings "$BASE" $EP)
   done
 }
-stage13_fields() {  # -> "D P EP ROW BEFORE": STAGE13's dataset, protocol, new setting and the setting before it
-  local D P EP R
-  IFS=: read -r D P EP R <<< "$STAGE13"
-  echo "$D $P $EP ${R%%:*} ${R#*:}"  # ROW holds no colon here (a "+"-joined row of tokens)
-}
-stage13_choice() {  # -> "SETTING SCORE": stage 13's choice on validation averaged over seeds 0-2
-  local D P EP ROW BEFORE
-  read -r D P EP ROW BEFORE <<< "$(stage13_fields)"
-  $PY -m dcvae_jax.report.across "$ROOT/knn" $D $P "$BEFORE" "$EP:$ROW" --pooled --choose
-}
-stage13() {  # longer training of stage 12's one-vs-rest choice, seeds 0-2, chosen on pooled validation (header)
-  local D P EP ROW BEFORE S SET SCORE
-  read -r D P EP ROW BEFORE <<< "$(stage13_fields)"
-  for S in "" +s1 +s2; do ROOT=$ROOT/knn EXTRA="$ALL10" docs/results/ablation.sh $D $P $EP "$ROW$S"; done
-  read -r SET SCORE <<< "$(stage13_choice)"
-  echo "$D $P, stage 13: validation (seeds 0-2) chose $SET with $SCORE"
-}
-ood13() {  # stage 13's Fashion-MNIST -> MNIST report, when its choice is new
-  local D P EP ROW BEFORE SET SCORE
-  read -r D P EP ROW BEFORE <<< "$(stage13_fields)"
-  read -r SET SCORE <<< "$(stage13_choice)"
-  [ "$SET" != "$BEFORE" ] || { echo "stage 13 kept $BEFORE: its report is stage 12's"; return 0; }
-  ood_job "$SET" "$SCORE"
-}
-stage13_tables() {  # stage 13's table, and its ood report's when its choice is new and the report ran
-  local D P EP ROW BEFORE
-  read -r D P EP ROW BEFORE <<< "$(stage13_fields)"
-  pooled_table $D $P stage13 "$STAGE13_PREVIOUS" "$BEFORE" "$BEFORE" "$EP:$ROW"
-}
-stage14_choice() {  # -> "SETTING SCORE": stage 14's choice on validation averaged over seeds 0-2
-  local D P EP BASE
-  IFS=: read -r D P EP BASE <<< "$STAGE14"
-  $PY -m dcvae_jax.report.across "$ROOT/knn" $D $P "$EP:$BASE" "$EP:$BASE+j2k" --pooled --choose
-}
-stage14() {  # JPEG 2000 as complexity's compressor on stage 12's one-vs-rest choice, seeds 0-2 (header)
-  local D P EP BASE S SET SCORE
-  IFS=: read -r D P EP BASE <<< "$STAGE14"
-  for S in "" +s1 +s2; do knn_copy $D $P $EP "$BASE$S" "$BASE+j2k$S"; done
-  read -r SET SCORE <<< "$(stage14_choice)"
-  echo "$D $P, stage 14: validation (seeds 0-2) chose $SET with $SCORE"
-  if [ "$SET" != "$EP:$BASE" ]; then  # a new :best: its Fashion-MNIST -> MNIST report, rescored from stage 12's
-    knn_copy fashion_mnist ood "$EP" "$BASE+n3" "${SET#*:}+n3" "$(ood_extra "$SCORE")"
-  fi
-}
-stage14_tables() {  # stage 14's table, and its ood report's when its choice is new
-  local D P EP BASE
-  IFS=: read -r D P EP BASE <<< "$STAGE14"
-  pooled_table $D $P stage14 "$STAGE14_PREVIOUS" "$EP:$BASE" "$EP:$BASE" "$EP:$BASE+j2k"
-}
 row_extra() {  # ROW [SCORE] -> the EXTRA flags that score ROW with all ten scores (SCORE: an ood report's
   # headline, with its flags): $IW's K unless the row names its own (iw<N>), since EXTRA comes last and wins
   local K=16
   [[ "+$1+" =~ \+iw([0-9]+)\+ ]] && K=${BASH_REMATCH[1]}
   if [ -n "${2:-}" ]; then echo "$(ood_extra "$2")" "--config.eval.iwae_samples=$K"; else echo "$ALL10 --config.eval.iwae_samples=$K"; fi
 }
-stage15_settings() {  # -> "EP:BASE EP:ROW ...": the settings stage 15 chooses among, stage 14's first
+trained_fields() {  # SPEC (D:P:EPOCHS:ROW:EARLIER_EPOCHS:EARLIER_ROW) -> "D P EP ROW BEFORE": a training stage's
+  # dataset, protocol, new setting's epochs and row (no colon: a "+"-joined row of tokens), and the setting before it
+  local D P EP R
+  IFS=: read -r D P EP R <<< "$1"
+  echo "$D $P $EP ${R%%:*} ${R#*:}"
+}
+trained_choice() {  # SPEC -> "SETTING SCORE": a training stage's choice on validation averaged over seeds 0-2
+  local D P EP ROW BEFORE
+  read -r D P EP ROW BEFORE <<< "$(trained_fields "$1")"
+  $PY -m dcvae_jax.report.across "$ROOT/knn" $D $P "$BEFORE" "$EP:$ROW" --pooled --choose
+}
+trained_stage() {  # SPEC NAME: a training stage (13, 16): the new setting trained at seeds 0-2 (all ten scores, the
+  # row's own K), chosen against the setting before it on pooled validation (a tie keeps the one before)
+  local D P EP ROW BEFORE S SET SCORE
+  read -r D P EP ROW BEFORE <<< "$(trained_fields "$1")"
+  for S in "" +s1 +s2; do ROOT=$ROOT/knn EXTRA="$(row_extra "$ROW")" docs/results/ablation.sh $D $P $EP "$ROW$S"; done
+  read -r SET SCORE <<< "$(trained_choice "$1")"
+  echo "$D $P, stage $2: validation (seeds 0-2) chose $SET with $SCORE"
+}
+trained_ood() {  # SPEC NAME: a training stage's Fashion-MNIST -> MNIST report (trained), when its choice is new
+  local D P EP ROW BEFORE SET SCORE
+  read -r D P EP ROW BEFORE <<< "$(trained_fields "$1")"
+  read -r SET SCORE <<< "$(trained_choice "$1")"
+  [ "$SET" != "$BEFORE" ] || { echo "stage $2 kept $BEFORE: its report is the stage before's"; return 0; }
+  ood_job "$SET" "$SCORE"
+}
+trained_tables() {  # SPEC NAME PREVIOUS: a training stage's table, and its ood report's when its choice is new
+  local D P EP ROW BEFORE
+  read -r D P EP ROW BEFORE <<< "$(trained_fields "$1")"
+  pooled_table $D $P "stage$2" "$3" "$BEFORE" "$BEFORE" "$EP:$ROW"
+}
+copy_settings() {  # SPEC (D:P:EPOCHS:BASE_ROW) ROWS -> "EP:BASE EP:ROW ...": a rescoring stage's settings, base first
   local D P EP BASE R out
-  IFS=: read -r D P EP BASE <<< "$STAGE15"
+  IFS=: read -r D P EP BASE <<< "$1"
   out="$EP:$BASE"
-  for R in $STAGE15_ROWS; do out="$out $EP:$R"; done
+  for R in $2; do out="$out $EP:$R"; done
   echo "$out"
 }
-stage15() {  # how well the scores are estimated, on stage 14's choice, seeds 0-2 (header)
+copy_stage() {  # SPEC ROWS NAME: a rescoring stage (14, 15): each ROW a rescored copy of BASE's checkpoints at
+  # seeds 0-2 (all ten scores, the row's own K), chosen with BASE on pooled validation (a tie keeps BASE); a new
+  # choice gets its Fashion-MNIST -> MNIST report, rescored from BASE's ood job
   local D P EP BASE R S SET SCORE
-  IFS=: read -r D P EP BASE <<< "$STAGE15"
-  for R in $STAGE15_ROWS; do
+  IFS=: read -r D P EP BASE <<< "$1"
+  for R in $2; do
     for S in "" +s1 +s2; do knn_copy $D $P $EP "$BASE$S" "$R$S" "$(row_extra "$R")"; done
   done
   # shellcheck disable=SC2046
-  read -r SET SCORE <<< "$($PY -m dcvae_jax.report.across "$ROOT/knn" $D $P $(stage15_settings) --pooled --choose)"
-  echo "$D $P, stage 15: validation (seeds 0-2) chose $SET with $SCORE"
-  if [ "$SET" != "$EP:$BASE" ]; then  # a new :best: its Fashion-MNIST -> MNIST report, rescored from stage 14's
+  read -r SET SCORE <<< "$($PY -m dcvae_jax.report.across "$ROOT/knn" $D $P $(copy_settings "$1" "$2") --pooled --choose)"
+  echo "$D $P, stage $3: validation (seeds 0-2) chose $SET with $SCORE"
+  if [ "$SET" != "$EP:$BASE" ]; then
     knn_copy fashion_mnist ood "$EP" "$BASE+n3" "${SET#*:}+n3" "$(row_extra "${SET#*:}" "$SCORE")"
   fi
 }
-stage15_tables() {  # stage 15's table, and its ood report's when its choice is new
+copy_tables() {  # SPEC ROWS NAME PREVIOUS: a rescoring stage's table, and its ood report's when its choice is new
   local D P EP BASE
-  IFS=: read -r D P EP BASE <<< "$STAGE15"
+  IFS=: read -r D P EP BASE <<< "$1"
   # shellcheck disable=SC2046
-  pooled_table $D $P stage15 "$STAGE15_PREVIOUS" "$EP:$BASE" $(stage15_settings)
-}
-stage16_choice() {  # -> "SETTING SCORE": stage 16's choice on validation averaged over seeds 0-2
-  local D P EP ROW BEFORE
-  IFS=: read -r D P EP ROW BEFORE <<< "$STAGE16"
-  $PY -m dcvae_jax.report.across "$ROOT/knn" $D $P "$BEFORE:$ROW" "$EP:$ROW" --pooled --choose
-}
-stage16() {  # stage 15's setting at 50 epochs, trained at seeds 0-2, chosen on pooled validation (header)
-  local D P EP ROW BEFORE S SET SCORE
-  IFS=: read -r D P EP ROW BEFORE <<< "$STAGE16"
-  for S in "" +s1 +s2; do
-    ROOT=$ROOT/knn EXTRA="$(row_extra "$ROW")" docs/results/ablation.sh $D $P $EP "$ROW$S"
-  done
-  read -r SET SCORE <<< "$(stage16_choice)"
-  echo "$D $P, stage 16: validation (seeds 0-2) chose $SET with $SCORE"
-  if [ "$SET" != "$BEFORE:$ROW" ]; then  # a new :best: its Fashion-MNIST -> MNIST report, trained
-    ROOT=$ROOT/knn EXTRA="$(row_extra "$ROW" "$SCORE")" docs/results/ablation.sh fashion_mnist ood "$EP" "$ROW+n3"
-  fi
-}
-stage16_tables() {  # stage 16's table, and its ood report's when its choice is new
-  local D P EP ROW BEFORE
-  IFS=: read -r D P EP ROW BEFORE <<< "$STAGE16"
-  pooled_table $D $P stage16 "$STAGE16_PREVIOUS" "$BEFORE:$ROW" "$BEFORE:$ROW" "$EP:$ROW"
+  pooled_table $D $P "stage$3" "$4" "$EP:$BASE" $(copy_settings "$1" "$2")
 }
 stage_tables() {  # SPECS PREVIOUS NAME: each spec's choice table (report.across), JSON validation_D_P_NAME.json
   local SPEC D P SETS X PREV
@@ -500,11 +463,12 @@ case ${1:-tables} in
     stage10
     stage11
     stage12
-    stage13
-    ood13
-    stage14
-    stage15
-    stage16
+    trained_stage "$STAGE13" 13
+    trained_ood "$STAGE13" 13
+    copy_stage "$STAGE14" "$STAGE14_ROWS" 14
+    copy_stage "$STAGE15" "$STAGE15_ROWS" 15
+    trained_stage "$STAGE16" 16
+    trained_ood "$STAGE16" 16
     ;;
   tables)
     ran() {  # DATASET PROTOCOL EPOCHS [ROW ...]: true if each ROW (default: every candidate) has its results
@@ -652,10 +616,10 @@ PYEOF
     EARLIER=stage10 stage_tables "$STAGE11" "$STAGE11_PREVIOUS" stage11
     EARLIER=stage10 ood_table stage11 "$STAGE11" 50:gpp+wide
     stage12_tables
-    stage13_tables
-    stage14_tables
-    stage15_tables
-    stage16_tables
+    trained_tables "$STAGE13" 13 "$STAGE13_PREVIOUS"
+    copy_tables "$STAGE14" "$STAGE14_ROWS" 14 "$STAGE14_PREVIOUS"
+    copy_tables "$STAGE15" "$STAGE15_ROWS" 15 "$STAGE15_PREVIOUS"
+    trained_tables "$STAGE16" 16 "$STAGE16_PREVIOUS"
     for SPEC in $STAGE10; do  # the winner's curse, measured on seeds 1-2's own validation splits
       read -r D P _ _ SETS <<< "$(spec_fields "$SPEC")"
       HAVE=""  # the settings that have run (a stage 10 row may not have yet)
@@ -673,10 +637,10 @@ PYEOF
   stage11) stage11 ;;  # stage 11 alone (against stage 10's JSON in $EARLIER_DIR)
   ood10) ood10 ;;  # stage 10's Fashion-MNIST -> MNIST report alone (its choice from stage 10's JSON)
   stage12) stage12 ;;  # stage 12 alone (stage 11's rows must be there)
-  stage13) stage13 ;;  # stage 13 alone (stage 12's rows must be there)
-  ood13) ood13 ;;  # stage 13's Fashion-MNIST -> MNIST report, when its choice is new
-  stage14) stage14 ;;  # stage 14 alone (stage 12's rows must be there), with its ood report when its choice is new
-  stage15) stage15 ;;  # stage 15 alone (stage 14's rows must be there), with its ood report when its choice is new
-  stage16) stage16 ;;  # stage 16 alone (stage 15's rows must be there), with its ood report when its choice is new
+  stage13) trained_stage "$STAGE13" 13 ;;  # stage 13 alone (stage 12's rows must be there)
+  ood13) trained_ood "$STAGE13" 13 ;;  # stage 13's Fashion-MNIST -> MNIST report, when its choice is new
+  stage14) copy_stage "$STAGE14" "$STAGE14_ROWS" 14 ;;  # alone (stage 12's rows must be there), with its ood report
+  stage15) copy_stage "$STAGE15" "$STAGE15_ROWS" 15 ;;  # alone (stage 14's rows must be there), with its ood report
+  stage16) trained_stage "$STAGE16" 16 && trained_ood "$STAGE16" 16 ;;  # alone (stage 15's rows), with its report
   *) echo "usage: $0 run|stage9|stage10|stage11|ood10|stage12|stage13|ood13|stage14|stage15|stage16|tables" >&2; exit 2 ;;
 esac
